@@ -1,0 +1,411 @@
+"""The ``mailflow`` command line: a thin edge over the domain."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import Any, NoReturn
+
+import click
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, selectinload
+
+from mailflow.config import ConfigError, Settings, load_settings
+from mailflow.db import migrate
+from mailflow.domain.alerts import get_alert, issue_alert
+from mailflow.domain.deliveries import count_by_state
+from mailflow.domain.errors import InvalidInput, NotFound
+from mailflow.domain.models import AlertAudience, Delivery, Organisation, User
+from mailflow.domain.organisations import import_organisations
+from mailflow.domain.users import ROLE_NAMES, add_user, list_users, remove_user
+from mailflow.intake.alert_files import read_alert_file
+from mailflow.intake.organisation_files import read_organisation_file
+from mailflow.mail.templates import format_time
+from mailflow.workers.queue import JobQueue, QueueWorker
+from mailflow.workers.runtime import Runtime
+
+log = logging.getLogger("mailflow")
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    click.echo(f"mailflow: {message}", err=True)
+    sys.exit(code)
+
+
+def actor_name() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli"
+
+
+class Context:
+    """Loads settings and opens the database on first use, so ``--help``
+    works without either."""
+
+    def __init__(self) -> None:
+        self._runtime: Runtime | None = None
+
+    @property
+    def settings(self) -> Settings:
+        return self.runtime.settings
+
+    @property
+    def runtime(self) -> Runtime:
+        if self._runtime is None:
+            try:
+                self._runtime = Runtime(load_settings())
+            except ConfigError as exc:
+                fail(f"configuration: {exc}", code=2)
+        return self._runtime
+
+    def require_schema(self) -> None:
+        try:
+            up_to_date = migrate.is_up_to_date(self.runtime.engine)
+        except OperationalError as exc:
+            fail(f"cannot reach the database: {exc.orig}", code=2)
+        if not up_to_date:
+            fail("the database schema is not up to date: run `mailflow db upgrade`", code=2)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        self.require_schema()
+        with self.runtime.sessions.begin() as session:
+            yield session
+
+    def close(self) -> None:
+        if self._runtime is not None:
+            self._runtime.close()
+
+
+pass_context = click.make_pass_decorator(Context)
+
+
+@contextmanager
+def reported_errors() -> Iterator[None]:
+    """Turn the domain's refusals into one clear line and a non-zero exit;
+    the transaction around the command has rolled back by then."""
+    try:
+        yield
+    except InvalidInput as exc:
+        fail(f"{exc.where}: {exc.problem} (nothing was written)")
+    except NotFound as exc:
+        fail(f"{exc} (nothing was written)")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Log more detail.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool) -> None:
+    """mailflow: issue cyber alerts and collect each organisation's
+    remediation status by email.
+
+    Settings come from MAILFLOW_* environment variables or
+    config/mailflow.toml; see `mailflow config`."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # Our own progress at INFO; libraries (alembic, pika, dramatiq) only
+    # when something is wrong, unless --verbose.
+    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    context = Context()
+    ctx.obj = context
+    ctx.call_on_close(context.close)
+
+
+@cli.command("config")
+@pass_context
+def show_config(ctx: Context) -> None:
+    """Show the settings in force (secrets hidden)."""
+    for name, value in ctx.settings.describe().items():
+        click.echo(f"{name:34} {value}")
+
+
+# ---------------------------------------------------------------- database
+
+
+@cli.group()
+def db() -> None:
+    """The database schema."""
+
+
+@db.command("upgrade")
+@pass_context
+def db_upgrade(ctx: Context) -> None:
+    """Create the schema, or bring it up to the newest version."""
+    try:
+        migrate.upgrade(ctx.runtime.engine)
+    except OperationalError as exc:
+        fail(f"cannot reach the database: {exc.orig}", code=2)
+    click.echo(f"database at revision {migrate.current_revision(ctx.runtime.engine)}")
+
+
+# ----------------------------------------------------------- organisations
+
+
+@cli.group()
+def orgs() -> None:
+    """Organisations the service covers."""
+
+
+@orgs.command("import")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--type", "org_type", help="Organisation type for every row (e.g. trust, icb).")
+@pass_context
+def orgs_import(ctx: Context, file: Path, org_type: str | None) -> None:
+    """Import organisations from FILE.
+
+    FILE is a CSV with the header code,name,type[,parent], or an NHS ODS
+    extract as published (etr.csv for trusts, eccg.csv for ICBs/CCGs).
+    Known organisations are updated (names, types, closures).  A bad row
+    stops the import, naming its line, and nothing is imported."""
+    with reported_errors():
+        records = read_organisation_file(file, org_type)
+        with ctx.transaction() as session:
+            summary = import_organisations(
+                session, records, now=ctx.runtime.clock(), actor=actor_name(), source=file.name
+            )
+    click.echo(
+        f"{len(records)} organisations read: {summary.created} new, {summary.updated} updated, "
+        f"{summary.closed} closed, {summary.unchanged} unchanged"
+    )
+
+
+@orgs.command("list")
+@click.option("--all", "include_closed", is_flag=True, help="Include closed organisations.")
+@pass_context
+def orgs_list(ctx: Context, include_closed: bool) -> None:
+    """List organisations."""
+    with ctx.transaction() as session:
+        query = select(Organisation).order_by(Organisation.code)
+        if not include_closed:
+            query = query.where(Organisation.closed_on.is_(None))
+        for org in session.scalars(query):
+            closed = f"  closed {org.closed_on}" if org.closed_on else ""
+            click.echo(f"{org.code:10} {org.type:12} {org.name}{closed}")
+
+
+# ------------------------------------------------------------------- users
+
+
+@cli.group()
+def users() -> None:
+    """People and their roles."""
+
+
+@users.command("add")
+@click.argument("email")
+@click.option("--name", help="Full name (needed for a new user).")
+@click.option("--org", "org_code", help="Organisation code the role is held for.")
+@click.option("--role", type=click.Choice(ROLE_NAMES), required=True,
+              help="administrator, responder or alert-only for an organisation; auditor is national.")
+@pass_context
+def users_add(ctx: Context, email: str, name: str | None, org_code: str | None, role: str) -> None:
+    """Add a user, or give an existing user a role at another organisation."""
+    with reported_errors(), ctx.transaction() as session:
+        added = add_user(session, email=email, name=name, role=role, org_code=org_code,
+                         now=ctx.runtime.clock(), actor=actor_name())
+        where = f" at {org_code.upper()}" if org_code else ""
+        verb = "added" if added.created else "updated"
+        click.echo(f"{verb} {added.user.email} ({added.user.name}): {role}{where}")
+
+
+@users.command("list")
+@click.option("--org", "org_code", help="Only users of this organisation.")
+@pass_context
+def users_list(ctx: Context, org_code: str | None) -> None:
+    """List active users and their roles."""
+    with reported_errors(), ctx.transaction() as session:
+        for user in list_users(session, org_code=org_code):
+            roles = [f"{m.role}@{m.organisation.code}" for m in user.memberships]
+            if user.national_role:
+                roles.append(str(user.national_role))
+            click.echo(f"{user.email:40} {user.name:30} {', '.join(sorted(roles))}")
+
+
+@users.command("remove")
+@click.argument("email")
+@click.option("--org", "org_code", help="Remove only the role at this organisation.")
+@pass_context
+def users_remove(ctx: Context, email: str, org_code: str | None) -> None:
+    """Remove a user's role at one organisation, or (without --org) all
+    their access.  Their history is kept."""
+    with reported_errors(), ctx.transaction() as session:
+        user = remove_user(session, email=email, org_code=org_code, now=ctx.runtime.clock(),
+                           actor=actor_name())
+        click.echo(f"removed {user.email}" + (f" from {org_code.upper()}" if org_code else ""))
+
+
+# ------------------------------------------------------------------ alerts
+
+
+@cli.group()
+def alert() -> None:
+    """Alerts: issue them and follow their delivery."""
+
+
+@alert.command("issue")
+@click.argument("file", type=click.Path(path_type=Path))
+@pass_context
+def alert_issue(ctx: Context, file: Path) -> None:
+    """Issue the alert described in FILE (TOML or JSON) and queue its emails.
+
+    Fields: reference (optional), title, severity (critical|high|medium|low),
+    summary, affected, cves, remediation, references, deadline_hours
+    (default 48), [audience] organisations and/or types (default: every
+    open organisation).  Prints the reference."""
+    with reported_errors():
+        spec = read_alert_file(file)
+        with ctx.transaction() as session:
+            issued = issue_alert(session, spec, now=ctx.runtime.clock(), actor=actor_name(),
+                                 mail_domain=ctx.settings.mail_domain)
+            reference = issued.alert.reference
+    click.echo(reference)
+    click.echo(
+        f"{issued.recipients} emails queued for {issued.organisations} organisations",
+        err=True,
+    )
+    if issued.organisations_without_recipients:
+        click.echo(
+            "warning: no one to email at "
+            + ", ".join(issued.organisations_without_recipients),
+            err=True,
+        )
+    if ctx.settings.broker_url:
+        JobQueue(ctx.runtime).dispatch_due()
+    else:
+        click.echo("`mailflow serve` (or `mailflow worker`) sends them.", err=True)
+
+
+@alert.command("show")
+@click.argument("reference")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_context
+def alert_show(ctx: Context, reference: str, as_json: bool) -> None:
+    """Show an alert and the state of each of its emails:
+    queued, sending, sent, deferred, failed or bounced."""
+    with reported_errors(), ctx.transaction() as session:
+        found = get_alert(session, reference)
+        audience = list(session.scalars(
+            select(Organisation.code).join(AlertAudience)
+            .where(AlertAudience.alert_id == found.id).order_by(Organisation.code)
+        ))
+        deliveries = list(session.scalars(
+            select(Delivery).where(Delivery.alert_id == found.id)
+            .options(selectinload(Delivery.user).selectinload(User.memberships))
+            .order_by(Delivery.id)
+        ))
+        audience_ids = {
+            org.id: org.code
+            for org in session.scalars(select(Organisation).where(Organisation.code.in_(audience)))
+        }
+        counts = count_by_state(session, alert_id=found.id)
+        data: dict[str, Any] = {
+            "reference": found.reference,
+            "title": found.title,
+            "severity": str(found.severity),
+            "response_required": found.response_required,
+            "issued_at": found.issued_at.isoformat(),
+            "issued_by": found.issued_by,
+            "deadline_at": found.deadline_at.isoformat(),
+            "summary": found.summary,
+            "affected": found.affected,
+            "cves": found.cves,
+            "remediation": found.remediation,
+            "references": found.references,
+            "audience": audience,
+            "delivery_counts": dict(sorted(counts.items())),
+            "deliveries": [
+                {
+                    "recipient": d.user.email,
+                    "organisations": sorted(
+                        audience_ids[m.organisation_id]
+                        for m in d.user.memberships if m.organisation_id in audience_ids
+                    ),
+                    "state": str(d.state),
+                    "attempts": d.attempts,
+                    "last_error": d.last_error,
+                    "message_id": d.message_id,
+                    "sent_at": d.sent_at.isoformat() if d.sent_at else None,
+                }
+                for d in deliveries
+            ],
+        }
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    zone = ctx.settings.zone
+    click.echo(f"{found.reference}  [{str(found.severity).upper()}]  {found.title}")
+    click.echo(f"issued    {format_time(found.issued_at, zone)} by {found.issued_by}")
+    click.echo(f"deadline  {format_time(found.deadline_at, zone)}"
+               + ("" if found.response_required else " (response not required)"))
+    click.echo(f"audience  {len(audience)} organisations: {', '.join(audience)}")
+    summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "none"
+    click.echo(f"emails    {summary}")
+    click.echo("")
+    click.echo(f"{'recipient':36} {'organisations':16} {'state':9} {'tries':>5}  last error")
+    for row in data["deliveries"]:
+        click.echo(
+            f"{row['recipient']:36} {','.join(row['organisations']):16} {row['state']:9} "
+            f"{row['attempts']:>5}  {row['last_error'] or ''}"
+        )
+
+
+# --------------------------------------------------------------- processes
+
+
+def run_until_stopped(start: Callable[[], None], stop: Callable[[], None]) -> None:
+    stopping = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("received signal %s: stopping", signum)
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    start()
+    try:
+        while not stopping.wait(1.0):
+            pass
+    finally:
+        stop()
+
+
+@cli.command()
+@click.option("--threads", default=2, show_default=True, help="Worker threads.")
+@pass_context
+def worker(ctx: Context, threads: int) -> None:
+    """Run the queue worker alone: sends alert emails (and, later, every
+    other job).  Uses MAILFLOW_BROKER_URL, or an in-process queue."""
+    ctx.require_schema()
+    queue_worker = QueueWorker(ctx.runtime, threads=threads)
+    where = ctx.settings.smtp_relay.redacted() if ctx.settings.smtp_relay else ctx.settings.maildir
+    log.info("worker started: mail goes to %s", where)
+    run_until_stopped(queue_worker.start, queue_worker.stop)
+
+
+@cli.command()
+@click.option("--threads", default=2, show_default=True, help="Worker threads.")
+@pass_context
+def serve(ctx: Context, threads: int) -> None:
+    """Run every part of mailflow in one process, on the embedded defaults
+    unless configured otherwise: today the queue worker."""
+    ctx.require_schema()
+    queue_worker = QueueWorker(ctx.runtime, threads=threads)
+    where = ctx.settings.smtp_relay.redacted() if ctx.settings.smtp_relay else ctx.settings.maildir
+    log.info("mailflow serving: mail goes to %s", where)
+    run_until_stopped(queue_worker.start, queue_worker.stop)
+
+
+def main() -> None:
+    cli(prog_name="mailflow")

@@ -1,0 +1,312 @@
+"""Settings, read in one place.
+
+Precedence, lowest first: the defaults below, then a TOML file
+(``MAILFLOW_CONFIG``, else ``config/mailflow.toml`` if it exists), then
+``MAILFLOW_*`` environment variables.  Every problem is reported as a
+:class:`ConfigError` that names the setting, so the command line can stop
+with a message a person can act on.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from email.headerregistry import Address
+from email.utils import parseaddr
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+DEFAULT_CONFIG_FILE = Path("config/mailflow.toml")
+MIN_SECRET_KEY_LENGTH = 32
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed."""
+
+    def __init__(self, setting: str, problem: str) -> None:
+        super().__init__(f"{setting}: {problem}")
+        self.setting = setting
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    """Where outbound mail goes: ``smtp://[user:pass@]host:port[?starttls=true]``
+    or ``smtps://...`` for TLS from the first byte."""
+
+    host: str
+    port: int
+    use_tls: bool = False
+    start_tls: bool = False
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+    def redacted(self) -> str:
+        scheme = "smtps" if self.use_tls else "smtp"
+        user = f"{self.username}:***@" if self.username else ""
+        query = "?starttls=true" if self.start_tls else ""
+        return f"{scheme}://{user}{self.host}:{self.port}{query}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    secret_key: str = field(repr=False)
+    broker_url: str | None = None
+    smtp_relay: RelayConfig | None = None
+    smtp_connections: int = 4
+    smtp_timeout_seconds: float = 60.0
+    maildir: Path = Path("var/maildir")
+    mail_domain: str = "mailflow.localhost"
+    from_address: str = ""
+    base_url: str = "http://127.0.0.1:8000"
+    service_name: str = "Cyber alerts"
+    timezone: str = "Europe/London"
+    answer_link_days: int = 30
+    send_retry_base_seconds: float = 60.0
+    send_max_attempts: int = 8
+    send_lease_seconds: float = 600.0
+    queue_name: str = "mailflow"
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def from_header(self) -> Address:
+        name, addr = parseaddr(self.from_address)
+        username, _, domain = addr.partition("@")
+        return Address(display_name=name, username=username, domain=domain)
+
+    def describe(self) -> dict[str, str]:
+        """Every setting as text, with secrets hidden, for ``mailflow config``."""
+        out: dict[str, str] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "secret_key":
+                text = "(set)" if value else "(missing)"
+            elif isinstance(value, RelayConfig):
+                text = value.redacted()
+            elif f.name in ("database_url", "broker_url") and value:
+                text = _redact_url(str(value))
+            else:
+                text = "" if value is None else str(value)
+            out[ENV_NAMES[f.name]] = text
+        return out
+
+
+ENV_NAMES: dict[str, str] = {
+    "database_url": "MAILFLOW_DATABASE_URL",
+    "secret_key": "MAILFLOW_SECRET_KEY",
+    "broker_url": "MAILFLOW_BROKER_URL",
+    "smtp_relay": "MAILFLOW_SMTP_RELAY",
+    "smtp_connections": "MAILFLOW_SMTP_CONNECTIONS",
+    "smtp_timeout_seconds": "MAILFLOW_SMTP_TIMEOUT_SECONDS",
+    "maildir": "MAILFLOW_MAILDIR",
+    "mail_domain": "MAILFLOW_MAIL_DOMAIN",
+    "from_address": "MAILFLOW_FROM",
+    "base_url": "MAILFLOW_BASE_URL",
+    "service_name": "MAILFLOW_SERVICE_NAME",
+    "timezone": "MAILFLOW_TIMEZONE",
+    "answer_link_days": "MAILFLOW_ANSWER_LINK_DAYS",
+    "send_retry_base_seconds": "MAILFLOW_SEND_RETRY_BASE_SECONDS",
+    "send_max_attempts": "MAILFLOW_SEND_MAX_ATTEMPTS",
+    "send_lease_seconds": "MAILFLOW_SEND_LEASE_SECONDS",
+    "queue_name": "MAILFLOW_QUEUE_NAME",
+}
+
+# The keys a TOML file may use are the setting names without the prefix, in
+# lower case ("database_url", "from" ...).
+TOML_KEYS: dict[str, str] = {
+    env.removeprefix("MAILFLOW_").lower(): name for name, env in ENV_NAMES.items()
+}
+
+
+def _redact_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return parts._replace(netloc=netloc).geturl()
+    return url
+
+
+def parse_relay(text: str) -> RelayConfig:
+    parts = urlsplit(text)
+    if parts.scheme not in ("smtp", "smtps"):
+        raise ValueError("expected smtp://host:port or smtps://host:port")
+    if not parts.hostname:
+        raise ValueError("no host given")
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError("the port is not a number") from exc
+    query = {k.lower(): v.lower() for k, _, v in (p.partition("=") for p in parts.query.split("&") if p)}
+    unknown = set(query) - {"starttls"}
+    if unknown:
+        raise ValueError(f"unknown option {sorted(unknown)[0]!r} (only starttls=true|false)")
+    start_tls = query.get("starttls", "false") in ("true", "1", "yes")
+    use_tls = parts.scheme == "smtps"
+    if use_tls and start_tls:
+        raise ValueError("smtps:// already uses TLS; drop starttls")
+    return RelayConfig(
+        host=parts.hostname,
+        port=port or (465 if use_tls else 25),
+        use_tls=use_tls,
+        start_tls=start_tls,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+    )
+
+
+def _parse_broker(text: str) -> str | None:
+    if not text:
+        return None
+    scheme = urlsplit(text).scheme
+    if scheme not in ("amqp", "amqps", "redis", "rediss"):
+        raise ValueError("expected amqp://... (RabbitMQ) or redis://... (Redis), or unset")
+    return text
+
+
+def _parse_database(text: str) -> str:
+    scheme = urlsplit(text).scheme.split("+")[0]
+    if scheme not in ("sqlite", "postgresql"):
+        raise ValueError("expected sqlite:///path or postgresql://user@host/db")
+    if scheme == "postgresql" and "+" not in urlsplit(text).scheme:
+        # psycopg 3 is the driver we install; say so once here rather than at
+        # every place that makes an engine.
+        text = "postgresql+psycopg" + text[len("postgresql") :]
+    return text
+
+
+def _parse_positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError("must be a whole number above 0")
+    return value
+
+
+def _parse_positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise ValueError("must be a number above 0")
+    return value
+
+
+def _parse_domain(text: str) -> str:
+    text = text.strip().lower()
+    labels = text.split(".")
+    if not text or any(not label or not label.replace("-", "").isalnum() for label in labels):
+        raise ValueError("expected a domain name such as alerts.example.org")
+    return text
+
+
+def _parse_from(text: str) -> str:
+    name, addr = parseaddr(text)
+    if "@" not in addr or addr.startswith("@") or addr.endswith("@"):
+        raise ValueError('expected an address such as "Cyber alerts <alerts@example.org>"')
+    return text
+
+
+def _parse_base_url(text: str) -> str:
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("expected an absolute http:// or https:// URL")
+    return text.rstrip("/")
+
+
+def _parse_secret(text: str) -> str:
+    if len(text) < MIN_SECRET_KEY_LENGTH:
+        raise ValueError(f"must be at least {MIN_SECRET_KEY_LENGTH} characters of random text")
+    return text
+
+
+def _parse_timezone(text: str) -> str:
+    try:
+        ZoneInfo(text)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError("not a known time zone (e.g. Europe/London)") from exc
+    return text
+
+
+PARSERS: dict[str, Callable[[str], Any]] = {
+    "database_url": _parse_database,
+    "secret_key": _parse_secret,
+    "broker_url": _parse_broker,
+    "smtp_relay": lambda t: parse_relay(t) if t else None,
+    "smtp_connections": _parse_positive_int,
+    "smtp_timeout_seconds": _parse_positive_float,
+    "maildir": Path,
+    "mail_domain": _parse_domain,
+    "from_address": _parse_from,
+    "base_url": _parse_base_url,
+    "service_name": str,
+    "timezone": _parse_timezone,
+    "answer_link_days": _parse_positive_int,
+    "send_retry_base_seconds": _parse_positive_float,
+    "send_max_attempts": _parse_positive_int,
+    "send_lease_seconds": _parse_positive_float,
+    "queue_name": str,
+}
+
+
+def _read_toml(path: Path) -> dict[str, str]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError("MAILFLOW_CONFIG", f"cannot read {path}: {exc.strerror}") from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError("MAILFLOW_CONFIG", f"{path} is not valid TOML: {exc}") from exc
+    out: dict[str, str] = {}
+    for key, value in data.items():
+        if key not in TOML_KEYS:
+            raise ConfigError("MAILFLOW_CONFIG", f"{path}: unknown setting {key!r}")
+        if isinstance(value, bool | dict | list):
+            raise ConfigError(ENV_NAMES[TOML_KEYS[key]], f"in {path}: expected text or a number")
+        out[TOML_KEYS[key]] = str(value)
+    return out
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build the settings from defaults, the TOML file and the environment.
+
+    ``overrides`` (already typed values, by field name) win over everything;
+    tests use it to pass explicit settings.
+    """
+    env = os.environ if environ is None else environ
+    raw: dict[str, str] = {"database_url": "sqlite:///var/mailflow.db"}
+
+    config_path = env.get("MAILFLOW_CONFIG")
+    if config_path:
+        raw.update(_read_toml(Path(config_path)))
+    elif DEFAULT_CONFIG_FILE.exists():
+        raw.update(_read_toml(DEFAULT_CONFIG_FILE))
+
+    for name, env_name in ENV_NAMES.items():
+        if env_name in env:
+            raw[name] = env[env_name]
+
+    values: dict[str, Any] = {}
+    for name, text in raw.items():
+        try:
+            values[name] = PARSERS[name](text.strip())
+        except ValueError as exc:
+            raise ConfigError(ENV_NAMES[name], str(exc)) from exc
+    values.update(overrides or {})
+
+    if not values.get("secret_key"):
+        raise ConfigError(
+            "MAILFLOW_SECRET_KEY",
+            "missing: set it to at least 32 characters of random text "
+            '(python3 -c "import secrets; print(secrets.token_urlsafe(48))")',
+        )
+    if not values.get("from_address"):
+        values["from_address"] = f"Cyber alerts <alerts@{values.get('mail_domain', Settings.mail_domain)}>"
+    return Settings(**values)

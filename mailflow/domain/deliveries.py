@@ -1,0 +1,138 @@
+"""The life of one alert email: queued, claimed by a sender, then sent,
+deferred for a retry, failed, or (later) bounced."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.orm import Session, joinedload
+
+from mailflow.domain.audit import record_event
+from mailflow.domain.models import Delivery, DeliveryState, User
+
+MAX_RETRY_DELAY = timedelta(hours=6)
+SENDER = "worker"
+
+
+def retry_delay(attempts: int, base_seconds: float) -> timedelta:
+    """Exponential backoff: base, 2 x base, 4 x base ... up to six hours."""
+    return min(timedelta(seconds=base_seconds * 2 ** max(attempts - 1, 0)), MAX_RETRY_DELAY)
+
+
+def _due(now: datetime) -> object:
+    return or_(
+        and_(
+            Delivery.state.in_([DeliveryState.QUEUED, DeliveryState.DEFERRED]),
+            Delivery.next_attempt_at <= now,
+        ),
+        # A sender that died while holding deliveries leaves them 'sending';
+        # once its hold has run out, they are due again.
+        and_(Delivery.state == DeliveryState.SENDING, Delivery.claimed_until < now),
+    )
+
+
+def claim_due_deliveries(
+    session: Session, *, alert_id: int, now: datetime, hold: timedelta, limit: int
+) -> list[Delivery]:
+    """Take up to ``limit`` due deliveries of an alert for sending.  The
+    caller commits at once, so two senders never hold the same delivery."""
+    due = (
+        select(Delivery.id)
+        .where(Delivery.alert_id == alert_id, _due(now))
+        .order_by(Delivery.id)
+        .limit(limit)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        due = due.with_for_update(skip_locked=True)
+    ids = list(session.scalars(due))
+    if not ids:
+        return []
+    session.execute(
+        update(Delivery)
+        .where(Delivery.id.in_(ids))
+        .values(
+            state=DeliveryState.SENDING,
+            claimed_until=now + hold,
+            attempts=Delivery.attempts + 1,
+            updated_at=now,
+        )
+    )
+    return list(
+        session.scalars(
+            select(Delivery)
+            .where(Delivery.id.in_(ids))
+            .options(joinedload(Delivery.user).selectinload(User.memberships))
+            .order_by(Delivery.id)
+            .execution_options(populate_existing=True)
+        ).unique()
+    )
+
+
+def _finish_sending(session: Session, delivery_id: int, now: datetime, **values: object) -> bool:
+    result = session.execute(
+        update(Delivery)
+        .where(Delivery.id == delivery_id, Delivery.state == DeliveryState.SENDING)
+        .values(claimed_until=None, updated_at=now, **values)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def record_sent(session: Session, delivery_id: int, *, now: datetime, reply: str) -> None:
+    if _finish_sending(session, delivery_id, now, state=DeliveryState.SENT, sent_at=now,
+                       last_error=None):
+        record_event(session, at=now, actor=SENDER, action="delivery.sent",
+                     subject=f"delivery:{delivery_id}", relay_reply=reply)
+
+
+def record_deferred(
+    session: Session, delivery: Delivery, *, now: datetime, error: str,
+    retry_base_seconds: float, max_attempts: int,
+) -> DeliveryState:
+    """A temporary failure: try again later, or give up after
+    ``max_attempts``.  Returns the state the delivery is left in."""
+    if delivery.attempts >= max_attempts:
+        record_failed(session, delivery.id, now=now,
+                      error=f"gave up after {delivery.attempts} attempts: {error}")
+        return DeliveryState.FAILED
+    next_at = now + retry_delay(delivery.attempts, retry_base_seconds)
+    if _finish_sending(session, delivery.id, now, state=DeliveryState.DEFERRED,
+                       last_error=error, next_attempt_at=next_at):
+        record_event(session, at=now, actor=SENDER, action="delivery.deferred",
+                     subject=f"delivery:{delivery.id}", error=error,
+                     next_attempt_at=next_at.isoformat())
+    return DeliveryState.DEFERRED
+
+
+def record_failed(session: Session, delivery_id: int, *, now: datetime, error: str) -> None:
+    if _finish_sending(session, delivery_id, now, state=DeliveryState.FAILED, last_error=error):
+        record_event(session, at=now, actor=SENDER, action="delivery.failed",
+                     subject=f"delivery:{delivery_id}", error=error)
+
+
+def next_due_time(session: Session, *, alert_id: int) -> datetime | None:
+    """When a delivery of this alert next needs a sender: the earliest
+    retry, or the end of a hold on a delivery some sender has taken.
+    None when every delivery has reached an end state."""
+    retry = session.scalar(
+        select(func.min(Delivery.next_attempt_at)).where(
+            Delivery.alert_id == alert_id,
+            Delivery.state.in_([DeliveryState.QUEUED, DeliveryState.DEFERRED]),
+        )
+    )
+    held = session.scalar(
+        select(func.min(Delivery.claimed_until)).where(
+            Delivery.alert_id == alert_id, Delivery.state == DeliveryState.SENDING
+        )
+    )
+    times = [t for t in (retry, held) if t is not None]
+    return min(times) if times else None
+
+
+def count_by_state(session: Session, *, alert_id: int) -> Counter[str]:
+    rows = session.execute(
+        select(Delivery.state, func.count()).where(Delivery.alert_id == alert_id)
+        .group_by(Delivery.state)
+    ).all()
+    return Counter({str(state): n for state, n in rows})

@@ -1,0 +1,19 @@
+"""Errors the domain raises for input it will not accept.
+
+Each names what was wrong, so every edge (CLI, email, web) can tell the
+person exactly which field or line to fix.  Raising one always means that
+nothing was written.
+"""
+
+from __future__ import annotations
+
+
+class InvalidInput(Exception):
+    def __init__(self, where: str, problem: str) -> None:
+        super().__init__(f"{where}: {problem}")
+        self.where = where
+        self.problem = problem
+
+
+class NotFound(Exception):
+    pass

@@ -1,0 +1,274 @@
+"""The domain's tables.
+
+Alembic (mailflow/db/migrations) is the source of truth for the schema; these
+classes describe it to SQLAlchemy, and a test checks that the two agree.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Date,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out, on every backend.
+
+    SQLite has no time zones, so values are stored as naive UTC and given
+    their zone back when read.
+    """
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given; pass an aware UTC datetime")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(column_0_label)s",
+            "uq": "uq_%(table_name)s_%(column_0_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON, list[str]: JSON}
+
+
+def _enum(cls: type[enum.Enum], name: str) -> Enum:
+    # Stored as text with a CHECK constraint, so adding a value later is a
+    # plain migration on PostgreSQL and SQLite alike.
+    return Enum(
+        cls,
+        name=name,
+        native_enum=False,
+        create_constraint=True,
+        length=20,
+        values_callable=lambda members: [m.value for m in members],
+    )
+
+
+class Role(enum.StrEnum):
+    """What a person may do for one organisation."""
+
+    ADMINISTRATOR = "administrator"
+    RESPONDER = "responder"
+    ALERT_ONLY = "alert-only"
+
+    @property
+    def can_answer(self) -> bool:
+        return self is not Role.ALERT_ONLY
+
+
+class NationalRole(enum.StrEnum):
+    """Roles held nationally rather than for an organisation."""
+
+    AUDITOR = "auditor"
+
+
+class Severity(enum.StrEnum):
+    CRITICAL = "critical"
+    HIGH = "high"
+    MEDIUM = "medium"
+    LOW = "low"
+
+    @property
+    def response_required(self) -> bool:
+        return self in (Severity.CRITICAL, Severity.HIGH)
+
+
+class DeliveryState(enum.StrEnum):
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    DEFERRED = "deferred"
+    FAILED = "failed"
+    BOUNCED = "bounced"
+
+
+class JobState(enum.StrEnum):
+    PENDING = "pending"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class Organisation(Base):
+    __tablename__ = "organisations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(12), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    type: Mapped[str] = mapped_column(String(40))
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("organisations.id"))
+    opened_on: Mapped[date | None] = mapped_column(Date)
+    closed_on: Mapped[date | None] = mapped_column(Date)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+    parent: Mapped[Organisation | None] = relationship(remote_side=[id])
+
+    @property
+    def is_open(self) -> bool:
+        return self.closed_on is None
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # Stored lower-cased: mail systems treat the domain, and in practice the
+    # local part, without regard to case, and a reply's From must match.
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    national_role: Mapped[NationalRole | None] = mapped_column(_enum(NationalRole, "national_role"))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime]
+
+    memberships: Mapped[list[Membership]] = relationship(
+        back_populates="user", cascade="all, delete-orphan"
+    )
+
+
+class Membership(Base):
+    __tablename__ = "memberships"
+    __table_args__ = (UniqueConstraint("user_id", "organisation_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    organisation_id: Mapped[int] = mapped_column(ForeignKey("organisations.id"), index=True)
+    role: Mapped[Role] = mapped_column(_enum(Role, "role"))
+    created_at: Mapped[datetime]
+
+    user: Mapped[User] = relationship(back_populates="memberships")
+    organisation: Mapped[Organisation] = relationship()
+
+
+class Alert(Base):
+    __tablename__ = "alerts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    reference: Mapped[str] = mapped_column(String(20), unique=True)
+    title: Mapped[str] = mapped_column(String(300))
+    severity: Mapped[Severity] = mapped_column(_enum(Severity, "severity"))
+    summary: Mapped[str] = mapped_column(Text)
+    affected: Mapped[list[str]]
+    cves: Mapped[list[str]]
+    remediation: Mapped[str] = mapped_column(Text)
+    references: Mapped[list[str]]
+    response_required: Mapped[bool] = mapped_column(Boolean)
+    issued_at: Mapped[datetime]
+    deadline_at: Mapped[datetime]
+    issued_by: Mapped[str] = mapped_column(String(200))
+    # The audience as the publisher asked for it (codes and types); the
+    # organisations it resolved to at issue time are in alert_audience.
+    audience_spec: Mapped[dict[str, Any]]
+
+    audience: Mapped[list[AlertAudience]] = relationship(back_populates="alert")
+
+
+class AlertAudience(Base):
+    __tablename__ = "alert_audience"
+
+    alert_id: Mapped[int] = mapped_column(ForeignKey("alerts.id"), primary_key=True)
+    organisation_id: Mapped[int] = mapped_column(
+        ForeignKey("organisations.id"), primary_key=True, index=True
+    )
+
+    alert: Mapped[Alert] = relationship(back_populates="audience")
+    organisation: Mapped[Organisation] = relationship()
+
+
+class Delivery(Base):
+    """One alert email to one person: the unit of sending and of tracing
+    replies and bounces back."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("alert_id", "user_id"),
+        Index("ix_deliveries_state_next_attempt_at", "state", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    alert_id: Mapped[int] = mapped_column(ForeignKey("alerts.id"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    state: Mapped[DeliveryState] = mapped_column(_enum(DeliveryState, "delivery_state"))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    # Fixed when the delivery is created, so a copy re-sent after a crash
+    # carries the same Message-ID and mail clients can fold the two together.
+    message_id: Mapped[str] = mapped_column(String(250), unique=True)
+    reply_key: Mapped[str] = mapped_column(String(64), unique=True)
+    bounce_key: Mapped[str] = mapped_column(String(64), unique=True)
+    next_attempt_at: Mapped[datetime]
+    # While a worker sends, it holds the delivery until this time; a worker
+    # that dies leaves it to be taken again once the time has passed.
+    claimed_until: Mapped[datetime | None]
+    sent_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+    alert: Mapped[Alert] = relationship()
+    user: Mapped[User] = relationship()
+
+
+class Job(Base):
+    """The outbox: work that must happen because of a change, written in the
+    same transaction as the change.  Queue messages carry only its id."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_state_run_after", "state", "run_after"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    payload: Mapped[dict[str, Any]]
+    state: Mapped[JobState] = mapped_column(_enum(JobState, "job_state"))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    run_after: Mapped[datetime]
+    enqueued_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+
+
+class AuditEvent(Base):
+    """Append-only: the migration installs triggers that refuse UPDATE and
+    DELETE on this table."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(index=True)
+    actor: Mapped[str] = mapped_column(String(254))
+    action: Mapped[str] = mapped_column(String(60))
+    subject: Mapped[str] = mapped_column(String(120), index=True)
+    details: Mapped[dict[str, Any]]

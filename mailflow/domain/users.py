@@ -1,0 +1,142 @@
+"""People and the organisations they act for."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from mailflow.domain.audit import record_event
+from mailflow.domain.errors import InvalidInput, NotFound
+from mailflow.domain.models import Membership, NationalRole, Role, User
+from mailflow.domain.organisations import find_organisation
+
+MAX_NAME_LENGTH = 200
+ROLE_NAMES = [r.value for r in Role] + [r.value for r in NationalRole]
+
+
+def normalise_email(address: str) -> str:
+    """Check an address's form (not whether it receives mail) and return
+    it lower-cased."""
+    try:
+        checked = validate_email(address.strip(), check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise InvalidInput("email", f"{address!r} is not a valid address: {exc}") from exc
+    return checked.normalized.lower()
+
+
+@dataclass(frozen=True)
+class AddedUser:
+    user: User
+    created: bool
+
+
+def add_user(
+    session: Session,
+    *,
+    email: str,
+    name: str | None,
+    role: str,
+    org_code: str | None,
+    now: datetime,
+    actor: str,
+) -> AddedUser:
+    """Add a person, or give an existing one a role at another organisation.
+
+    Organisation roles need ``org_code``; the auditor role is national and
+    takes none.
+    """
+    address = normalise_email(email)
+    if role not in ROLE_NAMES:
+        raise InvalidInput("role", f"{role!r} is not a role (one of {', '.join(ROLE_NAMES)})")
+    if name is not None:
+        name = name.strip()
+        if not name or len(name) > MAX_NAME_LENGTH:
+            raise InvalidInput("name", f"give a name of 1 to {MAX_NAME_LENGTH} characters")
+
+    user = session.scalar(select(User).where(User.email == address))
+    created = user is None
+    if user is None:
+        if name is None:
+            raise InvalidInput("name", "a new user needs a name (--name)")
+        user = User(email=address, name=name, active=True, created_at=now)
+        session.add(user)
+    else:
+        if name is not None:
+            user.name = name
+        user.active = True
+
+    if role == NationalRole.AUDITOR:
+        if org_code is not None:
+            raise InvalidInput("org", "auditors are national: give no organisation")
+        user.national_role = NationalRole.AUDITOR
+        session.flush()
+        record_event(session, at=now, actor=actor, action="user.role_granted",
+                     subject=f"user:{user.id}", email=address, role=role)
+        return AddedUser(user, created)
+
+    if org_code is None:
+        raise InvalidInput("org", f"the {role} role is held for an organisation: give --org CODE")
+    org = find_organisation(session, org_code)
+    if org is None:
+        raise InvalidInput("org", f"{org_code!r} is not a known organisation")
+    if not org.is_open:
+        raise InvalidInput("org", f"{org.code} ({org.name}) is closed")
+
+    membership = next((m for m in user.memberships if m.organisation_id == org.id), None)
+    if membership is None:
+        user.memberships.append(
+            Membership(organisation_id=org.id, role=Role(role), created_at=now)
+        )
+    else:
+        membership.role = Role(role)
+    session.flush()
+    record_event(session, at=now, actor=actor, action="user.role_granted",
+                 subject=f"user:{user.id}", email=address, role=role, organisation=org.code)
+    return AddedUser(user, created)
+
+
+def remove_user(
+    session: Session, *, email: str, org_code: str | None, now: datetime, actor: str
+) -> User:
+    """Take away a role at one organisation, or (without ``org_code``) every
+    role: the person is then inactive.  The row stays, because deliveries,
+    answers and the audit log name them."""
+    address = normalise_email(email)
+    user = session.scalar(select(User).where(User.email == address))
+    if user is None:
+        raise NotFound(f"no user {address}")
+    if org_code is not None:
+        org = find_organisation(session, org_code)
+        membership = next(
+            (m for m in user.memberships if org is not None and m.organisation_id == org.id), None
+        )
+        if membership is None:
+            raise NotFound(f"{address} holds no role at {org_code.upper()}")
+        user.memberships.remove(membership)
+        record_event(session, at=now, actor=actor, action="user.role_removed",
+                     subject=f"user:{user.id}", organisation=org_code.upper())
+        return user
+    user.memberships.clear()
+    user.national_role = None
+    user.active = False
+    record_event(session, at=now, actor=actor, action="user.deactivated", subject=f"user:{user.id}")
+    return user
+
+
+def list_users(session: Session, *, org_code: str | None = None) -> list[User]:
+    query = (
+        select(User)
+        .where(User.active.is_(True))
+        .options(selectinload(User.memberships).selectinload(Membership.organisation))
+        .order_by(User.email)
+    )
+    if org_code is not None:
+        org = find_organisation(session, org_code)
+        if org is None:
+            raise InvalidInput("org", f"{org_code!r} is not a known organisation")
+        query = query.where(User.memberships.any(Membership.organisation_id == org.id))
+    return list(session.scalars(query))

@@ -1,0 +1,63 @@
+"""Rendering emails from ``templates/email/NAME/`` (subject.txt, body.txt,
+body.html).  A function builds the context; this module only renders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import jinja2
+
+PACKAGE_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+SOURCE_TEMPLATES = Path(__file__).resolve().parent.parent.parent / "templates"
+
+
+def template_root() -> Path:
+    """The templates inside an installed package, else those of the source
+    tree (an editable install or a checkout)."""
+    for root in (PACKAGE_TEMPLATES, SOURCE_TEMPLATES):
+        if (root / "email").is_dir():
+            return root
+    raise RuntimeError(f"email templates not found in {PACKAGE_TEMPLATES} or {SOURCE_TEMPLATES}")
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    subject: str
+    text: str
+    html: str
+
+
+def format_time(value: datetime, zone: ZoneInfo) -> str:
+    """'Friday 28 November 2026 at 09:00 GMT' in the service's time zone."""
+    local = value.astimezone(zone)
+    return f"{local:%A} {local.day} {local:%B %Y} at {local:%H:%M} {local.tzname()}"
+
+
+@cache
+def environment(zone_name: str) -> jinja2.Environment:
+    root = template_root() / "email"
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(root),
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default=False),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    zone = ZoneInfo(zone_name)
+    env.filters["local_time"] = lambda value: format_time(value, zone)
+    return env
+
+
+def render_email(name: str, context: dict[str, object], *, zone_name: str) -> RenderedEmail:
+    env = environment(zone_name)
+    subject = env.get_template(f"{name}/subject.txt").render(context)
+    return RenderedEmail(
+        subject=" ".join(subject.split()),
+        text=env.get_template(f"{name}/body.txt").render(context),
+        html=env.get_template(f"{name}/body.html").render(context),
+    )

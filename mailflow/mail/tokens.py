@@ -1,0 +1,57 @@
+"""Signed tokens for links in emails.
+
+One serializer per purpose (the purpose is the itsdangerous salt), so a
+token made for one job is worthless for another.  Every token expires;
+those that commit something are also made single-use in the database by
+the code that commits.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+
+
+class Purpose(enum.StrEnum):
+    ANSWER = "answer"      # /r/TOKEN: one status for one organisation, from an alert email
+    CONFIRM = "confirm"    # /c/TOKEN: pending answers from a reply
+    ENROL = "enrol"        # MFA enrolment from a welcome email
+
+
+class TokenError(Exception):
+    """The token cannot be used; the message says why in plain words."""
+
+
+class TokenInvalid(TokenError):
+    pass
+
+
+class TokenExpired(TokenError):
+    pass
+
+
+class TokenService:
+    def __init__(self, secret_key: str, purpose: Purpose, max_age: timedelta) -> None:
+        self._serializer = URLSafeTimedSerializer(secret_key, salt=f"mailflow.{purpose.value}")
+        self.purpose = purpose
+        self.max_age = max_age
+
+    def sign(self, payload: dict[str, Any]) -> str:
+        return self._serializer.dumps(payload)
+
+    def verify(self, token: str, *, now: datetime | None = None) -> dict[str, Any]:
+        """The payload, if the signature is ours for this purpose and the
+        token is younger than ``max_age`` at ``now``."""
+        try:
+            payload, signed_at = self._serializer.loads(token, return_timestamp=True)
+        except BadSignature as exc:
+            raise TokenInvalid("this link is not valid: it may have been changed or cut short") from exc
+        now = now or datetime.now(UTC)
+        if now - signed_at > self.max_age:
+            raise TokenExpired("this link has expired")
+        if not isinstance(payload, dict):
+            raise TokenInvalid("this link is not valid")
+        return payload

@@ -1,0 +1,61 @@
+"""What every process of mailflow shares: settings, the database, the
+outbound transport and a clock."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import cached_property
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from mailflow.config import Settings
+from mailflow.db.engine import make_engine, make_sessionmaker
+from mailflow.mail.transport import MaildirTransport, SmtpRelayPool, Transport
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Runtime:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        transport: Transport | None = None,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self._transport = transport
+
+    @cached_property
+    def engine(self) -> Engine:
+        return make_engine(self.settings.database_url)
+
+    @cached_property
+    def sessions(self) -> sessionmaker[Session]:
+        return make_sessionmaker(self.engine)
+
+    @property
+    def transport(self) -> Transport:
+        if self._transport is None:
+            relay = self.settings.smtp_relay
+            if relay is not None:
+                self._transport = SmtpRelayPool(
+                    relay,
+                    connections=self.settings.smtp_connections,
+                    timeout=self.settings.smtp_timeout_seconds,
+                )
+            else:
+                self._transport = MaildirTransport(self.settings.maildir)
+        return self._transport
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+        if "engine" in self.__dict__:
+            self.engine.dispose()
