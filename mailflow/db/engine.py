@@ -33,7 +33,10 @@ def _begin_immediate(conn: Any) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
+def make_engine(url: str, *, immediate: bool = True, **kwargs: Any) -> Engine:
+    """An engine for ``url``.  On SQLite every transaction takes the write
+    lock at BEGIN unless ``immediate`` is False (for a reader that must
+    never hold up writers, such as a test looking on)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -42,7 +45,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             url, connect_args={"isolation_level": None, "check_same_thread": False}, **kwargs
         )
         event.listen(engine, "connect", _configure_sqlite)
-        event.listen(engine, "begin", _begin_immediate)
+        if immediate:
+            event.listen(engine, "begin", _begin_immediate)
         return engine
     return create_engine(url, pool_pre_ping=True, **kwargs)
 

@@ -97,7 +97,9 @@ class AlertEmailComposer:
             to=address(user.name, user.email),
             message_id=delivery.message_id,
             date=self.now,
-            reply_to=reply_address(delivery.reply_key, domain) if answerable else None,
+            # Alert-only contacts get a reply address too: a question they
+            # send back is traced to them and answered, not lost.
+            reply_to=reply_address(delivery.reply_key, domain),
             extra={"X-Mailflow-Alert": self.alert.reference},
         )
         message = build_message(rendered, headers)

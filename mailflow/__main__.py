@@ -1,0 +1,3 @@
+from mailflow.cli.main import main
+
+main()

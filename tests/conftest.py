@@ -1,0 +1,180 @@
+"""Shared fixtures: real databases (SQLite file and PostgreSQL), a real
+aiosmtpd relay that captures what it receives, and settings to match.
+
+A test that needs a component that is missing fails when CI=true and is
+skipped (saying why) on a developer's machine.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from mailflow.config import Settings, load_settings, parse_relay
+from mailflow.db import migrate
+from mailflow.db.engine import make_engine
+from mailflow.domain.models import Base
+from tests.support.relay import CapturingRelay
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+SECRET_KEY = "test-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz"
+POSTGRES_ADMIN_URL = os.environ.get(
+    "MAILFLOW_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+RABBITMQ_URL = os.environ.get("MAILFLOW_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
+REDIS_URL = os.environ.get("MAILFLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+BACKENDS = ("sqlite", "postgresql")
+
+
+def missing_component(what: str) -> None:
+    """Fail in CI, skip on a developer's machine."""
+    if IN_CI:
+        pytest.fail(f"{what} is required in CI but is not available")
+    pytest.skip(f"{what} is not available here")
+
+
+def port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--db", choices=("all", *BACKENDS), default="all",
+        help="database backends to run the database tests against",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" in metafunc.fixturenames:
+        chosen = metafunc.config.getoption("--db")
+        backends = BACKENDS if chosen == "all" else (chosen,)
+        metafunc.parametrize("backend", backends, scope="session")
+
+
+# ----------------------------------------------------------------- databases
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite file, copied for each test: migrating once keeps
+    the suite fast, copying keeps tests apart."""
+    path = tmp_path_factory.mktemp("sqlite-template") / "template.db"
+    engine = make_engine(f"sqlite:///{path}")
+    migrate.upgrade(engine)
+    # Closing the last connection checkpoints the WAL into the main file,
+    # so copying that one file copies the whole database.
+    engine.dispose()
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A database of our own on the PostgreSQL server, migrated once."""
+    admin = make_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect():
+            pass
+    except sa.exc.OperationalError:
+        admin.dispose()
+        missing_component("PostgreSQL at 127.0.0.1:5432")
+    name = f"mailflow_test_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    engine = make_engine(url)
+    migrate.upgrade(engine)
+    engine.dispose()
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+TABLES = ", ".join(
+    t.name for t in reversed(Base.metadata.sorted_tables)
+)
+
+
+@pytest.fixture
+def database_url(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -> str:
+    if backend == "sqlite":
+        template: Path = request.getfixturevalue("sqlite_template")
+        path = tmp_path / "mailflow.db"
+        shutil.copy(template, path)
+        return f"sqlite:///{path}"
+    url: str = request.getfixturevalue("postgres_database")
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE")
+    engine.dispose()
+    return url
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[sa.Engine]:
+    # The test's own view of the database: on SQLite its transactions do not
+    # take the write lock, so a test that looks on never holds up a worker.
+    eng = make_engine(database_url, immediate=False)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def session(engine: sa.Engine) -> Iterator[Session]:
+    with Session(engine, expire_on_commit=False) as s:
+        yield s
+
+
+# ---------------------------------------------------------------- mail relay
+
+
+@pytest.fixture
+def relay() -> Iterator[CapturingRelay]:
+    with CapturingRelay() as running:
+        yield running
+
+
+# ------------------------------------------------------------------ settings
+
+
+@pytest.fixture
+def settings_for(tmp_path: Path) -> Any:
+    """Settings for a test, with the given overrides on top of sane test values."""
+
+    def make(database_url: str, **overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "database_url": database_url,
+            "secret_key": SECRET_KEY,
+            "maildir": tmp_path / "maildir",
+            "mail_domain": "alerts.test",
+            "base_url": "https://mailflow.test",
+            "send_retry_base_seconds": 0.2,
+            "queue_name": f"mailflow-test-{uuid.uuid4().hex[:8]}",
+        }
+        values.update(overrides)
+        return load_settings(environ={}, overrides=values)
+
+    return make
+
+
+@pytest.fixture
+def settings(settings_for: Any, database_url: str, relay: CapturingRelay) -> Settings:
+    result: Settings = settings_for(
+        database_url, smtp_relay=parse_relay(f"smtp://127.0.0.1:{relay.port}")
+    )
+    return result
