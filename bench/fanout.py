@@ -198,17 +198,15 @@ def populate(database_url: str, recipients: int) -> Fixture:
              "created_at": now, "updated_at": now}
             for i in range(n_orgs)
         ])
-        org_ids = dict(conn.execute(
-            select(Organisation.code, Organisation.id).where(Organisation.type == org_type)
-        ).tuples().all())
+        org_ids = {code: id_ for code, id_ in conn.execute(
+            select(Organisation.code, Organisation.id).where(Organisation.type == org_type))}
         conn.execute(insert(User), [
             {"email": email, "name": f"Bench User {i}", "national_role": None, "active": True,
              "created_at": now}
             for i, email in enumerate(emails)
         ])
-        user_ids = dict(conn.execute(
-            select(User.email, User.id).where(User.email.like(f"%.{tag}@bench.example.org"))
-        ).tuples().all())
+        user_ids = {email: id_ for email, id_ in conn.execute(
+            select(User.email, User.id).where(User.email.like(f"%.{tag}@bench.example.org")))}
         conn.execute(insert(Membership), [
             {"user_id": user_ids[email], "role": Role.RESPONDER, "created_at": now,
              "organisation_id": org_ids[f"B{tag}{i // USERS_PER_ORG:06d}"]}

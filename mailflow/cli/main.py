@@ -282,7 +282,17 @@ def alert_issue(ctx: Context, file: Path) -> None:
             err=True,
         )
     if ctx.settings.broker_url:
-        JobQueue(ctx.runtime).dispatch_due()
+        # Hand the job to the broker now; if it cannot be reached, the job
+        # waits in the database and a worker's dispatcher sends it later.
+        try:
+            queue = JobQueue(ctx.runtime)
+            try:
+                queue.dispatch_due()
+            finally:
+                queue.close()
+        except Exception as exc:  # the broker's client raises many kinds
+            click.echo(f"warning: the broker could not be reached ({exc!r}); "
+                       "a worker will pick the emails up when it runs", err=True)
     else:
         click.echo("`mailflow serve` (or `mailflow worker`) sends them.", err=True)
 

@@ -92,6 +92,9 @@ class JobQueue:
                 self.actor.send(job_id)
         return len(ids)
 
+    def close(self) -> None:
+        self.broker.close()
+
     def _run(self, job_id: int) -> None:
         sessions = self.runtime.sessions
         with sessions.begin() as session:
@@ -165,4 +168,4 @@ class QueueWorker:
             self._dispatcher.join(timeout=10)
         if self._worker is not None:
             self._worker.stop()
-        self.queue.broker.close()
+        self.queue.close()

@@ -1,0 +1,37 @@
+"""A plain (not editable) install carries the email templates with it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_wheel_carries_the_templates_and_uses_them(tmp_path: Path) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(tmp_path), str(ROOT)],
+        check=True,
+    )
+    wheel = next(tmp_path.glob("mailflow-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    for template in ("subject.txt", "body.txt", "body.html"):
+        assert f"mailflow/templates/email/alert/{template}" in names
+    assert "mailflow/db/migrations/versions/0001_initial.py" in names
+
+    installed = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(installed)
+    # Run from the unpacked wheel, away from the source tree: the templates
+    # must be found inside the package.
+    probe = (
+        "from mailflow.mail.templates import template_root;"
+        "print(template_root())"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, env={"PYTHONPATH": str(installed)},
+        capture_output=True, text=True, check=True,
+    )
+    assert Path(result.stdout.strip()) == installed / "mailflow" / "templates"
