@@ -144,7 +144,9 @@ def parse_relay(text: str) -> RelayConfig:
         port = parts.port
     except ValueError as exc:
         raise ValueError("the port is not a number") from exc
-    query = {k.lower(): v.lower() for k, _, v in (p.partition("=") for p in parts.query.split("&") if p)}
+    query = {
+        k.lower(): v.lower() for k, _, v in (p.partition("=") for p in parts.query.split("&") if p)
+    }
     unknown = set(query) - {"starttls"}
     if unknown:
         raise ValueError(f"unknown option {sorted(unknown)[0]!r} (only starttls=true|false)")
@@ -205,7 +207,7 @@ def _parse_domain(text: str) -> str:
 
 
 def _parse_from(text: str) -> str:
-    name, addr = parseaddr(text)
+    _, addr = parseaddr(text)
     if "@" not in addr or addr.startswith("@") or addr.endswith("@"):
         raise ValueError('expected an address such as "Cyber alerts <alerts@example.org>"')
     return text
@@ -308,5 +310,7 @@ def load_settings(
             '(python3 -c "import secrets; print(secrets.token_urlsafe(48))")',
         )
     if not values.get("from_address"):
-        values["from_address"] = f"Cyber alerts <alerts@{values.get('mail_domain', Settings.mail_domain)}>"
+        values["from_address"] = (
+            f"Cyber alerts <alerts@{values.get('mail_domain', Settings.mail_domain)}>"
+        )
     return Settings(**values)

@@ -52,7 +52,9 @@ def port_open(host: str, port: int) -> bool:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
-        "--db", choices=("all", *BACKENDS), default="all",
+        "--db",
+        choices=("all", *BACKENDS),
+        default="all",
         help="database backends to run the database tests against",
     )
 
@@ -105,9 +107,7 @@ def postgres_database() -> Iterator[str]:
         admin.dispose()
 
 
-TABLES = ", ".join(
-    t.name for t in reversed(Base.metadata.sorted_tables)
-)
+TABLES = ", ".join(t.name for t in reversed(Base.metadata.sorted_tables))
 
 
 @pytest.fixture

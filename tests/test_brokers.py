@@ -14,7 +14,7 @@ from mailflow.config import Settings, parse_relay
 from mailflow.domain.models import Job
 from mailflow.workers.queue import QueueWorker
 from mailflow.workers.runtime import Runtime
-from tests.conftest import RABBITMQ_URL, REDIS_URL, port_open, missing_component
+from tests.conftest import RABBITMQ_URL, REDIS_URL, missing_component, port_open
 from tests.support.relay import CapturingRelay
 from tests.support.seed import AUDIENCE_RECIPIENTS, alert_spec_data, seed_people
 from tests.support.waiting import settled, wait_until
@@ -35,7 +35,8 @@ def broker_settings(
     settings_for: object, database_url: str, relay: CapturingRelay, broker_url: str
 ) -> Iterator[Settings]:
     settings: Settings = settings_for(  # type: ignore[operator]
-        database_url, broker_url=broker_url,
+        database_url,
+        broker_url=broker_url,
         smtp_relay=parse_relay(f"smtp://127.0.0.1:{relay.port}"),
     )
     yield settings
@@ -94,8 +95,11 @@ def test_an_alert_issued_from_the_cli_goes_through_the_broker_to_a_worker(
     worker = QueueWorker(runtime, poll_seconds=600)
     worker.start()
     try:
-        wait_until(lambda: settled(runtime.sessions, job.payload["alert_id"]), timeout=30,
-                   what="the worker to send every email")
+        wait_until(
+            lambda: settled(runtime.sessions, job.payload["alert_id"]),
+            timeout=30,
+            what="the worker to send every email",
+        )
         # A duplicate message (a broker redelivery) sends nothing again.
         worker.queue.actor.send(job.id)
         wait_until(lambda: _job_state(runtime, job.id) == "done", timeout=10, what="job done")

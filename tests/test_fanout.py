@@ -92,8 +92,11 @@ def test_every_recipient_of_a_three_organisation_alert_gets_one_correct_email(
             assert payload["u"] == user.id and payload["a"] == issued
             assert payload["d"] == delivery.id
             answered.add((payload["o"], payload["s"]))
-        answerable = {m.organisation_id for m in user.memberships
-                      if m.role != "alert-only" and m.organisation.code in {"RXA", "RXB", "RXC"}}
+        answerable = {
+            m.organisation_id
+            for m in user.memberships
+            if m.role != "alert-only" and m.organisation.code in {"RXA", "RXB", "RXC"}
+        }
         assert answered == {(org, s.value) for org in answerable for s in AnswerStatus}
 
         if email_address == "tom@castleton.example":
@@ -106,12 +109,11 @@ def test_every_recipient_of_a_three_organisation_alert_gets_one_correct_email(
             # The form shown in the email is one the reply parser reads back.
             example = f"{codes[0]}: complete"
             assert example in text
-            assert [a.organisation for a in parse_reply(example, held=codes, today=NOW.date())] \
-                == [codes[0]]
+            assert [a.organisation for a in parse_reply(example, held=codes, today=NOW.date())] == [
+                codes[0]
+            ]
 
-    sent_events = session.scalar(
-        select(func.count()).where(AuditEvent.action == "delivery.sent")
-    )
+    sent_events = session.scalar(select(func.count()).where(AuditEvent.action == "delivery.sent"))
     assert sent_events == len(AUDIENCE_RECIPIENTS)
     job = session.scalars(select(Job)).one()
     assert job.state == JobState.DONE
@@ -162,7 +164,10 @@ def test_a_relay_answering_451_then_250_delivers_once(
 
 
 def test_a_relay_answering_550_marks_the_delivery_failed(
-    one_recipient: int, runtime: Runtime, relay: CapturingRelay, session: Session,
+    one_recipient: int,
+    runtime: Runtime,
+    relay: CapturingRelay,
+    session: Session,
     settings: Settings,
 ) -> None:
     relay.handler.data_replies = ["550 5.1.1 No such mailbox here"]
@@ -184,14 +189,18 @@ def test_a_relay_answering_550_marks_the_delivery_failed(
 
 
 def test_a_relay_that_is_down_leaves_deliveries_deferred_until_it_is_back(
-    one_recipient: int, settings_for: object, database_url: str, session: Session,
+    one_recipient: int,
+    settings_for: object,
+    database_url: str,
+    session: Session,
 ) -> None:
     from mailflow.config import parse_relay
     from tests.support.relay import free_port
 
     port = free_port()
     settings = settings_for(  # type: ignore[operator]
-        database_url, smtp_relay=parse_relay(f"smtp://127.0.0.1:{port}"),
+        database_url,
+        smtp_relay=parse_relay(f"smtp://127.0.0.1:{port}"),
         send_retry_base_seconds=0.3,
     )
     runtime = Runtime(settings)

@@ -12,8 +12,18 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_the_wheel_carries_the_templates_and_uses_them(tmp_path: Path) -> None:
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(tmp_path), str(ROOT)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
         check=True,
     )
     wheel = next(tmp_path.glob("mailflow-*.whl"))
@@ -26,12 +36,13 @@ def test_the_wheel_carries_the_templates_and_uses_them(tmp_path: Path) -> None:
     zipfile.ZipFile(wheel).extractall(installed)
     # Run from the unpacked wheel, away from the source tree: the templates
     # must be found inside the package.
-    probe = (
-        "from mailflow.mail.templates import template_root;"
-        "print(template_root())"
-    )
+    probe = "from mailflow.mail.templates import template_root;print(template_root())"
     result = subprocess.run(
-        [sys.executable, "-c", probe], cwd=tmp_path, env={"PYTHONPATH": str(installed)},
-        capture_output=True, text=True, check=True,
+        [sys.executable, "-c", probe],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(installed)},
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert Path(result.stdout.strip()) == installed / "mailflow" / "templates"

@@ -38,17 +38,23 @@ def start_worker(database_url: str, relay_port: int, tmp_path: Path) -> subproce
     env.pop("MAILFLOW_BROKER_URL", None)
     with (tmp_path / "worker.log").open("ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "mailflow", "worker"], env=env, stdout=log, stderr=log,
+            [sys.executable, "-m", "mailflow", "worker"],
+            env=env,
+            stdout=log,
+            stderr=log,
             cwd=tmp_path,
         )
 
 
 def sent_emails(session: Session) -> set[str]:
     session.rollback()  # a fresh snapshot
-    return set(session.scalars(
-        select(User.email).join(Delivery, Delivery.user_id == User.id)
-        .where(Delivery.state == DeliveryState.SENT)
-    ))
+    return set(
+        session.scalars(
+            select(User.email)
+            .join(Delivery, Delivery.user_id == User.id)
+            .where(Delivery.state == DeliveryState.SENT)
+        )
+    )
 
 
 def test_sigkill_mid_fan_out_then_restart_sends_everything_once_but_what_was_in_flight(
@@ -79,8 +85,9 @@ def test_sigkill_mid_fan_out_then_restart_sends_everything_once_but_what_was_in_
     restarted = start_worker(database_url, relay.port, tmp_path)
     try:
         readers = sessionmaker(session.get_bind())
-        wait_until(lambda: settled(readers, alert_id), timeout=60,
-                   what="the restarted worker to finish")
+        wait_until(
+            lambda: settled(readers, alert_id), timeout=60, what="the restarted worker to finish"
+        )
     finally:
         restarted.send_signal(signal.SIGTERM)
         assert restarted.wait(timeout=30) == 0

@@ -207,14 +207,25 @@ def users() -> None:
 @click.argument("email")
 @click.option("--name", help="Full name (needed for a new user).")
 @click.option("--org", "org_code", help="Organisation code the role is held for.")
-@click.option("--role", type=click.Choice(ROLE_NAMES), required=True,
-              help="administrator, responder or alert-only for an organisation; auditor is national.")
+@click.option(
+    "--role",
+    type=click.Choice(ROLE_NAMES),
+    required=True,
+    help="administrator, responder or alert-only for an organisation; auditor is national.",
+)
 @pass_context
 def users_add(ctx: Context, email: str, name: str | None, org_code: str | None, role: str) -> None:
     """Add a user, or give an existing user a role at another organisation."""
     with reported_errors(), ctx.transaction() as session:
-        added = add_user(session, email=email, name=name, role=role, org_code=org_code,
-                         now=ctx.runtime.clock(), actor=actor_name())
+        added = add_user(
+            session,
+            email=email,
+            name=name,
+            role=role,
+            org_code=org_code,
+            now=ctx.runtime.clock(),
+            actor=actor_name(),
+        )
         where = f" at {org_code.upper()}" if org_code else ""
         verb = "added" if added.created else "updated"
         click.echo(f"{verb} {added.user.email} ({added.user.name}): {role}{where}")
@@ -241,8 +252,9 @@ def users_remove(ctx: Context, email: str, org_code: str | None) -> None:
     """Remove a user's role at one organisation, or (without --org) all
     their access.  Their history is kept."""
     with reported_errors(), ctx.transaction() as session:
-        user = remove_user(session, email=email, org_code=org_code, now=ctx.runtime.clock(),
-                           actor=actor_name())
+        user = remove_user(
+            session, email=email, org_code=org_code, now=ctx.runtime.clock(), actor=actor_name()
+        )
         click.echo(f"removed {user.email}" + (f" from {org_code.upper()}" if org_code else ""))
 
 
@@ -267,8 +279,13 @@ def alert_issue(ctx: Context, file: Path) -> None:
     with reported_errors():
         spec = read_alert_file(file)
         with ctx.transaction() as session:
-            issued = issue_alert(session, spec, now=ctx.runtime.clock(), actor=actor_name(),
-                                 mail_domain=ctx.settings.mail_domain)
+            issued = issue_alert(
+                session,
+                spec,
+                now=ctx.runtime.clock(),
+                actor=actor_name(),
+                mail_domain=ctx.settings.mail_domain,
+            )
             reference = issued.alert.reference
     click.echo(reference)
     click.echo(
@@ -277,8 +294,7 @@ def alert_issue(ctx: Context, file: Path) -> None:
     )
     if issued.organisations_without_recipients:
         click.echo(
-            "warning: no one to email at "
-            + ", ".join(issued.organisations_without_recipients),
+            "warning: no one to email at " + ", ".join(issued.organisations_without_recipients),
             err=True,
         )
     if ctx.settings.broker_url:
@@ -291,8 +307,11 @@ def alert_issue(ctx: Context, file: Path) -> None:
             finally:
                 queue.close()
         except Exception as exc:  # the broker's client raises many kinds
-            click.echo(f"warning: the broker could not be reached ({exc!r}); "
-                       "a worker will pick the emails up when it runs", err=True)
+            click.echo(
+                f"warning: the broker could not be reached ({exc!r}); "
+                "a worker will pick the emails up when it runs",
+                err=True,
+            )
     else:
         click.echo("`mailflow serve` (or `mailflow worker`) sends them.", err=True)
 
@@ -306,15 +325,22 @@ def alert_show(ctx: Context, reference: str, as_json: bool) -> None:
     queued, sending, sent, deferred, failed or bounced."""
     with reported_errors(), ctx.transaction() as session:
         found = get_alert(session, reference)
-        audience = list(session.scalars(
-            select(Organisation.code).join(AlertAudience)
-            .where(AlertAudience.alert_id == found.id).order_by(Organisation.code)
-        ))
-        deliveries = list(session.scalars(
-            select(Delivery).where(Delivery.alert_id == found.id)
-            .options(selectinload(Delivery.user).selectinload(User.memberships))
-            .order_by(Delivery.id)
-        ))
+        audience = list(
+            session.scalars(
+                select(Organisation.code)
+                .join(AlertAudience)
+                .where(AlertAudience.alert_id == found.id)
+                .order_by(Organisation.code)
+            )
+        )
+        deliveries = list(
+            session.scalars(
+                select(Delivery)
+                .where(Delivery.alert_id == found.id)
+                .options(selectinload(Delivery.user).selectinload(User.memberships))
+                .order_by(Delivery.id)
+            )
+        )
         audience_ids = {
             org.id: org.code
             for org in session.scalars(select(Organisation).where(Organisation.code.in_(audience)))
@@ -340,7 +366,8 @@ def alert_show(ctx: Context, reference: str, as_json: bool) -> None:
                     "recipient": d.user.email,
                     "organisations": sorted(
                         audience_ids[m.organisation_id]
-                        for m in d.user.memberships if m.organisation_id in audience_ids
+                        for m in d.user.memberships
+                        if m.organisation_id in audience_ids
                     ),
                     "state": str(d.state),
                     "attempts": d.attempts,
@@ -357,8 +384,10 @@ def alert_show(ctx: Context, reference: str, as_json: bool) -> None:
     zone = ctx.settings.zone
     click.echo(f"{found.reference}  [{str(found.severity).upper()}]  {found.title}")
     click.echo(f"issued    {format_time(found.issued_at, zone)} by {found.issued_by}")
-    click.echo(f"deadline  {format_time(found.deadline_at, zone)}"
-               + ("" if found.response_required else " (response not required)"))
+    click.echo(
+        f"deadline  {format_time(found.deadline_at, zone)}"
+        + ("" if found.response_required else " (response not required)")
+    )
     click.echo(f"audience  {len(audience)} organisations: {', '.join(audience)}")
     summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "none"
     click.echo(f"emails    {summary}")

@@ -27,10 +27,16 @@ def _configure_sqlite(dbapi_connection: sqlite3.Connection, _record: Any) -> Non
 
 
 def _begin_immediate(conn: Any) -> None:
-    # pysqlite's own transaction handling starts transactions lazily and
-    # deferred, so two writers can both read and then deadlock on upgrade.
-    # Taking the write lock at BEGIN makes writers queue on busy_timeout.
+    # pysqlite's own transaction handling is switched off (isolation_level
+    # None) and we begin every transaction ourselves: its own starts them
+    # lazily and deferred, so two writers can both read and then fail on
+    # upgrading to a write lock.  Taking the write lock at BEGIN makes
+    # writers queue on busy_timeout instead.
     conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _begin_deferred(conn: Any) -> None:
+    conn.exec_driver_sql("BEGIN")
 
 
 def make_engine(url: str, *, immediate: bool = True, **kwargs: Any) -> Engine:
@@ -45,8 +51,7 @@ def make_engine(url: str, *, immediate: bool = True, **kwargs: Any) -> Engine:
             url, connect_args={"isolation_level": None, "check_same_thread": False}, **kwargs
         )
         event.listen(engine, "connect", _configure_sqlite)
-        if immediate:
-            event.listen(engine, "begin", _begin_immediate)
+        event.listen(engine, "begin", _begin_immediate if immediate else _begin_deferred)
         return engine
     return create_engine(url, pool_pre_ping=True, **kwargs)
 

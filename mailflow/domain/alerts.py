@@ -61,12 +61,16 @@ def resolve_audience(session: Session, spec: AlertSpec) -> list[Organisation]:
     if wanted_codes:
         found = {
             o.code: o
-            for o in session.scalars(select(Organisation).where(Organisation.code.in_(wanted_codes)))
+            for o in session.scalars(
+                select(Organisation).where(Organisation.code.in_(wanted_codes))
+            )
         }
         for code in wanted_codes:
             org = found.get(code)
             if org is None:
-                raise InvalidInput("field audience.organisations", f"{code} is not a known organisation")
+                raise InvalidInput(
+                    "field audience.organisations", f"{code} is not a known organisation"
+                )
             if not org.is_open:
                 raise InvalidInput("field audience.organisations", f"{code} ({org.name}) is closed")
             orgs[org.id] = org
@@ -77,7 +81,9 @@ def resolve_audience(session: Session, spec: AlertSpec) -> list[Organisation]:
             if t not in known:
                 raise InvalidInput("field audience.types", f"no organisation has the type {t!r}")
         for org in session.scalars(
-            select(Organisation).where(Organisation.type.in_(types), Organisation.closed_on.is_(None))
+            select(Organisation).where(
+                Organisation.type.in_(types), Organisation.closed_on.is_(None)
+            )
         ):
             orgs[org.id] = org
     if not wanted_codes and not spec.audience.types:
@@ -151,8 +157,14 @@ def issue_alert(
     add_job(session, DELIVER_ALERT, {"alert_id": alert.id}, now=now)
     unreached = [o.code for o in audience if o.id not in reached]
     record_event(
-        session, at=now, actor=actor, action="alert.issued", subject=f"alert:{reference}",
-        organisations=len(audience), recipients=len(orgs_by_user), severity=spec.severity.value,
+        session,
+        at=now,
+        actor=actor,
+        action="alert.issued",
+        subject=f"alert:{reference}",
+        organisations=len(audience),
+        recipients=len(orgs_by_user),
+        severity=spec.severity.value,
         deadline=alert.deadline_at.isoformat(),
     )
     session.flush()

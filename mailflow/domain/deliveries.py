@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.sql.elements import ColumnElement
 
 from mailflow.domain.audit import record_event
 from mailflow.domain.models import Delivery, DeliveryState, User
@@ -21,7 +22,7 @@ def retry_delay(attempts: int, base_seconds: float) -> timedelta:
     return min(timedelta(seconds=base_seconds * 2 ** max(attempts - 1, 0)), MAX_RETRY_DELAY)
 
 
-def _due(now: datetime) -> object:
+def _due(now: datetime) -> ColumnElement[bool]:
     return or_(
         and_(
             Delivery.state.in_([DeliveryState.QUEUED, DeliveryState.DEFERRED]),
@@ -80,35 +81,69 @@ def _finish_sending(session: Session, delivery_id: int, now: datetime, **values:
 
 
 def record_sent(session: Session, delivery_id: int, *, now: datetime, reply: str) -> None:
-    if _finish_sending(session, delivery_id, now, state=DeliveryState.SENT, sent_at=now,
-                       last_error=None):
-        record_event(session, at=now, actor=SENDER, action="delivery.sent",
-                     subject=f"delivery:{delivery_id}", relay_reply=reply)
+    if _finish_sending(
+        session, delivery_id, now, state=DeliveryState.SENT, sent_at=now, last_error=None
+    ):
+        record_event(
+            session,
+            at=now,
+            actor=SENDER,
+            action="delivery.sent",
+            subject=f"delivery:{delivery_id}",
+            relay_reply=reply,
+        )
 
 
 def record_deferred(
-    session: Session, delivery: Delivery, *, now: datetime, error: str,
-    retry_base_seconds: float, max_attempts: int,
+    session: Session,
+    delivery: Delivery,
+    *,
+    now: datetime,
+    error: str,
+    retry_base_seconds: float,
+    max_attempts: int,
 ) -> DeliveryState:
     """A temporary failure: try again later, or give up after
     ``max_attempts``.  Returns the state the delivery is left in."""
     if delivery.attempts >= max_attempts:
-        record_failed(session, delivery.id, now=now,
-                      error=f"gave up after {delivery.attempts} attempts: {error}")
+        record_failed(
+            session,
+            delivery.id,
+            now=now,
+            error=f"gave up after {delivery.attempts} attempts: {error}",
+        )
         return DeliveryState.FAILED
     next_at = now + retry_delay(delivery.attempts, retry_base_seconds)
-    if _finish_sending(session, delivery.id, now, state=DeliveryState.DEFERRED,
-                       last_error=error, next_attempt_at=next_at):
-        record_event(session, at=now, actor=SENDER, action="delivery.deferred",
-                     subject=f"delivery:{delivery.id}", error=error,
-                     next_attempt_at=next_at.isoformat())
+    if _finish_sending(
+        session,
+        delivery.id,
+        now,
+        state=DeliveryState.DEFERRED,
+        last_error=error,
+        next_attempt_at=next_at,
+    ):
+        record_event(
+            session,
+            at=now,
+            actor=SENDER,
+            action="delivery.deferred",
+            subject=f"delivery:{delivery.id}",
+            error=error,
+            next_attempt_at=next_at.isoformat(),
+        )
     return DeliveryState.DEFERRED
 
 
 def record_failed(session: Session, delivery_id: int, *, now: datetime, error: str) -> None:
     if _finish_sending(session, delivery_id, now, state=DeliveryState.FAILED, last_error=error):
-        record_event(session, at=now, actor=SENDER, action="delivery.failed",
-                     subject=f"delivery:{delivery_id}", error=error)
+        record_event(
+            session,
+            at=now,
+            actor=SENDER,
+            action="delivery.failed",
+            subject=f"delivery:{delivery_id}",
+            error=error,
+        )
 
 
 def next_due_time(session: Session, *, alert_id: int) -> datetime | None:
@@ -132,7 +167,8 @@ def next_due_time(session: Session, *, alert_id: int) -> datetime | None:
 
 def count_by_state(session: Session, *, alert_id: int) -> Counter[str]:
     rows = session.execute(
-        select(Delivery.state, func.count()).where(Delivery.alert_id == alert_id)
+        select(Delivery.state, func.count())
+        .where(Delivery.alert_id == alert_id)
         .group_by(Delivery.state)
     ).all()
     return Counter({str(state): n for state, n in rows})

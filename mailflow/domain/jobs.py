@@ -13,12 +13,20 @@ from mailflow.domain.models import Job, JobState
 
 
 def add_job(
-    session: Session, kind: str, payload: dict[str, Any], *, now: datetime,
+    session: Session,
+    kind: str,
+    payload: dict[str, Any],
+    *,
+    now: datetime,
     run_after: datetime | None = None,
 ) -> Job:
     job = Job(
-        kind=kind, payload=payload, state=JobState.PENDING, attempts=0,
-        run_after=run_after or now, created_at=now,
+        kind=kind,
+        payload=payload,
+        state=JobState.PENDING,
+        attempts=0,
+        run_after=run_after or now,
+        created_at=now,
     )
     session.add(job)
     return job
@@ -55,9 +63,7 @@ def take_jobs_for_dispatch(
 def forget_enqueued(session: Session) -> None:
     """An in-process queue starts empty: whatever it held before a restart
     is gone, so every pending job must be dispatched again."""
-    session.execute(
-        update(Job).where(Job.state == JobState.PENDING).values(enqueued_at=None)
-    )
+    session.execute(update(Job).where(Job.state == JobState.PENDING).values(enqueued_at=None))
 
 
 def start_job(session: Session, job_id: int) -> Job | None:

@@ -40,7 +40,9 @@ def import_organisations(
         if record.parent_code is None:
             continue
         if record.parent_code == record.code:
-            raise InvalidInput(f"{source} line {record.line}", "an organisation cannot be its own parent")
+            raise InvalidInput(
+                f"{source} line {record.line}", "an organisation cannot be its own parent"
+            )
         if record.parent_code not in codes_in_file and record.parent_code not in existing:
             raise InvalidInput(
                 f"{source} line {record.line}",
@@ -80,8 +82,13 @@ def import_organisations(
             summary.updated += 1
         org.updated_at = now
         record_event(
-            session, at=now, actor=actor, action="organisation.updated",
-            subject=f"organisation:{org.code}", changes=changes, source=source,
+            session,
+            at=now,
+            actor=actor,
+            action="organisation.updated",
+            subject=f"organisation:{org.code}",
+            changes=changes,
+            source=source,
         )
 
     session.flush()
@@ -90,8 +97,14 @@ def import_organisations(
             by_code[record.code].parent_id = by_code[record.parent_code].id
 
     record_event(
-        session, at=now, actor=actor, action="organisations.imported", subject=f"file:{source}",
-        created=summary.created, updated=summary.updated, closed=summary.closed,
+        session,
+        at=now,
+        actor=actor,
+        action="organisations.imported",
+        subject=f"file:{source}",
+        created=summary.created,
+        updated=summary.updated,
+        closed=summary.closed,
     )
     return summary
 

@@ -74,8 +74,15 @@ def add_user(
             raise InvalidInput("org", "auditors are national: give no organisation")
         user.national_role = NationalRole.AUDITOR
         session.flush()
-        record_event(session, at=now, actor=actor, action="user.role_granted",
-                     subject=f"user:{user.id}", email=address, role=role)
+        record_event(
+            session,
+            at=now,
+            actor=actor,
+            action="user.role_granted",
+            subject=f"user:{user.id}",
+            email=address,
+            role=role,
+        )
         return AddedUser(user, created)
 
     if org_code is None:
@@ -88,14 +95,20 @@ def add_user(
 
     membership = next((m for m in user.memberships if m.organisation_id == org.id), None)
     if membership is None:
-        user.memberships.append(
-            Membership(organisation_id=org.id, role=Role(role), created_at=now)
-        )
+        user.memberships.append(Membership(organisation_id=org.id, role=Role(role), created_at=now))
     else:
         membership.role = Role(role)
     session.flush()
-    record_event(session, at=now, actor=actor, action="user.role_granted",
-                 subject=f"user:{user.id}", email=address, role=role, organisation=org.code)
+    record_event(
+        session,
+        at=now,
+        actor=actor,
+        action="user.role_granted",
+        subject=f"user:{user.id}",
+        email=address,
+        role=role,
+        organisation=org.code,
+    )
     return AddedUser(user, created)
 
 
@@ -117,8 +130,14 @@ def remove_user(
         if membership is None:
             raise NotFound(f"{address} holds no role at {org_code.upper()}")
         user.memberships.remove(membership)
-        record_event(session, at=now, actor=actor, action="user.role_removed",
-                     subject=f"user:{user.id}", organisation=org_code.upper())
+        record_event(
+            session,
+            at=now,
+            actor=actor,
+            action="user.role_removed",
+            subject=f"user:{user.id}",
+            organisation=org_code.upper(),
+        )
         return user
     user.memberships.clear()
     user.national_role = None

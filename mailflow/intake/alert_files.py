@@ -8,7 +8,14 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
 
 from mailflow.domain.errors import InvalidInput
 from mailflow.domain.models import Severity
@@ -32,7 +39,9 @@ class AlertSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    reference: Annotated[str, StringConstraints(strip_whitespace=True, pattern=REFERENCE_PATTERN)] | None = None
+    reference: (
+        Annotated[str, StringConstraints(strip_whitespace=True, pattern=REFERENCE_PATTERN)] | None
+    ) = None
     title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=300)]
     severity: Severity
     summary: Text
@@ -76,7 +85,9 @@ def read_alert_file(path: Path) -> AlertSpec:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise InvalidInput(str(path), f"not valid JSON: {exc.msg} at line {exc.lineno}") from exc
+            raise InvalidInput(
+                str(path), f"not valid JSON: {exc.msg} at line {exc.lineno}"
+            ) from exc
     elif path.suffix.lower() == ".toml":
         try:
             data = tomllib.loads(text)

@@ -148,7 +148,9 @@ def _parse_ods(
 def _code(value: str, where: str) -> str:
     code = value.upper()
     if not CODE_PATTERN.match(code):
-        raise InvalidInput(where, f"{value!r} is not an organisation code (3 to 10 letters or digits)")
+        raise InvalidInput(
+            where, f"{value!r} is not an organisation code (3 to 10 letters or digits)"
+        )
     return code
 
 
@@ -163,7 +165,9 @@ def _name(value: str, where: str) -> str:
 def _type(value: str, where: str) -> str:
     value = value.strip().lower()
     if not TYPE_PATTERN.match(value):
-        raise InvalidInput(where, f"{value!r} is not a valid type (a lower-case word such as trust)")
+        raise InvalidInput(
+            where, f"{value!r} is not a valid type (a lower-case word such as trust)"
+        )
     return value
 
 

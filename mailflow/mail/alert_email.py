@@ -55,8 +55,13 @@ class AlertEmailComposer:
 
     def answer_link(self, delivery: Delivery, org: Organisation, status: AnswerStatus) -> str:
         token = self.tokens.sign(
-            {"d": delivery.id, "u": delivery.user_id, "a": self.alert.id, "o": org.id,
-             "s": status.value}
+            {
+                "d": delivery.id,
+                "u": delivery.user_id,
+                "a": self.alert.id,
+                "o": org.id,
+                "s": status.value,
+            }
         )
         return f"{self.settings.base_url}{ANSWER_PATH}{token}"
 

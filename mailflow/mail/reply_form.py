@@ -35,17 +35,15 @@ STATUS_WORDS: dict[AnswerStatus, tuple[str, ...]] = {
 }
 WORD_TO_STATUS = {word: status for status, words in STATUS_WORDS.items() for word in words}
 # Longest first, so "unable to implement" wins over "unable".
-_STATUS_ALTERNATIVES = "|".join(
-    re.escape(w) for w in sorted(WORD_TO_STATUS, key=len, reverse=True)
-)
+_STATUS_ALTERNATIVES = "|".join(re.escape(w) for w in sorted(WORD_TO_STATUS, key=len, reverse=True))
 _CODE = r"[A-Za-z0-9]{3,10}"
 _ANSWER_LINE = re.compile(
     rf"^(?P<orgs>{_CODE}(?:\s*(?:,|&|\band\b)\s*{_CODE})*)\s*:\s*(?P<rest>.*)$", re.IGNORECASE
 )
 _STATUS_AT_START = re.compile(
-    rf"^(?P<word>{_STATUS_ALTERNATIVES})(?=$|[\s:.,;!\-–—])(?P<after>.*)$", re.IGNORECASE
+    rf"^(?P<word>{_STATUS_ALTERNATIVES})(?=$|[\s:.,;!\-\u2013\u2014])(?P<after>.*)$", re.IGNORECASE
 )
-_DECORATION = re.compile(r"^(?:[-*•·–>]+|\d{1,2}[.)])\s+")
+_DECORATION = re.compile(r"^(?:[-*•·\u2013>]+|\d{1,2}[.)])\s+")
 _MITIGATIONS = re.compile(r"(?:;|\.|,)?\s*\bmitigations?\s*:\s*", re.IGNORECASE)
 _SIGNATURE_DELIMITER = "-- "
 
@@ -53,9 +51,17 @@ MONTHS = {
     name: number
     for number, names in enumerate(
         [
-            ("january", "jan"), ("february", "feb"), ("march", "mar"), ("april", "apr"),
-            ("may",), ("june", "jun"), ("july", "jul"), ("august", "aug"),
-            ("september", "sep", "sept"), ("october", "oct"), ("november", "nov"),
+            ("january", "jan"),
+            ("february", "feb"),
+            ("march", "mar"),
+            ("april", "apr"),
+            ("may",),
+            ("june", "jun"),
+            ("july", "jul"),
+            ("august", "aug"),
+            ("september", "sep", "sept"),
+            ("october", "oct"),
+            ("november", "nov"),
             ("december", "dec"),
         ],
         start=1,
@@ -165,11 +171,14 @@ def parse_reply(text: str, *, held: Sequence[str], today: date) -> list[Answer]:
         for answer in parsed:
             earlier = answers.get(answer.organisation)
             if earlier is not None:
-                problems.append(LineProblem(
-                    number, line,
-                    f"{answer.organisation} already has an answer on line {earlier.line}: "
-                    "give one answer per organisation",
-                ))
+                problems.append(
+                    LineProblem(
+                        number,
+                        line,
+                        f"{answer.organisation} already has an answer on line {earlier.line}: "
+                        "give one answer per organisation",
+                    )
+                )
                 continue
             answers[answer.organisation] = answer
 
@@ -223,7 +232,7 @@ def _answer(code: str, rest: str, number: int, today: date) -> Answer:
         )
     status = WORD_TO_STATUS[match["word"].lower()]
     after = match["after"].strip()
-    if after and after[0] in ":-–—":
+    if after and after[0] in ":-\u2013\u2014":
         after = after[1:].strip()
     elif after and after[0] in ".,;!":
         after = after[1:].strip()
@@ -243,8 +252,7 @@ def _answer(code: str, rest: str, number: int, today: date) -> Answer:
         mitigations = parts[1].strip() if len(parts) > 1 else None
         if reason is None or not mitigations:
             raise _LineError(
-                f"say why and what you have done instead: "
-                f"{code}: unable: REASON; mitigations: WHAT"
+                f"say why and what you have done instead: {code}: unable: REASON; mitigations: WHAT"
             )
         return Answer(code, status, number, reason=reason, mitigations=mitigations)
     if status is AnswerStatus.IN_PROGRESS:
@@ -257,8 +265,12 @@ def find_date(text: str, today: date) -> date | None:
     """The first date in ``text``, read as a UK date (day before month).
     A date without a year is the next one on or after ``today``."""
     found: list[tuple[int, date]] = []
-    for pattern, order in ((_ISO_DATE, "ymd"), (_UK_NUMERIC_DATE, "dmy"),
-                           (_DAY_MONTH, "dMy"), (_MONTH_DAY, "Mdy")):
+    for pattern, order in (
+        (_ISO_DATE, "ymd"),
+        (_UK_NUMERIC_DATE, "dmy"),
+        (_DAY_MONTH, "dMy"),
+        (_MONTH_DAY, "Mdy"),
+    ):
         for m in pattern.finditer(text):
             found.append((m.start(), _to_date(m, order, today)))
     if not found:

@@ -16,9 +16,9 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 
 class Purpose(enum.StrEnum):
-    ANSWER = "answer"      # /r/TOKEN: one status for one organisation, from an alert email
-    CONFIRM = "confirm"    # /c/TOKEN: pending answers from a reply
-    ENROL = "enrol"        # MFA enrolment from a welcome email
+    ANSWER = "answer"  # /r/TOKEN: one status for one organisation, from an alert email
+    CONFIRM = "confirm"  # /c/TOKEN: pending answers from a reply
+    ENROL = "enrol"  # MFA enrolment from a welcome email
 
 
 class TokenError(Exception):
@@ -48,7 +48,9 @@ class TokenService:
         try:
             payload, signed_at = self._serializer.loads(token, return_timestamp=True)
         except BadSignature as exc:
-            raise TokenInvalid("this link is not valid: it may have been changed or cut short") from exc
+            raise TokenInvalid(
+                "this link is not valid: it may have been changed or cut short"
+            ) from exc
         now = now or datetime.now(UTC)
         if now - signed_at > self.max_age:
             raise TokenExpired("this link has expired")

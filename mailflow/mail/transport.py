@@ -28,8 +28,8 @@ T = TypeVar("T")
 
 class Outcome(enum.StrEnum):
     SENT = "sent"
-    TEMPORARY = "temporary"   # 4xx or no connection: try again later
-    PERMANENT = "permanent"   # 5xx: the relay will never take it
+    TEMPORARY = "temporary"  # 4xx or no connection: try again later
+    PERMANENT = "permanent"  # 5xx: the relay will never take it
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,9 @@ class SmtpRelayPool:
         self._timeout = timeout
         self._size = connections
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="smtp-relay", daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="smtp-relay", daemon=True
+        )
         self._thread.start()
         self._idle: asyncio.Queue[aiosmtplib.SMTP] = self._call(self._make_queue())
 

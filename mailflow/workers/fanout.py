@@ -72,8 +72,12 @@ def deliver_alert(runtime: Runtime, alert_id: int) -> datetime | None:
                 except Exception as exc:  # a fault of ours, not the relay's: say so and go on
                     log.exception("could not compose delivery %s", delivery.id)
                     with runtime.sessions.begin() as session:
-                        record_failed(session, delivery.id, now=runtime.clock(),
-                                      error=f"could not compose the email: {exc!r}")
+                        record_failed(
+                            session,
+                            delivery.id,
+                            now=runtime.clock(),
+                            error=f"could not compose the email: {exc!r}",
+                        )
                     continue
                 in_flight[runtime.transport.submit(message)] = delivery
             continue
@@ -99,7 +103,10 @@ def _record(runtime: Runtime, delivery: Delivery, result: SendResult) -> None:
             record_failed(session, delivery.id, now=now, error=result.reply)
         else:
             state = record_deferred(
-                session, delivery, now=now, error=result.reply,
+                session,
+                delivery,
+                now=now,
+                error=result.reply,
                 retry_base_seconds=settings.send_retry_base_seconds,
                 max_attempts=settings.send_max_attempts,
             )

@@ -61,7 +61,7 @@ def make_broker(settings: Settings) -> dramatiq.Broker:
         return RabbitmqBroker(url=url)
     from dramatiq.brokers.redis import RedisBroker
 
-    return RedisBroker(url=url)
+    return RedisBroker(url=url)  # type: ignore[no-untyped-call]
 
 
 class JobQueue:
@@ -70,7 +70,6 @@ class JobQueue:
         self.broker = broker if broker is not None else make_broker(runtime.settings)
         self.in_process = isinstance(self.broker, StubBroker)
         self.actor = dramatiq.actor(
-            self._run,
             broker=self.broker,
             actor_name="run_job",
             queue_name=runtime.settings.queue_name,
@@ -78,7 +77,7 @@ class JobQueue:
             min_backoff=1_000,
             max_backoff=60_000,
             time_limit=JOB_TIME_LIMIT_MS,
-        )
+        )(self._run)
         self._dispatch_lock = threading.Lock()
 
     def dispatch_due(self) -> int:
@@ -111,7 +110,9 @@ class JobQueue:
             log.exception("job %s (%s) failed on attempt %s", job_id, kind, attempts)
             if attempts >= MAX_JOB_ATTEMPTS or handler is None:
                 with sessions.begin() as session:
-                    fail_job(session.get_one(Job, job_id), now=self.runtime.clock(), error=repr(exc))
+                    fail_job(
+                        session.get_one(Job, job_id), now=self.runtime.clock(), error=repr(exc)
+                    )
                 return
             raise
         now = self.runtime.clock()
@@ -130,7 +131,11 @@ class QueueWorker:
     runs, and `mailflow serve` runs beside the other edges."""
 
     def __init__(
-        self, runtime: Runtime, *, threads: int = 2, poll_seconds: float = 1.0,
+        self,
+        runtime: Runtime,
+        *,
+        threads: int = 2,
+        poll_seconds: float = 1.0,
         broker: dramatiq.Broker | None = None,
     ) -> None:
         self.queue = JobQueue(runtime, broker)
@@ -149,7 +154,9 @@ class QueueWorker:
             self.queue.broker, worker_threads=self.threads, worker_timeout=100
         )
         self._worker.start()
-        self._dispatcher = threading.Thread(target=self._dispatch_loop, name="dispatcher", daemon=True)
+        self._dispatcher = threading.Thread(
+            target=self._dispatch_loop, name="dispatcher", daemon=True
+        )
         self._dispatcher.start()
 
     def _dispatch_loop(self) -> None:

@@ -43,8 +43,12 @@ PEOPLE = [
 # Who should get the alert for RXA, RXB, RXC: everyone above except the
 # RXD responder and the auditor, and Li Chen only once.
 AUDIENCE_RECIPIENTS = {
-    "ann@riverside.example", "raj@riverside.example", "bea@brookfield.example",
-    "sam@castleton.example", "tom@castleton.example", "li@itservices.example",
+    "ann@riverside.example",
+    "raj@riverside.example",
+    "bea@brookfield.example",
+    "sam@castleton.example",
+    "tom@castleton.example",
+    "li@itservices.example",
 }
 
 
@@ -85,21 +89,44 @@ class Crowd:
 def seed_crowd(session: Session, *, organisations: int, per_organisation: int) -> Crowd:
     """Many organisations and responders, inserted in bulk."""
     codes = [f"Z{n:05d}" for n in range(organisations)]
-    session.execute(insert(Organisation), [
-        {"code": c, "name": f"Organisation {c}", "type": "trust", "created_at": NOW,
-         "updated_at": NOW} for c in codes
-    ])
-    emails = [f"person{o}.{p}@crowd.example" for o in range(organisations)
-              for p in range(per_organisation)]
-    session.execute(insert(User), [
-        {"email": e, "name": f"Person {e.split('@')[0]}", "active": True, "created_at": NOW}
-        for e in emails
-    ])
+    session.execute(
+        insert(Organisation),
+        [
+            {
+                "code": c,
+                "name": f"Organisation {c}",
+                "type": "trust",
+                "created_at": NOW,
+                "updated_at": NOW,
+            }
+            for c in codes
+        ],
+    )
+    emails = [
+        f"person{o}.{p}@crowd.example"
+        for o in range(organisations)
+        for p in range(per_organisation)
+    ]
+    session.execute(
+        insert(User),
+        [
+            {"email": e, "name": f"Person {e.split('@')[0]}", "active": True, "created_at": NOW}
+            for e in emails
+        ],
+    )
     org_ids = dict(session.query(Organisation.code, Organisation.id).all())  # noqa: RUF100
     user_ids = dict(session.query(User.email, User.id).all())
-    session.execute(insert(Membership), [
-        {"user_id": user_ids[f"person{o}.{p}@crowd.example"], "organisation_id": org_ids[codes[o]],
-         "role": Role.RESPONDER, "created_at": NOW}
-        for o in range(organisations) for p in range(per_organisation)
-    ])
+    session.execute(
+        insert(Membership),
+        [
+            {
+                "user_id": user_ids[f"person{o}.{p}@crowd.example"],
+                "organisation_id": org_ids[codes[o]],
+                "role": Role.RESPONDER,
+                "created_at": NOW,
+            }
+            for o in range(organisations)
+            for p in range(per_organisation)
+        ],
+    )
     return Crowd(codes, emails)

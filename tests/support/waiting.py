@@ -41,7 +41,10 @@ def run_worker_until_settled(runtime: Runtime, alert_id: int, *, timeout: float 
     worker = QueueWorker(runtime, poll_seconds=0.05)
     worker.start()
     try:
-        wait_until(lambda: settled(runtime.sessions, alert_id), timeout=timeout,
-                   what=f"deliveries of alert {alert_id} to settle: {states(runtime.sessions, alert_id)}")
+        wait_until(
+            lambda: settled(runtime.sessions, alert_id),
+            timeout=timeout,
+            what=f"deliveries of alert {alert_id} to settle: {states(runtime.sessions, alert_id)}",
+        )
     finally:
         worker.stop()
