@@ -21,6 +21,9 @@ from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 DEFAULT_CONFIG_FILE = Path("config/mailflow.toml")
+# Where the key is read from when MAILFLOW_SECRET_KEY is not set: the demo
+# writes one here, beside the embedded database.
+DEFAULT_SECRET_KEY_FILE = Path("var/secret-key")
 MIN_SECRET_KEY_LENGTH = 32
 
 
@@ -272,6 +275,31 @@ def _read_toml(path: Path) -> dict[str, str]:
     return out
 
 
+def _read_secret_file(path: Path) -> str:
+    """The key from MAILFLOW_SECRET_KEY_FILE, or from var/secret-key when
+    that exists; otherwise the setting is missing."""
+    explicit = bool(str(path)) and str(path) != "."
+    if not explicit:
+        path = DEFAULT_SECRET_KEY_FILE
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        if explicit:
+            raise ConfigError("MAILFLOW_SECRET_KEY_FILE", f"{path} does not exist") from None
+        raise ConfigError(
+            "MAILFLOW_SECRET_KEY",
+            "missing: set it to at least 32 characters of random text "
+            '(python3 -c "import secrets; print(secrets.token_urlsafe(48))"), '
+            f"or put them in {DEFAULT_SECRET_KEY_FILE}",
+        ) from None
+    except OSError as exc:
+        raise ConfigError("MAILFLOW_SECRET_KEY_FILE", f"cannot read {path}: {exc.strerror}") from exc
+    try:
+        return _parse_secret(text)
+    except ValueError as exc:
+        raise ConfigError("MAILFLOW_SECRET_KEY_FILE", f"{path}: {exc}") from exc
+
+
 def load_settings(
     environ: Mapping[str, str] | None = None,
     *,
@@ -304,11 +332,7 @@ def load_settings(
     values.update(overrides or {})
 
     if not values.get("secret_key"):
-        raise ConfigError(
-            "MAILFLOW_SECRET_KEY",
-            "missing: set it to at least 32 characters of random text "
-            '(python3 -c "import secrets; print(secrets.token_urlsafe(48))")',
-        )
+        values["secret_key"] = _read_secret_file(Path(env.get("MAILFLOW_SECRET_KEY_FILE", "")))
     if not values.get("from_address"):
         values["from_address"] = (
             f"Cyber alerts <alerts@{values.get('mail_domain', Settings.mail_domain)}>"
