@@ -293,7 +293,9 @@ def _read_secret_file(path: Path) -> str:
             f"or put them in {DEFAULT_SECRET_KEY_FILE}",
         ) from None
     except OSError as exc:
-        raise ConfigError("MAILFLOW_SECRET_KEY_FILE", f"cannot read {path}: {exc.strerror}") from exc
+        raise ConfigError(
+            "MAILFLOW_SECRET_KEY_FILE", f"cannot read {path}: {exc.strerror}"
+        ) from exc
     try:
         return _parse_secret(text)
     except ValueError as exc:

@@ -92,6 +92,25 @@ def test_a_missing_secret_key_is_refused_by_name() -> None:
     assert "missing" in caught.value.problem
 
 
+def test_the_secret_key_can_come_from_var_secret_key_in_the_working_directory(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "var").mkdir()
+    (tmp_path / "var" / "secret-key").write_text(SECRET + "\n", encoding="utf-8")
+
+    settings = load_settings(environ={})
+
+    assert settings.secret_key == SECRET
+
+
+def test_a_named_secret_key_file_that_does_not_exist_is_refused_by_name(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ={"MAILFLOW_SECRET_KEY_FILE": str(tmp_path / "no-such-key")})
+
+    assert caught.value.setting == "MAILFLOW_SECRET_KEY_FILE"
+    assert "no-such-key" in caught.value.problem
+
+
 def test_a_short_secret_key_is_refused_by_name() -> None:
     with pytest.raises(ConfigError) as caught:
         load_settings(environ={"MAILFLOW_SECRET_KEY": "short"})

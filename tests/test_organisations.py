@@ -37,9 +37,33 @@ def mailflow(database_url: str, *args: str) -> Result:
 def ods_row(code: str, name: str, opened: str = "19990401", closed: str = "") -> str:
     """A row as NHS Digital publishes it: 27 quoted fields, no header."""
     cells = [
-        code, name, "Y60", "QHM", "MAIN HOSPITAL", "HOSPITAL ROAD", "", "NORTHTOWN", "",
-        "NT1 2AB", opened, closed, "", "", "", "", "", "01234 567890", "", "", "", "0", "",
-        "", "", "", "",
+        code,
+        name,
+        "Y60",
+        "QHM",
+        "MAIN HOSPITAL",
+        "HOSPITAL ROAD",
+        "",
+        "NORTHTOWN",
+        "",
+        "NT1 2AB",
+        opened,
+        closed,
+        "",
+        "",
+        "",
+        "",
+        "",
+        "01234 567890",
+        "",
+        "",
+        "",
+        "0",
+        "",
+        "",
+        "",
+        "",
+        "",
     ]
     assert len(cells) == 27
     return ",".join(f'"{cell}"' for cell in cells)
@@ -93,9 +117,7 @@ def test_importing_our_csv_creates_organisations_and_links_parents(
     result = mailflow(database_url, "orgs", "import", str(orgs_file))
 
     assert result.exit_code == 0, result.output
-    assert result.stdout == (
-        "3 organisations read: 3 new, 0 updated, 0 closed, 0 unchanged\n"
-    )
+    assert result.stdout == ("3 organisations read: 3 new, 0 updated, 0 closed, 0 unchanged\n")
     found = organisations(engine)
     assert {code: (o.name, o.type) for code, o in found.items()} == {
         "RXA": ("Riverside Acute NHS Trust", "trust"),
@@ -106,9 +128,7 @@ def test_importing_our_csv_creates_organisations_and_links_parents(
     assert parents(engine) == {"RXA": "QAB", "RXB": "QAB", "QAB": None}
 
 
-def test_an_import_is_recorded_in_the_audit_log(
-    database_url: str, engine: sa.Engine
-) -> None:
+def test_an_import_is_recorded_in_the_audit_log(database_url: str, engine: sa.Engine) -> None:
     result = mailflow(database_url, "orgs", "import", str(DEMO_ORGS))
 
     assert result.exit_code == 0, result.output
@@ -220,9 +240,7 @@ def test_reimporting_renames_and_closes_organisations_and_counts_each_change(
     result = mailflow(database_url, "orgs", "import", str(tmp_path / "etr.csv"))
 
     assert result.exit_code == 0, result.output
-    assert result.stdout == (
-        "4 organisations read: 1 new, 1 updated, 1 closed, 1 unchanged\n"
-    )
+    assert result.stdout == ("4 organisations read: 1 new, 1 updated, 1 closed, 1 unchanged\n")
     found = organisations(engine)
     assert found["RXA"].name == "RIVERSIDE UNIVERSITY HOSPITALS NHS TRUST"
     assert found["RXB"].closed_on == date(2026, 9, 30)
@@ -230,8 +248,9 @@ def test_reimporting_renames_and_closes_organisations_and_counts_each_change(
     assert len(found) == 4
 
     events = audit_actions(engine)
-    updates = {subject: details for action, subject, details in events
-               if action == "organisation.updated"}
+    updates = {
+        subject: details for action, subject, details in events if action == "organisation.updated"
+    }
     assert updates["organisation:RXA"]["changes"] == {
         "name": ["RIVERSIDE ACUTE NHS TRUST", "RIVERSIDE UNIVERSITY HOSPITALS NHS TRUST"]
     }
@@ -288,8 +307,12 @@ BAD_FILES = {
     ),
     "bad date": (
         "etr.csv",
-        (ods_row("RXA", "RIVERSIDE ACUTE NHS TRUST") + "\r\n"
-         + ods_row("RXB", "BROOKFIELD NHS TRUST", closed="20261345") + "\r\n").encode(),
+        (
+            ods_row("RXA", "RIVERSIDE ACUTE NHS TRUST")
+            + "\r\n"
+            + ods_row("RXB", "BROOKFIELD NHS TRUST", closed="20261345")
+            + "\r\n"
+        ).encode(),
         ["etr.csv line 2", "'20261345'", "column 12"],
     ),
     "wrong column count": (
@@ -402,9 +425,7 @@ def test_line_numbers_count_lines_of_the_file_not_csv_records(
 # ------------------------------------------------------ the domain directly
 
 
-def test_the_domain_imports_a_file_and_resolves_parents(
-    session: Session, tmp_path: Path
-) -> None:
+def test_the_domain_imports_a_file_and_resolves_parents(session: Session, tmp_path: Path) -> None:
     orgs_file = write(
         tmp_path / "orgs.csv",
         "code,name,type,parent",
@@ -423,9 +444,7 @@ def test_the_domain_imports_a_file_and_resolves_parents(
     assert rxa is not None and rxa.parent is not None
     assert rxa.parent.code == "QAB"
     assert rxa.created_at == NOW
-    event = session.scalar(
-        select(AuditEvent).where(AuditEvent.action == "organisations.imported")
-    )
+    event = session.scalar(select(AuditEvent).where(AuditEvent.action == "organisations.imported"))
     assert event is not None
     assert (event.actor, event.subject, event.at) == ("test:admin", "file:orgs.csv", NOW)
 
@@ -454,9 +473,7 @@ def test_the_domain_refuses_an_unknown_parent_before_writing(
 def test_the_domain_refuses_an_organisation_that_is_its_own_parent(
     session: Session, tmp_path: Path
 ) -> None:
-    orgs_file = write(
-        tmp_path / "orgs.csv", "code,name,type,parent", "RXA,Riverside,trust,rxa"
-    )
+    orgs_file = write(tmp_path / "orgs.csv", "code,name,type,parent", "RXA,Riverside,trust,rxa")
     records = read_organisation_file(orgs_file)
 
     with pytest.raises(InvalidInput) as caught:

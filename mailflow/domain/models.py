@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Date,
     DateTime,
@@ -19,6 +20,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -276,3 +278,128 @@ class AuditEvent(Base):
     action: Mapped[str] = mapped_column(String(60))
     subject: Mapped[str] = mapped_column(String(120), index=True)
     details: Mapped[dict[str, Any]]
+
+
+class InboundState(enum.StrEnum):
+    RECEIVED = "received"  # stored, waiting for the processing job
+    PROCESSED = "processed"  # read and acted on (see outcome)
+    IGNORED = "ignored"  # auto-reply, duplicate, untrusted: nothing recorded
+    FAILED = "failed"  # processing raised; kept for `mailflow inbound retry`
+
+
+class InboundMessage(Base):
+    """Every message the inbound edges accept, raw, committed before the
+    sender is told 250 (or, for IMAP, before the message is flagged)."""
+
+    __tablename__ = "inbound_messages"
+    __table_args__ = (
+        UniqueConstraint("imap_mailbox", "imap_uidvalidity", "imap_uid"),
+        Index("ix_inbound_messages_state_received_at", "state", "received_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    received_at: Mapped[datetime]
+    source: Mapped[str] = mapped_column(String(10))
+    envelope_from: Mapped[str | None] = mapped_column(String(512))
+    envelope_to: Mapped[list[str]]
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    size: Mapped[int] = mapped_column(Integer)
+    digest: Mapped[str] = mapped_column(String(64), index=True)
+    message_id_header: Mapped[str | None] = mapped_column(String(998), index=True)
+    imap_mailbox: Mapped[str | None] = mapped_column(String(300))
+    imap_uidvalidity: Mapped[int | None] = mapped_column(BigInteger)
+    imap_uid: Mapped[int | None] = mapped_column(BigInteger)
+    state: Mapped[InboundState] = mapped_column(_enum(InboundState, "inbound_state"))
+    outcome: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    processed_at: Mapped[datetime | None]
+
+
+class Confirmation(Base):
+    """Answers read from one reply, waiting for the person to confirm them
+    with a second factor.  Its link works once: ``used_at`` is set in the
+    transaction that commits the answers."""
+
+    __tablename__ = "confirmations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    alert_id: Mapped[int] = mapped_column(ForeignKey("alerts.id"))
+    delivery_id: Mapped[int | None] = mapped_column(ForeignKey("deliveries.id"))
+    inbound_message_id: Mapped[int | None] = mapped_column(ForeignKey("inbound_messages.id"))
+    # Random, and part of the signed link, so a link names exactly one
+    # confirmation and cannot be forged from the row id.
+    nonce: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+
+    answers: Mapped[list[PendingAnswer]] = relationship(
+        back_populates="confirmation", order_by="PendingAnswer.id"
+    )
+    user: Mapped[User] = relationship()
+    alert: Mapped[Alert] = relationship()
+
+
+class PendingAnswer(Base):
+    """One organisation's status as read from a reply: nothing is recorded
+    until its confirmation is used."""
+
+    __tablename__ = "pending_answers"
+    __table_args__ = (UniqueConstraint("confirmation_id", "organisation_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    confirmation_id: Mapped[int] = mapped_column(ForeignKey("confirmations.id"))
+    organisation_id: Mapped[int] = mapped_column(ForeignKey("organisations.id"))
+    status: Mapped[str] = mapped_column(String(20))
+    note: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(Text)
+    mitigations: Mapped[str | None] = mapped_column(Text)
+    expected_on: Mapped[date | None] = mapped_column(Date)
+
+    confirmation: Mapped[Confirmation] = relationship(back_populates="answers")
+    organisation: Mapped[Organisation] = relationship()
+
+
+class OutgoingState(enum.StrEnum):
+    QUEUED = "queued"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+class OutgoingEmail(Base):
+    """A message other than an alert (a confirmation request, an error
+    reply), rendered when the change that needs it is committed and sent by
+    a job, so a crash between the two loses nothing."""
+
+    __tablename__ = "outgoing_emails"
+    __table_args__ = (
+        Index("ix_outgoing_emails_recipient_kind", "recipient", "kind", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    recipient: Mapped[str] = mapped_column(String(254))
+    mail_from: Mapped[str] = mapped_column(String(254))
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    state: Mapped[OutgoingState] = mapped_column(_enum(OutgoingState, "outgoing_state"))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[datetime]
+    inbound_message_id: Mapped[int | None] = mapped_column(ForeignKey("inbound_messages.id"))
+    created_at: Mapped[datetime]
+    sent_at: Mapped[datetime | None]
+
+
+class ImapCheckpoint(Base):
+    """How far the poller has read a mailbox: the UIDVALIDITY it saw and the
+    highest UID whose message is stored."""
+
+    __tablename__ = "imap_checkpoints"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    mailbox: Mapped[str] = mapped_column(String(300), unique=True)
+    uidvalidity: Mapped[int] = mapped_column(BigInteger)
+    last_uid: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime]

@@ -51,9 +51,9 @@ def import_organisations(
 
     summary = ImportSummary()
     by_code = dict(existing)
+    created = set()
     for record in records:
-        org = by_code.get(record.code)
-        if org is None:
+        if record.code not in by_code:
             org = Organisation(
                 code=record.code,
                 name=record.name,
@@ -65,14 +65,27 @@ def import_organisations(
             )
             session.add(org)
             by_code[record.code] = org
-            summary.created += 1
+            created.add(record.code)
+    # New organisations need their ids before anyone can name them as parent.
+    session.flush()
+    summary.created = len(created)
+
+    for record in records:
+        org = by_code[record.code]
+        parent = by_code[record.parent_code] if record.parent_code else None
+        if record.code in created:
+            org.parent_id = parent.id if parent else None
             continue
-        changes = {}
+        changes: dict[str, list[str | None]] = {}
         for attr in ("name", "type", "opened_on", "closed_on"):
             new = getattr(record, attr)
             if getattr(org, attr) != new:
                 changes[attr] = [_text(getattr(org, attr)), _text(new)]
                 setattr(org, attr, new)
+        if org.parent_id != (parent.id if parent else None):
+            old_parent = session.get(Organisation, org.parent_id) if org.parent_id else None
+            changes["parent"] = [old_parent.code if old_parent else None, record.parent_code]
+            org.parent_id = parent.id if parent else None
         if not changes:
             summary.unchanged += 1
             continue
@@ -90,11 +103,6 @@ def import_organisations(
             changes=changes,
             source=source,
         )
-
-    session.flush()
-    for record in records:
-        if record.parent_code is not None:
-            by_code[record.code].parent_id = by_code[record.parent_code].id
 
     record_event(
         session,

@@ -55,8 +55,7 @@ def read_organisation_file(path: Path, org_type: str | None = None) -> list[Orga
 def parse_organisations(
     text: str, *, source: str, org_type: str | None = None
 ) -> list[OrganisationRecord]:
-    rows = list(csv.reader(io.StringIO(text, newline="")))
-    numbered = [(n, row) for n, row in enumerate(rows, start=1) if any(c.strip() for c in row)]
+    numbered = _records_with_line_numbers(text)
     if not numbered:
         raise InvalidInput(source, "the file has no organisations in it")
     if org_type is not None and not TYPE_PATTERN.match(org_type):
@@ -67,6 +66,8 @@ def parse_organisations(
         records = _parse_with_header(numbered, source, org_type)
     else:
         records = _parse_ods(numbered, source, org_type)
+    if not records:
+        raise InvalidInput(source, "the file has a header but no organisations")
 
     seen: dict[str, int] = {}
     for record in records:
@@ -77,6 +78,19 @@ def parse_organisations(
             )
         seen[record.code] = record.line
     return records
+
+
+def _records_with_line_numbers(text: str) -> list[tuple[int, list[str]]]:
+    """Each non-blank CSV record with the line of the file it starts on (a
+    quoted field may run over several lines, so records and lines differ)."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    numbered = []
+    last_line = 0
+    for row in reader:
+        start, last_line = last_line + 1, reader.line_num
+        if any(cell.strip() for cell in row):
+            numbered.append((start, row))
+    return numbered
 
 
 def _parse_with_header(

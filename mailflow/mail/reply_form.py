@@ -278,6 +278,18 @@ def find_date(text: str, today: date) -> date | None:
     return min(found, key=lambda item: item[0])[1]
 
 
+def _next_occurrence(day: int, month: int, today: date) -> date:
+    # Eight years always include a leap year, so 29 February is found too.
+    for year in range(today.year, today.year + 9):
+        try:
+            candidate = date(year, month, day)
+        except ValueError:
+            continue
+        if candidate >= today:
+            return candidate
+    raise ValueError(f"no date {day}/{month}")
+
+
 def _to_date(match: re.Match[str], order: str, today: date) -> date:
     groups = dict(zip(order, match.groups(), strict=True))
     day = int(groups["d"])
@@ -285,8 +297,7 @@ def _to_date(match: re.Match[str], order: str, today: date) -> date:
     year_text = groups.get("y")
     try:
         if year_text is None:
-            candidate = date(today.year, month, day)
-            return candidate if candidate >= today else date(today.year + 1, month, day)
+            return _next_occurrence(day, month, today)
         year = int(year_text)
         if year < 100:
             year += 2000
