@@ -6,12 +6,11 @@ from __future__ import annotations
 from collections import Counter
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session, joinedload
-from sqlalchemy.sql.elements import ColumnElement
 
 from mailflow.domain.audit import record_event
-from mailflow.domain.models import Delivery, DeliveryState, User
+from mailflow.domain.models import AuditEvent, Delivery, DeliveryState, User
 
 MAX_RETRY_DELAY = timedelta(hours=6)
 SENDER = "worker"
@@ -22,16 +21,32 @@ def retry_delay(attempts: int, base_seconds: float) -> timedelta:
     return min(timedelta(seconds=base_seconds * 2 ** max(attempts - 1, 0)), MAX_RETRY_DELAY)
 
 
-def _due(now: datetime) -> ColumnElement[bool]:
-    return or_(
-        and_(
+def _due_ids(session: Session, alert_id: int, now: datetime, limit: int) -> list[int]:
+    """Ids of due deliveries: queued or deferred whose time has come, then
+    those a sender that died was holding (its hold has run out).  Two
+    queries, each answered from the (alert_id, state, next_attempt_at)
+    index, rather than one OR that reads every delivery of the alert."""
+    locking = session.get_bind().dialect.name == "postgresql"
+    ids: list[int] = []
+    for query in (
+        select(Delivery.id).where(
+            Delivery.alert_id == alert_id,
             Delivery.state.in_([DeliveryState.QUEUED, DeliveryState.DEFERRED]),
             Delivery.next_attempt_at <= now,
         ),
-        # A sender that died while holding deliveries leaves them 'sending';
-        # once its hold has run out, they are due again.
-        and_(Delivery.state == DeliveryState.SENDING, Delivery.claimed_until < now),
-    )
+        select(Delivery.id).where(
+            Delivery.alert_id == alert_id,
+            Delivery.state == DeliveryState.SENDING,
+            Delivery.claimed_until < now,
+        ),
+    ):
+        if len(ids) >= limit:
+            break
+        query = query.limit(limit - len(ids))
+        if locking:
+            query = query.with_for_update(skip_locked=True)
+        ids.extend(session.scalars(query))
+    return ids
 
 
 def claim_due_deliveries(
@@ -39,15 +54,7 @@ def claim_due_deliveries(
 ) -> list[Delivery]:
     """Take up to ``limit`` due deliveries of an alert for sending.  The
     caller commits at once, so two senders never hold the same delivery."""
-    due = (
-        select(Delivery.id)
-        .where(Delivery.alert_id == alert_id, _due(now))
-        .order_by(Delivery.id)
-        .limit(limit)
-    )
-    if session.get_bind().dialect.name == "postgresql":
-        due = due.with_for_update(skip_locked=True)
-    ids = list(session.scalars(due))
+    ids = _due_ids(session, alert_id, now, limit)
     if not ids:
         return []
     session.execute(
@@ -80,17 +87,37 @@ def _finish_sending(session: Session, delivery_id: int, now: datetime, **values:
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def record_sent(session: Session, delivery_id: int, *, now: datetime, reply: str) -> None:
-    if _finish_sending(
-        session, delivery_id, now, state=DeliveryState.SENT, sent_at=now, last_error=None
-    ):
-        record_event(
-            session,
-            at=now,
-            actor=SENDER,
-            action="delivery.sent",
-            subject=f"delivery:{delivery_id}",
-            relay_reply=reply,
+def record_sent(session: Session, replies: dict[int, str], *, now: datetime) -> None:
+    """Mark deliveries sent, with the relay's reply to each, in one
+    statement: fan-out records whatever finished together in one commit."""
+    if not replies:
+        return
+    changed = session.scalars(
+        update(Delivery)
+        .where(Delivery.id.in_(list(replies)), Delivery.state == DeliveryState.SENDING)
+        .values(
+            state=DeliveryState.SENT,
+            sent_at=now,
+            last_error=None,
+            claimed_until=None,
+            updated_at=now,
+        )
+        .returning(Delivery.id)
+        .execution_options(synchronize_session=False)
+    ).all()
+    if changed:
+        session.execute(
+            insert(AuditEvent),
+            [
+                {
+                    "at": now,
+                    "actor": SENDER,
+                    "action": "delivery.sent",
+                    "subject": f"delivery:{delivery_id}",
+                    "details": {"relay_reply": replies[delivery_id]},
+                }
+                for delivery_id in changed
+            ],
         )
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import Select, or_, select, update
 from sqlalchemy.orm import Session
 
 from mailflow.domain.models import Job, JobState
@@ -32,6 +32,24 @@ def add_job(
     return job
 
 
+def _due_for_dispatch(now: datetime, stale_after: timedelta) -> Select[int]:
+    return (
+        select(Job.id)
+        .where(
+            Job.state == JobState.PENDING,
+            Job.run_after <= now,
+            or_(Job.enqueued_at.is_(None), Job.enqueued_at < now - stale_after),
+        )
+        .order_by(Job.id)
+    )
+
+
+def any_jobs_for_dispatch(session: Session, *, now: datetime, stale_after: timedelta) -> bool:
+    """A cheap look, for a reader that must not take the write lock when
+    (as nearly always) there is nothing to do."""
+    return session.scalar(_due_for_dispatch(now, stale_after).limit(1)) is not None
+
+
 def take_jobs_for_dispatch(
     session: Session, *, now: datetime, stale_after: timedelta, limit: int = 100
 ) -> list[int]:
@@ -42,16 +60,7 @@ def take_jobs_for_dispatch(
     been put on the queue within ``stale_after`` (a queue message that was
     lost, with an in-process queue that died, say, is sent again then).
     """
-    due = (
-        select(Job.id)
-        .where(
-            Job.state == JobState.PENDING,
-            Job.run_after <= now,
-            or_(Job.enqueued_at.is_(None), Job.enqueued_at < now - stale_after),
-        )
-        .order_by(Job.id)
-        .limit(limit)
-    )
+    due = _due_for_dispatch(now, stale_after).limit(limit)
     if session.get_bind().dialect.name == "postgresql":
         due = due.with_for_update(skip_locked=True)
     ids = list(session.scalars(due))

@@ -221,7 +221,10 @@ class Delivery(Base):
     __tablename__ = "deliveries"
     __table_args__ = (
         UniqueConstraint("alert_id", "user_id"),
-        Index("ix_deliveries_state_next_attempt_at", "state", "next_attempt_at"),
+        # How a sender finds an alert's due deliveries without reading them all.
+        Index(
+            "ix_deliveries_alert_id_state_next_attempt_at", "alert_id", "state", "next_attempt_at"
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -47,6 +47,9 @@ def environment(zone_name: str) -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
+        # Templates do not change while mailflow runs; checking their
+        # files on every render was a measurable cost of fan-out.
+        auto_reload=False,
     )
     zone = ZoneInfo(zone_name)
     env.filters["local_time"] = lambda value: format_time(value, zone)

@@ -13,7 +13,7 @@ import enum
 import logging
 import mailbox
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -50,10 +50,22 @@ class SendResult:
     reply: str
 
 
+# A message, or a function that makes it.  Given a function, the transport
+# calls it when a connection is free, on its own thread: in bulk sending
+# this keeps composing and sending on one thread, instead of two threads
+# taking the GIL from each other for every SMTP round trip.
+Prepared = OutgoingMessage | Callable[[], OutgoingMessage]
+
+
+def _prepare(prepared: Prepared) -> OutgoingMessage:
+    return prepared if isinstance(prepared, OutgoingMessage) else prepared()
+
+
 class Transport(Protocol):
-    def submit(self, message: OutgoingMessage) -> concurrent.futures.Future[SendResult]:
-        """Start sending; the future holds the outcome.  Never raises for a
-        failed send: failures are outcomes."""
+    def submit(self, prepared: Prepared) -> concurrent.futures.Future[SendResult]:
+        """Start sending; the future holds the outcome.  A failed send is an
+        outcome; only an exception from making the message is raised (by
+        the future)."""
         ...
 
     def close(self) -> None: ...
@@ -74,7 +86,13 @@ class MaildirTransport:
             (path / sub).mkdir(parents=True, exist_ok=True)
         self._maildir = mailbox.Maildir(path, create=False)
 
-    def submit(self, message: OutgoingMessage) -> concurrent.futures.Future[SendResult]:
+    def submit(self, prepared: Prepared) -> concurrent.futures.Future[SendResult]:
+        try:
+            message = _prepare(prepared)
+        except Exception as exc:
+            future: concurrent.futures.Future[SendResult] = concurrent.futures.Future()
+            future.set_exception(exc)
+            return future
         trace = (
             f"Return-Path: <{message.envelope.mail_from}>\r\n"
             f"Delivered-To: {message.envelope.recipient}\r\n"
@@ -144,8 +162,13 @@ class SmtpRelayPool:
             timeout=self._timeout,
         )
 
-    async def _send_one(self, message: OutgoingMessage) -> SendResult:
+    async def _send_one(self, prepared: Prepared) -> SendResult:
         client = await self._idle.get()
+        try:
+            message = _prepare(prepared)
+        except Exception:
+            self._idle.put_nowait(client)
+            raise
         try:
             if not client.is_connected:
                 await client.connect()
@@ -165,8 +188,8 @@ class SmtpRelayPool:
         finally:
             self._idle.put_nowait(client)
 
-    def submit(self, message: OutgoingMessage) -> concurrent.futures.Future[SendResult]:
-        return asyncio.run_coroutine_threadsafe(self._send_one(message), self._loop)
+    def submit(self, prepared: Prepared) -> concurrent.futures.Future[SendResult]:
+        return asyncio.run_coroutine_threadsafe(self._send_one(prepared), self._loop)
 
     def close(self) -> None:
         async def _quit_all() -> None:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import time
+from collections import deque
 from datetime import datetime, timedelta
+from functools import partial
 
 from sqlalchemy import select
 
@@ -28,6 +30,8 @@ log = logging.getLogger(__name__)
 # fresh run, so a large alert never trips the queue's time limit and other
 # jobs get a turn.
 TIME_SLICE_SECONDS = 60.0
+CLAIM_PER_CONNECTION = 8
+BATCHES_IN_FLIGHT = 2
 
 
 def deliver_alert(runtime: Runtime, alert_id: int) -> datetime | None:
@@ -50,64 +54,66 @@ def deliver_alert(runtime: Runtime, alert_id: int) -> datetime | None:
         }
     composer = AlertEmailComposer(alert, audience, settings, runtime.clock())
     hold = timedelta(seconds=settings.send_lease_seconds)
-    # Keep the relay's connections busy: claim a connection's worth of
-    # deliveries while up to two connections' worth are still in flight.
-    claim_size = settings.smtp_connections
-    window = 2 * settings.smtp_connections
-    in_flight: dict[concurrent.futures.Future[SendResult], Delivery] = {}
+    # Keep every relay connection busy: while one batch goes out, the next
+    # is claimed and composed; each batch's outcomes are recorded together
+    # in one commit once all of them are known.
+    claim_size = CLAIM_PER_CONNECTION * settings.smtp_connections
+    batches: deque[list[tuple[concurrent.futures.Future[SendResult], Delivery]]] = deque()
     stop_at = time.monotonic() + TIME_SLICE_SECONDS
     more = True
 
     while True:
-        claiming = more and time.monotonic() < stop_at
-        if claiming and len(in_flight) < window:
+        if more and len(batches) < BATCHES_IN_FLIGHT and time.monotonic() < stop_at:
             with runtime.sessions.begin() as session:
-                batch = claim_due_deliveries(
+                claimed = claim_due_deliveries(
                     session, alert_id=alert_id, now=runtime.clock(), hold=hold, limit=claim_size
                 )
-            more = bool(batch)
-            for delivery in batch:
-                try:
-                    message = composer.compose(delivery)
-                except Exception as exc:  # a fault of ours, not the relay's: say so and go on
-                    log.exception("could not compose delivery %s", delivery.id)
-                    with runtime.sessions.begin() as session:
-                        record_failed(
-                            session,
-                            delivery.id,
-                            now=runtime.clock(),
-                            error=f"could not compose the email: {exc!r}",
-                        )
-                    continue
-                in_flight[runtime.transport.submit(message)] = delivery
+            more = bool(claimed)
+            if claimed:
+                batches.append(
+                    [(runtime.transport.submit(partial(composer.compose, d)), d) for d in claimed]
+                )
             continue
-        if not in_flight:
+        if not batches:
             break
-        done, _ = concurrent.futures.wait(
-            in_flight, timeout=1.0, return_when=concurrent.futures.FIRST_COMPLETED
-        )
-        for future in done:
-            _record(runtime, in_flight.pop(future), future.result())
+        # A message the relay has taken but that is not yet recorded is what
+        # a crash at this moment could send twice: at most two batches.
+        oldest = batches.popleft()
+        concurrent.futures.wait([future for future, _ in oldest])
+        _record(runtime, [(delivery, _outcome(future)) for future, delivery in oldest])
 
     with runtime.sessions() as session:
         return next_due_time(session, alert_id=alert_id)
 
 
-def _record(runtime: Runtime, delivery: Delivery, result: SendResult) -> None:
+def _outcome(future: concurrent.futures.Future[SendResult]) -> SendResult:
+    try:
+        return future.result()
+    except Exception as exc:
+        # Composing failed: a fault of ours, which no retry will mend.
+        log.error("could not compose an alert email", exc_info=exc)
+        return SendResult(Outcome.PERMANENT, f"could not compose the email: {exc!r}")
+
+
+def _record(runtime: Runtime, outcomes: list[tuple[Delivery, SendResult]]) -> None:
     settings = runtime.settings
     now = runtime.clock()
     with runtime.sessions.begin() as session:
-        if result.outcome is Outcome.SENT:
-            record_sent(session, delivery.id, now=now, reply=result.reply)
-        elif result.outcome is Outcome.PERMANENT:
-            record_failed(session, delivery.id, now=now, error=result.reply)
-        else:
-            state = record_deferred(
-                session,
-                delivery,
-                now=now,
-                error=result.reply,
-                retry_base_seconds=settings.send_retry_base_seconds,
-                max_attempts=settings.send_max_attempts,
-            )
-            log.info("delivery %s %s: %s", delivery.id, state, result.reply)
+        record_sent(
+            session,
+            {d.id: r.reply for d, r in outcomes if r.outcome is Outcome.SENT},
+            now=now,
+        )
+        for delivery, result in outcomes:
+            if result.outcome is Outcome.PERMANENT:
+                record_failed(session, delivery.id, now=now, error=result.reply)
+            elif result.outcome is Outcome.TEMPORARY:
+                state = record_deferred(
+                    session,
+                    delivery,
+                    now=now,
+                    error=result.reply,
+                    retry_base_seconds=settings.send_retry_base_seconds,
+                    max_attempts=settings.send_max_attempts,
+                )
+                log.info("delivery %s %s: %s", delivery.id, state, result.reply)

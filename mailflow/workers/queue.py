@@ -20,6 +20,7 @@ from dramatiq.brokers.stub import StubBroker
 from mailflow.config import Settings
 from mailflow.domain.alerts import DELIVER_ALERT
 from mailflow.domain.jobs import (
+    any_jobs_for_dispatch,
     fail_job,
     finish_job,
     forget_enqueued,
@@ -83,6 +84,11 @@ class JobQueue:
     def dispatch_due(self) -> int:
         """Put every due job on the queue; returns how many."""
         with self._dispatch_lock:
+            with self.runtime.readers() as session:
+                if not any_jobs_for_dispatch(
+                    session, now=self.runtime.clock(), stale_after=REDISPATCH_AFTER
+                ):
+                    return 0
             with self.runtime.sessions.begin() as session:
                 ids = take_jobs_for_dispatch(
                     session, now=self.runtime.clock(), stale_after=REDISPATCH_AFTER

@@ -39,6 +39,16 @@ class Runtime:
     def sessions(self) -> sessionmaker[Session]:
         return make_sessionmaker(self.engine)
 
+    @cached_property
+    def reader_engine(self) -> Engine:
+        # On SQLite the main engine takes the write lock at BEGIN; pollers
+        # that only look use this one, so they never hold up a writer.
+        return make_engine(self.settings.database_url, immediate=False)
+
+    @cached_property
+    def readers(self) -> sessionmaker[Session]:
+        return make_sessionmaker(self.reader_engine)
+
     @property
     def transport(self) -> Transport:
         if self._transport is None:
@@ -57,5 +67,6 @@ class Runtime:
         if self._transport is not None:
             self._transport.close()
             self._transport = None
-        if "engine" in self.__dict__:
-            self.engine.dispose()
+        for name in ("engine", "reader_engine"):
+            if name in self.__dict__:
+                self.__dict__[name].dispose()

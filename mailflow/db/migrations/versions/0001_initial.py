@@ -198,7 +198,9 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("deliveries", schema=None) as batch_op:
         batch_op.create_index(
-            "ix_deliveries_state_next_attempt_at", ["state", "next_attempt_at"], unique=False
+            "ix_deliveries_alert_id_state_next_attempt_at",
+            ["alert_id", "state", "next_attempt_at"],
+            unique=False,
         )
         batch_op.create_index(batch_op.f("ix_deliveries_user_id"), ["user_id"], unique=False)
 
@@ -248,7 +250,7 @@ def downgrade() -> None:
     op.drop_table("memberships")
     with op.batch_alter_table("deliveries", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_deliveries_user_id"))
-        batch_op.drop_index("ix_deliveries_state_next_attempt_at")
+        batch_op.drop_index("ix_deliveries_alert_id_state_next_attempt_at")
 
     op.drop_table("deliveries")
     with op.batch_alter_table("alert_audience", schema=None) as batch_op:
