@@ -56,6 +56,9 @@ def add_user(
         name = name.strip()
         if not name or len(name) > MAX_NAME_LENGTH:
             raise InvalidInput("name", f"give a name of 1 to {MAX_NAME_LENGTH} characters")
+        # Names go into email headers: no line breaks or other controls.
+        if any(not c.isprintable() for c in name):
+            raise InvalidInput("name", "the name contains control characters")
 
     user = session.scalar(select(User).where(User.email == address))
     created = user is None

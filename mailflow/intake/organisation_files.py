@@ -169,10 +169,14 @@ def _code(value: str, where: str) -> str:
 
 
 def _name(value: str, where: str) -> str:
+    # A name wrapped over lines in a spreadsheet cell is one name.
+    value = " ".join(value.split())
     if not value:
         raise InvalidInput(where, "the name is empty")
     if len(value) > MAX_NAME_LENGTH:
         raise InvalidInput(where, f"the name is longer than {MAX_NAME_LENGTH} characters")
+    if any(not c.isprintable() for c in value):
+        raise InvalidInput(where, "the name contains control characters")
     return value
 
 

@@ -142,5 +142,7 @@ class AlternativeSkeleton:
 
 
 def _base64_lines(text: str) -> bytes:
-    # encodebytes wraps at 76 characters, as RFC 2045 asks.
-    return base64.encodebytes(text.encode("utf-8")).replace(b"\n", b"\r\n").rstrip(b"\r\n")
+    # Text is encoded in its canonical form, with CRLF line breaks (RFC
+    # 2046); encodebytes wraps at 76 characters, as RFC 2045 asks.
+    canonical = text.replace("\r\n", "\n").replace("\n", "\r\n").encode("utf-8")
+    return base64.encodebytes(canonical).replace(b"\n", b"\r\n").rstrip(b"\r\n")

@@ -24,7 +24,8 @@ How it works:
    every ``<blockquote>``, Gmail's ``gmail_quote``, Thunderbird's
    ``moz-cite-prefix``, Yahoo's and Proton's quote divs; and everything from
    Outlook web's ``#appendonsend`` / ``#divRplyFwdMsg`` or Hotmail's
-   ``#stopSpelling`` to the end.  ``<head>``, ``<style>`` and ``<script>`` are
+   ``#stopSpelling`` to the end.  ``<head>``, ``<style>``, ``<script>`` and
+   signatures marked as such (``gmail_signature``, ``moz-signature``) are
    dropped; ``<br>``, ``<p>``, ``<div>`` and the other blocks become line
    breaks.
 3. In the text: lines quoted with ``>`` are dropped, with the attribution above
@@ -180,6 +181,8 @@ _HIDDEN = frozenset({"head", "template", "xml"})
 _QUOTE_CLASSES = frozenset(
     {"gmail_quote", "gmail_quote_container", "moz-cite-prefix", "yahoo_quoted", "protonmail_quote"}
 )
+# The person's own signature, where the client marks it.
+_SIGNATURE_CLASSES = frozenset({"gmail_signature", "moz-signature"})
 # Everything from an element with one of these ids to the end is quoted.
 _CUT_IDS = frozenset(
     {"appendonsend", "divrplyfwdmsg", "stopspelling", "mail-editor-reference-message-container"}
@@ -189,6 +192,8 @@ _TAG_NAME = re.compile(r"[A-Za-z][^\s/>]*")
 _ATTRIBUTE = re.compile(r"""([^\s"'=<>/]+)(?:\s*=\s*(?:"([^"]*)"?|'([^']*)'?|([^\s"'>]+)))?""")
 _SPACES = re.compile(r"[ \t\n\r\f]+")
 _RUNS_OF_SPACES = re.compile(r" {2,}")
+# Where markup starts: a comment, a tag, an end tag, <!...> or <?...>.
+_MARKUP_START = re.compile(r"<(?:!--|[A-Za-z/!?])")
 
 
 class _HtmlText:
@@ -197,6 +202,7 @@ class _HtmlText:
     def __init__(self) -> None:
         self.lines: list[str] = []
         self._line: list[str] = []
+        self._line_has_text = False
         self._pre = 0
         self._skip_tag: str | None = None
         self._skip_depth = 0
@@ -206,12 +212,17 @@ class _HtmlText:
 
     def _flush(self) -> None:
         line = "".join(self._line)
+        if not self._pre:
+            if "  " in line:
+                line = _RUNS_OF_SPACES.sub(" ", line)
+            line = line.strip(" ")
+        self.lines.append(line)
         self._line = []
-        self.lines.append(line if self._pre else _RUNS_OF_SPACES.sub(" ", line).strip(" "))
+        self._line_has_text = False
 
     def soft_break(self) -> None:
         """End the line unless it holds nothing but the spaces between tags."""
-        if any(piece.strip(" ") for piece in self._line):
+        if self._line_has_text:
             self._flush()
         elif not self._pre:
             self._line = []
@@ -226,50 +237,57 @@ class _HtmlText:
     def data(self, raw: str) -> None:
         if self._skip_tag is not None or not raw:
             return
-        text = html.unescape(raw).replace("\x00", "")
+        text = html.unescape(raw) if "&" in raw else raw
         if self._pre:
             first, *rest = text.replace("\r\n", "\n").split("\n")
-            self._line.append(first)
+            self._append(first)
             for piece in rest:
                 self.hard_break()
-                self._line.append(piece)
+                self._append(piece)
         else:
-            self._line.append(_SPACES.sub(" ", text))
+            self._append(_SPACES.sub(" ", text))
+
+    def _append(self, text: str) -> None:
+        self._line.append(text)
+        if not self._line_has_text and text.strip(" "):
+            self._line_has_text = True
 
     # -- tags
 
-    def tag(self, inside: str) -> None:
+    def tag(self, inside: str) -> str | None:
+        """Handle a tag (the text between < and >); returns the name of an
+        opened element."""
         closing = inside.startswith("/")
         match = _TAG_NAME.match(inside, 1 if closing else 0)
         if match is None:
-            return
+            return None
         name = match.group(0).lower()
         self_closing = inside.endswith("/")
         if self._skip_tag is not None:
             self._skip(name, closing=closing, self_closing=self_closing)
-            return
-        if closing:
+        elif closing:
             if name in _BLOCK:
                 self.soft_break()
             if name == "pre" and self._pre:
                 self._pre -= 1
-            return
-        if name == "br":
+        elif name == "br":
             self.hard_break()
-            return
-        classes, element_id = _class_and_id(inside[match.end() :])
+        else:
+            self._open(name, inside[match.end() :], self_closing)
+        return None if closing or self_closing else name
+
+    def _open(self, name: str, attributes: str, self_closing: bool) -> None:
+        classes, element_id = _class_and_id(attributes) if attributes else _NO_ATTRIBUTES
         if element_id in _CUT_IDS:
             self.mark(_CUT_MARK)
             self.done = True
-            return
-        if name == "blockquote" or not classes.isdisjoint(_QUOTE_CLASSES):
+        elif name == "blockquote" or not classes.isdisjoint(_QUOTE_CLASSES):
             self.mark(_QUOTE_MARK)
             self._start_skip(name, self_closing)
-            return
-        if name in _HIDDEN:
+        elif name in _HIDDEN or not classes.isdisjoint(_SIGNATURE_CLASSES):
+            self.soft_break()
             self._start_skip(name, self_closing)
-            return
-        if name in _BLOCK:
+        elif name in _BLOCK:
             self.soft_break()
             if name == "pre":
                 self._pre += 1
@@ -293,6 +311,9 @@ class _HtmlText:
                 self._skip_depth += 1
 
 
+_NO_ATTRIBUTES: tuple[frozenset[str], str] = (frozenset(), "")
+
+
 def _class_and_id(attributes: str) -> tuple[frozenset[str], str]:
     classes: frozenset[str] = frozenset()
     element_id = ""
@@ -310,44 +331,37 @@ def _class_and_id(attributes: str) -> tuple[frozenset[str], str]:
 
 def _html_to_text(markup: str) -> str:
     """Text of ``markup`` with quote containers replaced by marker lines.
-    Every search starts where the last one ended or ends the scan, so the
+    Every search starts where the last one ended, or ends the scan, so the
     time is linear in the length of the markup, whatever it contains."""
     out = _HtmlText()
     i, end = 0, len(markup)
     while i < end and not out.done:
-        lt = markup.find("<", i)
-        if lt < 0:
+        start = _MARKUP_START.search(markup, i)
+        if start is None:
             out.data(markup[i:])
             break
+        lt = start.start()
         if lt > i:
             out.data(markup[i:lt])
-        if markup.startswith("<!--", lt):
+        if start.group(0) == "<!--":
             close = markup.find("-->", lt + 4)
             if close < 0:
                 break  # a comment left open runs to the end
             i = close + 3
             continue
-        after = markup[lt + 1 : lt + 2]
-        if not (after.isascii() and (after.isalpha() or after in "/!?")):
-            out.data("<")
-            i = lt + 1
-            continue
         gt = markup.find(">", lt + 1)
         if gt < 0:
             break  # a tag left open at the end
         i = gt + 1
-        if after in "!?":
+        if start.group(0) in ("<!", "<?"):
             continue  # doctype, processing instruction, CDATA
-        inside = markup[lt + 1 : gt].strip()
-        out.tag(inside)
-        name_match = _TAG_NAME.match(inside)
-        if name_match is not None:
-            raw_end = _RAW_TEXT.get(name_match.group(0).lower())
-            if raw_end is not None and not inside.endswith("/"):
-                found = raw_end.search(markup, i)
-                if found is None:
-                    break
-                i = found.start()
+        opened = out.tag(markup[lt + 1 : gt].strip())
+        raw_end = _RAW_TEXT.get(opened) if opened else None
+        if raw_end is not None:
+            found = raw_end.search(markup, i)
+            if found is None:
+                break
+            i = found.start()
     out.soft_break()
     return "\n".join(out.lines)
 
@@ -389,12 +403,13 @@ _WROTE = (
     r"napisał\(a\)|napisała|napisał|написал\(а\)|написала|написал|kirjoitti|írta|yazdı|"  # noqa: RUF001
     r"napsal\(a\)|napsal|έγραψε|写道|寫道)"
 )
-# "On <date>, <name> wrote:", "Am <date> schrieb <name>:", "<date> <name> написал:".
-_ATTRIBUTION = re.compile(
-    rf"^(?:(?:on|am|le|el|il|op|den|på|em|dne|w dniu|в|στις|在)\s|\d)"
-    rf".*{_WROTE}(?:\s[^:\uff1a]{{0,120}})?\s*[:\uff1a]$",
-    re.IGNORECASE,
+# "On <date>, <name> wrote:", "Am <date> schrieb <name>:", "<date> <name> написал:":
+# a line that starts like this and ends like that.
+_ATTRIBUTION_START = re.compile(
+    r"(?:on|am|le|el|il|op|den|på|em|dne|w dniu|в|στις|在)\s|\d", re.IGNORECASE
 )
+_ATTRIBUTION_END = re.compile(rf"{_WROTE}(?:\s[^:\uff1a]{{0,120}})?\s*[:\uff1a]$", re.IGNORECASE)
+_DIGIT = re.compile(r"\d")
 _DATE_OR_TIME = re.compile(r"\d{1,2}:\d{2}|\b(?:19|20)\d{2}\b")
 _COLONS = (":", "\uff1a")
 _SEPARATOR = re.compile(r"^[-_=*~\u2500\u2501]{4,}$")
@@ -416,6 +431,8 @@ _DEVICE_SIGNATURE = re.compile(
 
 
 def _clean(line: str) -> str:
+    if line.isascii():
+        return line.strip()
     return line.translate(_INVISIBLE).replace("\xa0", " ").strip()
 
 
@@ -423,44 +440,42 @@ def _is_quoted(line: str) -> bool:
     return line == _QUOTE_MARK or line.lstrip(" \t\xa0").startswith(">")
 
 
-def _special(line: str) -> str | None:
-    """The cleaned line, or None when it is too long to be anything but text."""
-    return _clean(line) if len(line) <= _LONGEST_SPECIAL_LINE else None
-
-
 def _cut_quoted(text: str) -> str:
     lines = text[:MAX_CHARS].replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    # Each line cleaned once; None for a line too long to be anything but text.
+    cleaned = [_clean(line) if len(line) <= _LONGEST_SPECIAL_LINE else None for line in lines]
+    kinds = [_header_kind(clean) for clean in cleaned]
+    wrote = [_ends_like_attribution(clean) for clean in cleaned]
     kept: list[str] = []
     i, count = 0, len(lines)
     while i < count:
-        line = lines[i]
+        line, clean = lines[i], cleaned[i]
         if line == _CUT_MARK:
             break
         if _is_quoted(line):
             i += 1
             continue
-        cleaned = _special(line)
-        if cleaned is None:
+        if not clean:  # blank, or too long to be anything but text
             kept.append(line)
             i += 1
             continue
-        if cleaned == "--" or _ORIGINAL_MESSAGE.match(cleaned):
+        if clean == "--" or (clean.startswith(("-", "B", "b")) and _ORIGINAL_MESSAGE.match(clean)):
             break
-        if _starts_header_block(lines, i):
+        if kinds[i] is not None and _starts_header_block(cleaned, kinds, i):
             break
-        length = _attribution_length(lines, i)
+        length = _attribution_length(cleaned, wrote, i)
         if length:
-            following = _next_non_blank(lines, i + length)
+            following = _next_non_blank(cleaned, i + length)
             if following < count and not _is_quoted(lines[following]):
                 break  # the original follows without ">" markers (or is cut)
             i = following
             continue
-        if _is_colon_attribution(cleaned):
-            following = _next_non_blank(lines, i + 1)
+        if _is_colon_attribution(clean):
+            following = _next_non_blank(cleaned, i + 1)
             if following < count and _is_quoted(lines[following]):
                 i = following
                 continue
-        if _DEVICE_SIGNATURE.match(_TRAILING_LINK.sub("", cleaned)):
+        if _DEVICE_SIGNATURE.match(_TRAILING_LINK.sub("", clean) if ">" in clean else clean):
             i += 1
             continue
         kept.append(line)
@@ -468,56 +483,59 @@ def _cut_quoted(text: str) -> str:
     return _tidy(kept)
 
 
-def _next_non_blank(lines: list[str], start: int) -> int:
+def _next_non_blank(cleaned: list[str | None], start: int) -> int:
     i = start
-    while i < len(lines) and not _clean(lines[i][:_LONGEST_SPECIAL_LINE]):
+    while i < len(cleaned) and cleaned[i] == "":
         i += 1
     return i
 
 
-def _header_kind(line: str) -> str | None:
-    cleaned = _special(line)
-    if not cleaned:
+def _header_kind(clean: str | None) -> str | None:
+    if not clean or (":" not in clean and "\uff1a" not in clean):
         return None
-    match = _HEADER_LINE.match(cleaned)
+    match = _HEADER_LINE.match(clean)
     return _HEADER_KINDS.get(match.group(1).lower()) if match else None
 
 
-def _starts_header_block(lines: list[str], start: int) -> bool:
+def _starts_header_block(cleaned: list[str | None], kinds: list[str | None], start: int) -> bool:
     """Whether an Outlook-style header block (From, Sent, To, Subject, in any
     order and language, without ">" markers) starts at ``start``."""
-    if _header_kind(lines[start]) is None:
-        return False
-    kinds: set[str] = set()
-    for line in lines[start : start + 10]:
-        if not _clean(line[:_LONGEST_SPECIAL_LINE]):
+    found: set[str] = set()
+    for i in range(start, min(start + 10, len(cleaned))):
+        if cleaned[i] == "":
             break
-        kind = _header_kind(line)
+        kind = kinds[i]
         if kind is not None:
-            kinds.add(kind)
-    return "from" in kinds and ("date" in kinds or len(kinds) >= 3)
+            found.add(kind)
+    return "from" in found and ("date" in found or len(found) >= 3)
 
 
-def _is_colon_attribution(cleaned: str) -> bool:
+def _is_colon_attribution(clean: str) -> bool:
     """'26.06.2014, 14:41, "Alexander L" <abc@example.com>:' (a date and an
     address, ending with a colon); only counted when quoted lines follow."""
-    return cleaned.endswith(_COLONS) and "@" in cleaned and any(c.isdigit() for c in cleaned)
+    return clean.endswith(_COLONS) and "@" in clean and _DIGIT.search(clean) is not None
 
 
-def _attribution_length(lines: list[str], start: int) -> int:
-    """How many lines (0, 1 or 2) an "On <date>, <name> wrote:" line takes."""
-    first = _special(lines[start])
-    if not first:
+def _ends_like_attribution(clean: str | None) -> bool:
+    if not clean or not clean.endswith(_COLONS):
+        return False
+    return _ATTRIBUTION_END.search(clean) is not None
+
+
+def _attribution_length(cleaned: list[str | None], wrote: list[bool], start: int) -> int:
+    """How many lines (0, 1 or 2) an "On <date>, <name> wrote:" line takes;
+    ``wrote`` says which lines end like one."""
+    first = cleaned[start]
+    if not first or not _ATTRIBUTION_START.match(first):
         return 0
-    if first.endswith(_COLONS) and _ATTRIBUTION.match(first):
+    if wrote[start]:
         return 1
-    if start + 1 >= len(lines):
+    if start + 1 >= len(cleaned) or not wrote[start + 1]:
         return 0
-    second = _special(lines[start + 1])
-    if not second or not second.endswith(_COLONS) or _ATTRIBUTION.match(second):
-        return 0
-    joined = f"{first} {second}"
-    if _ATTRIBUTION.match(joined) and _DATE_OR_TIME.search(joined):
+    second = cleaned[start + 1]
+    if second and _ATTRIBUTION_START.match(second):
+        return 0  # that line is an attribution of its own
+    if _DATE_OR_TIME.search(f"{first} {second}"):
         return 2
     return 0
 
@@ -525,7 +543,9 @@ def _attribution_length(lines: list[str], start: int) -> int:
 def _tidy(lines: list[str]) -> str:
     out: list[str] = []
     for line in lines:
-        line = line.translate(_INVISIBLE).replace("\xa0", " ").rstrip()
+        if not line.isascii():
+            line = line.translate(_INVISIBLE).replace("\xa0", " ")
+        line = line.rstrip()
         if line or (out and out[-1]):
             out.append(line)
     while out and (not out[-1] or _SEPARATOR.match(out[-1].strip())):

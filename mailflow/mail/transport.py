@@ -13,7 +13,7 @@ import enum
 import logging
 import mailbox
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -68,6 +68,10 @@ class Transport(Protocol):
         the future)."""
         ...
 
+    def submit_many(
+        self, prepared: Sequence[Prepared]
+    ) -> list[concurrent.futures.Future[SendResult]]: ...
+
     def close(self) -> None: ...
 
 
@@ -102,6 +106,11 @@ class MaildirTransport:
         except OSError as exc:
             return _done(SendResult(Outcome.TEMPORARY, f"maildir: {exc.strerror}"))
         return _done(SendResult(Outcome.SENT, f"250 stored as {key}"))
+
+    def submit_many(
+        self, prepared: Sequence[Prepared]
+    ) -> list[concurrent.futures.Future[SendResult]]:
+        return [self.submit(p) for p in prepared]
 
     def close(self) -> None:
         pass
@@ -141,6 +150,8 @@ class SmtpRelayPool:
         )
         self._thread.start()
         self._idle: asyncio.Queue[aiosmtplib.SMTP] = self._call(self._make_queue())
+        # The loop keeps only weak references to tasks; these keep them alive.
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
@@ -190,6 +201,30 @@ class SmtpRelayPool:
 
     def submit(self, prepared: Prepared) -> concurrent.futures.Future[SendResult]:
         return asyncio.run_coroutine_threadsafe(self._send_one(prepared), self._loop)
+
+    def submit_many(
+        self, prepared: Sequence[Prepared]
+    ) -> list[concurrent.futures.Future[SendResult]]:
+        """Like submit for each, with one wake-up of the relay's thread for
+        the whole batch rather than one per message."""
+        futures: list[concurrent.futures.Future[SendResult]] = [
+            concurrent.futures.Future() for _ in prepared
+        ]
+
+        async def send(item: Prepared, future: concurrent.futures.Future[SendResult]) -> None:
+            try:
+                future.set_result(await self._send_one(item))
+            except Exception as exc:
+                future.set_exception(exc)
+
+        def start_all() -> None:
+            for item, future in zip(prepared, futures, strict=True):
+                task = self._loop.create_task(send(item, future))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+        self._loop.call_soon_threadsafe(start_all)
+        return futures
 
     def close(self) -> None:
         async def _quit_all() -> None:

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 # jobs get a turn.
 TIME_SLICE_SECONDS = 60.0
 CLAIM_PER_CONNECTION = 8
-BATCHES_IN_FLIGHT = 2
+BATCHES_IN_FLIGHT = 3
 
 
 def deliver_alert(runtime: Runtime, alert_id: int) -> datetime | None:
@@ -70,9 +70,10 @@ def deliver_alert(runtime: Runtime, alert_id: int) -> datetime | None:
                 )
             more = bool(claimed)
             if claimed:
-                batches.append(
-                    [(runtime.transport.submit(partial(composer.compose, d)), d) for d in claimed]
+                futures = runtime.transport.submit_many(
+                    [partial(composer.compose, d) for d in claimed]
                 )
+                batches.append(list(zip(futures, claimed, strict=True)))
             continue
         if not batches:
             break

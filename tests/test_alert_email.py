@@ -1,0 +1,142 @@
+"""The alert email as fan-out builds it (a MIME skeleton per alert, the
+templates rendered once per shape of recipient) is the same email as one
+built whole with the email package from templates rendered directly."""
+
+from __future__ import annotations
+
+import email
+import json
+import re
+from email.message import EmailMessage
+from email.policy import default
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from mailflow.config import Settings
+from mailflow.domain.models import Alert, AlertAudience, Delivery, Organisation, User
+from mailflow.domain.users import add_user
+from mailflow.mail.alert_email import AlertEmailComposer, answer_tokens
+from mailflow.mail.transport import OutgoingMessage
+from tests.support.seed import NOW, issue, seed_people
+
+TOKEN = re.compile(r"/r/([A-Za-z0-9_.\-]+)")
+
+
+def parsed(message: OutgoingMessage) -> EmailMessage:
+    result = email.message_from_bytes(message.data, policy=default)
+    assert isinstance(result, EmailMessage)
+    return result
+
+
+def with_payloads(text: str, settings: Settings) -> str:
+    """Links carry a timestamp, so two renders a second apart differ: compare
+    what each link says instead."""
+    tokens = answer_tokens(settings)
+    return TOKEN.sub(
+        lambda m: "/r/" + json.dumps(tokens.verify(m.group(1), now=NOW), sort_keys=True), text
+    )
+
+
+@pytest.fixture
+def composer_and_deliveries(
+    session: Session, settings: Settings
+) -> tuple[AlertEmailComposer, list[Delivery]]:
+    seed_people(session)
+    # Names that need escaping in HTML and encoding in headers.
+    add_user(
+        session,
+        email="zoe@brookfield.example",
+        name='Zoë "Z" O\'Neil & <Co>',
+        role="responder",
+        org_code="RXB",
+        now=NOW,
+        actor="test",
+    )
+    add_user(
+        session,
+        email="zoe@brookfield.example",
+        name=None,
+        role="alert-only",
+        org_code="RXA",
+        now=NOW,
+        actor="test",
+    )
+    session.get_one(Organisation, 1).name = "Riverside & Shore <Acute> NHS Trust"
+    alert_id = issue(session).alert.id
+    session.commit()
+    alert = session.get_one(Alert, alert_id)
+    audience = {
+        o.id: o
+        for o in session.scalars(
+            select(Organisation).join(AlertAudience).where(AlertAudience.alert_id == alert_id)
+        )
+    }
+    deliveries = list(
+        session.scalars(
+            select(Delivery)
+            .where(Delivery.alert_id == alert_id)
+            .options(selectinload(Delivery.user).selectinload(User.memberships))
+        )
+    )
+    return AlertEmailComposer(alert, audience, settings, NOW), deliveries
+
+
+def test_fan_out_composes_the_same_email_as_the_email_package_builds_whole(
+    composer_and_deliveries: tuple[AlertEmailComposer, list[Delivery]], settings: Settings
+) -> None:
+    composer, deliveries = composer_and_deliveries
+    shapes = set()
+    for delivery in deliveries:
+        fast, whole = composer.compose(delivery), composer.compose_whole(delivery)
+        assert fast.envelope == whole.envelope
+        a, b = parsed(fast), parsed(whole)
+        for header in (
+            "Subject",
+            "From",
+            "To",
+            "Reply-To",
+            "Message-ID",
+            "Date",
+            "Auto-Submitted",
+            "X-Auto-Response-Suppress",
+            "X-Mailflow-Alert",
+            "MIME-Version",
+        ):
+            assert str(a[header]) == str(b[header]), header
+        assert a.get_content_type() == b.get_content_type() == "multipart/alternative"
+        for part_a, part_b in zip(a.iter_parts(), b.iter_parts(), strict=True):
+            assert part_a.get_content_type() == part_b.get_content_type()
+            assert with_payloads(part_a.get_content(), settings) == with_payloads(
+                part_b.get_content(), settings
+            )
+        shapes.add(len(TOKEN.findall(a.get_body(("plain",)).get_content())))
+    # One, two and no organisations to answer for were all compared.
+    assert shapes == {0, 4, 8}
+
+
+def test_names_are_escaped_in_html_and_encoded_in_headers(
+    composer_and_deliveries: tuple[AlertEmailComposer, list[Delivery]],
+) -> None:
+    composer, deliveries = composer_and_deliveries
+    zoe = next(d for d in deliveries if d.user.email == "zoe@brookfield.example")
+    message = parsed(composer.compose(zoe))
+    assert message["To"].addresses[0].display_name == 'Zoë "Z" O\'Neil & <Co>'
+    raw_headers = composer.compose(zoe).data.split(b"\r\n\r\n", 1)[0]
+    assert raw_headers.isascii()
+    html = message.get_body(("html",)).get_content()
+    assert "Zoë &#34;Z&#34; O&#39;Neil &amp; &lt;Co&gt;" in html
+    assert "Riverside &amp; Shore &lt;Acute&gt; NHS Trust" in html
+    text = message.get_body(("plain",)).get_content()
+    assert 'Dear Zoë "Z" O\'Neil & <Co>,' in text
+
+
+def test_a_line_break_in_a_header_value_is_refused(
+    composer_and_deliveries: tuple[AlertEmailComposer, list[Delivery]],
+) -> None:
+    composer, deliveries = composer_and_deliveries
+    delivery = deliveries[0]
+    delivery.user.name = "Ann\r\nBcc: everyone@example.org"
+    with pytest.raises(ValueError, match="line break"):
+        composer.compose(delivery)
