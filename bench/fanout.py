@@ -41,13 +41,12 @@ from typing import Any
 import aiosmtplib
 from sqlalchemy import insert, select
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import joinedload
 
 from mailflow.config import Settings, load_settings, parse_relay
 from mailflow.db.engine import make_engine, make_sessionmaker
 from mailflow.db.migrate import upgrade
 from mailflow.domain.alerts import issue_alert
-from mailflow.domain.deliveries import count_by_state
+from mailflow.domain.deliveries import count_by_state, describe_deliveries
 from mailflow.domain.models import (
     AlertAudience,
     Delivery,
@@ -303,15 +302,15 @@ def prebuild(fixture: Fixture, settings: Settings) -> tuple[list[tuple[str, byte
                 .where(AlertAudience.alert_id == alert.id)
             )
         }
-        deliveries = list(
+        ids = list(
             session.scalars(
-                select(Delivery)
+                select(Delivery.id)
                 .where(Delivery.alert_id == alert.id)
                 .order_by(Delivery.id)
                 .limit(COMPOSE_SAMPLE)
-                .options(joinedload(Delivery.user).selectinload(User.memberships))
-            ).unique()
+            )
         )
+        deliveries = describe_deliveries(session, ids)
         composer = AlertEmailComposer(alert, audience, settings, datetime.now(UTC))
         composer.compose(deliveries[0])  # templates compiled outside the timing
         started = time.perf_counter()

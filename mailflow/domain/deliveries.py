@@ -3,14 +3,15 @@ deferred for a retry, failed, or (later) bounced."""
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, insert, select, update
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm import Session
 
 from mailflow.domain.audit import record_event
-from mailflow.domain.models import AuditEvent, Delivery, DeliveryState, User
+from mailflow.domain.models import AuditEvent, Delivery, DeliveryState, Membership, Role, User
 
 MAX_RETRY_DELAY = timedelta(hours=6)
 SENDER = "worker"
@@ -49,9 +50,52 @@ def _due_ids(session: Session, alert_id: int, now: datetime, limit: int) -> list
     return ids
 
 
+@dataclass(frozen=True)
+class ClaimedDelivery:
+    """What a sender needs to compose and record one delivery: plain
+    values, loaded in two queries per batch rather than as ORM objects."""
+
+    id: int
+    user_id: int
+    attempts: int
+    message_id: str
+    reply_key: str
+    bounce_key: str
+    recipient_name: str
+    recipient_email: str
+    # The recipient's role at each organisation they hold one for.
+    roles: dict[int, Role]
+
+
+def describe_deliveries(session: Session, ids: list[int]) -> list[ClaimedDelivery]:
+    rows = session.execute(
+        select(
+            Delivery.id,
+            Delivery.user_id,
+            Delivery.attempts,
+            Delivery.message_id,
+            Delivery.reply_key,
+            Delivery.bounce_key,
+            User.name,
+            User.email,
+        )
+        .join(User, User.id == Delivery.user_id)
+        .where(Delivery.id.in_(ids))
+        .order_by(Delivery.id)
+    ).all()
+    roles: dict[int, dict[int, Role]] = defaultdict(dict)
+    for user_id, org_id, role in session.execute(
+        select(Membership.user_id, Membership.organisation_id, Membership.role).where(
+            Membership.user_id.in_({row.user_id for row in rows})
+        )
+    ):
+        roles[user_id][org_id] = Role(role)
+    return [ClaimedDelivery(*row, roles=roles[row.user_id]) for row in rows]
+
+
 def claim_due_deliveries(
     session: Session, *, alert_id: int, now: datetime, hold: timedelta, limit: int
-) -> list[Delivery]:
+) -> list[ClaimedDelivery]:
     """Take up to ``limit`` due deliveries of an alert for sending.  The
     caller commits at once, so two senders never hold the same delivery."""
     ids = _due_ids(session, alert_id, now, limit)
@@ -66,16 +110,9 @@ def claim_due_deliveries(
             attempts=Delivery.attempts + 1,
             updated_at=now,
         )
+        .execution_options(synchronize_session=False)
     )
-    return list(
-        session.scalars(
-            select(Delivery)
-            .where(Delivery.id.in_(ids))
-            .options(joinedload(Delivery.user).selectinload(User.memberships))
-            .order_by(Delivery.id)
-            .execution_options(populate_existing=True)
-        ).unique()
-    )
+    return describe_deliveries(session, ids)
 
 
 def _finish_sending(session: Session, delivery_id: int, now: datetime, **values: object) -> bool:
@@ -123,7 +160,7 @@ def record_sent(session: Session, replies: dict[int, str], *, now: datetime) -> 
 
 def record_deferred(
     session: Session,
-    delivery: Delivery,
+    delivery: ClaimedDelivery,
     *,
     now: datetime,
     error: str,

@@ -11,7 +11,8 @@ from email.utils import format_datetime
 from markupsafe import escape
 
 from mailflow.config import Settings
-from mailflow.domain.models import Alert, Delivery, Organisation, Role
+from mailflow.domain.deliveries import ClaimedDelivery
+from mailflow.domain.models import Alert, Organisation
 from mailflow.domain.statuses import AnswerStatus
 from mailflow.mail.addresses import bounce_address, reply_address
 from mailflow.mail.messages import (
@@ -89,7 +90,9 @@ class AlertEmailComposer:
         )
         self._stencils: dict[tuple[int, int], RenderedEmail] = {}
 
-    def answer_link(self, delivery: Delivery, org: Organisation, status: AnswerStatus) -> str:
+    def answer_link(
+        self, delivery: ClaimedDelivery, org: Organisation, status: AnswerStatus
+    ) -> str:
         token = self.tokens.sign(
             {
                 "d": delivery.id,
@@ -101,14 +104,14 @@ class AlertEmailComposer:
         )
         return f"{self.settings.base_url}{ANSWER_PATH}{token}"
 
-    def _held(self, delivery: Delivery) -> tuple[list[Organisation], list[Organisation]]:
+    def _held(self, delivery: ClaimedDelivery) -> tuple[list[Organisation], list[Organisation]]:
         """The recipient's organisations in the audience: those they answer
         for, and those they only hear about, each in code order."""
         held = sorted(
             (
-                (self.audience[m.organisation_id], Role(m.role))
-                for m in delivery.user.memberships
-                if m.organisation_id in self.audience
+                (self.audience[org_id], role)
+                for org_id, role in delivery.roles.items()
+                if org_id in self.audience
             ),
             key=lambda pair: pair[0].code,
         )
@@ -143,13 +146,13 @@ class AlertEmailComposer:
             "form": build_reply_form([(o.code, o.name) for o in answerable]),
         }
 
-    def render_directly(self, delivery: Delivery) -> RenderedEmail:
+    def render_directly(self, delivery: ClaimedDelivery) -> RenderedEmail:
         """Render the templates for this recipient: the reference the
         stencils are tested against, and the way for any other shape."""
         answerable, info_only = self._held(delivery)
         view = OrganisationView.of
         context = self._context(
-            delivery.user.name,
+            delivery.recipient_name,
             [view(o) for o in answerable],
             [[self.answer_link(delivery, o, s) for s in AnswerStatus] for o in answerable],
             [view(o) for o in info_only],
@@ -157,7 +160,7 @@ class AlertEmailComposer:
         )
         return render_email("alert", context, zone_name=self.settings.timezone)
 
-    def _render(self, delivery: Delivery) -> RenderedEmail:
+    def _render(self, delivery: ClaimedDelivery) -> RenderedEmail:
         """The templates rendered once per shape of recipient (how many
         organisations they answer for, how many they only hear about) with
         placeholders, then filled in: rendering them whole for each of tens
@@ -168,7 +171,7 @@ class AlertEmailComposer:
         if stencil is None:
             stencil = self._stencils[shape] = self._make_stencil(*shape)
         every = sorted(answerable + info_only, key=lambda o: o.code)
-        values = {"name": delivery.user.name}
+        values = {"name": delivery.recipient_name}
         for i, org in enumerate(answerable):
             values[f"o{i}c"], values[f"o{i}n"] = org.code, org.name
             for status in AnswerStatus:
@@ -196,16 +199,16 @@ class AlertEmailComposer:
         context = self._context(slot("name"), answerable, links, info_only, every)
         return render_email("alert", context, zone_name=self.settings.timezone)
 
-    def _envelope(self, delivery: Delivery) -> Envelope:
+    def _envelope(self, delivery: ClaimedDelivery) -> Envelope:
         return Envelope(
-            bounce_address(delivery.bounce_key, self.settings.mail_domain), delivery.user.email
+            bounce_address(delivery.bounce_key, self.settings.mail_domain), delivery.recipient_email
         )
 
-    def compose(self, delivery: Delivery) -> OutgoingMessage:
+    def compose(self, delivery: ClaimedDelivery) -> OutgoingMessage:
         rendered = self._render(delivery)
         data = self.skeleton.assemble(
             subject=rendered.subject,
-            to=(delivery.user.name, delivery.user.email),
+            to=(delivery.recipient_name, delivery.recipient_email),
             # Alert-only contacts get a reply address too: a question they
             # send back is traced to them and answered, not lost.
             reply_to=reply_address(delivery.reply_key, self.settings.mail_domain),
@@ -215,13 +218,13 @@ class AlertEmailComposer:
         )
         return OutgoingMessage(self._envelope(delivery), data)
 
-    def compose_whole(self, delivery: Delivery) -> OutgoingMessage:
+    def compose_whole(self, delivery: ClaimedDelivery) -> OutgoingMessage:
         """The same email built whole with the email package and rendered
         directly: slower, and the reference ``compose`` is tested against."""
         rendered = self.render_directly(delivery)
         headers = MessageHeaders(
             sender=self.sender,
-            to=address(delivery.user.name, delivery.user.email),
+            to=address(delivery.recipient_name, delivery.recipient_email),
             message_id=delivery.message_id,
             date=self.now,
             reply_to=reply_address(delivery.reply_key, self.settings.mail_domain),

@@ -8,12 +8,11 @@ as soon as it is known while further messages are still being sent.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import enum
 import logging
 import mailbox
 import threading
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -51,9 +50,7 @@ class SendResult:
 
 
 # A message, or a function that makes it.  Given a function, the transport
-# calls it when a connection is free, on its own thread: in bulk sending
-# this keeps composing and sending on one thread, instead of two threads
-# taking the GIL from each other for every SMTP round trip.
+# calls it just before sending, when a connection is free.
 Prepared = OutgoingMessage | Callable[[], OutgoingMessage]
 
 
@@ -62,23 +59,28 @@ def _prepare(prepared: Prepared) -> OutgoingMessage:
 
 
 class Transport(Protocol):
-    def submit(self, prepared: Prepared) -> concurrent.futures.Future[SendResult]:
-        """Start sending; the future holds the outcome.  A failed send is an
-        outcome; only an exception from making the message is raised (by
-        the future)."""
+    """Sending runs on the transport's own event loop: ``run`` hands it a
+    piece of work (bulk sending does all its composing, sending and
+    recording there, on one thread, rather than two threads taking the GIL
+    from each other on every SMTP round trip)."""
+
+    async def send(self, prepared: Prepared) -> SendResult:
+        """Send one message.  A failed send is an outcome; only an
+        exception from making the message is raised."""
         ...
 
-    def submit_many(
-        self, prepared: Sequence[Prepared]
-    ) -> list[concurrent.futures.Future[SendResult]]: ...
+    def run(self, work: Coroutine[Any, Any, T]) -> T:
+        """Run ``work`` on the transport's loop and wait for its result."""
+        ...
 
     def close(self) -> None: ...
 
 
-def _done(result: SendResult) -> concurrent.futures.Future[SendResult]:
-    future: concurrent.futures.Future[SendResult] = concurrent.futures.Future()
-    future.set_result(result)
-    return future
+def send_now(transport: Transport, prepared: Prepared) -> SendResult:
+    async def one() -> SendResult:
+        return await transport.send(prepared)
+
+    return transport.run(one())
 
 
 class MaildirTransport:
@@ -89,14 +91,10 @@ class MaildirTransport:
         for sub in ("tmp", "new", "cur"):
             (path / sub).mkdir(parents=True, exist_ok=True)
         self._maildir = mailbox.Maildir(path, create=False)
+        self._lock = threading.Lock()
 
-    def submit(self, prepared: Prepared) -> concurrent.futures.Future[SendResult]:
-        try:
-            message = _prepare(prepared)
-        except Exception as exc:
-            future: concurrent.futures.Future[SendResult] = concurrent.futures.Future()
-            future.set_exception(exc)
-            return future
+    async def send(self, prepared: Prepared) -> SendResult:
+        message = _prepare(prepared)
         trace = (
             f"Return-Path: <{message.envelope.mail_from}>\r\n"
             f"Delivered-To: {message.envelope.recipient}\r\n"
@@ -104,13 +102,13 @@ class MaildirTransport:
         try:
             key = self._maildir.add(trace + message.data)
         except OSError as exc:
-            return _done(SendResult(Outcome.TEMPORARY, f"maildir: {exc.strerror}"))
-        return _done(SendResult(Outcome.SENT, f"250 stored as {key}"))
+            return SendResult(Outcome.TEMPORARY, f"maildir: {exc.strerror}")
+        return SendResult(Outcome.SENT, f"250 stored as {key}")
 
-    def submit_many(
-        self, prepared: Sequence[Prepared]
-    ) -> list[concurrent.futures.Future[SendResult]]:
-        return [self.submit(p) for p in prepared]
+    def run(self, work: Coroutine[Any, Any, T]) -> T:
+        # Writing files needs no long-lived loop; one per piece of work.
+        with self._lock:
+            return asyncio.run(work)
 
     def close(self) -> None:
         pass
@@ -149,12 +147,7 @@ class SmtpRelayPool:
             target=self._loop.run_forever, name="smtp-relay", daemon=True
         )
         self._thread.start()
-        self._idle: asyncio.Queue[aiosmtplib.SMTP] = self._call(self._make_queue())
-        # The loop keeps only weak references to tasks; these keep them alive.
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+        self._idle: asyncio.Queue[aiosmtplib.SMTP] = self.run(self._make_queue())
 
     async def _make_queue(self) -> asyncio.Queue[aiosmtplib.SMTP]:
         queue: asyncio.Queue[aiosmtplib.SMTP] = asyncio.Queue()
@@ -199,32 +192,11 @@ class SmtpRelayPool:
         finally:
             self._idle.put_nowait(client)
 
-    def submit(self, prepared: Prepared) -> concurrent.futures.Future[SendResult]:
-        return asyncio.run_coroutine_threadsafe(self._send_one(prepared), self._loop)
+    async def send(self, prepared: Prepared) -> SendResult:
+        return await self._send_one(prepared)
 
-    def submit_many(
-        self, prepared: Sequence[Prepared]
-    ) -> list[concurrent.futures.Future[SendResult]]:
-        """Like submit for each, with one wake-up of the relay's thread for
-        the whole batch rather than one per message."""
-        futures: list[concurrent.futures.Future[SendResult]] = [
-            concurrent.futures.Future() for _ in prepared
-        ]
-
-        async def send(item: Prepared, future: concurrent.futures.Future[SendResult]) -> None:
-            try:
-                future.set_result(await self._send_one(item))
-            except Exception as exc:
-                future.set_exception(exc)
-
-        def start_all() -> None:
-            for item, future in zip(prepared, futures, strict=True):
-                task = self._loop.create_task(send(item, future))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-
-        self._loop.call_soon_threadsafe(start_all)
-        return futures
+    def run(self, work: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(work, self._loop).result()
 
     def close(self) -> None:
         async def _quit_all() -> None:
@@ -237,7 +209,7 @@ class SmtpRelayPool:
                         client.close()
 
         if self._loop.is_running():
-            self._call(_quit_all())
+            self.run(_quit_all())
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=5)
         self._loop.close()

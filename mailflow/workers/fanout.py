@@ -3,7 +3,7 @@ the transport, and record every outcome the moment it is known."""
 
 from __future__ import annotations
 
-import concurrent.futures
+import asyncio
 import logging
 import time
 from collections import deque
@@ -13,13 +13,14 @@ from functools import partial
 from sqlalchemy import select
 
 from mailflow.domain.deliveries import (
+    ClaimedDelivery,
     claim_due_deliveries,
     next_due_time,
     record_deferred,
     record_failed,
     record_sent,
 )
-from mailflow.domain.models import Alert, AlertAudience, Delivery, Organisation
+from mailflow.domain.models import Alert, AlertAudience, Organisation
 from mailflow.mail.alert_email import AlertEmailComposer
 from mailflow.mail.transport import Outcome, SendResult
 from mailflow.workers.runtime import Runtime
@@ -53,12 +54,22 @@ def deliver_alert(runtime: Runtime, alert_id: int) -> datetime | None:
             )
         }
     composer = AlertEmailComposer(alert, audience, settings, runtime.clock())
+    return runtime.transport.run(_fan_out(runtime, composer, alert_id))
+
+
+async def _fan_out(
+    runtime: Runtime, composer: AlertEmailComposer, alert_id: int
+) -> datetime | None:
+    """Runs on the transport's event loop.  The database calls block the
+    loop for a moment each; that costs less than handing every outcome
+    between threads."""
+    settings = runtime.settings
     hold = timedelta(seconds=settings.send_lease_seconds)
     # Keep every relay connection busy: while one batch goes out, the next
-    # is claimed and composed; each batch's outcomes are recorded together
+    # is claimed and being sent; each batch's outcomes are recorded together
     # in one commit once all of them are known.
     claim_size = CLAIM_PER_CONNECTION * settings.smtp_connections
-    batches: deque[list[tuple[concurrent.futures.Future[SendResult], Delivery]]] = deque()
+    batches: deque[list[tuple[asyncio.Task[SendResult], ClaimedDelivery]]] = deque()
     stop_at = time.monotonic() + TIME_SLICE_SECONDS
     more = True
 
@@ -70,33 +81,40 @@ def deliver_alert(runtime: Runtime, alert_id: int) -> datetime | None:
                 )
             more = bool(claimed)
             if claimed:
-                futures = runtime.transport.submit_many(
-                    [partial(composer.compose, d) for d in claimed]
+                batches.append(
+                    [
+                        (
+                            asyncio.ensure_future(
+                                runtime.transport.send(partial(composer.compose, d))
+                            ),
+                            d,
+                        )
+                        for d in claimed
+                    ]
                 )
-                batches.append(list(zip(futures, claimed, strict=True)))
             continue
         if not batches:
             break
         # A message the relay has taken but that is not yet recorded is what
-        # a crash at this moment could send twice: at most two batches.
+        # a crash at this moment could send twice: at most these batches.
         oldest = batches.popleft()
-        concurrent.futures.wait([future for future, _ in oldest])
-        _record(runtime, [(delivery, _outcome(future)) for future, delivery in oldest])
+        await asyncio.wait([task for task, _ in oldest])
+        _record(runtime, [(delivery, _outcome(task)) for task, delivery in oldest])
 
     with runtime.sessions() as session:
         return next_due_time(session, alert_id=alert_id)
 
 
-def _outcome(future: concurrent.futures.Future[SendResult]) -> SendResult:
+def _outcome(task: asyncio.Task[SendResult]) -> SendResult:
     try:
-        return future.result()
+        return task.result()
     except Exception as exc:
         # Composing failed: a fault of ours, which no retry will mend.
         log.error("could not compose an alert email", exc_info=exc)
         return SendResult(Outcome.PERMANENT, f"could not compose the email: {exc!r}")
 
 
-def _record(runtime: Runtime, outcomes: list[tuple[Delivery, SendResult]]) -> None:
+def _record(runtime: Runtime, outcomes: list[tuple[ClaimedDelivery, SendResult]]) -> None:
     settings = runtime.settings
     now = runtime.clock()
     with runtime.sessions.begin() as session:
