@@ -3,7 +3,8 @@ are set as objects, never formatted into strings by hand."""
 
 from __future__ import annotations
 
-import base64
+import binascii
+import re
 import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,6 +19,7 @@ from mailflow.mail.templates import RenderedEmail
 # (RFC 3834) and Exchange stay quiet, and nothing loops.
 AUTO_SUBMITTED_GENERATED = "auto-generated"
 AUTO_SUBMITTED_REPLIED = "auto-replied"
+_BASE64_LINE = re.compile(b".{76}")
 _ASCII_POLICY = compat32.clone(linesep="\r\n", max_line_length=78)
 
 
@@ -143,6 +145,7 @@ class AlternativeSkeleton:
 
 def _base64_lines(text: str) -> bytes:
     # Text is encoded in its canonical form, with CRLF line breaks (RFC
-    # 2046); encodebytes wraps at 76 characters, as RFC 2045 asks.
+    # 2046), in lines of 76 characters, as RFC 2045 asks.
     canonical = text.replace("\r\n", "\n").replace("\n", "\r\n").encode("utf-8")
-    return base64.encodebytes(canonical).replace(b"\n", b"\r\n").rstrip(b"\r\n")
+    encoded = binascii.b2a_base64(canonical, newline=False)
+    return _BASE64_LINE.sub(b"\\g<0>\r\n", encoded).rstrip(b"\r\n")

@@ -176,13 +176,8 @@ class SmtpRelayPool:
         try:
             if not client.is_connected:
                 await client.connect()
-            errors, reply = await client.sendmail(
-                message.envelope.mail_from, [message.envelope.recipient], message.data
-            )
-            if errors:
-                code, text = next(iter(errors.values()))
-                return classify_failure(aiosmtplib.SMTPResponseException(code, text))
-            return SendResult(Outcome.SENT, reply)
+                await client.ehlo()
+            return await self._transact(client, message)
         except (aiosmtplib.SMTPException, OSError) as exc:
             if not isinstance(exc, aiosmtplib.SMTPResponseException) or exc.code in (421,):
                 # The connection is in an unknown state: start afresh next time.
@@ -191,6 +186,26 @@ class SmtpRelayPool:
             return classify_failure(exc)
         finally:
             self._idle.put_nowait(client)
+
+    @staticmethod
+    async def _transact(client: aiosmtplib.SMTP, message: OutgoingMessage) -> SendResult:
+        """MAIL, RCPT and DATA for one message.  (aiosmtplib's sendmail
+        would first run a regular expression over the whole message to
+        work out its SIZE; ours are composed with CRLF line endings, so
+        their length is the size.)"""
+        options = [f"SIZE={len(message.data)}"] if client.supports_extension("size") else []
+        try:
+            await client.mail(message.envelope.mail_from, options=options)
+            await client.rcpt(message.envelope.recipient)
+            response = await client.data(message.data)
+        except aiosmtplib.SMTPResponseException:
+            # Leave the connection ready for the next message.
+            try:
+                await client.rset()
+            except (aiosmtplib.SMTPException, OSError):
+                client.close()
+            raise
+        return SendResult(Outcome.SENT, f"{response.code} {response.message}")
 
     async def send(self, prepared: Prepared) -> SendResult:
         return await self._send_one(prepared)

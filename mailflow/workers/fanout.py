@@ -11,7 +11,9 @@ from datetime import datetime, timedelta
 from functools import partial
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
+from mailflow.config import Settings
 from mailflow.domain.deliveries import (
     ClaimedDelivery,
     claim_due_deliveries,
@@ -66,29 +68,35 @@ async def _fan_out(
     settings = runtime.settings
     hold = timedelta(seconds=settings.send_lease_seconds)
     # Keep every relay connection busy: while one batch goes out, the next
-    # is claimed and being sent; each batch's outcomes are recorded together
-    # in one commit once all of them are known.
+    # is being sent too.  When the oldest batch is done, its outcomes are
+    # recorded and the next batch claimed in one commit.
     claim_size = CLAIM_PER_CONNECTION * settings.smtp_connections
     batches: deque[list[tuple[asyncio.Task[SendResult], ClaimedDelivery]]] = deque()
+    finished: list[tuple[ClaimedDelivery, SendResult]] = []
     stop_at = time.monotonic() + TIME_SLICE_SECONDS
     more = True
 
     while True:
-        if more and len(batches) < BATCHES_IN_FLIGHT and time.monotonic() < stop_at:
+        claiming = more and len(batches) < BATCHES_IN_FLIGHT and time.monotonic() < stop_at
+        if claiming or finished:
+            now = runtime.clock()
             with runtime.sessions.begin() as session:
-                claimed = claim_due_deliveries(
-                    session, alert_id=alert_id, now=runtime.clock(), hold=hold, limit=claim_size
+                _record(session, settings, finished, now)
+                finished = []
+                claimed = (
+                    claim_due_deliveries(
+                        session, alert_id=alert_id, now=now, hold=hold, limit=claim_size
+                    )
+                    if claiming
+                    else []
                 )
-            more = bool(claimed)
+            if claiming:
+                more = bool(claimed)
             if claimed:
+                send = runtime.transport.send
                 batches.append(
                     [
-                        (
-                            asyncio.ensure_future(
-                                runtime.transport.send(partial(composer.compose, d))
-                            ),
-                            d,
-                        )
+                        (asyncio.ensure_future(send(partial(composer.compose, d))), d)
                         for d in claimed
                     ]
                 )
@@ -99,7 +107,7 @@ async def _fan_out(
         # a crash at this moment could send twice: at most these batches.
         oldest = batches.popleft()
         await asyncio.wait([task for task, _ in oldest])
-        _record(runtime, [(delivery, _outcome(task)) for task, delivery in oldest])
+        finished = [(delivery, _outcome(task)) for task, delivery in oldest]
 
     with runtime.sessions() as session:
         return next_due_time(session, alert_id=alert_id)
@@ -114,25 +122,23 @@ def _outcome(task: asyncio.Task[SendResult]) -> SendResult:
         return SendResult(Outcome.PERMANENT, f"could not compose the email: {exc!r}")
 
 
-def _record(runtime: Runtime, outcomes: list[tuple[ClaimedDelivery, SendResult]]) -> None:
-    settings = runtime.settings
-    now = runtime.clock()
-    with runtime.sessions.begin() as session:
-        record_sent(
-            session,
-            {d.id: r.reply for d, r in outcomes if r.outcome is Outcome.SENT},
-            now=now,
-        )
-        for delivery, result in outcomes:
-            if result.outcome is Outcome.PERMANENT:
-                record_failed(session, delivery.id, now=now, error=result.reply)
-            elif result.outcome is Outcome.TEMPORARY:
-                state = record_deferred(
-                    session,
-                    delivery,
-                    now=now,
-                    error=result.reply,
-                    retry_base_seconds=settings.send_retry_base_seconds,
-                    max_attempts=settings.send_max_attempts,
-                )
-                log.info("delivery %s %s: %s", delivery.id, state, result.reply)
+def _record(
+    session: Session,
+    settings: Settings,
+    outcomes: list[tuple[ClaimedDelivery, SendResult]],
+    now: datetime,
+) -> None:
+    record_sent(session, {d.id: r.reply for d, r in outcomes if r.outcome is Outcome.SENT}, now=now)
+    for delivery, result in outcomes:
+        if result.outcome is Outcome.PERMANENT:
+            record_failed(session, delivery.id, now=now, error=result.reply)
+        elif result.outcome is Outcome.TEMPORARY:
+            state = record_deferred(
+                session,
+                delivery,
+                now=now,
+                error=result.reply,
+                retry_base_seconds=settings.send_retry_base_seconds,
+                max_attempts=settings.send_max_attempts,
+            )
+            log.info("delivery %s %s: %s", delivery.id, state, result.reply)
