@@ -11,12 +11,7 @@ import pytest
 from imapclient import IMAPClient
 from imapclient.exceptions import LoginError
 
-from tests.support import dovecot_fixture
 from tests.support.dovecot import DovecotAccount, DovecotServer
-
-# The fixtures, for as long as tests/conftest.py does not import them.
-dovecot_server = dovecot_fixture.dovecot_server
-dovecot = dovecot_fixture.dovecot
 
 
 def message(n: int) -> bytes:
