@@ -74,6 +74,21 @@ class Settings:
     send_max_attempts: int = 8
     send_lease_seconds: float = 600.0
     queue_name: str = "mailflow"
+    inbound_addr: tuple[str, int] = ("127.0.0.1", 8025)
+    inbound_max_bytes: int = 10 * 1024 * 1024
+    # Addresses at the mail domain, besides reply+KEY and bounce+KEY, that
+    # the inbound server accepts (local parts, e.g. "alerts", "postmaster").
+    service_addresses: tuple[str, ...] = ("alerts", "postmaster")
+    imap_url: str | None = field(default=None, repr=False)
+    # After a message is stored: "seen" sets \Seen, "move:FOLDER" moves it,
+    # "delete" expunges it.
+    imap_after: str = "seen"
+    imap_poll_seconds: float = 30.0
+    # The authserv-id our own MTA writes in Authentication-Results; only
+    # those results are trusted.  Unset: Authentication-Results are ignored.
+    authserv_id: str | None = None
+    confirm_link_hours: int = 24
+    error_replies_per_hour: int = 5
 
     @property
     def zone(self) -> ZoneInfo:
@@ -94,7 +109,7 @@ class Settings:
                 text = "(set)" if value else "(missing)"
             elif isinstance(value, RelayConfig):
                 text = value.redacted()
-            elif f.name in ("database_url", "broker_url") and value:
+            elif f.name in ("database_url", "broker_url", "imap_url") and value:
                 text = _redact_url(str(value))
             else:
                 text = "" if value is None else str(value)
@@ -120,6 +135,15 @@ ENV_NAMES: dict[str, str] = {
     "send_max_attempts": "MAILFLOW_SEND_MAX_ATTEMPTS",
     "send_lease_seconds": "MAILFLOW_SEND_LEASE_SECONDS",
     "queue_name": "MAILFLOW_QUEUE_NAME",
+    "inbound_addr": "MAILFLOW_INBOUND_ADDR",
+    "inbound_max_bytes": "MAILFLOW_INBOUND_MAX_BYTES",
+    "service_addresses": "MAILFLOW_SERVICE_ADDRESSES",
+    "imap_url": "MAILFLOW_IMAP_URL",
+    "imap_after": "MAILFLOW_IMAP_AFTER",
+    "imap_poll_seconds": "MAILFLOW_IMAP_POLL_SECONDS",
+    "authserv_id": "MAILFLOW_AUTHSERV_ID",
+    "confirm_link_hours": "MAILFLOW_CONFIRM_LINK_HOURS",
+    "error_replies_per_hour": "MAILFLOW_ERROR_REPLIES_PER_HOUR",
 }
 
 # The keys a TOML file may use are the setting names without the prefix, in
@@ -237,6 +261,30 @@ def _parse_timezone(text: str) -> str:
     return text
 
 
+def _parse_host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("expected HOST:PORT, e.g. 127.0.0.1:8025")
+    return host.strip("[]"), int(port)
+
+
+def _parse_imap_url(text: str) -> str:
+    parts = urlsplit(text)
+    if parts.scheme not in ("imap", "imaps") or not parts.hostname or not parts.username:
+        raise ValueError("expected imap[s]://user:password@host[:port]/MAILBOX")
+    try:
+        parts.port  # noqa: B018 - raises for a port that is not a number
+    except ValueError as exc:
+        raise ValueError("the port is not a number") from exc
+    return text
+
+
+def _parse_imap_after(text: str) -> str:
+    if text in ("seen", "delete") or (text.startswith("move:") and len(text) > len("move:")):
+        return text
+    raise ValueError('expected "seen", "delete" or "move:FOLDER"')
+
+
 PARSERS: dict[str, Callable[[str], Any]] = {
     "database_url": _parse_database,
     "secret_key": _parse_secret,
@@ -255,6 +303,15 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "send_max_attempts": _parse_positive_int,
     "send_lease_seconds": _parse_positive_float,
     "queue_name": str,
+    "inbound_addr": lambda t: _parse_host_port(t),
+    "inbound_max_bytes": _parse_positive_int,
+    "service_addresses": lambda t: tuple(p.strip().lower() for p in t.split(",") if p.strip()),
+    "imap_url": lambda t: _parse_imap_url(t) if t else None,
+    "imap_after": lambda t: _parse_imap_after(t),
+    "imap_poll_seconds": _parse_positive_float,
+    "authserv_id": lambda t: t or None,
+    "confirm_link_hours": _parse_positive_int,
+    "error_replies_per_hour": _parse_positive_int,
 }
 
 

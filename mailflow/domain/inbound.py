@@ -1,0 +1,147 @@
+"""Inbound mail as the database sees it: stored raw first, processed by a
+job afterwards, never lost in between."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from mailflow.domain.audit import record_event
+from mailflow.domain.jobs import add_job
+from mailflow.domain.models import InboundMessage, InboundState
+
+PROCESS_INBOUND = "process_inbound"
+MESSAGE_ID_MAX = 998
+
+
+@dataclass(frozen=True)
+class ImapOrigin:
+    mailbox: str
+    uidvalidity: int
+    uid: int
+
+
+def _message_id_header(raw: bytes) -> str | None:
+    """The Message-ID from the raw header block, without a full parse (a
+    message is stored before anything trusts its structure)."""
+    head = raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
+    for line in head.splitlines():
+        if line[:11].lower() == b"message-id:":
+            value = line[11:].strip().decode("ascii", "replace")
+            return value[:MESSAGE_ID_MAX] or None
+    return None
+
+
+def store_inbound_message(
+    session: Session,
+    raw: bytes,
+    *,
+    source: str,
+    envelope_from: str | None,
+    envelope_to: list[str],
+    now: datetime,
+    imap: ImapOrigin | None = None,
+) -> InboundMessage:
+    """Keep the message as received and queue its processing, in the
+    caller's transaction: once that commits, the message cannot be lost."""
+    message = InboundMessage(
+        received_at=now,
+        source=source,
+        envelope_from=envelope_from,
+        envelope_to=envelope_to,
+        raw=raw,
+        size=len(raw),
+        digest=hashlib.sha256(raw).hexdigest(),
+        message_id_header=_message_id_header(raw),
+        imap_mailbox=imap.mailbox if imap else None,
+        imap_uidvalidity=imap.uidvalidity if imap else None,
+        imap_uid=imap.uid if imap else None,
+        state=InboundState.RECEIVED,
+        attempts=0,
+    )
+    session.add(message)
+    session.flush()
+    add_job(session, PROCESS_INBOUND, {"inbound_message_id": message.id}, now=now)
+    return message
+
+
+def imap_message_stored(session: Session, origin: ImapOrigin) -> bool:
+    return bool(
+        session.scalar(
+            select(func.count()).where(
+                InboundMessage.imap_mailbox == origin.mailbox,
+                InboundMessage.imap_uidvalidity == origin.uidvalidity,
+                InboundMessage.imap_uid == origin.uid,
+            )
+        )
+    )
+
+
+def is_duplicate(session: Session, message: InboundMessage) -> bool:
+    """Whether an earlier stored message is this one again: the same
+    Message-ID, or the same bytes (a redelivery, or the same mail seen over
+    SMTP and in the IMAP mailbox)."""
+    same = InboundMessage.digest == message.digest
+    if message.message_id_header:
+        same = same | (InboundMessage.message_id_header == message.message_id_header)
+    earlier = session.scalar(
+        select(func.count()).where(
+            same,
+            InboundMessage.id < message.id,
+            InboundMessage.state != InboundState.FAILED,
+        )
+    )
+    return bool(earlier)
+
+
+def finish_inbound(
+    session: Session,
+    message: InboundMessage,
+    *,
+    state: InboundState,
+    outcome: str,
+    now: datetime,
+) -> None:
+    message.state = state
+    message.outcome = outcome
+    message.error = None
+    message.processed_at = now
+    record_event(
+        session,
+        at=now,
+        actor="inbound",
+        action=f"inbound.{state.value}",
+        subject=f"inbound:{message.id}",
+        outcome=outcome,
+    )
+
+
+def fail_inbound(session: Session, message_id: int, *, error: str, now: datetime) -> None:
+    message = session.get_one(InboundMessage, message_id)
+    message.state = InboundState.FAILED
+    message.error = error
+    message.processed_at = now
+    record_event(
+        session,
+        at=now,
+        actor="inbound",
+        action="inbound.failed",
+        subject=f"inbound:{message_id}",
+        error=error,
+    )
+
+
+def retry_inbound(session: Session, message_id: int, *, now: datetime, actor: str) -> None:
+    """Queue a failed message for processing again (an operator's
+    `mailflow inbound retry`)."""
+    message = session.get_one(InboundMessage, message_id)
+    message.state = InboundState.RECEIVED
+    message.error = None
+    add_job(session, PROCESS_INBOUND, {"inbound_message_id": message.id}, now=now)
+    record_event(
+        session, at=now, actor=actor, action="inbound.retried", subject=f"inbound:{message_id}"
+    )
