@@ -446,5 +446,17 @@ def serve(ctx: Context, threads: int) -> None:
     run_until_stopped(queue_worker.start, queue_worker.stop)
 
 
+def _register_edge_commands() -> None:
+    # Each edge's command lives beside its own module's concerns; they join
+    # the one `mailflow` group here.
+    from mailflow.cli import imap_command, smtpd_command
+
+    smtpd_command.register(cli)
+    imap_command.register(cli)
+
+
+_register_edge_commands()
+
+
 def main() -> None:
     cli(prog_name="mailflow")
