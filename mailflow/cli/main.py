@@ -449,10 +449,11 @@ def serve(ctx: Context, threads: int) -> None:
 def _register_edge_commands() -> None:
     # Each edge's command lives beside its own module's concerns; they join
     # the one `mailflow` group here.
-    from mailflow.cli import imap_command, smtpd_command
+    from mailflow.cli import imap_command, inbound_command, smtpd_command
 
     smtpd_command.register(cli)
     imap_command.register(cli)
+    inbound_command.register(cli)
 
 
 _register_edge_commands()

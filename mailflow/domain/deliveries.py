@@ -236,3 +236,26 @@ def count_by_state(session: Session, *, alert_id: int) -> Counter[str]:
         .group_by(Delivery.state)
     ).all()
     return Counter({str(state): n for state, n in rows})
+
+
+def record_bounce(
+    session: Session, *, bounce_key: str, description: str, now: datetime
+) -> Delivery | None:
+    """Mark the delivery a bounce names as bounced, with what the report
+    said.  None when the key names no delivery."""
+    delivery = session.scalar(select(Delivery).where(Delivery.bounce_key == bounce_key))
+    if delivery is None:
+        return None
+    delivery.state = DeliveryState.BOUNCED
+    delivery.last_error = description
+    delivery.claimed_until = None
+    delivery.updated_at = now
+    record_event(
+        session,
+        at=now,
+        actor="inbound",
+        action="delivery.bounced",
+        subject=f"delivery:{delivery.id}",
+        report=description,
+    )
+    return delivery

@@ -19,6 +19,7 @@ from dramatiq.brokers.stub import StubBroker
 
 from mailflow.config import Settings
 from mailflow.domain.alerts import DELIVER_ALERT
+from mailflow.domain.inbound import PROCESS_INBOUND
 from mailflow.domain.jobs import (
     any_jobs_for_dispatch,
     fail_job,
@@ -29,7 +30,10 @@ from mailflow.domain.jobs import (
     take_jobs_for_dispatch,
 )
 from mailflow.domain.models import Job
+from mailflow.domain.outgoing import SEND_EMAIL
 from mailflow.workers.fanout import deliver_alert
+from mailflow.workers.inbound import process_inbound
+from mailflow.workers.outgoing import send_outgoing
 from mailflow.workers.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -44,8 +48,15 @@ JOB_TIME_LIMIT_MS = 15 * 60 * 1000
 
 Handler = Callable[[Runtime, dict[str, Any]], datetime | None]
 
+
+def _process_inbound(runtime: Runtime, payload: dict[str, Any]) -> None:
+    process_inbound(runtime, int(payload["inbound_message_id"]))
+
+
 HANDLERS: dict[str, Handler] = {
     DELIVER_ALERT: lambda runtime, payload: deliver_alert(runtime, int(payload["alert_id"])),
+    PROCESS_INBOUND: _process_inbound,
+    SEND_EMAIL: lambda runtime, payload: send_outgoing(runtime, int(payload["outgoing_email_id"])),
 }
 
 

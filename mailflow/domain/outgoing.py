@@ -1,0 +1,113 @@
+"""Emails other than alerts (confirmation requests, error replies): each is
+rendered when the change that needs it is committed, in the same
+transaction, and sent by a job."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from mailflow.domain.audit import record_event
+from mailflow.domain.deliveries import retry_delay
+from mailflow.domain.jobs import add_job
+from mailflow.domain.models import OutgoingEmail, OutgoingState
+
+SEND_EMAIL = "send_email"
+
+
+def queue_email(
+    session: Session,
+    *,
+    kind: str,
+    recipient: str,
+    mail_from: str,
+    raw: bytes,
+    now: datetime,
+    inbound_message_id: int | None = None,
+) -> OutgoingEmail:
+    email = OutgoingEmail(
+        kind=kind,
+        recipient=recipient,
+        mail_from=mail_from,
+        raw=raw,
+        state=OutgoingState.QUEUED,
+        attempts=0,
+        next_attempt_at=now,
+        inbound_message_id=inbound_message_id,
+        created_at=now,
+    )
+    session.add(email)
+    session.flush()
+    add_job(session, SEND_EMAIL, {"outgoing_email_id": email.id}, now=now)
+    return email
+
+
+def recent_count(session: Session, *, recipient: str, kinds: list[str], since: datetime) -> int:
+    return (
+        session.scalar(
+            select(func.count()).where(
+                OutgoingEmail.recipient == recipient,
+                OutgoingEmail.kind.in_(kinds),
+                OutgoingEmail.created_at >= since,
+            )
+        )
+        or 0
+    )
+
+
+def record_outgoing_sent(
+    session: Session, email: OutgoingEmail, *, now: datetime, reply: str
+) -> None:
+    email.state = OutgoingState.SENT
+    email.sent_at = now
+    email.attempts += 1
+    email.last_error = None
+    record_event(
+        session,
+        at=now,
+        actor="worker",
+        action="email.sent",
+        subject=f"email:{email.id}",
+        kind=email.kind,
+        relay_reply=reply,
+    )
+
+
+def record_outgoing_failed(
+    session: Session, email: OutgoingEmail, *, now: datetime, error: str
+) -> None:
+    email.state = OutgoingState.FAILED
+    email.attempts += 1
+    email.last_error = error
+    record_event(
+        session,
+        at=now,
+        actor="worker",
+        action="email.failed",
+        subject=f"email:{email.id}",
+        kind=email.kind,
+        error=error,
+    )
+
+
+def record_outgoing_deferred(
+    session: Session,
+    email: OutgoingEmail,
+    *,
+    now: datetime,
+    error: str,
+    retry_base_seconds: float,
+    max_attempts: int,
+) -> datetime | None:
+    """A temporary failure: when to try again, or None after giving up."""
+    email.attempts += 1
+    if email.attempts >= max_attempts:
+        record_outgoing_failed(
+            session, email, now=now, error=f"gave up after {email.attempts} attempts: {error}"
+        )
+        return None
+    email.last_error = error
+    email.next_attempt_at = now + retry_delay(email.attempts, retry_base_seconds)
+    return email.next_attempt_at

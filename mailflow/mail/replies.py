@@ -1,0 +1,130 @@
+"""The emails mailflow sends back to a person who replied: "confirm your
+answer" with its single-use link, and "your reply was not recorded" with
+the reasons and the form again."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from email.utils import make_msgid
+
+from mailflow.config import Settings
+from mailflow.domain.models import Alert, Confirmation, Organisation, PendingAnswer, User
+from mailflow.domain.statuses import AnswerStatus
+from mailflow.mail.addresses import reply_address
+from mailflow.mail.messages import AUTO_SUBMITTED_REPLIED, MessageHeaders, address, build_message
+from mailflow.mail.reply_form import LineProblem, build_reply_form
+from mailflow.mail.templates import render_email
+from mailflow.mail.tokens import Purpose, TokenService
+
+CONFIRM_PATH = "/c/"
+
+
+def confirm_tokens(settings: Settings) -> TokenService:
+    return TokenService(
+        settings.secret_key, Purpose.CONFIRM, timedelta(hours=settings.confirm_link_hours)
+    )
+
+
+def confirmation_link(settings: Settings, confirmation: Confirmation) -> str:
+    token = confirm_tokens(settings).sign(
+        {"c": confirmation.id, "n": confirmation.nonce, "u": confirmation.user_id}
+    )
+    return f"{settings.base_url}{CONFIRM_PATH}{token}"
+
+
+@dataclass(frozen=True)
+class AnswerLines:
+    organisation: str
+    code: str
+    status: str
+    details: list[tuple[str, str]]
+
+
+def _describe(org: Organisation, pending: PendingAnswer) -> AnswerLines:
+    details: list[tuple[str, str]] = []
+    if pending.expected_on:
+        details.append(("Expected completion", _day(pending.expected_on)))
+    if pending.reason:
+        details.append(("Reason", pending.reason))
+    if pending.mitigations:
+        details.append(("Mitigations", pending.mitigations))
+    if pending.note:
+        details.append(("Note", pending.note))
+    return AnswerLines(org.name, org.code, AnswerStatus(pending.status).label, details)
+
+
+def _day(value: date) -> str:
+    return f"{value:%A} {value.day} {value:%B %Y}"
+
+
+def _headers(
+    settings: Settings, user: User, now: datetime, in_reply_to: str | None, reply_key: str | None
+) -> MessageHeaders:
+    extra = {}
+    if in_reply_to:
+        extra = {"In-Reply-To": in_reply_to, "References": in_reply_to}
+    return MessageHeaders(
+        sender=settings.from_header,
+        to=address(user.name, user.email),
+        message_id=make_msgid(domain=settings.mail_domain).strip("<>"),
+        date=now,
+        reply_to=reply_address(reply_key, settings.mail_domain) if reply_key else None,
+        auto_submitted=AUTO_SUBMITTED_REPLIED,
+        extra=extra,
+    )
+
+
+def compose_confirmation_email(
+    settings: Settings,
+    *,
+    user: User,
+    alert: Alert,
+    confirmation: Confirmation,
+    answers: Sequence[tuple[Organisation, PendingAnswer]],
+    in_reply_to: str | None,
+    reply_key: str | None,
+    now: datetime,
+) -> bytes:
+    rendered = render_email(
+        "confirm",
+        {
+            "service_name": settings.service_name,
+            "recipient_name": user.name,
+            "alert": alert,
+            "link": confirmation_link(settings, confirmation),
+            "expires_at": confirmation.expires_at,
+            "answers": [_describe(org, pending) for org, pending in answers],
+        },
+        zone_name=settings.timezone,
+    )
+    return bytes(build_message(rendered, _headers(settings, user, now, in_reply_to, reply_key)))
+
+
+def compose_reply_problem_email(
+    settings: Settings,
+    *,
+    user: User,
+    alert: Alert,
+    reason: str,
+    problems: Sequence[LineProblem],
+    organisations: Sequence[Organisation],
+    in_reply_to: str | None,
+    reply_key: str | None,
+    now: datetime,
+) -> bytes:
+    form = build_reply_form([(o.code, o.name) for o in organisations]) if organisations else None
+    rendered = render_email(
+        "reply_problem",
+        {
+            "service_name": settings.service_name,
+            "recipient_name": user.name,
+            "alert": alert,
+            "reason": reason,
+            "problems": list(problems),
+            "form": form,
+        },
+        zone_name=settings.timezone,
+    )
+    return bytes(build_message(rendered, _headers(settings, user, now, in_reply_to, reply_key)))

@@ -1,0 +1,45 @@
+"""Sending one queued email (a confirmation request or an error reply)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from mailflow.domain.models import OutgoingEmail, OutgoingState
+from mailflow.domain.outgoing import (
+    record_outgoing_deferred,
+    record_outgoing_failed,
+    record_outgoing_sent,
+)
+from mailflow.mail.transport import Envelope, Outcome, OutgoingMessage, send_now
+from mailflow.workers.runtime import Runtime
+
+
+def send_outgoing(runtime: Runtime, email_id: int) -> datetime | None:
+    """Send the email if it is still queued and due.  Returns when to try
+    again after a temporary failure, else None."""
+    with runtime.sessions() as session:
+        email = session.get(OutgoingEmail, email_id)
+        if email is None or email.state != OutgoingState.QUEUED:
+            return None
+        if email.next_attempt_at > runtime.clock():
+            return email.next_attempt_at
+        message = OutgoingMessage(Envelope(email.mail_from, email.recipient), email.raw)
+    result = send_now(runtime.transport, message)
+    settings = runtime.settings
+    now = runtime.clock()
+    with runtime.sessions.begin() as session:
+        email = session.get_one(OutgoingEmail, email_id)
+        if result.outcome is Outcome.SENT:
+            record_outgoing_sent(session, email, now=now, reply=result.reply)
+            return None
+        if result.outcome is Outcome.PERMANENT:
+            record_outgoing_failed(session, email, now=now, error=result.reply)
+            return None
+        return record_outgoing_deferred(
+            session,
+            email,
+            now=now,
+            error=result.reply,
+            retry_base_seconds=settings.send_retry_base_seconds,
+            max_attempts=settings.send_max_attempts,
+        )
