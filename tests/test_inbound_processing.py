@@ -604,3 +604,26 @@ def test_our_own_confirm_email_sent_back_to_us_gets_no_answer(
     )
     assert bounced_back.state == InboundState.IGNORED
     assert len(outgoing(session)) == 1
+
+
+def test_the_confirm_email_goes_out_through_the_relay_from_the_null_sender(
+    runtime: Runtime, keys: dict[str, Delivery], session: Session, relay: CapturingRelay,
+) -> None:
+    ann = keys["ann@riverside.example"]
+    alert_emails = len(keys)
+    worker = QueueWorker(runtime, poll_seconds=0.05)
+    worker.start()
+    try:
+        # The alert's own emails go out first; then Ann replies.
+        relay.wait_for(alert_emails)
+        receive(runtime, reply("ann@riverside.example", "RXA: complete"), to=reply_to(ann))
+        received = relay.wait_for(alert_emails + 1)
+    finally:
+        worker.stop()
+    confirm = received[-1]
+    # RFC 3834: automatic replies are sent from the null sender, so that
+    # nothing answers them in turn.
+    assert confirm.mail_from == "<>"
+    assert confirm.recipients == ["ann@riverside.example"]
+    assert confirm.message["Subject"].startswith("Confirm your answer: CC-4720")
+    assert [e.state for e in outgoing(session)] == ["sent"]
