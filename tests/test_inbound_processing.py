@@ -625,5 +625,5 @@ def test_the_confirm_email_goes_out_through_the_relay_from_the_null_sender(
     # nothing answers them in turn.
     assert confirm.mail_from == "<>"
     assert confirm.recipients == ["ann@riverside.example"]
-    assert confirm.message["Subject"].startswith("Confirm your answer: CC-4720")
+    assert str(confirm.message["Subject"]).strip().startswith("Confirm your answer: CC-4720")
     assert [e.state for e in outgoing(session)] == ["sent"]
