@@ -435,15 +435,56 @@ def worker(ctx: Context, threads: int) -> None:
 
 @cli.command()
 @click.option("--threads", default=2, show_default=True, help="Worker threads.")
+@click.option("--no-smtpd", is_flag=True, help="Do not run the inbound SMTP server.")
 @pass_context
-def serve(ctx: Context, threads: int) -> None:
+def serve(ctx: Context, threads: int, no_smtpd: bool) -> None:
     """Run every part of mailflow in one process, on the embedded defaults
-    unless configured otherwise: today the queue worker."""
+    unless configured otherwise: the queue worker, the inbound SMTP server
+    (MAILFLOW_INBOUND_ADDR) and, when MAILFLOW_IMAP_URL is set, the IMAP
+    poller."""
     ctx.require_schema()
-    queue_worker = QueueWorker(ctx.runtime, threads=threads)
-    where = ctx.settings.smtp_relay.redacted() if ctx.settings.smtp_relay else ctx.settings.maildir
-    log.info("mailflow serving: mail goes to %s", where)
-    run_until_stopped(queue_worker.start, queue_worker.stop)
+    settings = ctx.settings
+    runtime = ctx.runtime
+    starts: list[Callable[[], None]] = []
+    stops: list[Callable[[], None]] = []
+
+    queue_worker = QueueWorker(runtime, threads=threads)
+    starts.append(queue_worker.start)
+    stops.append(queue_worker.stop)
+    if not no_smtpd:
+        from mailflow.edges.smtpd import InboundServer
+
+        host, port = settings.inbound_addr
+        server = InboundServer(runtime, host, port)
+        starts.append(server.start)
+        stops.append(server.stop)
+    if settings.imap_url:
+        from mailflow.edges.imap import ImapPoller
+
+        stop_polling = threading.Event()
+        poller_thread = threading.Thread(
+            target=ImapPoller(runtime).run, args=(stop_polling,), name="imap", daemon=True
+        )
+        def stop_poller() -> None:
+            stop_polling.set()
+            poller_thread.join(timeout=10)
+
+        starts.append(poller_thread.start)
+        stops.append(stop_poller)
+
+    def start_all() -> None:
+        for start in starts:
+            start()
+        where = settings.smtp_relay.redacted() if settings.smtp_relay else settings.maildir
+        log.info("mailflow serving: mail goes to %s", where)
+        if not no_smtpd:
+            log.info("inbound SMTP on %s:%s", *settings.inbound_addr)
+
+    def stop_all() -> None:
+        for stop in reversed(stops):
+            stop()
+
+    run_until_stopped(start_all, stop_all)
 
 
 def _register_edge_commands() -> None:
