@@ -261,7 +261,7 @@ def _parse_timezone(text: str) -> str:
     return text
 
 
-def _parse_host_port(text: str) -> tuple[str, int]:
+def parse_host_port(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError("expected HOST:PORT, e.g. 127.0.0.1:8025")
@@ -303,7 +303,7 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "send_max_attempts": _parse_positive_int,
     "send_lease_seconds": _parse_positive_float,
     "queue_name": str,
-    "inbound_addr": lambda t: _parse_host_port(t),
+    "inbound_addr": lambda t: parse_host_port(t),
     "inbound_max_bytes": _parse_positive_int,
     "service_addresses": lambda t: tuple(p.strip().lower() for p in t.split(",") if p.strip()),
     "imap_url": lambda t: _parse_imap_url(t) if t else None,

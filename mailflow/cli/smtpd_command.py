@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from mailflow.config import _parse_host_port
+from mailflow.config import parse_host_port
 
 if TYPE_CHECKING:
     from mailflow.cli.main import Context
@@ -24,7 +24,7 @@ class HostPort(click.ParamType[tuple[str, int], Any]):
         if isinstance(value, tuple):
             return value
         try:
-            return _parse_host_port(str(value).strip())
+            return parse_host_port(str(value).strip())
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
 
