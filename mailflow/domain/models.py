@@ -406,3 +406,90 @@ class ImapCheckpoint(Base):
     uidvalidity: Mapped[int] = mapped_column(BigInteger)
     last_uid: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[datetime]
+
+
+class Answer(Base):
+    """A confirmed answer: one organisation's status for an alert, as
+    recorded at one moment.  Every answer stays; the newest is current."""
+
+    __tablename__ = "answers"
+    __table_args__ = (Index("ix_answers_alert_id_organisation_id", "alert_id", "organisation_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    alert_id: Mapped[int] = mapped_column(ForeignKey("alerts.id"))
+    organisation_id: Mapped[int] = mapped_column(ForeignKey("organisations.id"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    status: Mapped[str] = mapped_column(String(20))
+    note: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(Text)
+    mitigations: Mapped[str | None] = mapped_column(Text)
+    expected_on: Mapped[date | None] = mapped_column(Date)
+    # "link" (a status link in the alert email) or "reply" (a confirmed reply).
+    via: Mapped[str] = mapped_column(String(10))
+    confirmation_id: Mapped[int | None] = mapped_column(ForeignKey("confirmations.id"))
+    recorded_at: Mapped[datetime]
+    within_deadline: Mapped[bool] = mapped_column(Boolean)
+
+
+class AlertStatus(Base):
+    """The current status of each organisation for each alert it must
+    answer: one row, replaced by each new answer in the same transaction,
+    so reports need not search the history."""
+
+    __tablename__ = "alert_statuses"
+    __table_args__ = (Index("ix_alert_statuses_organisation_id", "organisation_id"),)
+
+    alert_id: Mapped[int] = mapped_column(ForeignKey("alerts.id"), primary_key=True)
+    organisation_id: Mapped[int] = mapped_column(ForeignKey("organisations.id"), primary_key=True)
+    answer_id: Mapped[int] = mapped_column(ForeignKey("answers.id"))
+    status: Mapped[str] = mapped_column(String(20))
+    first_answered_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    within_deadline: Mapped[bool] = mapped_column(Boolean)
+
+
+class UsedToken(Base):
+    """Links that commit something work once: the digest of each used one
+    is kept, and the unique key makes a second use fail in the database
+    even when two requests race."""
+
+    __tablename__ = "used_tokens"
+
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    purpose: Mapped[str] = mapped_column(String(20))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    used_at: Mapped[datetime]
+
+
+class MfaCredential(Base):
+    """A person's TOTP secret, encrypted at rest, and the last time step a
+    code was accepted for (a code is never accepted twice)."""
+
+    __tablename__ = "mfa_credentials"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    secret_encrypted: Mapped[str] = mapped_column(Text)
+    enrolled_at: Mapped[datetime | None]
+    last_step: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime]
+
+
+class RecoveryCode(Base):
+    __tablename__ = "recovery_codes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    code_hash: Mapped[str] = mapped_column(String(128))
+    used_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+
+
+class MfaFailure(Base):
+    """One wrong code: five in fifteen minutes and the person must wait."""
+
+    __tablename__ = "mfa_failures"
+    __table_args__ = (Index("ix_mfa_failures_user_id_at", "user_id", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    at: Mapped[datetime]
