@@ -31,7 +31,8 @@ def _message_id_header(raw: bytes) -> str | None:
     head = raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
     for line in head.splitlines():
         if line[:11].lower() == b"message-id:":
-            value = line[11:].strip().decode("ascii", "replace")
+            # PostgreSQL text cannot hold NUL; such a header is junk anyway.
+            value = line[11:].strip().decode("ascii", "replace").replace("\x00", "")
             return value[:MESSAGE_ID_MAX] or None
     return None
 
@@ -52,7 +53,7 @@ def store_inbound_message(
         received_at=now,
         source=source,
         envelope_from=envelope_from,
-        envelope_to=envelope_to,
+        envelope_to=[address.replace("\x00", "") for address in envelope_to],
         raw=raw,
         size=len(raw),
         digest=hashlib.sha256(raw).hexdigest(),
