@@ -10,7 +10,7 @@ from datetime import date, datetime, timedelta
 from email.utils import make_msgid
 
 from mailflow.config import Settings
-from mailflow.domain.models import Alert, Confirmation, Organisation, PendingAnswer, User
+from mailflow.domain.models import Alert, Answer, Confirmation, Organisation, PendingAnswer, User
 from mailflow.domain.statuses import AnswerStatus
 from mailflow.mail.addresses import reply_address
 from mailflow.mail.messages import AUTO_SUBMITTED_REPLIED, MessageHeaders, address, build_message
@@ -42,7 +42,8 @@ class AnswerLines:
     details: list[tuple[str, str]]
 
 
-def _describe(org: Organisation, pending: PendingAnswer) -> AnswerLines:
+def describe_answer(org: Organisation, pending: PendingAnswer | Answer) -> AnswerLines:
+    """An answer (pending or recorded) as lines a person reads."""
     details: list[tuple[str, str]] = []
     if pending.expected_on:
         details.append(("Expected completion", _day(pending.expected_on)))
@@ -95,7 +96,7 @@ def compose_confirmation_email(
             "alert": alert,
             "link": confirmation_link(settings, confirmation),
             "expires_at": confirmation.expires_at,
-            "answers": [_describe(org, pending) for org, pending in answers],
+            "answers": [describe_answer(org, pending) for org, pending in answers],
         },
         zone_name=settings.timezone,
     )

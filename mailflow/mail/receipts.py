@@ -1,0 +1,92 @@
+"""Receipts: when answers are committed, the person who answered and the
+administrators of each organisation answered for are told."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from email.utils import make_msgid
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mailflow.config import Settings
+from mailflow.domain.models import Alert, Answer, Membership, Organisation, Role, User
+from mailflow.domain.outgoing import queue_email
+from mailflow.domain.statuses import AnswerStatus
+from mailflow.mail.messages import MessageHeaders, address, build_message
+from mailflow.mail.replies import AnswerLines, describe_answer
+from mailflow.mail.templates import render_email
+
+RECEIPT_KIND = "receipt"
+
+
+def queue_receipts(
+    session: Session,
+    settings: Settings,
+    *,
+    user: User,
+    alert: Alert,
+    answers: Sequence[Answer],
+    now: datetime,
+) -> int:
+    """Queue the receipts in the caller's transaction; returns how many."""
+    orgs = {
+        o.id: o
+        for o in session.scalars(
+            select(Organisation).where(Organisation.id.in_({a.organisation_id for a in answers}))
+        )
+    }
+    lines_by_org = {a.organisation_id: describe_answer(orgs[a.organisation_id], a) for a in answers}
+    recipients: dict[int, tuple[User, list[AnswerLines]]] = {
+        user.id: (user, list(lines_by_org.values()))
+    }
+    administrators = session.execute(
+        select(User, Membership.organisation_id)
+        .join(Membership, Membership.user_id == User.id)
+        .where(
+            Membership.organisation_id.in_(list(orgs)),
+            Membership.role == Role.ADMINISTRATOR,
+            User.active.is_(True),
+            User.id != user.id,
+        )
+        .order_by(User.id)
+    ).all()
+    for admin, org_id in administrators:
+        recipients.setdefault(admin.id, (admin, []))[1].append(lines_by_org[org_id])
+
+    needs_update = any(
+        a.status in (AnswerStatus.IN_PROGRESS.value, AnswerStatus.UNABLE.value) for a in answers
+    )
+    for recipient, lines in recipients.values():
+        rendered = render_email(
+            "receipt",
+            {
+                "service_name": settings.service_name,
+                "recipient_name": recipient.name,
+                "for_answerer": recipient.id == user.id,
+                "answerer_name": user.name,
+                "answerer_email": user.email,
+                "alert": alert,
+                "lines": lines,
+                "recorded_at": now,
+                "within_deadline": now <= alert.deadline_at,
+                "needs_update": needs_update,
+            },
+            zone_name=settings.timezone,
+        )
+        headers = MessageHeaders(
+            sender=settings.from_header,
+            to=address(recipient.name, recipient.email),
+            message_id=make_msgid(domain=settings.mail_domain).strip("<>"),
+            date=now,
+        )
+        queue_email(
+            session,
+            kind=RECEIPT_KIND,
+            recipient=recipient.email,
+            mail_from="",
+            raw=bytes(build_message(rendered, headers)),
+            now=now,
+        )
+    return len(recipients)
