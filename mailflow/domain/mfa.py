@@ -1,0 +1,409 @@
+"""The second factor: a TOTP authenticator app, with recovery codes beside it.
+
+The TOTP secret is stored encrypted with a key derived from the app's
+secret key, so a copy of the database alone cannot produce codes.  Recovery
+codes are stored only as salted scrypt hashes.  Neither secrets nor codes are
+ever logged or written to the audit log.
+
+Nothing here commits.  A wrong code adds an ``MfaFailure`` row to the session
+*before* the error is raised: the caller must commit the session even when
+``WrongCode``, ``ClockProblem`` or ``LockedOut`` is raised, or the lock-out
+never comes.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import secrets
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+import pyotp
+from cryptography.fernet import Fernet, InvalidToken
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from sqlalchemy import CursorResult, delete, func, select, update
+from sqlalchemy.orm import Session
+
+from mailflow.domain.audit import record_event
+from mailflow.domain.errors import NotFound
+from mailflow.domain.models import MfaCredential, MfaFailure, RecoveryCode, User
+
+# Codes from the step before or after the current one are accepted, for
+# clocks a little out and people a little slow; codes further out, up to
+# CLOCK_PROBLEM_STEPS, mean the device's clock is wrong, and the person is
+# better told that than that they typed the code wrongly.
+DRIFT_STEPS = 1
+CLOCK_PROBLEM_STEPS = 10
+
+MAX_FAILURES = 5
+FAILURE_WINDOW = timedelta(minutes=15)
+
+RECOVERY_CODE_COUNT = 10
+# No 0/o, 1/l/i: nothing that reads as another character.  Twelve of these
+# 31 characters make about 59 bits, too many to guess in five tries.
+RECOVERY_ALPHABET = "23456789abcdefghjkmnpqrstuvwxyz"
+RECOVERY_GROUPS = 3
+RECOVERY_GROUP_LENGTH = 4
+
+# scrypt parameters, kept in each stored hash so they can change later
+# without making existing codes unusable.
+SCRYPT_N = 2**14
+SCRYPT_R = 8
+SCRYPT_P = 1
+SCRYPT_SALT_BYTES = 16
+SCRYPT_LENGTH = 32
+
+HKDF_INFO = b"mailflow mfa totp secret encryption v1"
+
+_TOTP_CODE = re.compile(r"[0-9]{6}")
+_RECOVERY_CODE = re.compile(f"[{RECOVERY_ALPHABET}]{{{RECOVERY_GROUPS * RECOVERY_GROUP_LENGTH}}}")
+
+
+class MfaError(Exception):
+    """A second factor was not accepted.  The message is a sentence fit to
+    show the person."""
+
+    default_message = "Your code could not be checked. Try again."
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or self.default_message)
+        self.message = message or self.default_message
+
+
+class NotEnrolled(MfaError):
+    default_message = "You have not set up an authenticator app for this account yet."
+
+
+class WrongCode(MfaError):
+    default_message = "That code is not right. Check it and try again."
+
+
+class CodeAlreadyUsed(MfaError):
+    default_message = (
+        "That code has already been used. Wait for your app to show a new code and try again."
+    )
+
+
+class ClockProblem(MfaError):
+    default_message = (
+        "That code is for a different time: check your device's clock is set "
+        "automatically, then try again with a new code."
+    )
+
+
+class LockedOut(MfaError):
+    """Too many wrong codes: no code, even a right one, is accepted before
+    ``until``."""
+
+    def __init__(self, until: datetime) -> None:
+        super().__init__(
+            f"Too many wrong codes. Wait until {until:%H:%M} UTC on {until:%d %B %Y}, "
+            "then try again."
+        )
+        self.until = until
+
+
+def encryption_key(secret_key: str) -> bytes:
+    """The Fernet key for TOTP secrets, derived from the app's secret key
+    with a label of its own, so it is never the key used to sign links."""
+    derived = HKDF(
+        algorithm=hashes.SHA256(),
+        length=32,
+        salt=None,
+        info=HKDF_INFO,
+    ).derive(secret_key.encode("utf-8"))
+    return base64.urlsafe_b64encode(derived)
+
+
+def _encrypt(secret: str, secret_key: str) -> str:
+    return Fernet(encryption_key(secret_key)).encrypt(secret.encode("ascii")).decode("ascii")
+
+
+def _decrypt(token: str, secret_key: str) -> str:
+    try:
+        return Fernet(encryption_key(secret_key)).decrypt(token.encode("ascii")).decode("ascii")
+    except (InvalidToken, ValueError) as exc:
+        # The app's secret key changed since enrolment, or the row was
+        # damaged: not the person's fault, and not a wrong code.
+        raise MfaError(
+            "Your authenticator app cannot be checked just now. "
+            "Use a recovery code, or ask an administrator to reset your second factor."
+        ) from exc
+
+
+def _hash_recovery_code(code: str) -> str:
+    salt = secrets.token_bytes(SCRYPT_SALT_BYTES)
+    digest = hashlib.scrypt(
+        code.encode("ascii"), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=SCRYPT_LENGTH
+    )
+    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${salt.hex()}${digest.hex()}"
+
+
+def _recovery_code_matches(code: str, stored: str) -> bool:
+    try:
+        scheme, n, r, p, salt, digest = stored.split("$")
+        if scheme != "scrypt":
+            return False
+        expected = bytes.fromhex(digest)
+        actual = hashlib.scrypt(
+            code.encode("ascii"),
+            salt=bytes.fromhex(salt),
+            n=int(n),
+            r=int(r),
+            p=int(p),
+            dklen=len(expected),
+        )
+    except ValueError:
+        return False
+    return hmac.compare_digest(actual, expected)
+
+
+def _new_recovery_code() -> str:
+    return "-".join(
+        "".join(secrets.choice(RECOVERY_ALPHABET) for _ in range(RECOVERY_GROUP_LENGTH))
+        for _ in range(RECOVERY_GROUPS)
+    )
+
+
+def _normalise(code: str) -> str:
+    # People copy codes with spaces ("123 456") or type recovery codes
+    # without their dashes, or in capitals.
+    return re.sub(r"[\s\-]", "", code).lower()
+
+
+def _credential(session: Session, user_id: int) -> MfaCredential | None:
+    # Locked for the rest of the transaction, so two requests with the same
+    # code cannot both see it unused (a no-op on SQLite, whose writers are
+    # serialised anyway).
+    return session.scalar(
+        select(MfaCredential).where(MfaCredential.user_id == user_id).with_for_update()
+    )
+
+
+def _check_not_locked_out(session: Session, user_id: int, now: datetime) -> None:
+    recent = list(
+        session.scalars(
+            select(MfaFailure.at)
+            .where(MfaFailure.user_id == user_id, MfaFailure.at > now - FAILURE_WINDOW)
+            .order_by(MfaFailure.at.desc())
+            .limit(MAX_FAILURES)
+        )
+    )
+    if len(recent) >= MAX_FAILURES:
+        # Locked until the oldest of the last five leaves the window.
+        raise LockedOut(recent[-1] + FAILURE_WINDOW)
+
+
+def _fail(session: Session, user_id: int, now: datetime, error: MfaError) -> MfaError:
+    """Record a failure and return the error to raise: ``error``, or
+    ``LockedOut`` if this failure was one too many."""
+    session.add(MfaFailure(user_id=user_id, at=now))
+    session.flush()
+    try:
+        _check_not_locked_out(session, user_id, now)
+    except LockedOut as locked:
+        record_event(
+            session,
+            at=now,
+            actor=f"user:{user_id}",
+            action="mfa.locked_out",
+            subject=f"user:{user_id}",
+            until=locked.until.isoformat(),
+        )
+        return locked
+    return error
+
+
+def _check_totp(
+    session: Session, credential: MfaCredential, code: str, secret_key: str, now: datetime
+) -> None:
+    """Accept ``code`` for ``credential`` and remember its time step, or raise."""
+    totp = pyotp.TOTP(_decrypt(credential.secret_encrypted, secret_key))
+    current = totp.timecode(now)
+
+    def steps_matching(distances: range) -> list[int]:
+        steps = sorted({current + sign * d for d in distances for sign in (-1, 1)})
+        return [s for s in steps if hmac.compare_digest(totp.generate_otp(s), code)]
+
+    within_drift = steps_matching(range(DRIFT_STEPS + 1))
+    last_step = credential.last_step if credential.last_step is not None else -1
+    unused = [step for step in within_drift if step > last_step]
+    if unused:
+        credential.last_step = min(unused)
+        return
+    if within_drift:
+        raise CodeAlreadyUsed()
+    if steps_matching(range(DRIFT_STEPS + 1, CLOCK_PROBLEM_STEPS + 1)):
+        raise _fail(session, credential.user_id, now, ClockProblem())
+    raise _fail(session, credential.user_id, now, WrongCode())
+
+
+def start_enrolment(session: Session, *, user_id: int, secret_key: str, now: datetime) -> str:
+    """Make a new TOTP secret for the person and return it, to show once
+    (as a QR code and as text).  It counts only once ``finish_enrolment``
+    has seen a code from it."""
+    if session.get(User, user_id) is None:
+        raise NotFound(f"no user {user_id}")
+    credential = _credential(session, user_id)
+    if credential is not None and credential.enrolled_at is not None:
+        raise MfaError(
+            "You have already set up an authenticator app. "
+            "Ask an administrator to reset it if you need to set up a new one."
+        )
+    secret = pyotp.random_base32()
+    encrypted = _encrypt(secret, secret_key)
+    if credential is None:
+        session.add(
+            MfaCredential(
+                user_id=user_id,
+                secret_encrypted=encrypted,
+                enrolled_at=None,
+                last_step=None,
+                created_at=now,
+            )
+        )
+    else:
+        credential.secret_encrypted = encrypted
+        credential.last_step = None
+        credential.created_at = now
+    session.flush()
+    record_event(
+        session,
+        at=now,
+        actor=f"user:{user_id}",
+        action="mfa.enrolment_started",
+        subject=f"user:{user_id}",
+    )
+    return secret
+
+
+def provisioning_uri(secret: str, *, email: str, issuer: str) -> str:
+    """The ``otpauth://`` URI an authenticator app reads from a QR code."""
+    return pyotp.TOTP(secret).provisioning_uri(name=email, issuer_name=issuer)
+
+
+def finish_enrolment(
+    session: Session, *, user_id: int, code: str, secret_key: str, now: datetime
+) -> list[str]:
+    """Check a first code from the new secret, then make the person's
+    recovery codes and return them, to show once."""
+    credential = _credential(session, user_id)
+    _check_not_locked_out(session, user_id, now)
+    if credential is None:
+        raise NotEnrolled("Start setting up your authenticator app first.")
+    if credential.enrolled_at is not None:
+        raise MfaError("You have already set up an authenticator app.")
+    normalised = _normalise(code)
+    if not _TOTP_CODE.fullmatch(normalised):
+        raise _fail(session, user_id, now, WrongCode())
+    _check_totp(session, credential, normalised, secret_key, now)
+    credential.enrolled_at = now
+
+    session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user_id))
+    codes = [_new_recovery_code() for _ in range(RECOVERY_CODE_COUNT)]
+    session.add_all(
+        RecoveryCode(
+            user_id=user_id,
+            code_hash=_hash_recovery_code(_normalise(plain)),
+            used_at=None,
+            created_at=now,
+        )
+        for plain in codes
+    )
+    session.flush()
+    record_event(
+        session,
+        at=now,
+        actor=f"user:{user_id}",
+        action="mfa.enrolled",
+        subject=f"user:{user_id}",
+        recovery_codes=len(codes),
+    )
+    return codes
+
+
+def is_enrolled(session: Session, user_id: int) -> bool:
+    enrolled_at = session.scalar(
+        select(MfaCredential.enrolled_at).where(MfaCredential.user_id == user_id)
+    )
+    return enrolled_at is not None
+
+
+def _use_recovery_code(session: Session, user_id: int, code: str, now: datetime) -> bool:
+    unused = session.execute(
+        select(RecoveryCode.id, RecoveryCode.code_hash).where(
+            RecoveryCode.user_id == user_id, RecoveryCode.used_at.is_(None)
+        )
+    ).all()
+    for code_id, code_hash in unused:
+        if _recovery_code_matches(code, code_hash):
+            # Conditional, so that of two requests racing with one code
+            # only one marks it used.
+            marked = session.execute(
+                update(RecoveryCode)
+                .where(RecoveryCode.id == code_id, RecoveryCode.used_at.is_(None))
+                .values(used_at=now)
+            )
+            return cast("CursorResult[Any]", marked).rowcount == 1
+    return False
+
+
+def verify_second_factor(
+    session: Session, *, user_id: int, code: str, secret_key: str, now: datetime
+) -> str:
+    """Check a code from the person's authenticator app, or one of their
+    recovery codes, and return which it was: ``"totp"`` or ``"recovery"``.
+
+    Raises an ``MfaError`` whose message can be shown to the person.  After
+    ``WrongCode``, ``ClockProblem`` or ``LockedOut`` the session holds the
+    failure: commit it.
+    """
+    credential = _credential(session, user_id)
+    _check_not_locked_out(session, user_id, now)
+    if credential is None or credential.enrolled_at is None:
+        raise NotEnrolled()
+    normalised = _normalise(code)
+    if _TOTP_CODE.fullmatch(normalised):
+        _check_totp(session, credential, normalised, secret_key, now)
+        method = "totp"
+    elif _RECOVERY_CODE.fullmatch(normalised) and _use_recovery_code(
+        session, user_id, normalised, now
+    ):
+        method = "recovery"
+    else:
+        raise _fail(session, user_id, now, WrongCode())
+    session.flush()
+    details: dict[str, object] = {"method": method}
+    if method == "recovery":
+        details["recovery_codes_left"] = recovery_codes_left(session, user_id)
+    record_event(
+        session,
+        at=now,
+        actor=f"user:{user_id}",
+        action="mfa.verified",
+        subject=f"user:{user_id}",
+        **details,
+    )
+    return method
+
+
+def reset_mfa(session: Session, *, user_id: int, now: datetime, actor: str) -> None:
+    """Remove the person's authenticator secret and recovery codes, so they
+    can enrol again (an administrator's action, for a lost phone)."""
+    session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user_id))
+    session.execute(delete(MfaCredential).where(MfaCredential.user_id == user_id))
+    session.flush()
+    record_event(session, at=now, actor=actor, action="mfa.reset", subject=f"user:{user_id}")
+
+
+def recovery_codes_left(session: Session, user_id: int) -> int:
+    count = session.scalar(
+        select(func.count())
+        .select_from(RecoveryCode)
+        .where(RecoveryCode.user_id == user_id, RecoveryCode.used_at.is_(None))
+    )
+    return int(count or 0)
