@@ -29,6 +29,7 @@ import pstats
 import re
 import secrets
 import socket
+import statistics
 import sys
 import tempfile
 import time
@@ -449,12 +450,41 @@ def main(argv: list[str] | None = None) -> int:
         help="also run deliver_alert under cProfile and print the top functions",
     )
     parser.add_argument("--profile-top", type=int, default=30)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="repeat baseline and mailflow this many times on fresh databases; report medians",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     n: int = args.recipients
     connections: int = args.connections
     timeout: float = args.timeout or max(60.0, n / 20)
 
+    rounds: list[tuple[float, float]] = []
+    for round_number in range(args.rounds):
+        result = run_round(args, n, connections, timeout, round_number)
+        if result is None:
+            return 1
+        rounds.append(result)
+    if len(rounds) > 1:
+        ratios = sorted(mailflow / base for base, mailflow in rounds)
+        print()
+        print(
+            f"over {len(rounds)} rounds: ratio median {statistics.median(ratios):.2f} "
+            f"(min {ratios[0]:.2f}, max {ratios[-1]:.2f}); baseline median "
+            f"{statistics.median(b for b, _ in rounds):.0f} msgs/s, mailflow median "
+            f"{statistics.median(m for _, m in rounds):.0f} msgs/s"
+        )
+    return 0
+
+
+def run_round(
+    args: argparse.Namespace, n: int, connections: int, timeout: float, round_number: int
+) -> tuple[float, float] | None:
+    """One baseline run and one mailflow run on a fresh database; returns
+    both rates (messages per second), or None when a count check failed."""
     with tempfile.TemporaryDirectory(prefix="mailflow-bench-") as tmp:
         url = args.database_url or f"sqlite:///{Path(tmp) / 'bench.db'}"
         started = time.perf_counter()
@@ -463,7 +493,10 @@ def main(argv: list[str] | None = None) -> int:
         messages, compose_seconds = prebuild(fixture, make_settings(fixture, 25, connections))
         setup = time.perf_counter() - started
         size = sum(len(d) for _, d in messages) / len(messages)
-        print(f"setup: {setup:.1f}s ({url.split(':', 1)[0]}, average message {size:.0f} bytes)")
+        print(
+            f"round {round_number + 1}: setup {setup:.1f}s "
+            f"({url.split(':', 1)[0]}, average message {size:.0f} bytes)"
+        )
 
         baseline = run_baseline(messages, connections)
         run = run_mailflow(fixture, connections, n, timeout)
@@ -498,9 +531,9 @@ def main(argv: list[str] | None = None) -> int:
             f"ERROR: database states {run.states}, sink received {run.sink_count} of {n}",
             file=sys.stderr,
         )
-        return 1
+        return None
     print(f"check:             database says {n} sent, sink received exactly {run.sink_count}")
-    return 0
+    return baseline_rate, mailflow_rate
 
 
 if __name__ == "__main__":

@@ -1,0 +1,749 @@
+"""Inbound reply throughput: mailflow's SMTP edge against a bare aiosmtpd.
+
+One client (a bare aiosmtplib loop over --connections persistent
+connections) sends the same N prebuilt replies, each from a distinct seeded
+user to that user's reply+KEY address, to:
+
+1. baseline: an aiosmtpd server in a process of its own whose handler only
+   answers 250;
+2. mailflow storing: the real ``python -m mailflow smtpd`` in a subprocess,
+   with no worker running, so only receiving and committing is measured; the
+   database must then hold exactly N new inbound messages;
+3. mailflow fully processed: a QueueWorker started in this process on those
+   stored messages, timed until every one is processed and N confirm emails
+   have reached an aiosmtpd counting sink (a process of its own).
+
+Run from the repository root::
+
+    .venv/bin/python bench/inbound.py [--replies 2000] [--connections 4]
+        [--database-url URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ctypes
+import logging
+import math
+import multiprocessing
+import multiprocessing.synchronize
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.policy import SMTP as SMTP_POLICY
+from email.utils import format_datetime, make_msgid
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import aiosmtplib
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.engine import Engine
+
+from mailflow.config import Settings, load_settings, parse_relay
+from mailflow.db.engine import make_engine, make_sessionmaker
+from mailflow.db.migrate import upgrade
+from mailflow.domain.alerts import DELIVER_ALERT, issue_alert
+from mailflow.domain.models import (
+    Delivery,
+    DeliveryState,
+    InboundMessage,
+    InboundState,
+    Job,
+    JobState,
+    Membership,
+    Organisation,
+    OutgoingEmail,
+    OutgoingState,
+    Role,
+    User,
+)
+from mailflow.intake.alert_files import parse_alert_spec
+from mailflow.workers.inbound import CONFIRM_KIND
+from mailflow.workers.queue import QueueWorker
+from mailflow.workers.runtime import Runtime
+
+USERS_PER_ORG = 10
+MAIL_DOMAIN = "bench.example.org"
+USER_DOMAIN = "users.bench.example"
+SECRET_KEY = "bench-secret-key-" + "x" * 40
+TARGET_RATIO = 0.5
+CLIENT_HOSTNAME = "client.bench.example"
+
+ALERT = {
+    "title": "Remote code execution in Example VPN Gateway",
+    "severity": "high",
+    "summary": (
+        "A critical flaw in the web interface of Example VPN Gateway lets an\n"
+        "unauthenticated attacker run code on the appliance. It is being exploited.\n"
+    ),
+    "affected": ["Example VPN Gateway 9.0 to 9.4", "Example VPN Gateway 10.0 to 10.1"],
+    "cves": ["CVE-2026-41234"],
+    "remediation": (
+        "Upgrade to 9.4.2 or 10.1.1. If you cannot upgrade at once, disable the web\n"
+        "interface on external addresses and review logs for signs of compromise.\n"
+    ),
+    "references": ["https://example.org/advisories/vpn-2026-41234"],
+    "deadline_hours": 48,
+}
+
+# What a mail client quotes under a reply: the top of the alert email.
+QUOTED = """\
+Remote code execution in Example VPN Gateway (HIGH)
+
+A critical flaw in the web interface of Example VPN Gateway lets an
+unauthenticated attacker run code on the appliance. It is being exploited.
+
+Affected: Example VPN Gateway 9.0 to 9.4, Example VPN Gateway 10.0 to 10.1
+CVE: CVE-2026-41234
+
+What to do: upgrade to 9.4.2 or 10.1.1. If you cannot upgrade at once,
+disable the web interface on external addresses and review logs for signs
+of compromise.
+
+Reply to this email with one line per organisation, for example:
+  {code}: complete
+"""
+
+
+# ------------------------------------------------------------- sink process
+
+
+class _CountingHandler:
+    """Answers 250 to every message and counts it; nothing else."""
+
+    def __init__(self, counter: Any) -> None:
+        self.counter = counter
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.counter.value += 1
+        return "250 2.0.0 OK"
+
+
+def _run_sink(
+    port: int,
+    counter: Any,
+    ready: multiprocessing.synchronize.Event,
+    stop: multiprocessing.synchronize.Event,
+) -> None:
+    from aiosmtpd.controller import Controller
+
+    controller = Controller(
+        _CountingHandler(counter),
+        hostname="127.0.0.1",
+        port=port,
+        server_hostname="sink.localhost",
+        ready_timeout=30,
+    )
+    controller.start()
+    ready.set()
+    try:
+        stop.wait()
+    finally:
+        controller.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Sink:
+    """An aiosmtpd server in a child process (loopback, free port) whose
+    handler answers 250; ``count`` is how many messages it accepted."""
+
+    def __init__(self) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.port = free_port()
+        self._counter: Any = ctx.RawValue(ctypes.c_int64, 0)
+        self._ready = ctx.Event()
+        self._stop = ctx.Event()
+        self._process = ctx.Process(
+            target=_run_sink,
+            args=(self.port, self._counter, self._ready, self._stop),
+            name="smtp-sink",
+            daemon=True,
+        )
+
+    def __enter__(self) -> Sink:
+        self._process.start()
+        if not self._ready.wait(60):
+            self._process.kill()
+            raise RuntimeError("the SMTP sink did not start")
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        self._process.join(10)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join()
+
+    @property
+    def count(self) -> int:
+        return int(self._counter.value)
+
+
+# -------------------------------------------------------------- fixture data
+
+
+@dataclass(frozen=True)
+class Reply:
+    sender: str
+    recipient: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Fixture:
+    engine: Engine
+    database_url: str
+    alert_id: int
+    replies: list[Reply]
+
+
+def populate(database_url: str, n: int) -> tuple[Engine, str, list[tuple[str, str]]]:
+    """A migrated database with n responders, 10 to an organisation, of an
+    organisation type of their own.  Returns the engine, the type and each
+    user's (email, organisation code).  Names carry a random tag so that a
+    reused database does not clash."""
+    engine = make_engine(database_url)
+    upgrade(engine)
+    tag = secrets.token_hex(2)
+    org_type = f"bench-in-{tag}"
+    now = datetime.now(UTC)
+    # Codes as people write them: upper case, at most 10 characters.
+    codes = [f"I{tag.upper()}{i:05d}" for i in range(math.ceil(n / USERS_PER_ORG))]
+    people = [(f"user{i:06d}.{tag}@{USER_DOMAIN}", codes[i // USERS_PER_ORG]) for i in range(n)]
+    with engine.begin() as conn:
+        conn.execute(
+            insert(Organisation),
+            [
+                {
+                    "code": code,
+                    "name": f"Bench organisation {code}",
+                    "type": org_type,
+                    "parent_id": None,
+                    "opened_on": None,
+                    "closed_on": None,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for code in codes
+            ],
+        )
+        org_ids = {
+            code: id_
+            for code, id_ in conn.execute(
+                select(Organisation.code, Organisation.id).where(Organisation.type == org_type)
+            )
+        }
+        conn.execute(
+            insert(User),
+            [
+                {
+                    "email": email,
+                    "name": f"Bench User {i}",
+                    "national_role": None,
+                    "active": True,
+                    "created_at": now,
+                }
+                for i, (email, _) in enumerate(people)
+            ],
+        )
+        user_ids = {
+            email: id_
+            for email, id_ in conn.execute(
+                select(User.email, User.id).where(User.email.like(f"%.{tag}@{USER_DOMAIN}"))
+            )
+        }
+        conn.execute(
+            insert(Membership),
+            [
+                {
+                    "user_id": user_ids[email],
+                    "role": Role.RESPONDER,
+                    "created_at": now,
+                    "organisation_id": org_ids[code],
+                }
+                for email, code in people
+            ],
+        )
+    return engine, org_type, people
+
+
+def issue_and_mark_sent(engine: Engine, org_type: str) -> tuple[int, str]:
+    """Issue the alert to the organisation type, and mark its deliveries
+    sent and its delivery job done, so that the worker later sends only
+    confirm emails.  Returns the alert's id and reference."""
+    spec = parse_alert_spec({**ALERT, "audience": {"types": [org_type]}}, source="bench")
+    now = datetime.now(UTC)
+    with make_sessionmaker(engine).begin() as session:
+        issued = issue_alert(session, spec, now=now, actor="bench", mail_domain=MAIL_DOMAIN)
+        alert_id, reference = issued.alert.id, issued.alert.reference
+        session.execute(
+            update(Delivery)
+            .where(Delivery.alert_id == alert_id)
+            .values(state=DeliveryState.SENT, attempts=1, sent_at=now, updated_at=now)
+        )
+        for job in session.scalars(
+            select(Job).where(Job.kind == DELIVER_ALERT, Job.state == JobState.PENDING)
+        ):
+            if job.payload.get("alert_id") == alert_id:
+                job.state = JobState.DONE
+                job.finished_at = now
+    return alert_id, reference
+
+
+def build_reply(
+    i: int, email: str, code: str, reply_key: str, reference: str, alert_message_id: str
+) -> Reply:
+    """A person's reply as a mail client writes it: CRLF line ends, a fresh
+    Message-ID, the answer on top and the alert quoted below."""
+    recipient = f"reply+{reply_key}@{MAIL_DOMAIN}"
+    message = EmailMessage(policy=SMTP_POLICY)
+    message["From"] = f"Bench User {i} <{email}>"
+    message["To"] = f"Cyber alerts <{recipient}>"
+    message["Subject"] = f"Re: [HIGH] {reference} Remote code execution in Example VPN Gateway"
+    message["Date"] = format_datetime(datetime.now(UTC))
+    message["Message-ID"] = make_msgid(idstring=f"r{i}", domain=CLIENT_HOSTNAME)
+    message["In-Reply-To"] = f"<{alert_message_id}>"
+    message["References"] = f"<{alert_message_id}>"
+    quoted = "".join(f"> {line}".rstrip() + "\n" for line in QUOTED.format(code=code).splitlines())
+    message.set_content(
+        f"{code}: complete\n\nThanks,\nBench User {i}\n\n"
+        f"On Mon, 2 Mar 2026 at 09:00, Cyber alerts <alerts@{MAIL_DOMAIN}> wrote:\n{quoted}"
+    )
+    return Reply(email, recipient, bytes(message))
+
+
+def make_fixture(database_url: str, n: int) -> Fixture:
+    engine, org_type, people = populate(database_url, n)
+    alert_id, reference = issue_and_mark_sent(engine, org_type)
+    with engine.connect() as conn:
+        keys = {
+            email: (reply_key, message_id)
+            for email, reply_key, message_id in conn.execute(
+                select(User.email, Delivery.reply_key, Delivery.message_id)
+                .select_from(Delivery)
+                .join(User, User.id == Delivery.user_id)
+                .where(Delivery.alert_id == alert_id)
+            )
+        }
+    if len(keys) != n:
+        raise RuntimeError(f"setup: the alert has {len(keys)} deliveries, expected {n}")
+    replies = [
+        build_reply(i, email, code, keys[email][0], reference, keys[email][1])
+        for i, (email, code) in enumerate(people)
+    ]
+    return Fixture(engine, database_url, alert_id, replies)
+
+
+# ------------------------------------------------------------------ client
+
+
+@dataclass
+class Blast:
+    seconds: float = 0.0
+    accepted: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+async def _blast(port: int, replies: list[Reply], connections: int) -> Blast:
+    """Send every reply over ``connections`` persistent connections, opened
+    (and greeted with EHLO) before the clock starts; closed after it stops."""
+    result = Blast()
+    queue: asyncio.Queue[Reply] = asyncio.Queue()
+    for reply in replies:
+        queue.put_nowait(reply)
+    clients = [
+        aiosmtplib.SMTP(hostname="127.0.0.1", port=port, local_hostname=CLIENT_HOSTNAME, timeout=60)
+        for _ in range(connections)
+    ]
+    for client in clients:
+        await client.connect()
+        await client.ehlo()
+
+    async def sender(client: aiosmtplib.SMTP) -> None:
+        while True:
+            try:
+                reply = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            try:
+                await client.sendmail(reply.sender, [reply.recipient], reply.data)
+            except aiosmtplib.SMTPServerDisconnected as exc:
+                result.errors.append(f"{reply.recipient}: disconnected: {exc}")
+                return
+            except aiosmtplib.SMTPException as exc:
+                result.errors.append(f"{reply.recipient}: {exc}")
+                continue
+            result.accepted += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(sender(c) for c in clients))
+    result.seconds = time.perf_counter() - started
+    for client in clients:
+        if client.is_connected:
+            try:
+                await client.quit()
+            except aiosmtplib.SMTPException:
+                client.close()
+    return result
+
+
+def blast(port: int, replies: list[Reply], connections: int, timeout: float) -> Blast:
+    return asyncio.run(asyncio.wait_for(_blast(port, replies, connections), timeout))
+
+
+# ----------------------------------------------------------------- baseline
+
+
+@dataclass(frozen=True)
+class Baseline:
+    blast: Blast
+    sink_count: int
+
+
+def run_baseline(replies: list[Reply], connections: int, timeout: float) -> Baseline:
+    with Sink() as sink:
+        result = blast(sink.port, replies, connections, timeout)
+        time.sleep(0.1)
+        return Baseline(result, sink.count)
+
+
+# ------------------------------------------------------------ mailflow smtpd
+
+
+def _wait_listening(port: int, process: subprocess.Popen[bytes], timeout: float) -> None:
+    """Until the server greets with 220 (the smtpd only listens once its
+    database engine is made and the schema checked)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"mailflow smtpd exited with {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+                if sock.recv(512).startswith(b"220"):
+                    sock.sendall(b"QUIT\r\n")
+                    sock.recv(512)
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"mailflow smtpd did not listen on port {port} within {timeout:.0f}s")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Stop the process group started for the smtpd: SIGINT, which the
+    smtpd takes as it takes SIGTERM (and a profiler wrapped around it as
+    Ctrl-C, writing its output); SIGKILL if that takes over 30 seconds."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGINT)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def smtpd_env(database_url: str, config_file: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILFLOW_")}
+    env.update(
+        MAILFLOW_CONFIG=str(config_file),
+        MAILFLOW_DATABASE_URL=database_url,
+        MAILFLOW_SECRET_KEY=SECRET_KEY,
+        MAILFLOW_MAIL_DOMAIN=MAIL_DOMAIN,
+    )
+    return env
+
+
+@dataclass(frozen=True)
+class Storing:
+    blast: Blast
+    stored: int  # inbound messages the database gained
+    first_id: int  # ids of this run's messages are greater
+    returncode: int
+    log_tail: str
+
+
+def last_inbound_id(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.scalar(select(func.coalesce(func.max(InboundMessage.id), 0))) or 0)
+
+
+def run_storing(
+    fixture: Fixture,
+    connections: int,
+    timeout: float,
+    tmp: Path,
+    wrapper: list[str],
+) -> Storing:
+    """The real `mailflow smtpd` in a subprocess; no worker anywhere."""
+    first_id = last_inbound_id(fixture.engine)
+    port = free_port()
+    config_file = tmp / "empty.toml"
+    config_file.write_text("")
+    log_path = tmp / "smtpd.log"
+    if wrapper:
+        # The smtpd runs in the temporary directory: find the wrapper here.
+        found = shutil.which(wrapper[0])
+        wrapper = [os.path.abspath(found) if found else wrapper[0], *wrapper[1:]]
+    command = [
+        *wrapper,
+        sys.executable,
+        "-m",
+        "mailflow",
+        "smtpd",
+        "--listen",
+        f"127.0.0.1:{port}",
+    ]
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            command,
+            cwd=tmp,
+            env=smtpd_env(fixture.database_url, config_file),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            _wait_listening(port, process, 60)
+            result = blast(port, fixture.replies, connections, timeout)
+        finally:
+            _stop(process)
+    with fixture.engine.connect() as conn:
+        stored = int(conn.scalar(select(func.count()).where(InboundMessage.id > first_id)) or 0)
+    tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-20:])
+    return Storing(result, stored, first_id, process.returncode, tail)
+
+
+# --------------------------------------------------------- mailflow worker
+
+
+@dataclass(frozen=True)
+class Processing:
+    seconds: float  # worker start until all processed and the sink had n
+    processed_seconds: float  # worker start until the database said all processed
+    states: dict[str, int]
+    confirms_sent: int
+    sink_count: int
+
+
+def make_settings(fixture: Fixture, sink_port: int, connections: int, tmp: Path) -> Settings:
+    return load_settings(
+        environ={"MAILFLOW_CONFIG": str(tmp / "empty.toml")},
+        overrides={
+            "database_url": fixture.database_url,
+            "secret_key": SECRET_KEY,
+            "smtp_relay": parse_relay(f"smtp://127.0.0.1:{sink_port}"),
+            "smtp_connections": connections,
+            "mail_domain": MAIL_DOMAIN,
+        },
+    )
+
+
+def _inbound_states(engine: Engine, first_id: int) -> dict[str, int]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(InboundMessage.state, func.count())
+            .where(InboundMessage.id > first_id)
+            .group_by(InboundMessage.state)
+        )
+        return {InboundState(state).value: int(count) for state, count in rows}
+
+
+def _confirms_sent(engine: Engine, first_id: int) -> int:
+    with engine.connect() as conn:
+        return int(
+            conn.scalar(
+                select(func.count()).where(
+                    OutgoingEmail.inbound_message_id > first_id,
+                    OutgoingEmail.kind == CONFIRM_KIND,
+                    OutgoingEmail.state == OutgoingState.SENT,
+                )
+            )
+            or 0
+        )
+
+
+def run_processing(
+    fixture: Fixture,
+    first_id: int,
+    n: int,
+    connections: int,
+    threads: int,
+    poll_seconds: float,
+    timeout: float,
+    tmp: Path,
+) -> Processing:
+    """A QueueWorker in this process on the stored replies, sending to a
+    counting sink; timed from start() until the database says every reply
+    is processed and the sink has n messages."""
+    # Looks on without taking SQLite's write lock (BEGIN, not IMMEDIATE).
+    reader = make_engine(fixture.database_url, immediate=False)
+    processed = InboundState.PROCESSED.value
+    with Sink() as sink:
+        runtime = Runtime(make_settings(fixture, sink.port, connections, tmp))
+        runtime.engine  # noqa: B018 - connect outside the timed part
+        worker = QueueWorker(runtime, threads=threads, poll_seconds=poll_seconds)
+        processed_seconds = math.inf
+        try:
+            started = time.perf_counter()
+            deadline = time.monotonic() + timeout
+            worker.start()
+            next_look = 0.0
+            while time.monotonic() < deadline:
+                now = time.perf_counter()
+                if processed_seconds == math.inf and now >= next_look:
+                    if _inbound_states(reader, first_id).get(processed, 0) >= n:
+                        processed_seconds = now - started
+                    next_look = now + 0.05
+                if processed_seconds != math.inf and sink.count >= n:
+                    break
+                time.sleep(0.002)
+            seconds = time.perf_counter() - started
+        finally:
+            worker.stop()
+            runtime.close()
+        time.sleep(0.3)  # anything sent twice would show up in the count now
+        states = _inbound_states(reader, first_id)
+        confirms = _confirms_sent(reader, first_id)
+        count = sink.count
+    reader.dispose()
+    return Processing(seconds, processed_seconds, states, confirms, count)
+
+
+# --------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--replies", type=int, default=2000)
+    parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument(
+        "--database-url", default=None, help="default: a fresh SQLite file in a temporary directory"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="seconds allowed for each phase (default: scaled to --replies)",
+    )
+    parser.add_argument("--worker-threads", type=int, default=2, help="QueueWorker threads")
+    parser.add_argument(
+        "--poll-seconds",
+        type=float,
+        default=0.05,
+        help="the worker's dispatch interval (mailflow's default is 1.0)",
+    )
+    parser.add_argument(
+        "--smtpd-wrapper",
+        default="",
+        help="a command to run the smtpd under, e.g. a profiler ending in '--' (split on "
+        "spaces; it runs in a temporary directory, so give absolute output paths)",
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    n: int = args.replies
+    if not 1 <= n <= USERS_PER_ORG * 100_000:
+        parser.error("--replies must be between 1 and 1000000 (organisation codes have 5 digits)")
+    if args.connections < 1:
+        parser.error("--connections must be at least 1")
+    connections: int = args.connections
+    timeout: float = args.timeout or max(120.0, n / 10)
+
+    with tempfile.TemporaryDirectory(prefix="mailflow-bench-inbound-") as tmp_name:
+        tmp = Path(tmp_name)
+        url = args.database_url or f"sqlite:///{tmp / 'bench.db'}"
+        started = time.perf_counter()
+        fixture = make_fixture(url, n)
+        setup = time.perf_counter() - started
+        size = sum(len(r.data) for r in fixture.replies) / n
+        print(
+            f"setup:              {setup:.1f}s ({url.split(':', 1)[0]}, "
+            f"average reply {size:.0f} bytes)"
+        )
+
+        baseline = run_baseline(fixture.replies, connections, timeout)
+        storing = run_storing(fixture, connections, timeout, tmp, args.smtpd_wrapper.split())
+        problems = []
+        if baseline.blast.accepted != n or baseline.sink_count != n:
+            problems.append(
+                f"baseline: {baseline.blast.accepted} of {n} accepted, sink counted "
+                f"{baseline.sink_count}; {baseline.blast.errors[:3]}"
+            )
+        if storing.blast.accepted != n or storing.stored != n:
+            problems.append(
+                f"storing: {storing.blast.accepted} of {n} accepted, the database gained "
+                f"{storing.stored} inbound messages; {storing.blast.errors[:3]}"
+            )
+        if storing.returncode != 0:
+            problems.append(f"mailflow smtpd exited with {storing.returncode}:\n{storing.log_tail}")
+        processing = None
+        if storing.stored == n:  # else the worker could never finish n
+            processing = run_processing(
+                fixture,
+                storing.first_id,
+                n,
+                connections,
+                args.worker_threads,
+                args.poll_seconds,
+                timeout,
+                tmp,
+            )
+        fixture.engine.dispose()
+
+    base_rate = n / baseline.blast.seconds
+    store_rate = n / storing.blast.seconds
+    print(f"replies:            {n}")
+    print(f"connections:        {connections}")
+    print(
+        f"baseline:           {base_rate:7.0f} replies/s accepted ({baseline.blast.seconds:.2f}s)"
+    )
+    print(
+        f"mailflow stored:    {store_rate:7.0f} replies/s ({storing.blast.seconds:.2f}s)  "
+        f"ratio {store_rate / base_rate:.2f} (target >= {TARGET_RATIO})"
+    )
+    if processing is not None:
+        full_rate = n / processing.seconds
+        print(
+            f"mailflow processed: {full_rate:7.0f} replies/s ({processing.seconds:.2f}s; the "
+            f"database said all processed after {processing.processed_seconds:.2f}s)  "
+            f"ratio {full_rate / base_rate:.2f}"
+        )
+        processed = processing.states.get(InboundState.PROCESSED.value, 0)
+        if processed != n or processing.confirms_sent != n or processing.sink_count != n:
+            problems.append(
+                f"processing: inbound states {processing.states}, {processing.confirms_sent} "
+                f"confirm emails sent, sink received {processing.sink_count} of {n}"
+            )
+    if problems:
+        for problem in problems:
+            print(f"ERROR: {problem}", file=sys.stderr)
+        return 1
+    print(
+        f"check:              baseline sink got {n}; database gained {n} inbound messages, "
+        f"all processed, {n} confirm emails sent; confirm sink got exactly {n}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
