@@ -23,19 +23,19 @@ more leniently than we did.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
+import queue
 import re
 import threading
 import weakref
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import AnyStr
 
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, Envelope
 from aiosmtpd.smtp import Session as SMTPSession
 
-from mailflow.domain.inbound import store_inbound_message
+from mailflow.domain.inbound import Received, store_received_messages
 from mailflow.mail.addresses import parse_service_address
 from mailflow.workers.runtime import Runtime
 
@@ -49,7 +49,8 @@ ENVELOPE_FROM_MAX = 512
 # How long stop() waits for messages being committed, so that their senders
 # get their 250 rather than a dropped connection and a needless retry.
 STOP_GRACE_SECONDS = 10.0
-STORE_THREADS = 4
+# At most this many messages in one commit.
+GROUP_COMMIT_MAX = 64
 
 REPLY_ACCEPTED = "250 2.0.0 OK: message stored"
 REPLY_TRY_LATER = "451 4.3.0 Temporary failure storing the message; please try again later"
@@ -86,13 +87,74 @@ def _unstorable_sender(address: str) -> str | None:
     return None
 
 
+class GroupCommitter:
+    """Stores messages on one thread, committing together whatever arrived
+    while the previous commit ran (group commit).  Each sender still hears
+    250 only after the commit that holds its message; one commit per
+    message, with SMTP sessions queueing for SQLite's write lock, was most
+    of the cost of receiving."""
+
+    def __init__(self, runtime: Runtime, *, max_batch: int = GROUP_COMMIT_MAX) -> None:
+        self.runtime = runtime
+        self.max_batch = max_batch
+        self._queue: queue.SimpleQueue[tuple[Received, Future[int]] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="smtpd-store", daemon=True)
+        self._thread.start()
+
+    def submit(self, received: Received) -> Future[int]:
+        future: Future[int] = Future()
+        self._queue.put((received, future))
+        return future
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            stopping = False
+            while len(batch) < self.max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stopping = True
+                    break
+                batch.append(item)
+            self._commit(batch)
+            if stopping:
+                return
+
+    def _commit(self, batch: list[tuple[Received, Future[int]]]) -> None:
+        try:
+            with self.runtime.sessions.begin() as session:
+                ids = store_received_messages(
+                    session, [received for received, _ in batch], now=self.runtime.clock()
+                )
+        except Exception as exc:
+            if len(batch) > 1:
+                # One message must not take others down with it: each on
+                # its own, so only a message that cannot be stored fails.
+                for item in batch:
+                    self._commit([item])
+                return
+            batch[0][1].set_exception(exc)
+            return
+        for (_, future), message_id in zip(batch, ids, strict=True):
+            future.set_result(message_id)
+
+
 class InboundHandler:
     """aiosmtpd handler: check recipients at RCPT, store at DATA."""
 
-    def __init__(self, runtime: Runtime, *, executor: Executor | None = None) -> None:
+    def __init__(self, runtime: Runtime, committer: GroupCommitter) -> None:
         self.runtime = runtime
-        # None: the event loop's default executor.
-        self.executor = executor
+        self.committer = committer
         # Messages being committed now (touched only on the event loop).
         self.storing = 0
 
@@ -151,16 +213,15 @@ class InboundHandler:
             if BARE_CR_OR_LF.search(raw) is not None:
                 log.info("refused a message from %s: bare CR or LF", session.peer)
                 return REPLY_BARE_LINE_END
-            store = functools.partial(
-                self._store,
-                bytes(raw),
+            received = Received(
+                raw=bytes(raw),
                 source="lmtp" if isinstance(server, LMTP) else "smtp",
                 envelope_from=_null_sender(envelope.mail_from),
                 envelope_to=list(envelope.rcpt_tos),
             )
             self.storing += 1
             try:
-                message_id = await asyncio.get_running_loop().run_in_executor(self.executor, store)
+                message_id = await asyncio.wrap_future(self.committer.submit(received))
             finally:
                 self.storing -= 1
         except Exception:
@@ -174,21 +235,6 @@ class InboundHandler:
         log.debug("stored inbound message %s from %s", message_id, session.peer)
         # Only now, with the commit returned, may the sender forget it.
         return REPLY_ACCEPTED
-
-    def _store(
-        self, raw: bytes, *, source: str, envelope_from: str | None, envelope_to: list[str]
-    ) -> int:
-        with self.runtime.sessions.begin() as session:
-            message = store_inbound_message(
-                session,
-                raw,
-                source=source,
-                envelope_from=envelope_from,
-                envelope_to=envelope_to,
-                now=self.runtime.clock(),
-            )
-            message_id = message.id
-        return message_id
 
     async def handle_exception(self, error: Exception) -> str:
         # aiosmtpd's default is "500 Error: ...", a permanent failure that
@@ -242,17 +288,15 @@ class InboundServer:
         port: int,
         *,
         lmtp: bool = False,
-        store_threads: int = STORE_THREADS,
     ) -> None:
         self.runtime = runtime
         self.host = host
         self.requested_port = port
         self.lmtp = lmtp
-        self._store_threads = store_threads
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: asyncio.Server | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        self._committer: GroupCommitter | None = None
         self._handler: InboundHandler | None = None
         self._connections: weakref.WeakSet[SMTP] = weakref.WeakSet()
 
@@ -284,28 +328,28 @@ class InboundServer:
         # Made here rather than racing to be made by the first few messages.
         self.runtime.sessions  # noqa: B018
         loop = asyncio.new_event_loop()
-        executor = ThreadPoolExecutor(self._store_threads, thread_name_prefix="smtpd-store")
-        self._handler = InboundHandler(self.runtime, executor=executor)
+        committer = GroupCommitter(self.runtime)
+        self._handler = InboundHandler(self.runtime, committer)
         thread = threading.Thread(target=loop.run_forever, name="smtpd", daemon=True)
         thread.start()
-        self._loop, self._executor = loop, executor
+        self._loop, self._committer = loop, committer
         try:
             self._server = asyncio.run_coroutine_threadsafe(
                 loop.create_server(self._make_protocol, self.host, self.requested_port), loop
             ).result()
         except BaseException:
             self._loop = None
-            self._executor = None
+            self._committer = None
             loop.call_soon_threadsafe(loop.stop)
             thread.join()
             loop.close()
-            executor.shutdown()
+            committer.stop()
             raise
         self._thread = thread
 
     def stop(self) -> None:
-        loop, thread, executor = self._loop, self._thread, self._executor
-        if loop is None or thread is None or executor is None:
+        loop, thread, committer = self._loop, self._thread, self._committer
+        if loop is None or thread is None or committer is None:
             return
         try:
             asyncio.run_coroutine_threadsafe(self._shut_down(), loop).result()
@@ -313,8 +357,9 @@ class InboundServer:
             loop.call_soon_threadsafe(loop.stop)
             thread.join()
             loop.close()
-            executor.shutdown(wait=True)
-            self._loop = self._thread = self._executor = None
+            committer.stop()
+            self._loop = self._thread = None
+            self._committer = None
             self._server = None
 
     async def _shut_down(self) -> None:
