@@ -89,6 +89,7 @@ class Settings:
     authserv_id: str | None = None
     confirm_link_hours: int = 24
     error_replies_per_hour: int = 5
+    web_addr: tuple[str, int] = ("127.0.0.1", 8000)
 
     @property
     def zone(self) -> ZoneInfo:
@@ -144,6 +145,7 @@ ENV_NAMES: dict[str, str] = {
     "authserv_id": "MAILFLOW_AUTHSERV_ID",
     "confirm_link_hours": "MAILFLOW_CONFIRM_LINK_HOURS",
     "error_replies_per_hour": "MAILFLOW_ERROR_REPLIES_PER_HOUR",
+    "web_addr": "MAILFLOW_WEB_ADDR",
 }
 
 # The keys a TOML file may use are the setting names without the prefix, in
@@ -312,6 +314,7 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "authserv_id": lambda t: t or None,
     "confirm_link_hours": _parse_positive_int,
     "error_replies_per_hour": _parse_positive_int,
+    "web_addr": lambda t: parse_host_port(t),
 }
 
 

@@ -31,6 +31,7 @@ def test_the_wheel_carries_the_templates_and_uses_them(tmp_path: Path) -> None:
     for template in ("subject.txt", "body.txt", "body.html"):
         assert f"mailflow/templates/email/alert/{template}" in names
     assert "mailflow/db/migrations/versions/0001_initial.py" in names
+    assert any(n.startswith("mailflow/templates/web/") for n in names)
 
     installed = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(installed)

@@ -228,7 +228,35 @@ def users_add(ctx: Context, email: str, name: str | None, org_code: str | None, 
         )
         where = f" at {org_code.upper()}" if org_code else ""
         verb = "added" if added.created else "updated"
+        if added.created:
+            # In the same transaction: a new user always gets their link.
+            from mailflow.web.enrolment import queue_welcome_email
+
+            queue_welcome_email(session, ctx.settings, user=added.user, now=ctx.runtime.clock())
         click.echo(f"{verb} {added.user.email} ({added.user.name}): {role}{where}")
+        if added.created:
+            click.echo("welcome email queued: a link to set up an authenticator app", err=True)
+
+
+@users.command("reset-mfa")
+@click.argument("email")
+@pass_context
+def users_reset_mfa(ctx: Context, email: str) -> None:
+    """Remove a user's authenticator app and recovery codes (a lost phone)
+    and email them a new link to set one up."""
+    from mailflow.domain.mfa import reset_mfa
+    from mailflow.domain.users import normalise_email
+    from mailflow.web.enrolment import queue_welcome_email
+
+    with reported_errors(), ctx.transaction() as session:
+        address = normalise_email(email)
+        user = session.scalar(select(User).where(User.email == address))
+        if user is None:
+            raise NotFound(f"no user {address}")
+        now = ctx.runtime.clock()
+        reset_mfa(session, user_id=user.id, now=now, actor=actor_name())
+        queue_welcome_email(session, ctx.settings, user=user, now=now, reset=True)
+    click.echo(f"second factor reset for {address}; a new set-up link is queued")
 
 
 @users.command("list")
@@ -400,6 +428,73 @@ def alert_show(ctx: Context, reference: str, as_json: bool) -> None:
         )
 
 
+@alert.command("status")
+@click.argument("reference")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_context
+def alert_status(ctx: Context, reference: str, as_json: bool) -> None:
+    """Show each organisation in the alert's audience with its current
+    status (or "no answer"), its further information, who answered and
+    when, and whether it was within the deadline."""
+    from mailflow.domain.answers import alert_status_lines
+    from mailflow.domain.statuses import AnswerStatus
+
+    with reported_errors(), ctx.transaction() as session:
+        found = get_alert(session, reference)
+        lines = alert_status_lines(session, alert_id=found.id)
+    rows = [
+        {
+            "organisation": line.code,
+            "name": line.name,
+            "status": line.status,
+            "note": line.note,
+            "reason": line.reason,
+            "mitigations": line.mitigations,
+            "expected_on": line.expected_on.isoformat() if line.expected_on else None,
+            "answered_by": line.answered_by,
+            "answered_at": line.answered_at.isoformat() if line.answered_at else None,
+            "first_answered_at": (
+                line.first_answered_at.isoformat() if line.first_answered_at else None
+            ),
+            "within_deadline": line.within_deadline,
+        }
+        for line in lines
+    ]
+    if as_json:
+        data = {
+            "reference": found.reference,
+            "title": found.title,
+            "deadline_at": found.deadline_at.isoformat(),
+            "organisations": rows,
+        }
+        click.echo(json.dumps(data, indent=2))
+        return
+    zone = ctx.settings.zone
+    answered = sum(1 for line in lines if line.status)
+    click.echo(f"{found.reference}  {found.title}")
+    click.echo(f"deadline  {format_time(found.deadline_at, zone)}")
+    click.echo(f"answered  {answered} of {len(lines)} organisations")
+    click.echo("")
+    for line in lines:
+        if line.status is None:
+            click.echo(f"{line.code:10} no answer")
+            continue
+        timing = "within the deadline" if line.within_deadline else "after the deadline"
+        when = format_time(line.answered_at, zone) if line.answered_at else ""
+        click.echo(
+            f"{line.code:10} {AnswerStatus(line.status).label}  "
+            f"by {line.answered_by} {when} ({timing})"
+        )
+        for label, value in (
+            ("expected", line.expected_on.isoformat() if line.expected_on else None),
+            ("reason", line.reason),
+            ("mitigations", line.mitigations),
+            ("note", line.note),
+        ):
+            if value:
+                click.echo(f"{'':10} {label}: {value}")
+
+
 # --------------------------------------------------------------- processes
 
 
@@ -436,12 +531,13 @@ def worker(ctx: Context, threads: int) -> None:
 @cli.command()
 @click.option("--threads", default=2, show_default=True, help="Worker threads.")
 @click.option("--no-smtpd", is_flag=True, help="Do not run the inbound SMTP server.")
+@click.option("--no-web", is_flag=True, help="Do not run the web server.")
 @pass_context
-def serve(ctx: Context, threads: int, no_smtpd: bool) -> None:
+def serve(ctx: Context, threads: int, no_smtpd: bool, no_web: bool) -> None:
     """Run every part of mailflow in one process, on the embedded defaults
     unless configured otherwise: the queue worker, the inbound SMTP server
-    (MAILFLOW_INBOUND_ADDR) and, when MAILFLOW_IMAP_URL is set, the IMAP
-    poller."""
+    (MAILFLOW_INBOUND_ADDR), the web pages (MAILFLOW_WEB_ADDR) and, when
+    MAILFLOW_IMAP_URL is set, the IMAP poller."""
     ctx.require_schema()
     settings = ctx.settings
     runtime = ctx.runtime
@@ -471,6 +567,19 @@ def serve(ctx: Context, threads: int, no_smtpd: bool) -> None:
 
         starts.append(poller_thread.start)
         stops.append(stop_poller)
+    if not no_web:
+        from mailflow.cli.web_command import web_server
+
+        # In a thread uvicorn leaves the signals to run_until_stopped.
+        web = web_server(runtime, *settings.web_addr)
+        web_thread = threading.Thread(target=web.run, name="web", daemon=True)
+
+        def stop_web() -> None:
+            web.should_exit = True
+            web_thread.join(timeout=10)
+
+        starts.append(web_thread.start)
+        stops.append(stop_web)
 
     def start_all() -> None:
         for start in starts:
@@ -479,6 +588,8 @@ def serve(ctx: Context, threads: int, no_smtpd: bool) -> None:
         log.info("mailflow serving: mail goes to %s", where)
         if not no_smtpd:
             log.info("inbound SMTP on %s:%s", *settings.inbound_addr)
+        if not no_web:
+            log.info("web pages on http://%s:%s", *settings.web_addr)
 
     def stop_all() -> None:
         for stop in reversed(stops):
@@ -490,9 +601,10 @@ def serve(ctx: Context, threads: int, no_smtpd: bool) -> None:
 def _register_edge_commands() -> None:
     # Each edge's command lives beside its own module's concerns; they join
     # the one `mailflow` group here.
-    from mailflow.cli import imap_command, inbound_command, smtpd_command
+    from mailflow.cli import imap_command, inbound_command, smtpd_command, web_command
 
     smtpd_command.register(cli)
+    web_command.register(cli)
     imap_command.register(cli)
     inbound_command.register(cli)
 

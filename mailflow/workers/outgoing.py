@@ -17,7 +17,7 @@ from mailflow.workers.runtime import Runtime
 def send_outgoing(runtime: Runtime, email_id: int) -> datetime | None:
     """Send the email if it is still queued and due.  Returns when to try
     again after a temporary failure, else None."""
-    with runtime.sessions() as session:
+    with runtime.readers() as session:
         email = session.get(OutgoingEmail, email_id)
         if email is None or email.state != OutgoingState.QUEUED:
             return None

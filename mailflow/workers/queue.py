@@ -139,7 +139,10 @@ class JobQueue:
                 finish_job(job, now=now)
             else:
                 run_job_again(job, at=again_at)
-        if again_at is not None and again_at <= now:
+        # The job may have queued others (a processed reply queues its
+        # confirm email), or be due again at once: hand them over now rather
+        # than at the dispatcher's next round.
+        if again_at is None or again_at <= now:
             self.dispatch_due()
 
 

@@ -1,0 +1,127 @@
+"""The web app: the pages where answers are committed with a second
+factor, and where people set up their authenticator app."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from mailflow.web.answering import FORM_EXPIRED, AnswerPages, form_dict
+from mailflow.web.enrolment import EnrolmentPages
+from mailflow.web.rendering import Pages, web_root
+from mailflow.web.security import (
+    SESSION_MAX_AGE_SECONDS,
+    SecurityHeaders,
+    csrf_ok,
+    session_cookie_name,
+    session_secret,
+    uses_https,
+)
+from mailflow.workers.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+# Forms here are a few short fields; anything much larger is not ours.
+MAX_BODY_BYTES = 64 * 1024
+
+STATUS_PAGES = {
+    400: ("Something was wrong with the request", "Check the address and try again."),
+    404: (
+        "Page not found",
+        "If you typed the address, check it is correct. If you followed a link from an "
+        "email, copy the whole address into your browser.",
+    ),
+    405: ("This page cannot be used that way", "Go back and open the link from the email."),
+    413: ("What you sent is too large", "Shorten what you wrote and try again."),
+}
+
+
+def create_app(runtime: Runtime) -> Starlette:
+    settings = runtime.settings
+    pages = Pages(service_name=settings.service_name, zone_name=settings.timezone)
+    answers = AnswerPages(runtime, pages)
+    enrolment = EnrolmentPages(runtime, pages)
+    stylesheet = (web_root() / "static" / "mailflow.css").read_bytes()
+
+    async def home(request: Request) -> Response:
+        return pages.render(request, "home.html", {"title": settings.service_name})
+
+    async def css(request: Request) -> Response:
+        return Response(
+            stylesheet,
+            media_type="text/css",
+            headers={"Cache-Control": "public, max-age=3600"},
+        )
+
+    async def sign_out(request: Request) -> Response:
+        form = form_dict(await request.form())
+        if not csrf_ok(request, form):
+            return pages.problem(request, 403, "This form has expired", FORM_EXPIRED)
+        request.session.clear()
+        return RedirectResponse("/signed-out", status_code=303)
+
+    async def signed_out(request: Request) -> Response:
+        return pages.render(request, "signed_out.html", {"title": "You have signed out"})
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        title, message = STATUS_PAGES.get(
+            exc.status_code, ("Something went wrong", "Go back and try again.")
+        )
+        return await run_in_threadpool(
+            pages.problem,
+            request,
+            exc.status_code,
+            title,
+            message,
+            headers=dict(exc.headers or {}),
+        )
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        # Logged here with the traceback; the browser gets a plain page.
+        log.exception("error on %s %s", request.method, request.url.path, exc_info=exc)
+        return pages.problem(
+            request,
+            500,
+            "Sorry, there is a problem with the service",
+            "Nothing has been recorded. Try again later.",
+        )
+
+    routes = [
+        Route("/", home, methods=["GET"]),
+        Route("/static/mailflow.css", css, methods=["GET"]),
+        Route("/r/{token}", answers.link, methods=["GET", "POST"]),
+        Route("/c/{token}", answers.confirm, methods=["GET", "POST"]),
+        Route("/recorded", answers.recorded, methods=["GET"]),
+        Route("/enrol/{token}", enrolment.enrol, methods=["GET", "POST"]),
+        Route("/sign-out", sign_out, methods=["POST"]),
+        Route("/signed-out", signed_out, methods=["GET"]),
+    ]
+    https = uses_https(settings)
+    middleware = [
+        Middleware(SecurityHeaders, https=https),
+        Middleware(
+            SessionMiddleware,
+            secret_key=session_secret(settings),
+            session_cookie=session_cookie_name(settings),
+            max_age=SESSION_MAX_AGE_SECONDS,
+            same_site="lax",
+            https_only=https,
+        ),
+    ]
+    handlers: dict[Any, Any] = {HTTPException: http_error, Exception: server_error}
+    return Starlette(
+        routes=routes,
+        middleware=middleware,
+        exception_handlers=handlers,
+        max_body_size=MAX_BODY_BYTES,
+    )

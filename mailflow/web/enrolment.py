@@ -1,0 +1,252 @@
+"""Setting up an authenticator app from the link in a welcome email.
+
+``GET /enrol/TOKEN`` only explains what will happen; the secret is made by
+the POST of its "Continue" button (GET and HEAD never change anything, and
+mail scanners open links), which shows the QR code, the key as text and a
+code field; the POST of that code finishes enrolment, uses the link up and
+shows the ten recovery codes, once.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import secrets
+from datetime import datetime, timedelta
+from email.utils import make_msgid
+from typing import Any
+
+import segno
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from mailflow.config import Settings
+from mailflow.domain.answers import token_digest, use_token_once
+from mailflow.domain.mfa import (
+    LockedOut,
+    MfaError,
+    finish_enrolment,
+    is_enrolled,
+    provisioning_uri,
+    start_enrolment,
+)
+from mailflow.domain.models import UsedToken, User
+from mailflow.domain.outgoing import queue_email
+from mailflow.mail.messages import MessageHeaders, address, build_message
+from mailflow.mail.templates import render_email
+from mailflow.mail.tokens import Purpose, TokenService
+from mailflow.web.answering import (
+    CODE_FIELD,
+    FORM_EXPIRED,
+    Refusal,
+    check_session_user,
+    form_dict,
+    verify_token,
+)
+from mailflow.web.forms import Problems, text
+from mailflow.web.rendering import Pages
+from mailflow.web.security import csrf_ok, mark_verified
+from mailflow.workers.runtime import Runtime
+
+ENROL_PATH = "/enrol/"
+ENROL_LINK_LIFETIME = timedelta(days=7)
+WELCOME_KIND = "welcome"
+
+USED = (
+    "This link has already been used to set up an authenticator app. If you need to set "
+    "up a new one, ask an administrator to reset your second factor."
+)
+ALREADY_ENROLLED = (
+    "You have already set up an authenticator app. If you have lost it, use a recovery "
+    "code, or ask an administrator to reset your second factor."
+)
+
+
+def enrol_tokens(settings: Settings) -> TokenService:
+    return TokenService(settings.secret_key, Purpose.ENROL, ENROL_LINK_LIFETIME)
+
+
+def enrolment_link(settings: Settings, user_id: int) -> str:
+    # The nonce makes each email's link its own, so using one does not use
+    # up a later one (after a reset).
+    token = enrol_tokens(settings).sign({"u": user_id, "n": secrets.token_urlsafe(12)})
+    return f"{settings.base_url}{ENROL_PATH}{token}"
+
+
+def queue_welcome_email(
+    session: Session, settings: Settings, *, user: User, now: datetime, reset: bool = False
+) -> str:
+    """Queue, in the caller's transaction, the email with the person's
+    enrolment link; returns the link."""
+    link = enrolment_link(settings, user.id)
+    rendered = render_email(
+        "welcome",
+        {
+            "service_name": settings.service_name,
+            "recipient_name": user.name,
+            "link": link,
+            "expires_at": now + ENROL_LINK_LIFETIME,
+            "reset": reset,
+        },
+        zone_name=settings.timezone,
+    )
+    headers = MessageHeaders(
+        sender=settings.from_header,
+        to=address(user.name, user.email),
+        message_id=make_msgid(domain=settings.mail_domain).strip("<>"),
+        date=now,
+    )
+    queue_email(
+        session,
+        kind=WELCOME_KIND,
+        recipient=user.email,
+        mail_from="",
+        raw=bytes(build_message(rendered, headers)),
+        now=now,
+    )
+    return link
+
+
+def qr_data_uri(uri: str) -> str:
+    """The QR code as an SVG data URI (the page's policy allows data: images)."""
+    out = io.BytesIO()
+    segno.make(uri, error="m").save(out, kind="svg", scale=6, border=4, dark="#000", light="#fff")
+    return "data:image/svg+xml;base64," + base64.b64encode(out.getvalue()).decode("ascii")
+
+
+def grouped(secret: str) -> str:
+    return " ".join(secret[i : i + 4] for i in range(0, len(secret), 4))
+
+
+class EnrolmentPages:
+    def __init__(self, runtime: Runtime, pages: Pages) -> None:
+        self.runtime = runtime
+        self.pages = pages
+        self.tokens = enrol_tokens(runtime.settings)
+
+    async def enrol(self, request: Request) -> Response:
+        token = request.path_params["token"]
+        form = form_dict(await request.form()) if request.method == "POST" else None
+        return await run_in_threadpool(self._guard, request, token, form)
+
+    def _guard(self, request: Request, token: str, form: dict[str, Any] | None) -> Response:
+        try:
+            return self._enrol(request, token, form)
+        except Refusal as refusal:
+            return self.pages.problem(
+                request,
+                refusal.status_code,
+                refusal.title,
+                refusal.message,
+                sign_out=refusal.sign_out,
+            )
+
+    def _user(self, token: str, now: datetime, posted: bool) -> User:
+        payload = verify_token(self.tokens, token, now)
+        user_id = payload.get("u")
+        if not isinstance(user_id, int) or not isinstance(payload.get("n"), str):
+            raise Refusal(400, "This link is not valid", "This link is not valid.")
+        with self.runtime.readers() as session:
+            user = session.get(User, user_id)
+            if user is None:
+                raise Refusal(400, "This link is not valid", "This link is not valid.")
+            if not user.active:
+                raise Refusal(
+                    403, "Your access has been removed", "You can no longer use this service."
+                )
+            if session.get(UsedToken, token_digest(token)) is not None:
+                raise Refusal(409 if posted else 200, "This link has been used", USED)
+            if is_enrolled(session, user.id):
+                raise Refusal(409 if posted else 200, "Already set up", ALREADY_ENROLLED)
+        return user
+
+    def _enrol(self, request: Request, token: str, form: dict[str, Any] | None) -> Response:
+        now = self.runtime.clock()
+        if form is not None and not csrf_ok(request, form):
+            raise Refusal(403, "This form has expired", FORM_EXPIRED)
+        user = self._user(token, now, posted=form is not None)
+        check_session_user(request, user.id)
+        if form is None:
+            return self.pages.render(
+                request,
+                "enrol_start.html",
+                {"title": "Set up your authenticator app", "user": user},
+            )
+        if form.get("action") == "finish" and request.session.get("enrol_uid") == user.id:
+            return self._finish(request, token, user, text(form, CODE_FIELD), now)
+        with self.runtime.sessions.begin() as session:
+            try:
+                secret = start_enrolment(
+                    session, user_id=user.id, secret_key=self.runtime.settings.secret_key, now=now
+                )
+            except MfaError as exc:
+                raise Refusal(409, "Already set up", exc.message) from None
+        # Kept in the signed session only until the first code is checked,
+        # so a wrong code can be typed again beside the same QR code.
+        request.session["enrol_uid"] = user.id
+        request.session["enrol_secret"] = secret
+        return self._scan_page(request, user, secret, Problems())
+
+    def _scan_page(
+        self, request: Request, user: User, secret: str, problems: Problems, status_code: int = 200
+    ) -> Response:
+        uri = provisioning_uri(secret, email=user.email, issuer=self.runtime.settings.service_name)
+        return self.pages.render(
+            request,
+            "enrol_scan.html",
+            {
+                "title": "Scan the QR code with your authenticator app",
+                "user": user,
+                "qr": qr_data_uri(uri),
+                "secret": grouped(secret),
+                "errors": problems.by_field,
+                "error_list": problems.listed(),
+            },
+            status_code=status_code,
+        )
+
+    def _finish(
+        self, request: Request, token: str, user: User, code: str, now: datetime
+    ) -> Response:
+        secret = request.session.get("enrol_secret")
+        if not isinstance(secret, str):
+            raise Refusal(403, "This form has expired", FORM_EXPIRED)
+        problems = Problems()
+        if not code:
+            problems.add(CODE_FIELD, "Enter the 6-digit code from your authenticator app")
+            return self._scan_page(request, user, secret, problems, 400)
+        codes: list[str] | None = None
+        refused: MfaError | None = None
+        with self.runtime.sessions.begin() as session:
+            try:
+                codes = finish_enrolment(
+                    session,
+                    user_id=user.id,
+                    code=code,
+                    secret_key=self.runtime.settings.secret_key,
+                    now=now,
+                )
+            except MfaError as exc:
+                # Committed as it is: the failure counts towards the lock-out.
+                refused = exc
+            if codes is not None and not use_token_once(
+                session, token=token, purpose=Purpose.ENROL.value, user_id=user.id, now=now
+            ):
+                session.rollback()
+                raise Refusal(409, "This link has been used", USED)
+        if refused is not None or codes is None:
+            message = refused.message if refused else "Try again."
+            problems.add(CODE_FIELD, message)
+            return self._scan_page(
+                request, user, secret, problems, 429 if isinstance(refused, LockedOut) else 400
+            )
+        request.session.pop("enrol_secret", None)
+        request.session.pop("enrol_uid", None)
+        mark_verified(request, user.id, now)
+        return self.pages.render(
+            request,
+            "enrol_done.html",
+            {"title": "Your authenticator app is set up", "user": user, "codes": codes},
+        )

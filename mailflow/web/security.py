@@ -1,0 +1,117 @@
+"""What every page shares for safety: response headers, the signed session
+cookie, the CSRF token and how recently the person gave a second factor."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from datetime import datetime, timedelta
+from typing import Any
+
+from starlette.datastructures import MutableHeaders
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from mailflow.config import Settings
+
+# A right code lets the same person commit again for this long without
+# typing another: correcting a form, or answering for the next alert.
+VERIFIED_FOR = timedelta(minutes=10)
+# The session only carries the CSRF token and the last second factor, so
+# it need not outlive a working day.
+SESSION_MAX_AGE_SECONDS = 8 * 60 * 60
+CSRF_FIELD = "csrf_token"
+
+# No inline script or style anywhere; data: images only for the QR code.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+
+
+def uses_https(settings: Settings) -> bool:
+    return settings.base_url.startswith("https://")
+
+
+def session_cookie_name(settings: Settings) -> str:
+    # The __Host- prefix makes browsers refuse the cookie unless it is
+    # Secure, has Path=/ and no Domain: no sibling host can plant one.
+    return "__Host-mailflow" if uses_https(settings) else "mailflow"
+
+
+def session_secret(settings: Settings) -> str:
+    """The key that signs session cookies: derived from the secret key with
+    a label of its own, so a session cookie is never a valid link."""
+    return hmac.new(
+        settings.secret_key.encode("utf-8"), b"mailflow.web.session", hashlib.sha256
+    ).hexdigest()
+
+
+class SecurityHeaders:
+    """Adds the security headers to every response, error pages included."""
+
+    def __init__(self, app: ASGIApp, *, https: bool) -> None:
+        self.app = app
+        self.https = https
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+                headers["X-Frame-Options"] = "DENY"
+                headers["Referrer-Policy"] = "no-referrer"
+                headers["X-Content-Type-Options"] = "nosniff"
+                headers["Cross-Origin-Opener-Policy"] = "same-origin"
+                headers["Permissions-Policy"] = "camera=(), microphone=(), geolocation=()"
+                if self.https:
+                    headers["Strict-Transport-Security"] = "max-age=31536000"
+                # Pages carry tokens in their address and show answers,
+                # secrets and recovery codes: nothing may be kept.  Only the
+                # stylesheet says otherwise.
+                if "cache-control" not in headers:
+                    headers["Cache-Control"] = "no-store"
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def csrf_token(request: Request) -> str:
+    """The session's CSRF token, made on first use."""
+    token = request.session.get("csrf")
+    if not isinstance(token, str):
+        token = secrets.token_urlsafe(32)
+        request.session["csrf"] = token
+    return token
+
+
+def csrf_ok(request: Request, form: dict[str, Any]) -> bool:
+    expected = request.session.get("csrf")
+    given = form.get(CSRF_FIELD)
+    if not isinstance(expected, str) or not isinstance(given, str) or not given:
+        return False
+    return hmac.compare_digest(expected.encode("utf-8"), given.encode("utf-8"))
+
+
+def session_user(request: Request) -> int | None:
+    user_id = request.session.get("uid")
+    return user_id if isinstance(user_id, int) else None
+
+
+def is_verified(request: Request, user_id: int, now: datetime) -> bool:
+    """True when this session gave a right second factor for this person
+    within the last ten minutes."""
+    at = request.session.get("verified_at")
+    if session_user(request) != user_id or not isinstance(at, int | float):
+        return False
+    return 0 <= now.timestamp() - at <= VERIFIED_FOR.total_seconds()
+
+
+def mark_verified(request: Request, user_id: int, now: datetime) -> None:
+    request.session["uid"] = user_id
+    request.session["verified_at"] = now.timestamp()

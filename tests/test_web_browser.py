@@ -1,0 +1,216 @@
+"""A new responder, in a real headless Chromium: the welcome email, setting
+up an authenticator app, answering from the alert email's link with a
+code, and confirming an answer sent by reply; with the real web server,
+queue worker, inbound SMTP server and relay."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import smtplib
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import pyotp
+import pytest
+import uvicorn
+from sqlalchemy.orm import Session
+
+from mailflow.config import Settings, parse_relay
+from mailflow.edges.smtpd import InboundServer
+from mailflow.mail.alert_email import answer_tokens
+from mailflow.web import create_app
+from mailflow.workers.queue import QueueWorker
+from mailflow.workers.runtime import Runtime, utc_now
+from tests.conftest import missing_component
+from tests.support.relay import CapturingRelay, Received, free_port
+from tests.support.seed import issue, seed_people
+from tests.support.waiting import wait_until
+from tests.test_inbound_processing import reply
+from tests.test_web import mailflow
+
+CHROMIUM = os.environ.get("MAILFLOW_TEST_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+NIA = "nia@riverside.example"
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    if not shutil.which(CHROMIUM) and not os.path.exists(CHROMIUM):
+        missing_component(f"Chromium at {CHROMIUM} (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        missing_component("the playwright Python package (pip install -e '.[dev]')")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@dataclass
+class Service:
+    settings: Settings
+    smtpd_port: int
+
+
+@pytest.fixture
+def service(
+    settings_for: Any, database_url: str, relay: CapturingRelay, session: Session
+) -> Iterator[Service]:
+    port = free_port()
+    settings: Settings = settings_for(
+        database_url,
+        smtp_relay=parse_relay(f"smtp://127.0.0.1:{relay.port}"),
+        base_url=f"http://127.0.0.1:{port}",
+    )
+    seed_people(session)
+    session.commit()
+    runtime = Runtime(settings)
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(runtime), host="127.0.0.1", port=port, log_level="warning")
+    )
+    web_thread = threading.Thread(target=server.run, name="web", daemon=True)
+    inbound = InboundServer(runtime, "127.0.0.1", 0)
+    worker = QueueWorker(runtime, poll_seconds=0.05)
+    web_thread.start()
+    inbound.start()
+    worker.start()
+    try:
+        wait_until(lambda: server.started, timeout=10, what="the web server to start")
+        yield Service(settings, inbound.port)
+    finally:
+        worker.stop()
+        inbound.stop()
+        server.should_exit = True
+        web_thread.join(timeout=10)
+        runtime.close()
+
+
+def text_of(received: Received) -> str:
+    body = received.message.get_body(("plain",))
+    assert body is not None
+    content: str = body.get_content()
+    return content
+
+
+def wait_for_email(relay: CapturingRelay, to: str, subject: str) -> Received:
+    def found() -> bool:
+        return any(
+            r.recipients == [to] and subject in str(r.message["Subject"]) for r in relay.received
+        )
+
+    wait_until(found, timeout=20, what=f"an email to {to} about {subject!r}")
+    return next(
+        r for r in relay.received if r.recipients == [to] and subject in str(r.message["Subject"])
+    )
+
+
+def status_of(settings: Settings, code: str) -> dict[str, Any]:
+    result = mailflow(settings, "alert", "status", "CC-4720", "--json")
+    assert result.exit_code == 0, result.output
+    rows = {row["organisation"]: row for row in json.loads(result.output)["organisations"]}
+    row: dict[str, Any] = rows[code]
+    return row
+
+
+def test_a_new_responder_sets_up_mfa_and_answers_by_link_and_by_reply(
+    browser: Any,
+    service: Service,
+    relay: CapturingRelay,
+    session: Session,
+    tmp_path: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = service.settings
+    added = mailflow(
+        settings, "users", "add", NIA, "--name", "Nia Shah", "--org", "RXA", "--role", "responder"
+    )
+    assert added.exit_code == 0, added.output
+    console_errors: list[str] = []
+
+    # The welcome email's link sets up the authenticator app.
+    welcome = wait_for_email(relay, NIA, "Welcome")
+    [enrol_link] = re.findall(r"http://127\.0\.0\.1:\d+/enrol/\S+", text_of(welcome))
+    first = browser.new_context()
+    page = first.new_page()
+    page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+    page.goto(enrol_link)
+    assert page.locator("h1").inner_text() == "Set up your authenticator app"
+    page.get_by_role("button", name="Continue").click()
+    page.wait_for_selector("#secret")
+    assert page.locator("img.qr").evaluate("img => img.naturalWidth") > 0
+    secret = page.locator("#secret").inner_text().replace(" ", "")
+    totp = pyotp.TOTP(secret)
+    page.get_by_label("Code from your authenticator app").fill(totp.now())
+    page.get_by_role("button", name="Finish setting up").click()
+    page.wait_for_selector("#recovery-codes")
+    assert page.locator("#recovery-codes li").count() == 10
+    first.close()
+
+    # The alert email's "complete" link, in a new browser: a code is needed.
+    issue(session)
+    session.commit()
+    alert_email = wait_for_email(relay, NIA, "CC-4720")
+    tokens = answer_tokens(settings)
+    links = re.findall(r"http://127\.0\.0\.1:\d+/r/\S+", text_of(alert_email))
+    [complete] = [
+        link for link in links if tokens.verify(link.rsplit("/", 1)[1])["s"] == "complete"
+    ]
+    second = browser.new_context()
+    page = second.new_page()
+    page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+    page.goto(complete)
+    assert "Record your answer to CC-4720" in page.locator("h1").inner_text()
+    page.get_by_label("Note (optional)").fill("Upgraded to 9.4.2")
+    # The next step's code: the one of now went on enrolment.
+    page.get_by_label("Security code").fill(totp.at(utc_now() + timedelta(seconds=30)))
+    page.get_by_role("button", name="Record this answer").click()
+    page.wait_for_selector(".panel-success")
+    assert "Answer recorded" in page.locator("h1").inner_text()
+
+    row = status_of(settings, "RXA")
+    assert (row["status"], row["note"], row["answered_by"]) == (
+        "complete",
+        "Upgraded to 9.4.2",
+        NIA,
+    )
+    wait_for_email(relay, NIA, "Recorded: CC-4720")
+    wait_for_email(relay, "ann@riverside.example", "Recorded: CC-4720")
+
+    # A reply over SMTP comes back as a confirm link; the same browser
+    # gave a code minutes ago, so it only confirms.
+    with smtplib.SMTP("127.0.0.1", service.smtpd_port) as client:
+        client.sendmail(
+            NIA,
+            [str(alert_email.message["Reply-To"])],
+            reply(f"Nia Shah <{NIA}>", "RXA: in progress: expected 5 December 2030"),
+        )
+    confirm = wait_for_email(relay, NIA, "Confirm your answer")
+    [confirm_link] = re.findall(r"http://127\.0\.0\.1:\d+/c/\S+", text_of(confirm))
+    page.goto(confirm_link)
+    assert page.get_by_label("Day").input_value() == "5"
+    assert "do not need another one" in page.content()
+    page.get_by_role("button", name="Record this answer").click()
+    page.wait_for_selector(".panel-success")
+    second.close()
+
+    row = status_of(settings, "RXA")
+    assert (row["status"], row["expected_on"]) == ("in_progress", "2030-12-05")
+    assert console_errors == []
