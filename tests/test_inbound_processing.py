@@ -607,7 +607,10 @@ def test_our_own_confirm_email_sent_back_to_us_gets_no_answer(
 
 
 def test_the_confirm_email_goes_out_through_the_relay_from_the_null_sender(
-    runtime: Runtime, keys: dict[str, Delivery], session: Session, relay: CapturingRelay,
+    runtime: Runtime,
+    keys: dict[str, Delivery],
+    session: Session,
+    relay: CapturingRelay,
 ) -> None:
     ann = keys["ann@riverside.example"]
     alert_emails = len(keys)
@@ -626,4 +629,41 @@ def test_the_confirm_email_goes_out_through_the_relay_from_the_null_sender(
     assert confirm.mail_from == "<>"
     assert confirm.recipients == ["ann@riverside.example"]
     assert str(confirm.message["Subject"]).strip().startswith("Confirm your answer: CC-4720")
+    assert [e.state for e in outgoing(session)] == ["sent"]
+
+
+def test_a_job_delivered_twice_at_once_processes_and_sends_once(
+    runtime: Runtime,
+    keys: dict[str, Delivery],
+    session: Session,
+    relay: CapturingRelay,
+) -> None:
+    import threading
+
+    from mailflow.workers.outgoing import send_outgoing
+
+    ann = keys["ann@riverside.example"]
+    with runtime.sessions.begin() as writing:
+        stored = store_inbound_message(
+            writing,
+            reply("ann@riverside.example", "RXA: complete"),
+            source="smtp",
+            envelope_from="ann@riverside.example",
+            envelope_to=[reply_to(ann)],
+            now=runtime.clock(),
+        )
+        message_id = stored.id
+
+    def twice(work: object, arg: int) -> None:
+        threads = [threading.Thread(target=work, args=(runtime, arg)) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+
+    twice(process_inbound, message_id)
+    assert pending(session) == [("RXA", "complete")]
+    [email] = outgoing(session)
+    twice(send_outgoing, email.id)
+    assert [r.recipients for r in relay.received] == [["ann@riverside.example"]]
     assert [e.state for e in outgoing(session)] == ["sent"]

@@ -4,9 +4,9 @@ transaction, and sent by a job."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from mailflow.domain.audit import record_event
@@ -111,3 +111,23 @@ def record_outgoing_deferred(
     email.last_error = error
     email.next_attempt_at = now + retry_delay(email.attempts, retry_base_seconds)
     return email.next_attempt_at
+
+
+def claim_outgoing(
+    session: Session, email_id: int, *, now: datetime, hold: timedelta
+) -> OutgoingEmail | None:
+    """Take a queued, due email for sending, or None when it is not due or
+    another sender has it (its hold runs until ``next_attempt_at``)."""
+    result = session.execute(
+        update(OutgoingEmail)
+        .where(
+            OutgoingEmail.id == email_id,
+            OutgoingEmail.state == OutgoingState.QUEUED,
+            OutgoingEmail.next_attempt_at <= now,
+        )
+        .values(next_attempt_at=now + hold)
+        .execution_options(synchronize_session=False)
+    )
+    if not result.rowcount:  # type: ignore[attr-defined]
+        return None
+    return session.get_one(OutgoingEmail, email_id, populate_existing=True)

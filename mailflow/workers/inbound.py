@@ -46,7 +46,9 @@ PROBLEM_KIND = "reply_problem"
 def process_inbound(runtime: Runtime, message_id: int) -> None:
     try:
         with runtime.sessions.begin() as session:
-            message = session.get(InboundMessage, message_id)
+            # Locked (on PostgreSQL; SQLite's transactions already take the
+            # write lock), so a job delivered twice at once runs once.
+            message = session.get(InboundMessage, message_id, with_for_update=True)
             if message is None or message.state != InboundState.RECEIVED:
                 return  # already processed: a redelivered job does nothing
             message.attempts += 1

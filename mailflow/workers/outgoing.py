@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from mailflow.domain.models import OutgoingEmail, OutgoingState
 from mailflow.domain.outgoing import (
+    claim_outgoing,
     record_outgoing_deferred,
     record_outgoing_failed,
     record_outgoing_sent,
@@ -23,6 +24,15 @@ def send_outgoing(runtime: Runtime, email_id: int) -> datetime | None:
             return None
         if email.next_attempt_at > runtime.clock():
             return email.next_attempt_at
+    # Claimed in a transaction of its own, so that a job delivered twice at
+    # once sends once; a sender that dies leaves it to be sent again when
+    # the hold runs out.
+    hold = timedelta(seconds=runtime.settings.send_lease_seconds)
+    with runtime.sessions.begin() as session:
+        email = claim_outgoing(session, email_id, now=runtime.clock(), hold=hold)
+        if email is None:
+            current = session.get_one(OutgoingEmail, email_id)
+            return current.next_attempt_at if current.state == OutgoingState.QUEUED else None
         message = OutgoingMessage(Envelope(email.mail_from, email.recipient), email.raw)
     result = send_now(runtime.transport, message)
     settings = runtime.settings
