@@ -13,6 +13,8 @@ from base64 import b64encode
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from email import message_from_bytes
+from email.policy import default
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -758,3 +760,20 @@ def test_alert_status_shows_each_organisation_and_its_answer(web: Web, in_tmp: N
     assert "RXB        no answer" in text.output
     assert "RXA        Complete  by raj@riverside.example" in text.output
     assert datetime.fromisoformat(by_code["RXA"]["answered_at"]) <= datetime.now(UTC)
+
+
+def test_a_set_up_link_sent_before_a_reset_no_longer_works(web: Web, in_tmp: None) -> None:
+    raj = user_id(web.db(), "raj@riverside.example")
+    old = enrolment_link(web.settings, raj, datetime.now(UTC) - timedelta(hours=1))
+    reset = mailflow(web.settings, "users", "reset-mfa", "raj@riverside.example")
+    assert reset.exit_code == 0, reset.output
+    email = web.db().scalars(select(OutgoingEmail).where(OutgoingEmail.kind == "welcome")).one()
+    sent = message_from_bytes(email.raw, policy=default)
+    text = sent.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    new = re.search(r"https://mailflow\.test(/enrol/[A-Za-z0-9_.\-]+)", text)
+    assert new is not None
+
+    refused = web.client.get(old.removeprefix("https://mailflow.test"))
+    assert refused.status_code == 410
+    assert "replaced by a newer one" in refused.text
+    assert web.client.get(new.group(1)).status_code == 200

@@ -12,11 +12,12 @@ from __future__ import annotations
 import base64
 import io
 import secrets
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from email.utils import make_msgid
 from typing import Any
 
 import segno
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -32,7 +33,7 @@ from mailflow.domain.mfa import (
     provisioning_uri,
     start_enrolment,
 )
-from mailflow.domain.models import UsedToken, User
+from mailflow.domain.models import AuditEvent, UsedToken, User
 from mailflow.domain.outgoing import queue_email
 from mailflow.mail.messages import MessageHeaders, address, build_message
 from mailflow.mail.templates import render_email
@@ -68,11 +69,25 @@ def enrol_tokens(settings: Settings) -> TokenService:
     return TokenService(settings.secret_key, Purpose.ENROL, ENROL_LINK_LIFETIME)
 
 
-def enrolment_link(settings: Settings, user_id: int) -> str:
+def enrolment_link(settings: Settings, user_id: int, now: datetime | None = None) -> str:
     # The nonce makes each email's link its own, so using one does not use
-    # up a later one (after a reset).
-    token = enrol_tokens(settings).sign({"u": user_id, "n": secrets.token_urlsafe(12)})
+    # up a later one (after a reset); the issue time lets a reset retire
+    # every link sent before it.
+    issued = int((now or datetime.now(UTC)).timestamp())
+    token = enrol_tokens(settings).sign({"u": user_id, "n": secrets.token_urlsafe(12), "i": issued})
     return f"{settings.base_url}{ENROL_PATH}{token}"
+
+
+def _reset_since(session: Session, user_id: int, issued: int) -> bool:
+    """Whether the person's second factor was reset after a link was sent:
+    a link from before a reset (which may be why it was reset) is void."""
+    last_reset = session.scalar(
+        select(func.max(AuditEvent.at)).where(
+            AuditEvent.action == "mfa.reset", AuditEvent.subject == f"user:{user_id}"
+        )
+    )
+    # Whole seconds: the reset's own new link is issued in the same instant.
+    return last_reset is not None and int(last_reset.timestamp()) > issued
 
 
 def queue_welcome_email(
@@ -80,7 +95,7 @@ def queue_welcome_email(
 ) -> str:
     """Queue, in the caller's transaction, the email with the person's
     enrolment link; returns the link."""
-    link = enrolment_link(settings, user.id)
+    link = enrolment_link(settings, user.id, now)
     rendered = render_email(
         "welcome",
         {
@@ -158,6 +173,14 @@ class EnrolmentPages:
                 )
             if session.get(UsedToken, token_digest(token)) is not None:
                 raise Refusal(409 if posted else 200, "This link has been used", USED)
+            issued = payload.get("i")
+            if not isinstance(issued, int) or _reset_since(session, user.id, issued):
+                raise Refusal(
+                    410,
+                    "This link has been replaced",
+                    "This set-up link was replaced by a newer one. Use the link in your most "
+                    "recent email, or ask an administrator to send a new one.",
+                )
             if is_enrolled(session, user.id):
                 raise Refusal(409 if posted else 200, "Already set up", ALREADY_ENROLLED)
         return user
