@@ -19,16 +19,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
-import ctypes
 import io
-import logging
 import math
-import multiprocessing
-import multiprocessing.synchronize
 import pstats
 import re
 import secrets
-import socket
 import statistics
 import sys
 import tempfile
@@ -36,14 +31,25 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from types import TracebackType
-from typing import Any
 
 import aiosmtplib
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from mailflow.config import Settings, load_settings, parse_relay
+from bench.common import (
+    ALERT,
+    MAIL_DOMAIN,
+    USERS_PER_ORG,
+    Sink,
+    add_database_and_timeout_arguments,
+    configure_logging,
+    insert_memberships,
+    insert_organisations,
+    insert_users,
+    make_parser,
+    relay_settings,
+)
+from mailflow.config import Settings
 from mailflow.db.engine import make_engine, make_sessionmaker
 from mailflow.db.migrate import upgrade
 from mailflow.domain.alerts import issue_alert
@@ -52,10 +58,8 @@ from mailflow.domain.models import (
     AlertAudience,
     Delivery,
     DeliveryState,
-    Membership,
     Organisation,
     Role,
-    User,
 )
 from mailflow.intake.alert_files import parse_alert_spec
 from mailflow.mail.alert_email import AlertEmailComposer
@@ -63,118 +67,10 @@ from mailflow.workers.fanout import deliver_alert
 from mailflow.workers.queue import QueueWorker
 from mailflow.workers.runtime import Runtime
 
-USERS_PER_ORG = 10
-SECRET_KEY = "bench-secret-key-" + "x" * 40
-MAIL_FROM = "bounces@bench.example.org"
+MAIL_FROM = f"bounces@{MAIL_DOMAIN}"
 SAMPLE_MESSAGES = 16
 COMPOSE_SAMPLE = 500
 TARGET_RATIO = 0.7
-
-ALERT = {
-    "title": "Remote code execution in Example VPN Gateway",
-    "severity": "high",
-    "summary": (
-        "A critical flaw in the web interface of Example VPN Gateway lets an\n"
-        "unauthenticated attacker run code on the appliance. It is being exploited.\n"
-    ),
-    "affected": ["Example VPN Gateway 9.0 to 9.4", "Example VPN Gateway 10.0 to 10.1"],
-    "cves": ["CVE-2026-41234"],
-    "remediation": (
-        "Upgrade to 9.4.2 or 10.1.1. If you cannot upgrade at once, disable the web\n"
-        "interface on external addresses and review logs for signs of compromise.\n"
-    ),
-    "references": ["https://example.org/advisories/vpn-2026-41234"],
-    "deadline_hours": 48,
-}
-
-
-# --------------------------------------------------------------------- sink
-
-
-class _CountingHandler:
-    def __init__(self, counter: Any) -> None:
-        self.counter = counter
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.counter.value += 1
-        return "250 2.0.0 OK"
-
-
-def _run_sink(
-    port: int,
-    counter: Any,
-    ready: multiprocessing.synchronize.Event,
-    stop: multiprocessing.synchronize.Event,
-) -> None:
-    from aiosmtpd.controller import Controller
-
-    controller = Controller(
-        _CountingHandler(counter),
-        hostname="127.0.0.1",
-        port=port,
-        server_hostname="sink.localhost",
-        ready_timeout=30,
-    )
-    controller.start()
-    ready.set()
-    try:
-        stop.wait()
-    finally:
-        controller.stop()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Sink:
-    """An aiosmtpd sink in a child process; ``count`` is what it accepted."""
-
-    def __init__(self) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self.port = free_port()
-        self._counter: Any = ctx.RawValue(ctypes.c_int64, 0)
-        self._ready = ctx.Event()
-        self._stop = ctx.Event()
-        self._process = ctx.Process(
-            target=_run_sink,
-            args=(self.port, self._counter, self._ready, self._stop),
-            name="smtp-sink",
-            daemon=True,
-        )
-
-    def __enter__(self) -> Sink:
-        self._process.start()
-        if not self._ready.wait(60):
-            self._process.kill()
-            raise RuntimeError("the SMTP sink did not start")
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._stop.set()
-        self._process.join(10)
-        if self._process.is_alive():
-            self._process.kill()
-            self._process.join()
-
-    @property
-    def count(self) -> int:
-        return int(self._counter.value)
-
-    def wait_for(self, n: int, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while self.count < n:
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.002)
-        return True
 
 
 # -------------------------------------------------------------- fixture data
@@ -197,75 +93,33 @@ def populate(database_url: str, recipients: int) -> Fixture:
     org_type = f"bench-{tag}"
     now = datetime.now(UTC)
     n_orgs = math.ceil(recipients / USERS_PER_ORG)
-    emails = [f"user{i:06d}.{tag}@bench.example.org" for i in range(recipients)]
+    emails = [f"user{i:06d}.{tag}@{MAIL_DOMAIN}" for i in range(recipients)]
     with engine.begin() as conn:
-        conn.execute(
-            insert(Organisation),
-            [
-                {
-                    "code": f"B{tag}{i:06d}",
-                    "name": f"Bench organisation {i}",
-                    "type": org_type,
-                    "parent_id": None,
-                    "opened_on": None,
-                    "closed_on": None,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-                for i in range(n_orgs)
-            ],
+        org_ids = insert_organisations(
+            conn,
+            org_type,
+            {f"B{tag}{i:06d}": f"Bench organisation {i}" for i in range(n_orgs)},
+            now,
         )
-        org_ids = {
-            code: id_
-            for code, id_ in conn.execute(
-                select(Organisation.code, Organisation.id).where(Organisation.type == org_type)
-            )
-        }
-        conn.execute(
-            insert(User),
-            [
-                {
-                    "email": email,
-                    "name": f"Bench User {i}",
-                    "national_role": None,
-                    "active": True,
-                    "created_at": now,
-                }
-                for i, email in enumerate(emails)
-            ],
+        user_ids = insert_users(
+            conn,
+            {email: f"Bench User {i}" for i, email in enumerate(emails)},
+            f".{tag}@{MAIL_DOMAIN}",
+            now,
         )
-        user_ids = {
-            email: id_
-            for email, id_ in conn.execute(
-                select(User.email, User.id).where(User.email.like(f"%.{tag}@bench.example.org"))
-            )
-        }
-        conn.execute(
-            insert(Membership),
-            [
-                {
-                    "user_id": user_ids[email],
-                    "role": Role.RESPONDER,
-                    "created_at": now,
-                    "organisation_id": org_ids[f"B{tag}{i // USERS_PER_ORG:06d}"],
-                }
+        insert_memberships(
+            conn,
+            (
+                (user_ids[email], Role.RESPONDER, org_ids[f"B{tag}{i // USERS_PER_ORG:06d}"])
                 for i, email in enumerate(emails)
-            ],
+            ),
+            now,
         )
     return Fixture(engine, database_url, org_type, emails)
 
 
 def make_settings(fixture: Fixture, port: int, connections: int) -> Settings:
-    return load_settings(
-        environ={},
-        overrides={
-            "database_url": fixture.database_url,
-            "secret_key": SECRET_KEY,
-            "smtp_relay": parse_relay(f"smtp://127.0.0.1:{port}"),
-            "smtp_connections": connections,
-            "mail_domain": "bench.example.org",
-        },
-    )
+    return relay_settings(fixture.database_url, port, connections, environ={})
 
 
 def issue(fixture: Fixture, settings: Settings) -> int:
@@ -432,17 +286,11 @@ def profile_mailflow(fixture: Fixture, connections: int, n: int, top: int) -> st
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser = make_parser(__doc__)
     parser.add_argument("--recipients", type=int, default=10_000)
     parser.add_argument("--connections", type=int, default=4)
-    parser.add_argument(
-        "--database-url", default=None, help="default: a fresh SQLite file in a temporary directory"
-    )
-    parser.add_argument(
-        "--timeout",
-        type=float,
-        default=None,
-        help="seconds to wait for mailflow (default: scaled to --recipients)",
+    add_database_and_timeout_arguments(
+        parser, "seconds to wait for mailflow (default: scaled to --recipients)"
     )
     parser.add_argument(
         "--profile",
@@ -457,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         help="repeat baseline and mailflow this many times on fresh databases; report medians",
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging()
     n: int = args.recipients
     connections: int = args.connections
     timeout: float = args.timeout or max(60.0, n / 20)

@@ -21,13 +21,8 @@ Run from the repository root::
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import ctypes
-import logging
 import math
-import multiprocessing
-import multiprocessing.synchronize
 import os
 import secrets
 import shutil
@@ -43,26 +38,40 @@ from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
-from types import TracebackType
-from typing import Any
 
 import aiosmtplib
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
-from mailflow.config import Settings, load_settings, parse_relay
+from bench.common import (
+    ALERT,
+    HOST,
+    MAIL_DOMAIN,
+    USER_DOMAIN,
+    USERS_PER_ORG,
+    Sink,
+    add_database_and_timeout_arguments,
+    configure_logging,
+    free_port,
+    insert_memberships,
+    insert_organisations,
+    insert_users,
+    log_tail,
+    make_parser,
+    mark_alerts_sent,
+    relay_settings,
+    server_env,
+    stop_process_group,
+    wait_until_serving,
+)
+from mailflow.config import Settings
 from mailflow.db.engine import make_engine, make_sessionmaker
 from mailflow.db.migrate import upgrade
-from mailflow.domain.alerts import DELIVER_ALERT, issue_alert
+from mailflow.domain.alerts import issue_alert
 from mailflow.domain.models import (
     Delivery,
-    DeliveryState,
     InboundMessage,
     InboundState,
-    Job,
-    JobState,
-    Membership,
-    Organisation,
     OutgoingEmail,
     OutgoingState,
     Role,
@@ -73,29 +82,8 @@ from mailflow.workers.inbound import CONFIRM_KIND
 from mailflow.workers.queue import QueueWorker
 from mailflow.workers.runtime import Runtime
 
-USERS_PER_ORG = 10
-MAIL_DOMAIN = "bench.example.org"
-USER_DOMAIN = "users.bench.example"
-SECRET_KEY = "bench-secret-key-" + "x" * 40
 TARGET_RATIO = 0.5
 CLIENT_HOSTNAME = "client.bench.example"
-
-ALERT = {
-    "title": "Remote code execution in Example VPN Gateway",
-    "severity": "high",
-    "summary": (
-        "A critical flaw in the web interface of Example VPN Gateway lets an\n"
-        "unauthenticated attacker run code on the appliance. It is being exploited.\n"
-    ),
-    "affected": ["Example VPN Gateway 9.0 to 9.4", "Example VPN Gateway 10.0 to 10.1"],
-    "cves": ["CVE-2026-41234"],
-    "remediation": (
-        "Upgrade to 9.4.2 or 10.1.1. If you cannot upgrade at once, disable the web\n"
-        "interface on external addresses and review logs for signs of compromise.\n"
-    ),
-    "references": ["https://example.org/advisories/vpn-2026-41234"],
-    "deadline_hours": 48,
-}
 
 # What a mail client quotes under a reply: the top of the alert email.
 QUOTED = """\
@@ -114,90 +102,6 @@ of compromise.
 Reply to this email with one line per organisation, for example:
   {code}: complete
 """
-
-
-# ------------------------------------------------------------- sink process
-
-
-class _CountingHandler:
-    """Answers 250 to every message and counts it; nothing else."""
-
-    def __init__(self, counter: Any) -> None:
-        self.counter = counter
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.counter.value += 1
-        return "250 2.0.0 OK"
-
-
-def _run_sink(
-    port: int,
-    counter: Any,
-    ready: multiprocessing.synchronize.Event,
-    stop: multiprocessing.synchronize.Event,
-) -> None:
-    from aiosmtpd.controller import Controller
-
-    controller = Controller(
-        _CountingHandler(counter),
-        hostname="127.0.0.1",
-        port=port,
-        server_hostname="sink.localhost",
-        ready_timeout=30,
-    )
-    controller.start()
-    ready.set()
-    try:
-        stop.wait()
-    finally:
-        controller.stop()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Sink:
-    """An aiosmtpd server in a child process (loopback, free port) whose
-    handler answers 250; ``count`` is how many messages it accepted."""
-
-    def __init__(self) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self.port = free_port()
-        self._counter: Any = ctx.RawValue(ctypes.c_int64, 0)
-        self._ready = ctx.Event()
-        self._stop = ctx.Event()
-        self._process = ctx.Process(
-            target=_run_sink,
-            args=(self.port, self._counter, self._ready, self._stop),
-            name="smtp-sink",
-            daemon=True,
-        )
-
-    def __enter__(self) -> Sink:
-        self._process.start()
-        if not self._ready.wait(60):
-            self._process.kill()
-            raise RuntimeError("the SMTP sink did not start")
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._stop.set()
-        self._process.join(10)
-        if self._process.is_alive():
-            self._process.kill()
-            self._process.join()
-
-    @property
-    def count(self) -> int:
-        return int(self._counter.value)
 
 
 # -------------------------------------------------------------- fixture data
@@ -232,58 +136,19 @@ def populate(database_url: str, n: int) -> tuple[Engine, str, list[tuple[str, st
     codes = [f"I{tag.upper()}{i:05d}" for i in range(math.ceil(n / USERS_PER_ORG))]
     people = [(f"user{i:06d}.{tag}@{USER_DOMAIN}", codes[i // USERS_PER_ORG]) for i in range(n)]
     with engine.begin() as conn:
-        conn.execute(
-            insert(Organisation),
-            [
-                {
-                    "code": code,
-                    "name": f"Bench organisation {code}",
-                    "type": org_type,
-                    "parent_id": None,
-                    "opened_on": None,
-                    "closed_on": None,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-                for code in codes
-            ],
+        org_ids = insert_organisations(
+            conn, org_type, {code: f"Bench organisation {code}" for code in codes}, now
         )
-        org_ids = {
-            code: id_
-            for code, id_ in conn.execute(
-                select(Organisation.code, Organisation.id).where(Organisation.type == org_type)
-            )
-        }
-        conn.execute(
-            insert(User),
-            [
-                {
-                    "email": email,
-                    "name": f"Bench User {i}",
-                    "national_role": None,
-                    "active": True,
-                    "created_at": now,
-                }
-                for i, (email, _) in enumerate(people)
-            ],
+        user_ids = insert_users(
+            conn,
+            {email: f"Bench User {i}" for i, (email, _) in enumerate(people)},
+            f".{tag}@{USER_DOMAIN}",
+            now,
         )
-        user_ids = {
-            email: id_
-            for email, id_ in conn.execute(
-                select(User.email, User.id).where(User.email.like(f"%.{tag}@{USER_DOMAIN}"))
-            )
-        }
-        conn.execute(
-            insert(Membership),
-            [
-                {
-                    "user_id": user_ids[email],
-                    "role": Role.RESPONDER,
-                    "created_at": now,
-                    "organisation_id": org_ids[code],
-                }
-                for email, code in people
-            ],
+        insert_memberships(
+            conn,
+            ((user_ids[email], Role.RESPONDER, org_ids[code]) for email, code in people),
+            now,
         )
     return engine, org_type, people
 
@@ -297,17 +162,7 @@ def issue_and_mark_sent(engine: Engine, org_type: str) -> tuple[int, str]:
     with make_sessionmaker(engine).begin() as session:
         issued = issue_alert(session, spec, now=now, actor="bench", mail_domain=MAIL_DOMAIN)
         alert_id, reference = issued.alert.id, issued.alert.reference
-        session.execute(
-            update(Delivery)
-            .where(Delivery.alert_id == alert_id)
-            .values(state=DeliveryState.SENT, attempts=1, sent_at=now, updated_at=now)
-        )
-        for job in session.scalars(
-            select(Job).where(Job.kind == DELIVER_ALERT, Job.state == JobState.PENDING)
-        ):
-            if job.payload.get("alert_id") == alert_id:
-                job.state = JobState.DONE
-                job.finished_at = now
+        mark_alerts_sent(session, [alert_id], now)
     return alert_id, reference
 
 
@@ -373,7 +228,7 @@ async def _blast(port: int, replies: list[Reply], connections: int) -> Blast:
     for reply in replies:
         queue.put_nowait(reply)
     clients = [
-        aiosmtplib.SMTP(hostname="127.0.0.1", port=port, local_hostname=CLIENT_HOSTNAME, timeout=60)
+        aiosmtplib.SMTP(hostname=HOST, port=port, local_hostname=CLIENT_HOSTNAME, timeout=60)
         for _ in range(connections)
     ]
     for client in clients:
@@ -431,47 +286,32 @@ def run_baseline(replies: list[Reply], connections: int, timeout: float) -> Base
 # ------------------------------------------------------------ mailflow smtpd
 
 
+def _greets(port: int) -> bool:
+    """Whether the server at ``port`` greets with 220 (the smtpd only
+    listens once its database engine is made and the schema checked)."""
+    try:
+        with socket.create_connection((HOST, port), timeout=2) as sock:
+            if sock.recv(512).startswith(b"220"):
+                sock.sendall(b"QUIT\r\n")
+                sock.recv(512)
+                return True
+    except OSError:
+        pass
+    return False
+
+
 def _wait_listening(port: int, process: subprocess.Popen[bytes], timeout: float) -> None:
-    """Until the server greets with 220 (the smtpd only listens once its
-    database engine is made and the schema checked)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"mailflow smtpd exited with {process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
-                if sock.recv(512).startswith(b"220"):
-                    sock.sendall(b"QUIT\r\n")
-                    sock.recv(512)
-                    return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"mailflow smtpd did not listen on port {port} within {timeout:.0f}s")
+    state = wait_until_serving(process, lambda: _greets(port), timeout)
+    if state == "exited":
+        raise RuntimeError(f"mailflow smtpd exited with {process.returncode}")
+    if state == "timed out":
+        raise RuntimeError(f"mailflow smtpd did not listen on port {port} within {timeout:.0f}s")
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
-    """Stop the process group started for the smtpd: SIGINT, which the
-    smtpd takes as it takes SIGTERM (and a profiler wrapped around it as
-    Ctrl-C, writing its output); SIGKILL if that takes over 30 seconds."""
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGINT)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
-def smtpd_env(database_url: str, config_file: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILFLOW_")}
-    env.update(
-        MAILFLOW_CONFIG=str(config_file),
-        MAILFLOW_DATABASE_URL=database_url,
-        MAILFLOW_SECRET_KEY=SECRET_KEY,
-        MAILFLOW_MAIL_DOMAIN=MAIL_DOMAIN,
-    )
-    return env
+    # SIGINT, which the smtpd takes as it takes SIGTERM, and a profiler
+    # wrapped around it as Ctrl-C, writing its output.
+    stop_process_group(process, signal.SIGINT)
 
 
 @dataclass(frozen=True)
@@ -512,13 +352,13 @@ def run_storing(
         "mailflow",
         "smtpd",
         "--listen",
-        f"127.0.0.1:{port}",
+        f"{HOST}:{port}",
     ]
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
             command,
             cwd=tmp,
-            env=smtpd_env(fixture.database_url, config_file),
+            env=server_env(fixture.database_url, config_file),
             stdout=log_file,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -530,7 +370,7 @@ def run_storing(
             _stop(process)
     with fixture.engine.connect() as conn:
         stored = int(conn.scalar(select(func.count()).where(InboundMessage.id > first_id)) or 0)
-    tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-20:])
+    tail = log_tail(log_path)
     return Storing(result, stored, first_id, process.returncode, tail)
 
 
@@ -547,15 +387,11 @@ class Processing:
 
 
 def make_settings(fixture: Fixture, sink_port: int, connections: int, tmp: Path) -> Settings:
-    return load_settings(
+    return relay_settings(
+        fixture.database_url,
+        sink_port,
+        connections,
         environ={"MAILFLOW_CONFIG": str(tmp / "empty.toml")},
-        overrides={
-            "database_url": fixture.database_url,
-            "secret_key": SECRET_KEY,
-            "smtp_relay": parse_relay(f"smtp://127.0.0.1:{sink_port}"),
-            "smtp_connections": connections,
-            "mail_domain": MAIL_DOMAIN,
-        },
     )
 
 
@@ -634,17 +470,11 @@ def run_processing(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser = make_parser(__doc__)
     parser.add_argument("--replies", type=int, default=2000)
     parser.add_argument("--connections", type=int, default=4)
-    parser.add_argument(
-        "--database-url", default=None, help="default: a fresh SQLite file in a temporary directory"
-    )
-    parser.add_argument(
-        "--timeout",
-        type=float,
-        default=None,
-        help="seconds allowed for each phase (default: scaled to --replies)",
+    add_database_and_timeout_arguments(
+        parser, "seconds allowed for each phase (default: scaled to --replies)"
     )
     parser.add_argument("--worker-threads", type=int, default=2, help="QueueWorker threads")
     parser.add_argument(
@@ -660,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
         "spaces; it runs in a temporary directory, so give absolute output paths)",
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging()
     n: int = args.replies
     if not 1 <= n <= USERS_PER_ORG * 100_000:
         parser.error("--replies must be between 1 and 1000000 (organisation codes have 5 digits)")

@@ -26,13 +26,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import math
 import os
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -46,59 +44,51 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pyotp
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from mailflow.config import load_settings
+from bench.common import (
+    ALERT,
+    HOST,
+    MAIL_DOMAIN,
+    SECRET_KEY,
+    USER_DOMAIN,
+    add_database_and_timeout_arguments,
+    configure_logging,
+    free_port,
+    insert_memberships,
+    insert_organisations,
+    insert_users,
+    log_tail,
+    make_parser,
+    mark_alerts_sent,
+    server_env,
+    stop_process_group,
+    wait_until_serving,
+    web_settings,
+)
 from mailflow.db.engine import make_engine, make_sessionmaker
 from mailflow.db.migrate import upgrade
 from mailflow.domain import mfa
-from mailflow.domain.alerts import DELIVER_ALERT, issue_alert
+from mailflow.domain.alerts import issue_alert
 from mailflow.domain.models import (
     Answer,
     Delivery,
-    DeliveryState,
-    Job,
-    JobState,
-    Membership,
-    Organisation,
     OutgoingEmail,
     Role,
     UsedToken,
-    User,
 )
 from mailflow.domain.statuses import AnswerStatus
 from mailflow.intake.alert_files import parse_alert_spec
 from mailflow.mail.alert_email import answer_tokens
 from mailflow.web.security import session_cookie_name
 
-HOST = "127.0.0.1"
-MAIL_DOMAIN = "bench.example.org"
-USER_DOMAIN = "users.bench.example"
-SECRET_KEY = "bench-secret-key-" + "x" * 40
 RECEIPT_KIND = "receipt"
 NOTE = "Patched to 9.4.2 on all gateways"
-
-ALERT = {
-    "title": "Remote code execution in Example VPN Gateway",
-    "severity": "high",
-    "summary": (
-        "A critical flaw in the web interface of Example VPN Gateway lets an\n"
-        "unauthenticated attacker run code on the appliance. It is being exploited.\n"
-    ),
-    "affected": ["Example VPN Gateway 9.0 to 9.4", "Example VPN Gateway 10.0 to 10.1"],
-    "cves": ["CVE-2026-41234"],
-    "remediation": (
-        "Upgrade to 9.4.2 or 10.1.1. If you cannot upgrade at once, disable the web\n"
-        "interface on external addresses and review logs for signs of compromise.\n"
-    ),
-    "references": ["https://example.org/advisories/vpn-2026-41234"],
-    "deadline_hours": 48,
-}
 
 _CSRF = re.compile(rb'name="csrf_token" value="([^"]+)"')
 
@@ -123,19 +113,10 @@ def serve_bare(port: int) -> None:
         return app
 
     mailflow.web.create_app = bare_app
-    settings = load_settings(
-        environ={}, overrides={"database_url": "sqlite://", "secret_key": SECRET_KEY}
-    )
-    web_server(Runtime(settings), HOST, port).run()
+    web_server(Runtime(web_settings("sqlite://")), HOST, port).run()
 
 
 # ---------------------------------------------------------------- servers
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 class Server:
@@ -163,30 +144,21 @@ class Server:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} server exited:\n{self.log_tail()}")
-            if asyncio.run(_probe(self.port)):
-                return
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"{self.name} server did not answer within {timeout:.0f}s")
+        state = wait_until_serving(self.process, lambda: asyncio.run(_probe(self.port)), timeout)
+        if state == "exited":
+            raise RuntimeError(f"{self.name} server exited:\n{self.log_tail()}")
+        if state == "timed out":
+            self.stop()
+            raise RuntimeError(f"{self.name} server did not answer within {timeout:.0f}s")
 
     def stop(self) -> None:
         process = self.process
-        if process is not None and process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
         if process is not None:
+            stop_process_group(process, signal.SIGTERM)
             self.returncode = process.returncode
 
     def log_tail(self) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-20:])
+        return log_tail(self.log)
 
 
 async def _probe(port: int) -> bool:
@@ -382,58 +354,17 @@ def populate(database_url: str, people: int, links_each: int) -> Fixture:
         for role in (Role.RESPONDER, Role.ADMINISTRATOR)
     ]
     with engine.begin() as conn:
-        conn.execute(
-            insert(Organisation),
-            [
-                {
-                    "code": code,
-                    "name": f"Bench organisation {code}",
-                    "type": org_type,
-                    "parent_id": None,
-                    "opened_on": None,
-                    "closed_on": None,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-                for code in codes
-            ],
+        org_ids = insert_organisations(
+            conn, org_type, {code: f"Bench organisation {code}" for code in codes}, now
         )
-        org_ids = {
-            code: id_
-            for code, id_ in conn.execute(
-                select(Organisation.code, Organisation.id).where(Organisation.type == org_type)
-            )
-        }
-        conn.execute(
-            insert(User),
-            [
-                {
-                    "email": email,
-                    "name": f"Bench {role.value} {i}",
-                    "national_role": None,
-                    "active": True,
-                    "created_at": now,
-                }
-                for i, (email, role, _) in enumerate(staff)
-            ],
+        ids = insert_users(
+            conn,
+            {email: f"Bench {role.value} {i}" for i, (email, role, _) in enumerate(staff)},
+            f".{tag}@{USER_DOMAIN}",
+            now,
         )
-        ids = {
-            email: id_
-            for email, id_ in conn.execute(
-                select(User.email, User.id).where(User.email.like(f"%.{tag}@{USER_DOMAIN}"))
-            )
-        }
-        conn.execute(
-            insert(Membership),
-            [
-                {
-                    "user_id": ids[email],
-                    "role": role,
-                    "created_at": now,
-                    "organisation_id": org_ids[code],
-                }
-                for email, role, code in staff
-            ],
+        insert_memberships(
+            conn, ((ids[email], role, org_ids[code]) for email, role, code in staff), now
         )
     responders = [(ids[e], org_ids[c]) for e, r, c in staff if r is Role.RESPONDER]
 
@@ -466,18 +397,7 @@ def populate(database_url: str, people: int, links_each: int) -> Fixture:
         for _ in range(links_each):
             issued = issue_alert(session, spec, now=now, actor="bench", mail_domain=MAIL_DOMAIN)
             alert_ids.append(issued.alert.id)
-        # As if sent: nothing is left for a worker that later meets this database.
-        session.execute(
-            update(Delivery)
-            .where(Delivery.alert_id.in_(alert_ids))
-            .values(state=DeliveryState.SENT, attempts=1, sent_at=now, updated_at=now)
-        )
-        for job in session.scalars(
-            select(Job).where(Job.kind == DELIVER_ALERT, Job.state == JobState.PENDING)
-        ):
-            if job.payload.get("alert_id") in alert_ids:
-                job.state = JobState.DONE
-                job.finished_at = now
+        mark_alerts_sent(session, alert_ids, now)
         deliveries = {
             (user_id, alert_id): delivery_id
             for delivery_id, user_id, alert_id in session.execute(
@@ -487,11 +407,7 @@ def populate(database_url: str, people: int, links_each: int) -> Fixture:
             )
         }
 
-    tokens = answer_tokens(
-        load_settings(
-            environ={}, overrides={"database_url": database_url, "secret_key": SECRET_KEY}
-        )
-    )
+    tokens = answer_tokens(web_settings(database_url))
     out = []
     for user_id, org_id in responders:
         links = [
@@ -596,39 +512,22 @@ async def mailflow_scenarios(
             await conn.close()
 
 
-def server_env(database_url: str, config_file: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILFLOW_")}
-    env.update(
-        MAILFLOW_CONFIG=str(config_file),
-        MAILFLOW_DATABASE_URL=database_url,
-        MAILFLOW_SECRET_KEY=SECRET_KEY,
-        MAILFLOW_MAIL_DOMAIN=MAIL_DOMAIN,
-    )
-    return env
-
-
 # ------------------------------------------------------------------- main
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser = make_parser(__doc__)
     parser.add_argument("--requests", type=int, default=2000, help="per scenario")
     parser.add_argument("--concurrency", type=int, default=8, help="keep-alive connections")
-    parser.add_argument(
-        "--database-url", default=None, help="default: a fresh SQLite file in a temporary directory"
-    )
-    parser.add_argument(
-        "--timeout",
-        type=float,
-        default=None,
-        help="seconds allowed for each scenario (default: scaled to --requests)",
+    add_database_and_timeout_arguments(
+        parser, "seconds allowed for each scenario (default: scaled to --requests)"
     )
     parser.add_argument("--serve-bare", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_bare is not None:
         serve_bare(args.serve_bare)
         return 0
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging()
     n: int = args.requests
     concurrency: int = args.concurrency
     if n < 1 or not 1 <= concurrency <= min(n, 10_000):
@@ -648,10 +547,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{concurrency} organisations, each a responder and an administrator; "
             f"{len(fixture.people[0].links)} alerts)"
         )
-        settings = load_settings(
-            environ={}, overrides={"database_url": url, "secret_key": SECRET_KEY}
-        )
-        cookie_name = session_cookie_name(settings)
+        cookie_name = session_cookie_name(web_settings(url))
 
         bare = Server(
             "bare",
