@@ -561,6 +561,7 @@ def serve(ctx: Context, threads: int, no_smtpd: bool, no_web: bool) -> None:
         poller_thread = threading.Thread(
             target=ImapPoller(runtime).run, args=(stop_polling,), name="imap", daemon=True
         )
+
         def stop_poller() -> None:
             stop_polling.set()
             poller_thread.join(timeout=10)
