@@ -45,8 +45,8 @@ from mailflow.domain.statuses import AnswerStatus
 from mailflow.domain.users import remove_user
 from mailflow.mail.alert_email import answer_tokens
 from mailflow.mail.replies import confirmation_link
+from mailflow.mail.welcome import enrolment_link
 from mailflow.web import create_app
-from mailflow.web.enrolment import enrolment_link
 from mailflow.web.security import session_cookie_name, session_secret
 from mailflow.workers.runtime import Runtime, utc_now
 from tests.support.seed import issue, seed_people

@@ -230,7 +230,7 @@ def users_add(ctx: Context, email: str, name: str | None, org_code: str | None, 
         verb = "added" if added.created else "updated"
         if added.created:
             # In the same transaction: a new user always gets their link.
-            from mailflow.web.enrolment import queue_welcome_email
+            from mailflow.mail.welcome import queue_welcome_email
 
             queue_welcome_email(session, ctx.settings, user=added.user, now=ctx.runtime.clock())
         click.echo(f"{verb} {added.user.email} ({added.user.name}): {role}{where}")
@@ -246,7 +246,7 @@ def users_reset_mfa(ctx: Context, email: str) -> None:
     and email them a new link to set one up."""
     from mailflow.domain.mfa import reset_mfa
     from mailflow.domain.users import normalise_email
-    from mailflow.web.enrolment import queue_welcome_email
+    from mailflow.mail.welcome import queue_welcome_email
 
     with reported_errors(), ctx.transaction() as session:
         address = normalise_email(email)

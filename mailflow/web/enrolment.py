@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import base64
 import io
-import secrets
-from datetime import UTC, datetime, timedelta
-from email.utils import make_msgid
+from datetime import datetime
 from typing import Any
 
 import segno
@@ -23,7 +21,6 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from mailflow.config import Settings
 from mailflow.domain.answers import token_digest, use_token_once
 from mailflow.domain.mfa import (
     LockedOut,
@@ -34,10 +31,8 @@ from mailflow.domain.mfa import (
     start_enrolment,
 )
 from mailflow.domain.models import AuditEvent, UsedToken, User
-from mailflow.domain.outgoing import queue_email
-from mailflow.mail.messages import MessageHeaders, address, build_message
-from mailflow.mail.templates import render_email
-from mailflow.mail.tokens import Purpose, TokenService
+from mailflow.mail.tokens import Purpose
+from mailflow.mail.welcome import enrol_tokens
 from mailflow.web.answering import (
     CODE_FIELD,
     FORM_EXPIRED,
@@ -51,10 +46,6 @@ from mailflow.web.rendering import Pages
 from mailflow.web.security import csrf_ok, mark_verified
 from mailflow.workers.runtime import Runtime
 
-ENROL_PATH = "/enrol/"
-ENROL_LINK_LIFETIME = timedelta(days=7)
-WELCOME_KIND = "welcome"
-
 USED = (
     "This link has already been used to set up an authenticator app. If you need to set "
     "up a new one, ask an administrator to reset your second factor."
@@ -63,19 +54,6 @@ ALREADY_ENROLLED = (
     "You have already set up an authenticator app. If you have lost it, use a recovery "
     "code, or ask an administrator to reset your second factor."
 )
-
-
-def enrol_tokens(settings: Settings) -> TokenService:
-    return TokenService(settings.secret_key, Purpose.ENROL, ENROL_LINK_LIFETIME)
-
-
-def enrolment_link(settings: Settings, user_id: int, now: datetime | None = None) -> str:
-    # The nonce makes each email's link its own, so using one does not use
-    # up a later one (after a reset); the issue time lets a reset retire
-    # every link sent before it.
-    issued = int((now or datetime.now(UTC)).timestamp())
-    token = enrol_tokens(settings).sign({"u": user_id, "n": secrets.token_urlsafe(12), "i": issued})
-    return f"{settings.base_url}{ENROL_PATH}{token}"
 
 
 def _reset_since(session: Session, user_id: int, issued: int) -> bool:
@@ -88,40 +66,6 @@ def _reset_since(session: Session, user_id: int, issued: int) -> bool:
     )
     # Whole seconds: the reset's own new link is issued in the same instant.
     return last_reset is not None and int(last_reset.timestamp()) > issued
-
-
-def queue_welcome_email(
-    session: Session, settings: Settings, *, user: User, now: datetime, reset: bool = False
-) -> str:
-    """Queue, in the caller's transaction, the email with the person's
-    enrolment link; returns the link."""
-    link = enrolment_link(settings, user.id, now)
-    rendered = render_email(
-        "welcome",
-        {
-            "service_name": settings.service_name,
-            "recipient_name": user.name,
-            "link": link,
-            "expires_at": now + ENROL_LINK_LIFETIME,
-            "reset": reset,
-        },
-        zone_name=settings.timezone,
-    )
-    headers = MessageHeaders(
-        sender=settings.from_header,
-        to=address(user.name, user.email),
-        message_id=make_msgid(domain=settings.mail_domain).strip("<>"),
-        date=now,
-    )
-    queue_email(
-        session,
-        kind=WELCOME_KIND,
-        recipient=user.email,
-        mail_from="",
-        raw=bytes(build_message(rendered, headers)),
-        now=now,
-    )
-    return link
 
 
 def qr_data_uri(uri: str) -> str:
