@@ -11,8 +11,8 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from mailflow.domain.audit import record_event
-from mailflow.domain.jobs import add_job
-from mailflow.domain.models import Base, InboundMessage, InboundState, JobState
+from mailflow.domain.jobs import add_job, new_job_values
+from mailflow.domain.models import Base, InboundMessage, InboundState
 
 PROCESS_INBOUND = "process_inbound"
 MESSAGE_ID_MAX = 998
@@ -49,25 +49,10 @@ def store_inbound_message(
 ) -> InboundMessage:
     """Keep the message as received and queue its processing, in the
     caller's transaction: once that commits, the message cannot be lost."""
-    message = InboundMessage(
-        received_at=now,
-        source=source,
-        envelope_from=envelope_from,
-        envelope_to=[address.replace("\x00", "") for address in envelope_to],
-        raw=raw,
-        size=len(raw),
-        digest=hashlib.sha256(raw).hexdigest(),
-        message_id_header=_message_id_header(raw),
-        imap_mailbox=imap.mailbox if imap else None,
-        imap_uidvalidity=imap.uidvalidity if imap else None,
-        imap_uid=imap.uid if imap else None,
-        state=InboundState.RECEIVED,
-        attempts=0,
+    [message_id] = store_received_messages(
+        session, [Received(raw, source, envelope_from, envelope_to, imap)], now=now
     )
-    session.add(message)
-    session.flush()
-    add_job(session, PROCESS_INBOUND, {"inbound_message_id": message.id}, now=now)
-    return message
+    return session.get_one(InboundMessage, message_id)
 
 
 @dataclass(frozen=True)
@@ -78,6 +63,7 @@ class Received:
     source: str
     envelope_from: str | None
     envelope_to: list[str]
+    imap: ImapOrigin | None = None
 
 
 # Built once: plain Core statements on the tables, which skip the ORM's
@@ -105,6 +91,9 @@ def store_received_messages(
             "size": len(item.raw),
             "digest": hashlib.sha256(item.raw).hexdigest(),
             "message_id_header": _message_id_header(item.raw),
+            "imap_mailbox": item.imap.mailbox if item.imap else None,
+            "imap_uidvalidity": item.imap.uidvalidity if item.imap else None,
+            "imap_uid": item.imap.uid if item.imap else None,
             "state": InboundState.RECEIVED,
             "attempts": 0,
         }
@@ -114,17 +103,7 @@ def store_received_messages(
     ids = list(connection.execute(_INSERT_MESSAGES, rows).scalars())
     connection.execute(
         _INSERT_JOBS,
-        [
-            {
-                "kind": PROCESS_INBOUND,
-                "payload": {"inbound_message_id": message_id},
-                "state": JobState.PENDING,
-                "attempts": 0,
-                "run_after": now,
-                "created_at": now,
-            }
-            for message_id in ids
-        ],
+        [new_job_values(PROCESS_INBOUND, {"inbound_message_id": i}, now=now) for i in ids],
     )
     return ids
 

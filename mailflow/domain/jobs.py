@@ -20,16 +20,23 @@ def add_job(
     now: datetime,
     run_after: datetime | None = None,
 ) -> Job:
-    job = Job(
-        kind=kind,
-        payload=payload,
-        state=JobState.PENDING,
-        attempts=0,
-        run_after=run_after or now,
-        created_at=now,
-    )
+    job = Job(**new_job_values(kind, payload, now=now, run_after=run_after))
     session.add(job)
     return job
+
+
+def new_job_values(
+    kind: str, payload: dict[str, Any], *, now: datetime, run_after: datetime | None = None
+) -> dict[str, Any]:
+    """A new job's columns, for add_job and for bulk inserts."""
+    return {
+        "kind": kind,
+        "payload": payload,
+        "state": JobState.PENDING,
+        "attempts": 0,
+        "run_after": run_after or now,
+        "created_at": now,
+    }
 
 
 def _due_for_dispatch(now: datetime, stale_after: timedelta) -> Select[int]:
