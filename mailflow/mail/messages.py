@@ -11,8 +11,10 @@ from datetime import datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP, compat32
-from email.utils import format_datetime, formataddr
+from email.utils import format_datetime, formataddr, make_msgid
 
+from mailflow.config import Settings
+from mailflow.domain.models import User
 from mailflow.mail.templates import RenderedEmail
 
 # Our own automatic mail is marked so that well-behaved auto-responders
@@ -50,6 +52,29 @@ def build_message(rendered: RenderedEmail, headers: MessageHeaders) -> EmailMess
     message.set_content(rendered.text, cte="quoted-printable")
     message.add_alternative(rendered.html, subtype="html", cte="quoted-printable")
     return message
+
+
+def notification_headers(
+    settings: Settings,
+    user: User,
+    now: datetime,
+    *,
+    reply_to: str | None = None,
+    auto_submitted: str = AUTO_SUBMITTED_GENERATED,
+    extra: dict[str, str] | None = None,
+) -> MessageHeaders:
+    """Headers for a one-off email to one person (a receipt, a welcome, a
+    reply to a reply): from the service, with a fresh Message-ID at our
+    domain."""
+    return MessageHeaders(
+        sender=settings.from_header,
+        to=address(user.name, user.email),
+        message_id=make_msgid(domain=settings.mail_domain).strip("<>"),
+        date=now,
+        reply_to=reply_to,
+        auto_submitted=auto_submitted,
+        extra=extra or {},
+    )
 
 
 def address(name: str, email: str) -> Address:

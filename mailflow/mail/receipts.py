@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from email.utils import make_msgid
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -14,7 +13,7 @@ from mailflow.config import Settings
 from mailflow.domain.models import Alert, Answer, Membership, Organisation, Role, User
 from mailflow.domain.outgoing import queue_email
 from mailflow.domain.statuses import AnswerStatus
-from mailflow.mail.messages import MessageHeaders, address, build_message
+from mailflow.mail.messages import build_message, notification_headers
 from mailflow.mail.replies import AnswerLines, describe_answer
 from mailflow.mail.templates import render_email
 
@@ -75,12 +74,7 @@ def queue_receipts(
             },
             zone_name=settings.timezone,
         )
-        headers = MessageHeaders(
-            sender=settings.from_header,
-            to=address(recipient.name, recipient.email),
-            message_id=make_msgid(domain=settings.mail_domain).strip("<>"),
-            date=now,
-        )
+        headers = notification_headers(settings, recipient, now)
         queue_email(
             session,
             kind=RECEIPT_KIND,

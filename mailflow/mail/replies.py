@@ -7,13 +7,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from email.utils import make_msgid
 
 from mailflow.config import Settings
 from mailflow.domain.models import Alert, Answer, Confirmation, Organisation, PendingAnswer, User
 from mailflow.domain.statuses import AnswerStatus
 from mailflow.mail.addresses import reply_address
-from mailflow.mail.messages import AUTO_SUBMITTED_REPLIED, MessageHeaders, address, build_message
+from mailflow.mail.messages import (
+    AUTO_SUBMITTED_REPLIED,
+    MessageHeaders,
+    build_message,
+    notification_headers,
+)
 from mailflow.mail.reply_form import LineProblem, build_reply_form
 from mailflow.mail.templates import render_email
 from mailflow.mail.tokens import Purpose, TokenService
@@ -66,11 +70,10 @@ def _headers(
     extra = {}
     if in_reply_to:
         extra = {"In-Reply-To": in_reply_to, "References": in_reply_to}
-    return MessageHeaders(
-        sender=settings.from_header,
-        to=address(user.name, user.email),
-        message_id=make_msgid(domain=settings.mail_domain).strip("<>"),
-        date=now,
+    return notification_headers(
+        settings,
+        user,
+        now,
         reply_to=reply_address(reply_key, settings.mail_domain) if reply_key else None,
         auto_submitted=AUTO_SUBMITTED_REPLIED,
         extra=extra,

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import secrets
 from datetime import UTC, datetime, timedelta
-from email.utils import make_msgid
 
 from sqlalchemy.orm import Session
 
 from mailflow.config import Settings
 from mailflow.domain.models import User
 from mailflow.domain.outgoing import queue_email
-from mailflow.mail.messages import MessageHeaders, address, build_message
+from mailflow.mail.messages import build_message, notification_headers
 from mailflow.mail.templates import render_email
 from mailflow.mail.tokens import Purpose, TokenService
 
@@ -52,12 +51,7 @@ def queue_welcome_email(
         },
         zone_name=settings.timezone,
     )
-    headers = MessageHeaders(
-        sender=settings.from_header,
-        to=address(user.name, user.email),
-        message_id=make_msgid(domain=settings.mail_domain).strip("<>"),
-        date=now,
-    )
+    headers = notification_headers(settings, user, now)
     queue_email(
         session,
         kind=WELCOME_KIND,
