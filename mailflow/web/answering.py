@@ -16,7 +16,6 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from mailflow.domain.answers import (
-    AnswerInput,
     record_answers,
     token_digest,
     use_confirmation,
@@ -331,17 +330,7 @@ class AnswerPages:
                 session,
                 user_id=context.user.id,
                 alert_id=context.alert.id,
-                answers=[
-                    AnswerInput(
-                        organisation_id=org.id,
-                        status=context.status,
-                        note=information.note,
-                        reason=information.reason,
-                        mitigations=information.mitigations,
-                        expected_on=information.expected_on,
-                    )
-                    for org in targets
-                ],
+                answers=[information.answer(org.id, context.status) for org in targets],
                 via="link",
                 now=now,
             )
@@ -428,16 +417,7 @@ class AnswerPages:
         inputs = []
         for item in context.items:
             information = read_information(form, item.status, item.prefix, problems)
-            inputs.append(
-                AnswerInput(
-                    organisation_id=item.organisation.id,
-                    status=item.status,
-                    note=information.note,
-                    reason=information.reason,
-                    mitigations=information.mitigations,
-                    expected_on=information.expected_on,
-                )
-            )
+            inputs.append(information.answer(item.organisation.id, item.status))
         code = None if verified else text(form, CODE_FIELD)
         if code == "":
             problems.add(CODE_FIELD, "Enter the code from your authenticator app")

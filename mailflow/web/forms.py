@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from mailflow.domain.answers import validate_further_information
+from mailflow.domain.answers import AnswerInput, validate_further_information
 from mailflow.domain.errors import InvalidInput
 from mailflow.domain.statuses import AnswerStatus
 
@@ -45,6 +45,17 @@ class Information:
     expected_on: date | None = None
     # The three parts of the date as typed, to show them again.
     expected_parts: tuple[str, str, str] = ("", "", "")
+
+    def answer(self, organisation_id: int, status: AnswerStatus) -> AnswerInput:
+        """This information as one organisation's answer."""
+        return AnswerInput(
+            organisation_id=organisation_id,
+            status=status,
+            note=self.note,
+            reason=self.reason,
+            mitigations=self.mitigations,
+            expected_on=self.expected_on,
+        )
 
 
 def text(form: dict[str, Any], name: str) -> str:
