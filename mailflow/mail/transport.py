@@ -166,7 +166,7 @@ class SmtpRelayPool:
             timeout=self._timeout,
         )
 
-    async def _send_one(self, prepared: Prepared) -> SendResult:
+    async def send(self, prepared: Prepared) -> SendResult:
         client = await self._idle.get()
         try:
             message = _prepare(prepared)
@@ -206,9 +206,6 @@ class SmtpRelayPool:
                 client.close()
             raise
         return SendResult(Outcome.SENT, f"{response.code} {response.message}")
-
-    async def send(self, prepared: Prepared) -> SendResult:
-        return await self._send_one(prepared)
 
     def run(self, work: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(work, self._loop).result()
