@@ -90,6 +90,10 @@ class Settings:
     confirm_link_hours: int = 24
     error_replies_per_hour: int = 5
     web_addr: tuple[str, int] = ("127.0.0.1", 8000)
+    # Whom people write to when a link fails or an email puzzles them,
+    # shown on every error page and in every email footer.  Unset: the
+    # address emails come from.
+    help_email: str = ""
 
     @property
     def zone(self) -> ZoneInfo:
@@ -146,6 +150,7 @@ ENV_NAMES: dict[str, str] = {
     "confirm_link_hours": "MAILFLOW_CONFIRM_LINK_HOURS",
     "error_replies_per_hour": "MAILFLOW_ERROR_REPLIES_PER_HOUR",
     "web_addr": "MAILFLOW_WEB_ADDR",
+    "help_email": "MAILFLOW_HELP_EMAIL",
 }
 
 # The keys a TOML file may use are the setting names without the prefix, in
@@ -242,6 +247,13 @@ def _parse_from(text: str) -> str:
     return text
 
 
+def _parse_address(text: str) -> str:
+    _, addr = parseaddr(text)
+    if addr != text or "@" not in addr or addr.startswith("@") or addr.endswith("@"):
+        raise ValueError("expected a bare address such as servicedesk@example.org")
+    return addr
+
+
 def _parse_base_url(text: str) -> str:
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -315,6 +327,7 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "confirm_link_hours": _parse_positive_int,
     "error_replies_per_hour": _parse_positive_int,
     "web_addr": lambda t: parse_host_port(t),
+    "help_email": lambda t: _parse_address(t) if t else "",
 }
 
 
@@ -399,4 +412,6 @@ def load_settings(
         values["from_address"] = (
             f"Cyber alerts <alerts@{values.get('mail_domain', Settings.mail_domain)}>"
         )
+    if not values.get("help_email"):
+        values["help_email"] = parseaddr(values["from_address"])[1]
     return Settings(**values)

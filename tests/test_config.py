@@ -305,3 +305,16 @@ def test_the_config_command_lists_settings_with_the_secret_hidden(tmp_path: Path
     }
     assert lines["MAILFLOW_MAIL_DOMAIN"] == "alerts.example.org"
     assert lines["MAILFLOW_SECRET_KEY"] == "(set)"
+
+
+def test_the_help_address_defaults_to_the_from_address_and_can_name_a_service_desk() -> None:
+    default = load_settings(environ={"MAILFLOW_SECRET_KEY": SECRET})
+    desk = load_settings(
+        environ={"MAILFLOW_SECRET_KEY": SECRET, "MAILFLOW_HELP_EMAIL": "desk@nhs.example"}
+    )
+
+    assert default.help_email == "alerts@mailflow.localhost"
+    assert desk.help_email == "desk@nhs.example"
+    with pytest.raises(ConfigError) as error:
+        load_settings(environ={"MAILFLOW_SECRET_KEY": SECRET, "MAILFLOW_HELP_EMAIL": "Desk <x@y>"})
+    assert error.value.setting == "MAILFLOW_HELP_EMAIL"
