@@ -195,14 +195,18 @@ class StatusLine:
     mitigations: str | None
     expected_on: date | None
     answered_by: str | None
+    answered_by_name: str | None
     answered_at: datetime | None
     first_answered_at: datetime | None
     within_deadline: bool | None
 
 
-def alert_status_lines(session: Session, *, alert_id: int) -> list[StatusLine]:
-    """Each organisation in the alert's audience with its current status."""
-    rows = session.execute(
+def alert_status_lines(
+    session: Session, *, alert_id: int, organisation_ids: Sequence[int] | None = None
+) -> list[StatusLine]:
+    """Each organisation in the alert's audience (or those of them named)
+    with its current status."""
+    query = (
         select(Organisation, AlertStatus, Answer, User)
         .join(AlertAudience, AlertAudience.organisation_id == Organisation.id)
         .outerjoin(
@@ -213,7 +217,10 @@ def alert_status_lines(session: Session, *, alert_id: int) -> list[StatusLine]:
         .outerjoin(User, User.id == Answer.user_id)
         .where(AlertAudience.alert_id == alert_id)
         .order_by(Organisation.code)
-    ).all()
+    )
+    if organisation_ids is not None:
+        query = query.where(Organisation.id.in_(organisation_ids))
+    rows = session.execute(query).all()
     return [
         StatusLine(
             code=org.code,
@@ -224,6 +231,7 @@ def alert_status_lines(session: Session, *, alert_id: int) -> list[StatusLine]:
             mitigations=answer.mitigations if answer else None,
             expected_on=answer.expected_on if answer else None,
             answered_by=user.email if user else None,
+            answered_by_name=user.name if user else None,
             answered_at=answer.recorded_at if answer else None,
             first_answered_at=current.first_answered_at if current else None,
             within_deadline=current.within_deadline if current else None,

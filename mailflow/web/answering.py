@@ -8,6 +8,7 @@ import hmac
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -16,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from mailflow.domain.answers import (
+    alert_status_lines,
     record_answers,
     token_digest,
     use_confirmation,
@@ -36,6 +38,7 @@ from mailflow.domain.statuses import AnswerStatus
 from mailflow.mail.alert_email import answer_tokens
 from mailflow.mail.receipts import queue_receipts
 from mailflow.mail.replies import confirm_tokens, describe_answer
+from mailflow.mail.templates import format_time
 from mailflow.mail.tokens import Purpose, TokenExpired, TokenInvalid, TokenService
 from mailflow.web.committing import (
     AlreadyUsed,
@@ -52,19 +55,28 @@ from mailflow.web.security import csrf_ok, is_verified, session_user
 from mailflow.workers.runtime import Runtime
 
 CODE_FIELD = "code"
+# Appended to a link's path: where "email me a set-up link" posts.
+SETUP_LINK_SUFFIX = "/setup-link"
 
 
 class Refusal(Exception):
     """The request cannot go on; shown as a page with this status."""
 
     def __init__(
-        self, status_code: int, title: str, message: str, *, sign_out: bool = False
+        self,
+        status_code: int,
+        title: str,
+        message: str,
+        *,
+        sign_out: bool = False,
+        details: list[str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.title = title
         self.message = message
         self.sign_out = sign_out
+        self.details = details or []
 
 
 EXPIRED = (
@@ -83,7 +95,36 @@ FORM_EXPIRED = (
     "This form has expired, or was not sent from this service. Nothing has been recorded. "
     "Go back, reload the page and try again."
 )
-ALREADY = "This answer has already been recorded. Nothing more was recorded."
+ALREADY = "An answer has already been recorded from this link. Nothing more was recorded."
+HOW_TO_UPDATE = (
+    "To change an answer, reply to the alert email with the new status (for example "
+    '"{code}: complete"), or open another status link in it. Each link works once.'
+)
+
+
+def already_recorded(
+    session: Session,
+    zone: ZoneInfo,
+    *,
+    alert_id: int,
+    organisation_ids: list[int],
+    status_code: int,
+) -> Refusal:
+    """The refusal for a used link: not a dead end, but where the
+    organisations stand now, who recorded it and when, and how to update it."""
+    lines = alert_status_lines(session, alert_id=alert_id, organisation_ids=organisation_ids)
+    details = []
+    for line in lines:
+        if line.status is None or line.answered_at is None:
+            details.append(f"{line.name} ({line.code}): no answer recorded yet.")
+            continue
+        who = line.answered_by_name or line.answered_by or "someone"
+        when = format_time(line.answered_at, zone)
+        label = AnswerStatus(line.status).label
+        details.append(f"{line.name} ({line.code}): {label}, recorded by {who} on {when}.")
+    example = lines[0].code if lines else "ORG"
+    details.append(HOW_TO_UPDATE.format(code=example))
+    return Refusal(status_code, "Already recorded", ALREADY, details=details)
 
 
 def verify_token(tokens: TokenService, token: str, now: datetime) -> dict[str, Any]:
@@ -194,7 +235,9 @@ class ConfirmContext:
     enrolled: bool
 
 
-def _load_confirmation(session: Session, payload: dict[str, Any], now: datetime) -> ConfirmContext:
+def _load_confirmation(
+    session: Session, payload: dict[str, Any], now: datetime, zone: ZoneInfo, posted: bool
+) -> ConfirmContext:
     confirmation = session.get(Confirmation, _int(payload, "c"))
     nonce = payload.get("n")
     user_id = _int(payload, "u")
@@ -206,7 +249,19 @@ def _load_confirmation(session: Session, payload: dict[str, Any], now: datetime)
     ):
         raise Refusal(400, "This link is not valid", INVALID)
     if confirmation.used_at is not None:
-        raise Refusal(409, "Already recorded", ALREADY)
+        raise already_recorded(
+            session,
+            zone,
+            alert_id=confirmation.alert_id,
+            organisation_ids=list(
+                session.scalars(
+                    select(PendingAnswer.organisation_id).where(
+                        PendingAnswer.confirmation_id == confirmation.id
+                    )
+                )
+            ),
+            status_code=409 if posted else 200,
+        )
     if confirmation.expires_at <= now:
         raise Refusal(410, "This link has expired", EXPIRED)
     user = _active_user(session, user_id)
@@ -255,6 +310,7 @@ class AnswerPages:
         self.pages = pages
         self.answer_tokens = answer_tokens(runtime.settings)
         self.confirm_tokens = confirm_tokens(runtime.settings)
+        self.zone = runtime.settings.zone
 
     # Each endpoint reads the request body (if any) here, then does its
     # database work in a thread: the database driver blocks.
@@ -282,6 +338,7 @@ class AnswerPages:
                 refusal.status_code,
                 refusal.title,
                 refusal.message,
+                details=refusal.details,
                 sign_out=refusal.sign_out,
             )
 
@@ -295,8 +352,14 @@ class AnswerPages:
         check_session_user(request, _int(payload, "u"))
         with self.runtime.readers() as session:
             context = _load_link(session, payload, token)
-        if context.used:
-            raise Refusal(200 if form is None else 409, "Already recorded", ALREADY)
+            if context.used:
+                raise already_recorded(
+                    session,
+                    self.zone,
+                    alert_id=context.alert.id,
+                    organisation_ids=[context.organisation.id],
+                    status_code=200 if form is None else 409,
+                )
         verified = is_verified(request, context.user.id, now)
         if form is None:
             return self._link_page(request, context, verified, form={}, problems=Problems())
@@ -343,6 +406,7 @@ class AnswerPages:
         return self._after(
             request,
             outcome,
+            (context.alert.id, [org.id for org in targets]),
             lambda problems, status: self._link_page(
                 request,
                 context,
@@ -388,6 +452,7 @@ class AnswerPages:
                 "also": set(posted.get("also") or []),
                 "verified": verified,
                 "enrolled": context.enrolled,
+                "setup_action": request.url.path.rstrip("/") + SETUP_LINK_SUFFIX,
                 "errors": problems.by_field,
                 "error_list": problems.listed(),
             },
@@ -402,13 +467,8 @@ class AnswerPages:
             raise Refusal(403, "This form has expired", FORM_EXPIRED)
         payload = verify_token(self.confirm_tokens, token, now)
         check_session_user(request, _int(payload, "u"))
-        try:
-            with self.runtime.readers() as session:
-                context = _load_confirmation(session, payload, now)
-        except Refusal as refusal:
-            if refusal.status_code == 409 and form is None:
-                refusal.status_code = 200
-            raise
+        with self.runtime.readers() as session:
+            context = _load_confirmation(session, payload, now, self.zone, form is not None)
         verified = is_verified(request, context.user.id, now)
         if form is None:
             return self._confirm_page(request, context, verified, form=None, problems=Problems())
@@ -454,6 +514,7 @@ class AnswerPages:
         return self._after(
             request,
             outcome,
+            (context.alert.id, [item.organisation.id for item in context.items]),
             lambda problems, status: self._confirm_page(
                 request,
                 context,
@@ -505,6 +566,7 @@ class AnswerPages:
                 "fields": FIELDS,
                 "verified": verified,
                 "enrolled": context.enrolled,
+                "setup_action": request.url.path.rstrip("/") + SETUP_LINK_SUFFIX,
                 "errors": problems.by_field,
                 "error_list": problems.listed(),
             },
@@ -525,12 +587,28 @@ class AnswerPages:
             now=now,
         )
 
-    def _after(self, request: Request, outcome: Outcome, again: Any) -> Response:
+    def _after(
+        self,
+        request: Request,
+        outcome: Outcome,
+        answering: tuple[int, list[int]],
+        again: Any,
+    ) -> Response:
+        """The response to a commit's outcome; ``answering`` is the alert and
+        the organisations the form was for."""
         if isinstance(outcome, Committed):
             request.session["recorded"] = outcome.answer_ids
             return RedirectResponse("/recorded", status_code=303)
         if isinstance(outcome, AlreadyUsed):
-            raise Refusal(409, "Already recorded", ALREADY)
+            alert_id, organisation_ids = answering
+            with self.runtime.readers() as session:
+                raise already_recorded(
+                    session,
+                    self.zone,
+                    alert_id=alert_id,
+                    organisation_ids=organisation_ids,
+                    status_code=409,
+                )
         if isinstance(outcome, Refused):
             raise Refusal(
                 403,

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from mailflow.web.answering import FORM_EXPIRED, AnswerPages, form_dict
+from mailflow.web.answering import FORM_EXPIRED, SETUP_LINK_SUFFIX, AnswerPages, form_dict
 from mailflow.web.enrolment import EnrolmentPages
 from mailflow.web.rendering import Pages, web_root
 from mailflow.web.security import (
@@ -26,6 +26,7 @@ from mailflow.web.security import (
     session_secret,
     uses_https,
 )
+from mailflow.web.setup_link import SetupLinkPages
 from mailflow.workers.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -47,9 +48,14 @@ STATUS_PAGES = {
 
 def create_app(runtime: Runtime) -> Starlette:
     settings = runtime.settings
-    pages = Pages(service_name=settings.service_name, zone_name=settings.timezone)
+    pages = Pages(
+        service_name=settings.service_name,
+        zone_name=settings.timezone,
+        help_email=settings.help_email,
+    )
     answers = AnswerPages(runtime, pages)
     enrolment = EnrolmentPages(runtime, pages)
+    setup_links = SetupLinkPages(runtime, pages)
     stylesheet = (web_root() / "static" / "mailflow.css").read_bytes()
 
     async def home(request: Request) -> Response:
@@ -101,6 +107,8 @@ def create_app(runtime: Runtime) -> Starlette:
         Route("/static/mailflow.css", css, methods=["GET"]),
         Route("/r/{token}", answers.link, methods=["GET", "POST"]),
         Route("/c/{token}", answers.confirm, methods=["GET", "POST"]),
+        Route("/r/{token}" + SETUP_LINK_SUFFIX, setup_links.from_answer_link, methods=["POST"]),
+        Route("/c/{token}" + SETUP_LINK_SUFFIX, setup_links.from_confirm_link, methods=["POST"]),
         Route("/recorded", answers.recorded, methods=["GET"]),
         Route("/enrol/{token}", enrolment.enrol, methods=["GET", "POST"]),
         Route("/sign-out", sign_out, methods=["POST"]),

@@ -116,7 +116,8 @@ class EnrolmentPages:
                     403, "Your access has been removed", "You can no longer use this service."
                 )
             if session.get(UsedToken, token_digest(token)) is not None:
-                raise Refusal(409 if posted else 200, "This link has been used", USED)
+                # Not 200: the link no longer works, whoever opens it.
+                raise Refusal(409 if posted else 410, "This link has been used", USED)
             issued = payload.get("i")
             if not isinstance(issued, int) or _reset_since(session, user.id, issued):
                 raise Refusal(

@@ -13,7 +13,10 @@ from mailflow.domain.statuses import AnswerStatus
 
 # What each status asks for, in the order the page shows it.
 FIELDS: dict[AnswerStatus, tuple[str, ...]] = {
-    AnswerStatus.IN_PROGRESS: ("expected",),
+    # A reply may carry a note with an in-progress answer ("in progress:
+    # patching tonight, expected 5 December"): the page must show it, or it
+    # would be lost on confirming.
+    AnswerStatus.IN_PROGRESS: ("expected", "note"),
     AnswerStatus.COMPLETE: ("note",),
     AnswerStatus.NOT_APPLICABLE: ("reason",),
     AnswerStatus.UNABLE: ("reason", "mitigations"),

@@ -41,9 +41,10 @@ def format_day(value: date | datetime) -> str:
 
 
 class Pages:
-    def __init__(self, *, service_name: str, zone_name: str) -> None:
+    def __init__(self, *, service_name: str, zone_name: str, help_email: str) -> None:
         self.service_name = service_name
         self.zone_name = zone_name
+        self.help_email = help_email
 
     def render(
         self,
@@ -56,6 +57,7 @@ class Pages:
     ) -> HTMLResponse:
         values: dict[str, Any] = {
             "service_name": self.service_name,
+            "help_email": self.help_email,
             "csrf_field": CSRF_FIELD,
             # Called by the templates that have a form, so only those pages
             # start a session (a mail scanner's visit to an error page does not).
