@@ -89,6 +89,9 @@ class Settings:
     authserv_id: str | None = None
     confirm_link_hours: int = 24
     error_replies_per_hour: int = 5
+    # "Confirm your answer" emails to one person an hour: each carries a
+    # live link, so a flood of replies must not become a flood of links.
+    confirm_emails_per_hour: int = 10
     web_addr: tuple[str, int] = ("127.0.0.1", 8000)
     # Whom people write to when a link fails or an email puzzles them,
     # shown on every error page and in every email footer.  Unset: the
@@ -149,6 +152,7 @@ ENV_NAMES: dict[str, str] = {
     "authserv_id": "MAILFLOW_AUTHSERV_ID",
     "confirm_link_hours": "MAILFLOW_CONFIRM_LINK_HOURS",
     "error_replies_per_hour": "MAILFLOW_ERROR_REPLIES_PER_HOUR",
+    "confirm_emails_per_hour": "MAILFLOW_CONFIRM_EMAILS_PER_HOUR",
     "web_addr": "MAILFLOW_WEB_ADDR",
     "help_email": "MAILFLOW_HELP_EMAIL",
 }
@@ -326,6 +330,7 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "authserv_id": lambda t: t or None,
     "confirm_link_hours": _parse_positive_int,
     "error_replies_per_hour": _parse_positive_int,
+    "confirm_emails_per_hour": _parse_positive_int,
     "web_addr": lambda t: parse_host_port(t),
     "help_email": lambda t: _parse_address(t) if t else "",
 }

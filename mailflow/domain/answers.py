@@ -165,7 +165,8 @@ def use_confirmation(
     session: Session, *, confirmation_id: int, nonce: str, user_id: int, now: datetime
 ) -> Confirmation | None:
     """Take a reply's confirmation for committing, once: None when it was
-    used already, has expired, or is not this person's."""
+    used already, was replaced by a newer one, has expired, or is not this
+    person's."""
     result = session.execute(
         update(Confirmation)
         .where(
@@ -173,6 +174,7 @@ def use_confirmation(
             Confirmation.nonce == nonce,
             Confirmation.user_id == user_id,
             Confirmation.used_at.is_(None),
+            Confirmation.superseded_at.is_(None),
             Confirmation.expires_at > now,
         )
         .values(used_at=now)

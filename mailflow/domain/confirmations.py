@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from mailflow.domain.audit import record_event
@@ -19,6 +19,7 @@ from mailflow.domain.models import (
     Organisation,
     PendingAnswer,
     Role,
+    User,
 )
 from mailflow.domain.statuses import AnswerStatus
 
@@ -98,6 +99,12 @@ def record_pending_answers(
             )
         )
     session.flush()
+    superseded = _supersede_older(
+        session,
+        confirmation,
+        covering={allowed[a.organisation_code].id for a in answers},
+        now=now,
+    )
     record_event(
         session,
         at=now,
@@ -106,5 +113,54 @@ def record_pending_answers(
         subject=f"confirmation:{confirmation.id}",
         alert_id=alert_id,
         answers={a.organisation_code: a.status.value for a in answers},
+        superseded=superseded,
     )
     return confirmation
+
+
+def _supersede_older(
+    session: Session, newer: Confirmation, *, covering: set[int], now: datetime
+) -> list[int]:
+    """Retire the person's open confirmations for the same alert whose
+    organisations the newer one all covers: their links then say they were
+    replaced.  One that names an organisation the newer does not stays
+    open, so no answer is lost."""
+    older = session.scalars(
+        select(Confirmation).where(
+            Confirmation.user_id == newer.user_id,
+            Confirmation.alert_id == newer.alert_id,
+            Confirmation.id != newer.id,
+            Confirmation.used_at.is_(None),
+            Confirmation.superseded_at.is_(None),
+            Confirmation.expires_at > now,
+        )
+    ).all()
+    retired = []
+    for confirmation in older:
+        named = set(
+            session.scalars(
+                select(PendingAnswer.organisation_id).where(
+                    PendingAnswer.confirmation_id == confirmation.id
+                )
+            )
+        )
+        if named <= covering:
+            confirmation.superseded_at = now
+            retired.append(confirmation.id)
+    return retired
+
+
+def confirmations_sent_since(session: Session, *, user_id: int, since: datetime) -> int:
+    """How many confirmations were made for this person since ``since``:
+    each sends one "confirm your answer" email.  The person's row is locked
+    first (on PostgreSQL; SQLite's transactions already take turns), so
+    replies processed at once are counted one after another."""
+    session.execute(select(User.id).where(User.id == user_id).with_for_update())
+    return (
+        session.scalar(
+            select(func.count()).where(
+                Confirmation.user_id == user_id, Confirmation.created_at >= since
+            )
+        )
+        or 0
+    )

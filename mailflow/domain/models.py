@@ -337,6 +337,10 @@ class Confirmation(Base):
     created_at: Mapped[datetime]
     expires_at: Mapped[datetime]
     used_at: Mapped[datetime | None]
+    # Set when a newer reply about the same alert covered all of this one's
+    # organisations: only the newest link works, so a flood of replies
+    # leaves one live link, not many.
+    superseded_at: Mapped[datetime | None]
 
     answers: Mapped[list[PendingAnswer]] = relationship(
         back_populates="confirmation", order_by="PendingAnswer.id"

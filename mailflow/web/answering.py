@@ -96,6 +96,10 @@ FORM_EXPIRED = (
     "Go back, reload the page and try again."
 )
 ALREADY = "An answer has already been recorded from this link. Nothing more was recorded."
+SUPERSEDED = (
+    "You replied again about this alert, so this link was replaced by the one in your newest "
+    '"confirm your answer" email. Nothing has been recorded from this one. Use the newest link.'
+)
 HOW_TO_UPDATE = (
     "To change an answer, reply to the alert email with the new status (for example "
     '"{code}: complete"), or open another status link in it. Each link works once.'
@@ -262,6 +266,8 @@ def _load_confirmation(
             ),
             status_code=409 if posted else 200,
         )
+    if confirmation.superseded_at is not None:
+        raise Refusal(410, "This link has been replaced", SUPERSEDED)
     if confirmation.expires_at <= now:
         raise Refusal(410, "This link has expired", EXPIRED)
     user = _active_user(session, user_id)

@@ -16,6 +16,7 @@ from mailflow.config import Settings
 from mailflow.domain.confirmations import (
     AnswerToConfirm,
     answerable_organisations,
+    confirmations_sent_since,
     record_pending_answers,
 )
 from mailflow.domain.deliveries import record_bounce
@@ -158,6 +159,11 @@ def _process(
             outcome="not understood: " + "; ".join(p.problem for p in exc.problems),
         )
 
+    recent = confirmations_sent_since(session, user_id=user.id, since=now - timedelta(hours=1))
+    if recent >= settings.confirm_emails_per_hour:
+        # Kept raw, but no new link: genuine links in a flood would be the
+        # attack (a forged sender is refused before this point).
+        return ignored, "too many replies this hour: no confirmation sent"
     confirmation = record_pending_answers(
         session,
         user_id=user.id,
