@@ -22,6 +22,7 @@ from mailflow.web.security import (
     SESSION_MAX_AGE_SECONDS,
     SecurityHeaders,
     csrf_ok,
+    describe_failed_request,
     session_cookie_name,
     session_secret,
     uses_https,
@@ -88,7 +89,9 @@ def create_app(runtime: Runtime) -> Starlette:
 
     async def server_error(request: Request, exc: Exception) -> Response:
         # Logged here with the traceback; the browser gets a plain page.
-        log.exception("error on %s %s", request.method, request.url.path, exc_info=exc)
+        # The address holds a link token, so the log names the route and a
+        # digest of the token instead (secrets never appear in logs).
+        log.error("%s", describe_failed_request(request, exc))
         return pages.problem(
             request,
             500,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import traceback
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -115,3 +116,25 @@ def is_verified(request: Request, user_id: int, now: datetime) -> bool:
 def mark_verified(request: Request, user_id: int, now: datetime) -> None:
     request.session["uid"] = user_id
     request.session["verified_at"] = now.timestamp()
+
+
+def log_digest(value: str) -> str:
+    """A short digest of a link token for the log: enough to tell two
+    requests apart or find one in a support call, useless as a link."""
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()[:8]
+
+
+def describe_failed_request(request: Request, exc: BaseException) -> str:
+    """The log line for a request that failed: its method, its route's
+    pattern (``/r/{token}``, never the address itself), a digest of each
+    path parameter, and the traceback with any parameter's value replaced
+    by its digest, since an exception's message may quote it."""
+    route = request.scope.get("route")
+    pattern = getattr(route, "path", None) or "(no route)"
+    params = {k: str(v) for k, v in request.path_params.items() if str(v)}
+    digests = " ".join(f"{name}=sha256:{log_digest(value)}" for name, value in params.items())
+    trace = "".join(traceback.format_exception(exc))
+    # Longest first, so a value that contains another is replaced whole.
+    for value in sorted(params.values(), key=len, reverse=True):
+        trace = trace.replace(value, f"sha256:{log_digest(value)}")
+    return f"error on {request.method} {pattern} {digests}".rstrip() + "\n" + trace
