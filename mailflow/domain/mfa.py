@@ -281,6 +281,16 @@ def start_enrolment(session: Session, *, user_id: int, secret_key: str, now: dat
     return secret
 
 
+def pending_enrolment_secret(session: Session, *, user_id: int, secret_key: str) -> str | None:
+    """The secret of an enrolment started but not finished, to show its QR
+    code again after a wrong first code; None when there is none.  It is
+    kept only here, encrypted, never in the browser's session."""
+    credential = session.get(MfaCredential, user_id)
+    if credential is None or credential.enrolled_at is not None:
+        return None
+    return _decrypt(credential.secret_encrypted, secret_key)
+
+
 def provisioning_uri(secret: str, *, email: str, issuer: str) -> str:
     """The ``otpauth://`` URI an authenticator app reads from a QR code."""
     return pyotp.TOTP(secret).provisioning_uri(name=email, issuer_name=issuer)

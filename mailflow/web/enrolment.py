@@ -27,6 +27,7 @@ from mailflow.domain.mfa import (
     MfaError,
     finish_enrolment,
     is_enrolled,
+    pending_enrolment_secret,
     provisioning_uri,
     start_enrolment,
 )
@@ -150,10 +151,10 @@ class EnrolmentPages:
                 )
             except MfaError as exc:
                 raise Refusal(409, "Already set up", exc.message) from None
-        # Kept in the signed session only until the first code is checked,
-        # so a wrong code can be typed again beside the same QR code.
+        # The session only says that this browser started; the secret stays
+        # in the database, encrypted (the session cookie is signed, not
+        # encrypted, and an abandoned one lives for hours).
         request.session["enrol_uid"] = user.id
-        request.session["enrol_secret"] = secret
         return self._scan_page(request, user, secret, Problems())
 
     def _scan_page(
@@ -177,8 +178,14 @@ class EnrolmentPages:
     def _finish(
         self, request: Request, token: str, user: User, code: str, now: datetime
     ) -> Response:
-        secret = request.session.get("enrol_secret")
-        if not isinstance(secret, str):
+        with self.runtime.readers() as session:
+            try:
+                secret = pending_enrolment_secret(
+                    session, user_id=user.id, secret_key=self.runtime.settings.secret_key
+                )
+            except MfaError as exc:
+                raise Refusal(409, "Cannot set up", exc.message) from None
+        if secret is None:
             raise Refusal(403, "This form has expired", FORM_EXPIRED)
         problems = Problems()
         if not code:
@@ -209,7 +216,6 @@ class EnrolmentPages:
             return self._scan_page(
                 request, user, secret, problems, 429 if isinstance(refused, LockedOut) else 400
             )
-        request.session.pop("enrol_secret", None)
         request.session.pop("enrol_uid", None)
         mark_verified(request, user.id, now)
         return self.pages.render(
