@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from mailflow.domain.verified_sessions import end_verified_session
 from mailflow.web.answering import FORM_EXPIRED, AnswerPages, form_dict
 from mailflow.web.enrolment import EnrolmentPages
 from mailflow.web.rendering import Pages, web_root
@@ -26,6 +27,7 @@ from mailflow.web.security import (
     session_cookie_name,
     session_secret,
     uses_https,
+    verified_key,
 )
 from mailflow.workers.runtime import Runtime
 
@@ -44,6 +46,11 @@ STATUS_PAGES = {
     405: ("This page cannot be used that way", "Go back and open the link from the email."),
     413: ("What you sent is too large", "Shorten what you wrote and try again."),
 }
+
+
+def end_verified_session_of(runtime: Runtime, key: str) -> None:
+    with runtime.sessions.begin() as session:
+        end_verified_session(session, key=key)
 
 
 def create_app(runtime: Runtime) -> Starlette:
@@ -67,6 +74,11 @@ def create_app(runtime: Runtime) -> Starlette:
         form = form_dict(await request.form())
         if not csrf_ok(request, form):
             return pages.problem(request, 403, "This form has expired", FORM_EXPIRED)
+        key = verified_key(request)
+        if key is not None:
+            # Server-side, so a copy of the cookie made before signing out
+            # no longer counts as a second factor either.
+            await run_in_threadpool(end_verified_session_of, runtime, key)
         request.session.clear()
         return RedirectResponse("/signed-out", status_code=303)
 

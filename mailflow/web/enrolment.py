@@ -32,6 +32,7 @@ from mailflow.domain.mfa import (
     start_enrolment,
 )
 from mailflow.domain.models import AuditEvent, UsedToken, User
+from mailflow.domain.verified_sessions import start_verified_session
 from mailflow.mail.tokens import Purpose
 from mailflow.mail.welcome import enrol_tokens
 from mailflow.web.answering import (
@@ -42,9 +43,10 @@ from mailflow.web.answering import (
     form_dict,
     verify_token,
 )
+from mailflow.web.committing import warn_locked_out
 from mailflow.web.forms import Problems, text
 from mailflow.web.rendering import Pages
-from mailflow.web.security import csrf_ok, mark_verified
+from mailflow.web.security import client_source, csrf_ok, mark_verified
 from mailflow.workers.runtime import Runtime
 
 USED = (
@@ -193,6 +195,7 @@ class EnrolmentPages:
             return self._scan_page(request, user, secret, problems, 400)
         codes: list[str] | None = None
         refused: MfaError | None = None
+        key = ""
         with self.runtime.sessions.begin() as session:
             try:
                 codes = finish_enrolment(
@@ -201,15 +204,20 @@ class EnrolmentPages:
                     code=code,
                     secret_key=self.runtime.settings.secret_key,
                     now=now,
+                    source=client_source(request),
                 )
             except MfaError as exc:
                 # Committed as it is: the failure counts towards the lock-out.
                 refused = exc
+                if isinstance(exc, LockedOut) and exc.started:
+                    warn_locked_out(self.runtime, session, user.id, exc, now)
             if codes is not None and not use_token_once(
                 session, token=token, purpose=Purpose.ENROL.value, user_id=user.id, now=now
             ):
                 session.rollback()
                 raise Refusal(409, "This link has been used", USED)
+            if codes is not None:
+                key = start_verified_session(session, user_id=user.id, now=now)
         if refused is not None or codes is None:
             message = refused.message if refused else "Try again."
             problems.add(CODE_FIELD, message)
@@ -217,7 +225,7 @@ class EnrolmentPages:
                 request, user, secret, problems, 429 if isinstance(refused, LockedOut) else 400
             )
         request.session.pop("enrol_uid", None)
-        mark_verified(request, user.id, now)
+        mark_verified(request, user.id, now, key)
         return self.pages.render(
             request,
             "enrol_done.html",

@@ -20,13 +20,14 @@ import itsdangerous
 import pyotp
 import sqlalchemy as sa
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 from starlette.testclient import TestClient
 
 from mailflow.config import Settings
 from mailflow.domain import mfa
 from mailflow.domain.models import Alert, Base, Delivery, OutgoingEmail, User
 from mailflow.domain.statuses import AnswerStatus
+from mailflow.domain.verified_sessions import start_verified_session
 from mailflow.mail.alert_email import answer_tokens
 from mailflow.web import create_app
 from mailflow.web.security import session_cookie_name, session_secret
@@ -112,6 +113,25 @@ def read_session_cookie(settings: Settings, client: TestClient) -> dict[str, Any
     signed = itsdangerous.TimestampSigner(session_secret(settings)).unsign(raw)
     data: dict[str, Any] = json.loads(base64.b64decode(signed))
     return data
+
+
+def signed_session_cookie(settings: Settings, **data: Any) -> str:
+    """A session cookie as the app signs it (Starlette's format)."""
+    signer = itsdangerous.TimestampSigner(session_secret(settings))
+    return signer.sign(base64.b64encode(json.dumps(data).encode())).decode()
+
+
+def verified_session_cookie(
+    settings: Settings, sessions: sessionmaker[Session], uid: int, csrf: str
+) -> str:
+    """The cookie of a browser that gave a right code for ``uid`` just now,
+    with the server's record of it."""
+    now = utc_now()
+    with sessions.begin() as session:
+        key = start_verified_session(session, user_id=uid, now=now)
+    return signed_session_cookie(
+        settings, csrf=csrf, uid=uid, verified_at=now.timestamp(), verified_key=key
+    )
 
 
 def emails_of_kind(session: Session, kind: str) -> list[EmailMessage]:
