@@ -41,6 +41,7 @@ from mailflow.web.answering import (
     Refusal,
     check_session_user,
     form_dict,
+    refuse_links_from_before_removal,
     verify_token,
 )
 from mailflow.web.committing import warn_locked_out
@@ -118,6 +119,7 @@ class EnrolmentPages:
                 raise Refusal(
                     403, "Your access has been removed", "You can no longer use this service."
                 )
+            refuse_links_from_before_removal(self.tokens, token, user)
             if session.get(UsedToken, token_digest(token)) is not None:
                 raise Refusal(409 if posted else 200, "This link has been used", USED)
             issued = payload.get("i")
