@@ -22,7 +22,7 @@ from tests.conftest import SECRET_KEY
 ENROLLED_AT = datetime(2026, 3, 2, 8, 0, 0, tzinfo=UTC)
 NOW = datetime(2026, 3, 2, 9, 0, 0, tzinfo=UTC)
 STEP = timedelta(seconds=30)
-WRONG_CODE = re.escape("That code is not right. Check it and try again.")
+WRONG_CODE = re.escape(mfa.WrongCode.default_message)
 FULL_SCRYPT_N = mfa.SCRYPT_N
 RECOVERY_FORMAT = re.compile(r"[2-9a-hjkmnp-z]{4}-[2-9a-hjkmnp-z]{4}-[2-9a-hjkmnp-z]{4}")
 
@@ -258,15 +258,16 @@ def test_an_earlier_step_is_refused_once_a_later_one_was_used(session: Session) 
 
 
 @pytest.mark.parametrize("offset", [-2, 2, -10, 10])
-def test_a_code_further_out_is_a_clock_problem_and_counts_as_a_failure(
+def test_a_code_further_out_is_refused_like_any_wrong_code_and_counts_as_a_failure(
     session: Session, offset: int
 ) -> None:
     user_id = new_user(session)
     secret, _ = enrol(session, user_id)
     code = pyotp.TOTP(secret).at(NOW, counter_offset=offset)
 
-    with pytest.raises(mfa.ClockProblem, match="clock"):
+    with pytest.raises(mfa.WrongCode) as refused:
         verify(session, user_id, code)
+    assert refused.value.message == mfa.WrongCode.default_message
     assert len(session.scalars(select(MfaFailure)).all()) == 1
 
 
@@ -306,45 +307,95 @@ def wrong_code_for(secret: str, now: datetime) -> str:
     return next(c for c in (f"{n:06d}" for n in range(1_000_000)) if c not in near)
 
 
-def test_five_wrong_codes_in_fifteen_minutes_lock_the_person_out(session: Session) -> None:
+def fail(session: Session, user_id: int, code: str, at: datetime, source: str) -> mfa.MfaError:
+    with pytest.raises(mfa.MfaError) as refused:
+        mfa.verify_second_factor(
+            session, user_id=user_id, code=code, secret_key=SECRET_KEY, now=at, source=source
+        )
+    session.commit()
+    return refused.value
+
+
+def test_wrong_codes_from_one_place_make_that_place_wait_longer_each_time(
+    session: Session,
+) -> None:
     user_id = new_user(session)
     secret, _ = enrol(session, user_id)
     totp = pyotp.TOTP(secret)
     wrong = wrong_code_for(secret, NOW)
 
-    for minute in range(4):
-        with pytest.raises(mfa.WrongCode):
-            verify(session, user_id, wrong, now=NOW + timedelta(minutes=minute))
-    with pytest.raises(mfa.LockedOut) as locked:
-        verify(session, user_id, wrong, now=NOW + timedelta(minutes=4))
-
-    assert locked.value.until == NOW + timedelta(minutes=15)
-    assert "Too many wrong codes" in str(locked.value)
+    for second in range(4):
+        refused = fail(session, user_id, wrong, NOW + timedelta(seconds=second), "attacker")
+        assert isinstance(refused, mfa.WrongCode)
+    fifth = NOW + timedelta(seconds=4)
+    locked = fail(session, user_id, wrong, fifth, "attacker")
+    assert isinstance(locked, mfa.LockedOut) and locked.started
+    assert locked.until == fifth + timedelta(minutes=1)
+    assert "Too many wrong codes" in locked.message
     assert "mfa.locked_out" in audit_text(session)
 
-    # While locked out, even a right code is refused, and refusing it does
-    # not make the wait longer.
-    later = NOW + timedelta(minutes=10)
-    with pytest.raises(mfa.LockedOut) as still:
-        verify(session, user_id, totp.at(later), now=later)
-    assert still.value.until == NOW + timedelta(minutes=15)
+    # While it waits, even a right code from there is refused, and that
+    # neither counts nor makes the wait longer.
+    waiting = fifth + timedelta(seconds=30)
+    still = fail(session, user_id, totp.at(waiting), waiting, "attacker")
+    assert isinstance(still, mfa.LockedOut) and not still.started
+    assert still.until == locked.until
     assert len(session.scalars(select(MfaFailure)).all()) == 5
 
-    # Once the first failure is fifteen minutes old, a right code works.
-    free = NOW + timedelta(minutes=15)
-    assert verify(session, user_id, totp.at(free), now=free) == "totp"
+    # The owner, elsewhere, is not held up at all.
+    assert (
+        mfa.verify_second_factor(
+            session,
+            user_id=user_id,
+            code=totp.at(waiting),
+            secret_key=SECRET_KEY,
+            now=waiting,
+            source="owner",
+        )
+        == "totp"
+    )
+    session.commit()
+
+    # Each further wrong code from there doubles the wait, up to an hour.
+    at = locked.until
+    waits = []
+    for _ in range(8):
+        again = fail(session, user_id, wrong, at, "attacker")
+        assert isinstance(again, mfa.LockedOut) and again.started
+        waits.append(again.until - at)
+        at = again.until
+    assert waits == [timedelta(minutes=m) for m in (2, 4, 8, 16, 32, 60, 60, 60)]
 
 
-def test_failures_older_than_fifteen_minutes_do_not_count(session: Session) -> None:
+def test_wrong_codes_older_than_a_day_do_not_count(session: Session) -> None:
     user_id = new_user(session)
     secret, _ = enrol(session, user_id)
     wrong = wrong_code_for(secret, NOW)
 
     for minute in range(4):
-        with pytest.raises(mfa.WrongCode):
-            verify(session, user_id, wrong, now=NOW + timedelta(minutes=minute))
-    with pytest.raises(mfa.WrongCode):
-        verify(session, user_id, wrong, now=NOW + timedelta(minutes=16))
+        assert isinstance(
+            fail(session, user_id, wrong, NOW + timedelta(minutes=minute), "here"), mfa.WrongCode
+        )
+    a_day_on = NOW + timedelta(hours=24, minutes=1)
+    assert isinstance(fail(session, user_id, wrong, a_day_on, "here"), mfa.WrongCode)
+
+
+def test_a_hundred_wrong_codes_from_many_places_make_everyone_wait_an_hour(
+    session: Session,
+) -> None:
+    user_id = new_user(session)
+    secret, _ = enrol(session, user_id)
+    wrong = wrong_code_for(secret, NOW)
+    for n in range(99):
+        at = NOW + timedelta(seconds=n)
+        assert isinstance(fail(session, user_id, wrong, at, f"bot-{n}"), mfa.WrongCode)
+    last = NOW + timedelta(seconds=99)
+    assert isinstance(fail(session, user_id, wrong, last, "bot-99"), mfa.LockedOut)
+
+    later = last + timedelta(minutes=30)
+    refused = fail(session, user_id, pyotp.TOTP(secret).at(later), later, "owner")
+    assert isinstance(refused, mfa.LockedOut)
+    assert refused.until == last + timedelta(hours=1)
 
 
 def test_a_recovery_code_counts_as_a_failure_when_wrong_and_is_refused_when_locked_out(
@@ -380,9 +431,11 @@ def test_a_recovery_code_works_once_however_it_is_typed(session: Session) -> Non
     ).all()
     assert [c.used_at for c in used] == [NOW]
 
-    with pytest.raises(mfa.WrongCode):
+    # Used before: refused, but not a guess, so not counted.
+    with pytest.raises(mfa.CodeAlreadyUsed, match="already been used"):
         verify(session, user_id, codes[3])
     assert mfa.recovery_codes_left(session, user_id) == 9
+    assert session.scalars(select(MfaFailure)).all() == []
 
     assert verify(session, user_id, codes[4].replace("-", "")) == "recovery"
     assert mfa.recovery_codes_left(session, user_id) == 8

@@ -99,6 +99,17 @@ def test_a_token_works_until_it_expires() -> None:
         service.verify(token, now=after + WEEK + timedelta(seconds=1))
 
 
+def test_a_token_dated_in_the_future_is_refused_beyond_a_little_clock_skew() -> None:
+    # Only the secret's holder can date a token ahead (a machine whose
+    # clock runs fast): it would outlive its lifetime, so it is refused.
+    service = TokenService(SECRET, Purpose.ANSWER, WEEK)
+    token, before, after = signed_between(service)
+
+    assert service.verify(token, now=before - timedelta(minutes=4)) == PAYLOAD
+    with pytest.raises(TokenInvalid, match="dated in the future"):
+        service.verify(token, now=after - timedelta(minutes=5, seconds=2))
+
+
 def test_an_expired_token_is_still_refused_as_invalid_if_it_was_altered() -> None:
     service = TokenService(SECRET, Purpose.ANSWER, WEEK)
     token, _, after = signed_between(service)

@@ -228,13 +228,14 @@ def users_add(ctx: Context, email: str, name: str | None, org_code: str | None, 
         )
         where = f" at {org_code.upper()}" if org_code else ""
         verb = "added" if added.created else "updated"
-        if added.created:
-            # In the same transaction: a new user always gets their link.
+        if added.created or added.reactivated:
+            # In the same transaction: a new user always gets their link (as
+            # does one added again: removal cleared their authenticator).
             from mailflow.mail.welcome import queue_welcome_email
 
             queue_welcome_email(session, ctx.settings, user=added.user, now=ctx.runtime.clock())
         click.echo(f"{verb} {added.user.email} ({added.user.name}): {role}{where}")
-        if added.created:
+        if added.created or added.reactivated:
             click.echo("welcome email queued: a link to set up an authenticator app", err=True)
 
 

@@ -13,6 +13,8 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from mailflow.private_files import create_private_file, make_private_folder
+
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
@@ -49,7 +51,11 @@ def make_engine(url: str, *, immediate: bool = True, **kwargs: Any) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            # The database holds every answer and pending link: only our
+            # own user may read it (SQLite gives its -wal and -shm files
+            # the database file's mode).
+            make_private_folder(Path(parsed.database).parent)
+            create_private_file(Path(parsed.database))
         engine = create_engine(
             url, connect_args={"isolation_level": None, "check_same_thread": False}, **kwargs
         )

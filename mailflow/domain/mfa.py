@@ -7,8 +7,12 @@ ever logged or written to the audit log.
 
 Nothing here commits.  A wrong code adds an ``MfaFailure`` row to the session
 *before* the error is raised: the caller must commit the session even when
-``WrongCode``, ``ClockProblem`` or ``LockedOut`` is raised, or the lock-out
-never comes.
+``WrongCode`` or ``LockedOut`` is raised, or the lock-out never comes (how
+wrong codes slow the guesser down is in ``mfa_throttle``).
+
+Every wrong code gets the same answer, however close it was: telling a code
+a few steps ahead apart as "a clock problem" told a guesser which guesses
+would work later, which made guessing about four times easier.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import hashlib
 import hmac
 import re
 import secrets
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, cast
 
 import pyotp
@@ -30,17 +34,13 @@ from sqlalchemy.orm import Session
 
 from mailflow.domain.audit import record_event
 from mailflow.domain.errors import NotFound
-from mailflow.domain.models import MfaCredential, MfaFailure, RecoveryCode, User
+from mailflow.domain.mfa_throttle import next_try_at, record_failure
+from mailflow.domain.models import MfaCredential, RecoveryCode, User
+from mailflow.domain.verified_sessions import end_verified_sessions
 
 # Codes from the step before or after the current one are accepted, for
-# clocks a little out and people a little slow; codes further out, up to
-# CLOCK_PROBLEM_STEPS, mean the device's clock is wrong, and the person is
-# better told that than that they typed the code wrongly.
+# clocks a little out and people a little slow; any other is wrong.
 DRIFT_STEPS = 1
-CLOCK_PROBLEM_STEPS = 10
-
-MAX_FAILURES = 5
-FAILURE_WINDOW = timedelta(minutes=15)
 
 RECOVERY_CODE_COUNT = 10
 # No 0/o, 1/l/i: nothing that reads as another character.  Twelve of these
@@ -79,7 +79,12 @@ class NotEnrolled(MfaError):
 
 
 class WrongCode(MfaError):
-    default_message = "That code is not right. Check it and try again."
+    # The same words for every wrong code; the hint about the clock is for
+    # everyone, so it says nothing about how close a code was.
+    default_message = (
+        "That code is not right. Check it and try again with the newest code from your app. "
+        "If your codes are often refused, check that your phone sets its time automatically."
+    )
 
 
 class CodeAlreadyUsed(MfaError):
@@ -88,23 +93,22 @@ class CodeAlreadyUsed(MfaError):
     )
 
 
-class ClockProblem(MfaError):
-    default_message = (
-        "That code is for a different time: check your device's clock is set "
-        "automatically, then try again with a new code."
-    )
+RECOVERY_CODE_USED = "That recovery code has already been used. Use another one."
 
 
 class LockedOut(MfaError):
-    """Too many wrong codes: no code, even a right one, is accepted before
-    ``until``."""
+    """Too many wrong codes from here: no code, even a right one, is
+    accepted from this source before ``until``.  ``started`` is True when
+    this request's wrong code began the wait (the person is then told by
+    email), False when the request came while waiting."""
 
-    def __init__(self, until: datetime) -> None:
+    def __init__(self, until: datetime, *, started: bool = False) -> None:
         super().__init__(
             f"Too many wrong codes. Wait until {until:%H:%M} UTC on {until:%d %B %Y}, "
             "then try again."
         )
         self.until = until
+        self.started = started
 
 
 def encryption_key(secret_key: str) -> bytes:
@@ -184,42 +188,37 @@ def _credential(session: Session, user_id: int) -> MfaCredential | None:
     )
 
 
-def _check_not_locked_out(session: Session, user_id: int, now: datetime) -> None:
-    recent = list(
-        session.scalars(
-            select(MfaFailure.at)
-            .where(MfaFailure.user_id == user_id, MfaFailure.at > now - FAILURE_WINDOW)
-            .order_by(MfaFailure.at.desc())
-            .limit(MAX_FAILURES)
-        )
+def _check_not_locked_out(session: Session, user_id: int, source: str, now: datetime) -> None:
+    until = next_try_at(session, user_id=user_id, source=source, now=now)
+    if until is not None:
+        raise LockedOut(until)
+
+
+def _fail(session: Session, user_id: int, source: str, now: datetime) -> MfaError:
+    """Record a wrong code and return the error to raise: ``WrongCode``, or
+    ``LockedOut`` if this one makes the source wait."""
+    until = record_failure(session, user_id=user_id, source=source, now=now)
+    if until is None:
+        return WrongCode()
+    record_event(
+        session,
+        at=now,
+        actor=f"user:{user_id}",
+        action="mfa.locked_out",
+        subject=f"user:{user_id}",
+        until=until.isoformat(),
+        source=source,
     )
-    if len(recent) >= MAX_FAILURES:
-        # Locked until the oldest of the last five leaves the window.
-        raise LockedOut(recent[-1] + FAILURE_WINDOW)
-
-
-def _fail(session: Session, user_id: int, now: datetime, error: MfaError) -> MfaError:
-    """Record a failure and return the error to raise: ``error``, or
-    ``LockedOut`` if this failure was one too many."""
-    session.add(MfaFailure(user_id=user_id, at=now))
-    session.flush()
-    try:
-        _check_not_locked_out(session, user_id, now)
-    except LockedOut as locked:
-        record_event(
-            session,
-            at=now,
-            actor=f"user:{user_id}",
-            action="mfa.locked_out",
-            subject=f"user:{user_id}",
-            until=locked.until.isoformat(),
-        )
-        return locked
-    return error
+    return LockedOut(until, started=True)
 
 
 def _check_totp(
-    session: Session, credential: MfaCredential, code: str, secret_key: str, now: datetime
+    session: Session,
+    credential: MfaCredential,
+    code: str,
+    secret_key: str,
+    source: str,
+    now: datetime,
 ) -> None:
     """Accept ``code`` for ``credential`` and remember its time step, or raise."""
     totp = pyotp.TOTP(_decrypt(credential.secret_encrypted, secret_key))
@@ -237,9 +236,7 @@ def _check_totp(
         return
     if within_drift:
         raise CodeAlreadyUsed()
-    if steps_matching(range(DRIFT_STEPS + 1, CLOCK_PROBLEM_STEPS + 1)):
-        raise _fail(session, credential.user_id, now, ClockProblem())
-    raise _fail(session, credential.user_id, now, WrongCode())
+    raise _fail(session, credential.user_id, source, now)
 
 
 def start_enrolment(session: Session, *, user_id: int, secret_key: str, now: datetime) -> str:
@@ -281,26 +278,37 @@ def start_enrolment(session: Session, *, user_id: int, secret_key: str, now: dat
     return secret
 
 
+def pending_enrolment_secret(session: Session, *, user_id: int, secret_key: str) -> str | None:
+    """The secret of an enrolment started but not finished, to show its QR
+    code again after a wrong first code; None when there is none.  It is
+    kept only here, encrypted, never in the browser's session."""
+    credential = session.get(MfaCredential, user_id)
+    if credential is None or credential.enrolled_at is not None:
+        return None
+    return _decrypt(credential.secret_encrypted, secret_key)
+
+
 def provisioning_uri(secret: str, *, email: str, issuer: str) -> str:
     """The ``otpauth://`` URI an authenticator app reads from a QR code."""
     return pyotp.TOTP(secret).provisioning_uri(name=email, issuer_name=issuer)
 
 
 def finish_enrolment(
-    session: Session, *, user_id: int, code: str, secret_key: str, now: datetime
+    session: Session, *, user_id: int, code: str, secret_key: str, now: datetime, source: str = ""
 ) -> list[str]:
     """Check a first code from the new secret, then make the person's
-    recovery codes and return them, to show once."""
+    recovery codes and return them, to show once.  ``source`` is where the
+    code came from (see ``mfa_throttle``)."""
     credential = _credential(session, user_id)
-    _check_not_locked_out(session, user_id, now)
+    _check_not_locked_out(session, user_id, source, now)
     if credential is None:
         raise NotEnrolled("Start setting up your authenticator app first.")
     if credential.enrolled_at is not None:
         raise MfaError("You have already set up an authenticator app.")
     normalised = _normalise(code)
     if not _TOTP_CODE.fullmatch(normalised):
-        raise _fail(session, user_id, now, WrongCode())
-    _check_totp(session, credential, normalised, secret_key, now)
+        raise _fail(session, user_id, source, now)
+    _check_totp(session, credential, normalised, secret_key, source, now)
     credential.enrolled_at = now
 
     session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user_id))
@@ -333,49 +341,66 @@ def is_enrolled(session: Session, user_id: int) -> bool:
     return enrolled_at is not None
 
 
-def _use_recovery_code(session: Session, user_id: int, code: str, now: datetime) -> bool:
-    unused = session.execute(
-        select(RecoveryCode.id, RecoveryCode.code_hash).where(
-            RecoveryCode.user_id == user_id, RecoveryCode.used_at.is_(None)
-        )
+def _use_recovery_code(session: Session, user_id: int, code: str, now: datetime) -> bool | None:
+    """True if ``code`` is one of the person's unused recovery codes (it is
+    now used), False if it is one they used before, None if neither."""
+    stored = session.execute(
+        select(RecoveryCode.id, RecoveryCode.code_hash, RecoveryCode.used_at)
+        .where(RecoveryCode.user_id == user_id)
+        # Unused first: a right code is found without hashing the used ones.
+        .order_by(RecoveryCode.used_at.is_not(None), RecoveryCode.id)
     ).all()
-    for code_id, code_hash in unused:
+    for code_id, code_hash, used_at in stored:
         if _recovery_code_matches(code, code_hash):
+            if used_at is not None:
+                return False
             # Conditional, so that of two requests racing with one code
-            # only one marks it used.
+            # only one marks it used (the other is told it was used).
             marked = session.execute(
                 update(RecoveryCode)
                 .where(RecoveryCode.id == code_id, RecoveryCode.used_at.is_(None))
                 .values(used_at=now)
             )
             return cast("CursorResult[Any]", marked).rowcount == 1
-    return False
+    return None
 
 
 def verify_second_factor(
-    session: Session, *, user_id: int, code: str, secret_key: str, now: datetime
+    session: Session,
+    *,
+    user_id: int,
+    code: str,
+    secret_key: str,
+    now: datetime,
+    source: str = "",
 ) -> str:
     """Check a code from the person's authenticator app, or one of their
     recovery codes, and return which it was: ``"totp"`` or ``"recovery"``.
+    ``source`` says where the code came from (a digest of the client's
+    address): wrong codes slow down that source (see ``mfa_throttle``).
 
     Raises an ``MfaError`` whose message can be shown to the person.  After
-    ``WrongCode``, ``ClockProblem`` or ``LockedOut`` the session holds the
-    failure: commit it.
+    ``WrongCode`` or ``LockedOut`` the session holds the failure: commit it.
     """
     credential = _credential(session, user_id)
-    _check_not_locked_out(session, user_id, now)
+    _check_not_locked_out(session, user_id, source, now)
     if credential is None or credential.enrolled_at is None:
         raise NotEnrolled()
     normalised = _normalise(code)
+    recovery = (
+        _use_recovery_code(session, user_id, normalised, now)
+        if _RECOVERY_CODE.fullmatch(normalised)
+        else None
+    )
     if _TOTP_CODE.fullmatch(normalised):
-        _check_totp(session, credential, normalised, secret_key, now)
+        _check_totp(session, credential, normalised, secret_key, source, now)
         method = "totp"
-    elif _RECOVERY_CODE.fullmatch(normalised) and _use_recovery_code(
-        session, user_id, normalised, now
-    ):
+    elif recovery:
         method = "recovery"
+    elif recovery is False:
+        raise CodeAlreadyUsed(RECOVERY_CODE_USED)
     else:
-        raise _fail(session, user_id, now, WrongCode())
+        raise _fail(session, user_id, source, now)
     session.flush()
     details: dict[str, object] = {"method": method}
     if method == "recovery":
@@ -393,7 +418,9 @@ def verify_second_factor(
 
 def reset_mfa(session: Session, *, user_id: int, now: datetime, actor: str) -> None:
     """Remove the person's authenticator secret and recovery codes, so they
-    can enrol again (an administrator's action, for a lost phone)."""
+    can enrol again (an administrator's action, for a lost phone), and end
+    every session verified with them."""
+    end_verified_sessions(session, user_id=user_id)
     session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user_id))
     session.execute(delete(MfaCredential).where(MfaCredential.user_id == user_id))
     session.flush()

@@ -159,6 +159,9 @@ class User(Base):
     national_role: Mapped[NationalRole | None] = mapped_column(_enum(NationalRole, "national_role"))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime]
+    # Links signed before this (set when the person is removed) do not
+    # work, so adding them again does not bring their old links back.
+    links_valid_after: Mapped[datetime | None]
 
     memberships: Mapped[list[Membership]] = relationship(
         back_populates="user", cascade="all, delete-orphan"
@@ -489,7 +492,9 @@ class RecoveryCode(Base):
 
 
 class MfaFailure(Base):
-    """One wrong code: five in fifteen minutes and the person must wait."""
+    """One wrong code, and where it came from (a digest of the client's
+    address): too many from one place and that place must wait (see
+    ``mailflow.domain.mfa_throttle``)."""
 
     __tablename__ = "mfa_failures"
     __table_args__ = (Index("ix_mfa_failures_user_id_at", "user_id", "at"),)
@@ -497,3 +502,18 @@ class MfaFailure(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     at: Mapped[datetime]
+    source: Mapped[str] = mapped_column(String(16), server_default="")
+
+
+class VerifiedSession(Base):
+    """A browser that gave a right second factor: its cookie holds a random
+    key, this row its digest.  It names the credential it was verified
+    with (the person's, enrolled at ``credential_enrolled_at``), so a reset
+    or a new enrolment ends it; signing out deletes it."""
+
+    __tablename__ = "verified_sessions"
+
+    key_digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    credential_enrolled_at: Mapped[datetime]
+    verified_at: Mapped[datetime]

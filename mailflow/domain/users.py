@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from mailflow.domain.audit import record_event
 from mailflow.domain.errors import InvalidInput, NotFound
+from mailflow.domain.mfa import reset_mfa
 from mailflow.domain.models import Membership, NationalRole, Role, User
 from mailflow.domain.organisations import find_organisation
 
@@ -32,6 +33,9 @@ def normalise_email(address: str) -> str:
 class AddedUser:
     user: User
     created: bool
+    # A removed person added again: like a new one, they need a welcome
+    # email to set up an authenticator app (removal cleared theirs).
+    reactivated: bool = False
 
 
 def add_user(
@@ -62,6 +66,7 @@ def add_user(
 
     user = session.scalar(select(User).where(User.email == address))
     created = user is None
+    reactivated = user is not None and not user.active
     if user is None:
         if name is None:
             raise InvalidInput("name", "a new user needs a name (--name)")
@@ -86,7 +91,7 @@ def add_user(
             email=address,
             role=role,
         )
-        return AddedUser(user, created)
+        return AddedUser(user, created, reactivated)
 
     if org_code is None:
         raise InvalidInput("org", f"the {role} role is held for an organisation: give --org CODE")
@@ -112,7 +117,7 @@ def add_user(
         role=role,
         organisation=org.code,
     )
-    return AddedUser(user, created)
+    return AddedUser(user, created, reactivated)
 
 
 def remove_user(
@@ -145,8 +150,21 @@ def remove_user(
     user.memberships.clear()
     user.national_role = None
     user.active = False
+    # Should they be added again, they start afresh: a new authenticator
+    # app, and none of the links sent to them before today.
+    user.links_valid_after = now
+    reset_mfa(session, user_id=user.id, now=now, actor=actor)
     record_event(session, at=now, actor=actor, action="user.deactivated", subject=f"user:{user.id}")
     return user
+
+
+def link_predates_removal(user: User, issued_at: datetime) -> bool:
+    """Whether a link signed at ``issued_at`` was sent before the person
+    was last removed (and so must not work even if they were added again).
+    Whole seconds, as links carry them."""
+    if user.links_valid_after is None:
+        return False
+    return int(issued_at.timestamp()) < int(user.links_valid_after.timestamp())
 
 
 def list_users(session: Session, *, org_code: str | None = None) -> list[User]:

@@ -11,6 +11,7 @@ import asyncio
 import enum
 import logging
 import mailbox
+import os
 import threading
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from typing import Any, Protocol, TypeVar
 import aiosmtplib
 
 from mailflow.config import RelayConfig
+from mailflow.private_files import PRIVATE_FILE, make_private_folder
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -85,11 +87,16 @@ def send_now(transport: Transport, prepared: Prepared) -> SendResult:
 
 class MaildirTransport:
     """Writes each message into a maildir, with the envelope recorded in
-    ``Return-Path`` and ``Delivered-To`` as a delivering MTA would."""
+    ``Return-Path`` and ``Delivered-To`` as a delivering MTA would.
+
+    The messages carry personal links (a welcome email's enrolment link
+    works once, for whoever opens it first), so the folders are 0700 and
+    each message 0600: no other local user may read them."""
 
     def __init__(self, path: Path) -> None:
         for sub in ("tmp", "new", "cur"):
-            (path / sub).mkdir(parents=True, exist_ok=True)
+            make_private_folder(path / sub)
+        self._path = path
         self._maildir = mailbox.Maildir(path, create=False)
         self._lock = threading.Lock()
 
@@ -101,6 +108,9 @@ class MaildirTransport:
         ).encode("ascii")
         try:
             key = self._maildir.add(trace + message.data)
+            # mailbox creates the file with the umask's mode; it sits in a
+            # 0700 folder meanwhile, so no one else can open it before this.
+            os.chmod(self._path / "new" / key, PRIVATE_FILE)
         except OSError as exc:
             return SendResult(Outcome.TEMPORARY, f"maildir: {exc.strerror}")
         return SendResult(Outcome.SENT, f"250 stored as {key}")

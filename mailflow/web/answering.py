@@ -35,6 +35,7 @@ from mailflow.domain.models import (
     User,
 )
 from mailflow.domain.statuses import AnswerStatus
+from mailflow.domain.users import link_predates_removal
 from mailflow.mail.alert_email import answer_tokens
 from mailflow.mail.receipts import queue_receipts
 from mailflow.mail.replies import confirm_tokens, describe_answer
@@ -87,6 +88,10 @@ INVALID = (
     "This link is not valid: it may have been changed or cut short. Nothing has been "
     "recorded. Open it again from the email, or copy the whole address."
 )
+REPLACED = (
+    "This link was sent before your access was removed, so it no longer works. Nothing has "
+    "been recorded. Use a link from an email sent since you were added again."
+)
 SOMEONE_ELSE = (
     "This link was sent to someone else. Nothing has been recorded. If it was forwarded "
     "to you, ask for your own alert email. If you share this computer, sign out first."
@@ -138,6 +143,11 @@ def verify_token(tokens: TokenService, token: str, now: datetime) -> dict[str, A
         raise Refusal(410, "This link has expired", EXPIRED) from None
     except TokenInvalid:
         raise Refusal(400, "This link is not valid", INVALID) from None
+
+
+def refuse_links_from_before_removal(tokens: TokenService, token: str, user: User) -> None:
+    if link_predates_removal(user, tokens.issued_at(token)):
+        raise Refusal(410, "This link no longer works", REPLACED)
 
 
 def _int(payload: dict[str, Any], key: str) -> int:
@@ -358,6 +368,7 @@ class AnswerPages:
         check_session_user(request, _int(payload, "u"))
         with self.runtime.readers() as session:
             context = _load_link(session, payload, token)
+            refuse_links_from_before_removal(self.answer_tokens, token, context.user)
             if context.used:
                 raise already_recorded(
                     session,
@@ -475,6 +486,7 @@ class AnswerPages:
         check_session_user(request, _int(payload, "u"))
         with self.runtime.readers() as session:
             context = _load_confirmation(session, payload, now, self.zone, form is not None)
+        refuse_links_from_before_removal(self.confirm_tokens, token, context.user)
         verified = is_verified(request, context.user.id, now)
         if form is None:
             return self._confirm_page(request, context, verified, form=None, problems=Problems())

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from mailflow.domain.verified_sessions import end_verified_session
 from mailflow.web.answering import FORM_EXPIRED, SETUP_LINK_SUFFIX, AnswerPages, form_dict
 from mailflow.web.enrolment import EnrolmentPages
 from mailflow.web.rendering import Pages, web_root
@@ -22,9 +23,11 @@ from mailflow.web.security import (
     SESSION_MAX_AGE_SECONDS,
     SecurityHeaders,
     csrf_ok,
+    describe_failed_request,
     session_cookie_name,
     session_secret,
     uses_https,
+    verified_key,
 )
 from mailflow.web.setup_link import SetupLinkPages
 from mailflow.workers.runtime import Runtime
@@ -44,6 +47,11 @@ STATUS_PAGES = {
     405: ("This page cannot be used that way", "Go back and open the link from the email."),
     413: ("What you sent is too large", "Shorten what you wrote and try again."),
 }
+
+
+def end_verified_session_of(runtime: Runtime, key: str) -> None:
+    with runtime.sessions.begin() as session:
+        end_verified_session(session, key=key)
 
 
 def create_app(runtime: Runtime) -> Starlette:
@@ -72,6 +80,11 @@ def create_app(runtime: Runtime) -> Starlette:
         form = form_dict(await request.form())
         if not csrf_ok(request, form):
             return pages.problem(request, 403, "This form has expired", FORM_EXPIRED)
+        key = verified_key(request)
+        if key is not None:
+            # Server-side, so a copy of the cookie made before signing out
+            # no longer counts as a second factor either.
+            await run_in_threadpool(end_verified_session_of, runtime, key)
         request.session.clear()
         return RedirectResponse("/signed-out", status_code=303)
 
@@ -94,7 +107,9 @@ def create_app(runtime: Runtime) -> Starlette:
 
     async def server_error(request: Request, exc: Exception) -> Response:
         # Logged here with the traceback; the browser gets a plain page.
-        log.exception("error on %s %s", request.method, request.url.path, exc_info=exc)
+        # The address holds a link token, so the log names the route and a
+        # digest of the token instead (secrets never appear in logs).
+        log.error("%s", describe_failed_request(request, exc))
         return pages.problem(
             request,
             500,

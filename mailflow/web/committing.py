@@ -1,9 +1,11 @@
 """The one way the web pages commit anything: in a single transaction,
-the second factor (unless the session gave one in the last ten minutes),
-then the single use of the link and the change itself.
+the second factor (or, without a code, the server's record that this
+browser gave one in the last ten minutes with the credential the person
+holds now), then the single use of the link and the change itself.
 
-A wrong code is committed on its own (the lock-out counts it); a right code
-is kept even when the change is then refused, since it has been used.
+A wrong code is committed on its own (the lock-out counts it, and the
+person is emailed when it makes someone wait); a right code is kept even
+when the change is then refused, since it has been used.
 """
 
 from __future__ import annotations
@@ -19,8 +21,16 @@ from starlette.requests import Request
 from mailflow.domain.answers import AccessRefused
 from mailflow.domain.errors import InvalidInput
 from mailflow.domain.mfa import LockedOut, MfaError, verify_second_factor
-from mailflow.web.security import mark_verified
+from mailflow.domain.models import User
+from mailflow.domain.verified_sessions import start_verified_session, verified_session_holds
+from mailflow.mail.locked_out import queue_locked_out_email
+from mailflow.web.security import client_source, forget_verified, mark_verified, verified_key
 from mailflow.workers.runtime import Runtime
+
+NEEDS_CODE = (
+    "Enter the code from your authenticator app: your earlier code no longer counts "
+    "(it is more than ten minutes old, you signed out, or your second factor was reset)."
+)
 
 
 @dataclass(frozen=True)
@@ -75,22 +85,22 @@ def commit_with_second_factor(
     ``change`` returns ``AlreadyUsed`` (the link was used: nothing of it is
     kept) or ``Committed``; the domain's refusals undo it too.
     """
-    verified = False
+    new_key: str | None = None
     try:
         with runtime.sessions.begin() as session:
-            if code is not None:
-                try:
-                    verify_second_factor(
-                        session,
-                        user_id=user_id,
-                        code=code,
-                        secret_key=runtime.settings.secret_key,
-                        now=now,
-                    )
-                except MfaError as exc:
+            if code is None:
+                key = verified_key(request)
+                if key is None or not verified_session_holds(
+                    session, key=key, user_id=user_id, now=now
+                ):
+                    forget_verified(request)
+                    return CodeRefused(NEEDS_CODE, locked_out=False)
+            else:
+                refused = _check_code(runtime, request, session, user_id, code, now)
+                if refused is not None:
                     # Committed as it is: the failure counts towards the lock-out.
-                    return CodeRefused(exc.message, isinstance(exc, LockedOut))
-            verified = True
+                    return refused
+                new_key = start_verified_session(session, user_id=user_id, now=now)
             try:
                 with session.begin_nested():
                     outcome = change(session)
@@ -105,6 +115,39 @@ def commit_with_second_factor(
     except IntegrityError:
         # Two requests raced with one link: the other one committed first.
         outcome = AlreadyUsed()
-    if verified:
-        mark_verified(request, user_id, now)
+        new_key = None
+    if new_key is not None:
+        mark_verified(request, user_id, now, new_key)
     return outcome
+
+
+def _check_code(
+    runtime: Runtime, request: Request, session: Session, user_id: int, code: str, now: datetime
+) -> CodeRefused | None:
+    """Check the code in the caller's transaction; a refusal to show, or
+    None.  When a wrong code makes its source wait, the person is told."""
+    try:
+        verify_second_factor(
+            session,
+            user_id=user_id,
+            code=code,
+            secret_key=runtime.settings.secret_key,
+            now=now,
+            source=client_source(request),
+        )
+    except LockedOut as exc:
+        if exc.started:
+            warn_locked_out(runtime, session, user_id, exc, now)
+        return CodeRefused(exc.message, locked_out=True)
+    except MfaError as exc:
+        return CodeRefused(exc.message, locked_out=False)
+    return None
+
+
+def warn_locked_out(
+    runtime: Runtime, session: Session, user_id: int, locked: LockedOut, now: datetime
+) -> None:
+    """Email the person that wrong codes made someone wait (at most one an hour)."""
+    queue_locked_out_email(
+        session, runtime.settings, user=session.get_one(User, user_id), until=locked.until, now=now
+    )

@@ -27,10 +27,12 @@ from mailflow.domain.mfa import (
     MfaError,
     finish_enrolment,
     is_enrolled,
+    pending_enrolment_secret,
     provisioning_uri,
     start_enrolment,
 )
 from mailflow.domain.models import AuditEvent, UsedToken, User
+from mailflow.domain.verified_sessions import start_verified_session
 from mailflow.mail.tokens import Purpose
 from mailflow.mail.welcome import enrol_tokens
 from mailflow.web.answering import (
@@ -39,11 +41,13 @@ from mailflow.web.answering import (
     Refusal,
     check_session_user,
     form_dict,
+    refuse_links_from_before_removal,
     verify_token,
 )
+from mailflow.web.committing import warn_locked_out
 from mailflow.web.forms import Problems, text
 from mailflow.web.rendering import Pages
-from mailflow.web.security import csrf_ok, mark_verified
+from mailflow.web.security import client_source, csrf_ok, mark_verified
 from mailflow.workers.runtime import Runtime
 
 USED = (
@@ -115,6 +119,7 @@ class EnrolmentPages:
                 raise Refusal(
                     403, "Your access has been removed", "You can no longer use this service."
                 )
+            refuse_links_from_before_removal(self.tokens, token, user)
             if session.get(UsedToken, token_digest(token)) is not None:
                 # Not 200: the link no longer works, whoever opens it.
                 raise Refusal(409 if posted else 410, "This link has been used", USED)
@@ -151,10 +156,10 @@ class EnrolmentPages:
                 )
             except MfaError as exc:
                 raise Refusal(409, "Already set up", exc.message) from None
-        # Kept in the signed session only until the first code is checked,
-        # so a wrong code can be typed again beside the same QR code.
+        # The session only says that this browser started; the secret stays
+        # in the database, encrypted (the session cookie is signed, not
+        # encrypted, and an abandoned one lives for hours).
         request.session["enrol_uid"] = user.id
-        request.session["enrol_secret"] = secret
         return self._scan_page(request, user, secret, Problems())
 
     def _scan_page(
@@ -178,8 +183,14 @@ class EnrolmentPages:
     def _finish(
         self, request: Request, token: str, user: User, code: str, now: datetime
     ) -> Response:
-        secret = request.session.get("enrol_secret")
-        if not isinstance(secret, str):
+        with self.runtime.readers() as session:
+            try:
+                secret = pending_enrolment_secret(
+                    session, user_id=user.id, secret_key=self.runtime.settings.secret_key
+                )
+            except MfaError as exc:
+                raise Refusal(409, "Cannot set up", exc.message) from None
+        if secret is None:
             raise Refusal(403, "This form has expired", FORM_EXPIRED)
         problems = Problems()
         if not code:
@@ -187,6 +198,7 @@ class EnrolmentPages:
             return self._scan_page(request, user, secret, problems, 400)
         codes: list[str] | None = None
         refused: MfaError | None = None
+        key = ""
         with self.runtime.sessions.begin() as session:
             try:
                 codes = finish_enrolment(
@@ -195,24 +207,28 @@ class EnrolmentPages:
                     code=code,
                     secret_key=self.runtime.settings.secret_key,
                     now=now,
+                    source=client_source(request),
                 )
             except MfaError as exc:
                 # Committed as it is: the failure counts towards the lock-out.
                 refused = exc
+                if isinstance(exc, LockedOut) and exc.started:
+                    warn_locked_out(self.runtime, session, user.id, exc, now)
             if codes is not None and not use_token_once(
                 session, token=token, purpose=Purpose.ENROL.value, user_id=user.id, now=now
             ):
                 session.rollback()
                 raise Refusal(409, "This link has been used", USED)
+            if codes is not None:
+                key = start_verified_session(session, user_id=user.id, now=now)
         if refused is not None or codes is None:
             message = refused.message if refused else "Try again."
             problems.add(CODE_FIELD, message)
             return self._scan_page(
                 request, user, secret, problems, 429 if isinstance(refused, LockedOut) else 400
             )
-        request.session.pop("enrol_secret", None)
         request.session.pop("enrol_uid", None)
-        mark_verified(request, user.id, now)
+        mark_verified(request, user.id, now, key)
         return self.pages.render(
             request,
             "enrol_done.html",

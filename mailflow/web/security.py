@@ -1,12 +1,14 @@
 """What every page shares for safety: response headers, the signed session
-cookie, the CSRF token and how recently the person gave a second factor."""
+cookie, the CSRF token, how recently the person gave a second factor, where
+a request comes from, and what the log may say about a request."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import secrets
-from datetime import datetime, timedelta
+import traceback
+from datetime import datetime
 from typing import Any
 
 from starlette.datastructures import MutableHeaders
@@ -14,12 +16,10 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mailflow.config import Settings
+from mailflow.domain.verified_sessions import VERIFIED_FOR
 
-# A right code lets the same person commit again for this long without
-# typing another: correcting a form, or answering for the next alert.
-VERIFIED_FOR = timedelta(minutes=10)
-# The session only carries the CSRF token and the last second factor, so
-# it need not outlive a working day.
+# The session only carries the CSRF token and the key of the last second
+# factor, so it need not outlive a working day.
 SESSION_MAX_AGE_SECONDS = 8 * 60 * 60
 CSRF_FIELD = "csrf_token"
 
@@ -104,14 +104,62 @@ def session_user(request: Request) -> int | None:
 
 
 def is_verified(request: Request, user_id: int, now: datetime) -> bool:
-    """True when this session gave a right second factor for this person
-    within the last ten minutes."""
+    """True when this session says it gave a right second factor for this
+    person within the last ten minutes: whether the page asks for a code.
+    The cookie alone proves nothing; committing checks the server's record
+    (``verified_session_holds``) before it skips the code."""
     at = request.session.get("verified_at")
     if session_user(request) != user_id or not isinstance(at, int | float):
+        return False
+    if verified_key(request) is None:
         return False
     return 0 <= now.timestamp() - at <= VERIFIED_FOR.total_seconds()
 
 
-def mark_verified(request: Request, user_id: int, now: datetime) -> None:
+def verified_key(request: Request) -> str | None:
+    """The key of the server's record of this browser's last second factor."""
+    key = request.session.get("verified_key")
+    return key if isinstance(key, str) and key else None
+
+
+def mark_verified(request: Request, user_id: int, now: datetime, key: str) -> None:
+    """Remember in the cookie the record ``start_verified_session`` made."""
     request.session["uid"] = user_id
     request.session["verified_at"] = now.timestamp()
+    request.session["verified_key"] = key
+
+
+def forget_verified(request: Request) -> None:
+    """The server no longer vouches for this browser: ask for a code again."""
+    request.session.pop("verified_at", None)
+    request.session.pop("verified_key", None)
+
+
+def client_source(request: Request) -> str:
+    """Where a request comes from, for counting wrong codes: a digest of
+    the client's address (the proxy's X-Forwarded-For, which uvicorn reads
+    when the proxy is local), so the database holds no addresses."""
+    host = request.client.host if request.client else ""
+    return hashlib.sha256(f"mailflow.source:{host}".encode()).hexdigest()[:16]
+
+
+def log_digest(value: str) -> str:
+    """A short digest of a link token for the log: enough to tell two
+    requests apart or find one in a support call, useless as a link."""
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()[:8]
+
+
+def describe_failed_request(request: Request, exc: BaseException) -> str:
+    """The log line for a request that failed: its method, its route's
+    pattern (``/r/{token}``, never the address itself), a digest of each
+    path parameter, and the traceback with any parameter's value replaced
+    by its digest, since an exception's message may quote it."""
+    route = request.scope.get("route")
+    pattern = getattr(route, "path", None) or "(no route)"
+    params = {k: str(v) for k, v in request.path_params.items() if str(v)}
+    digests = " ".join(f"{name}=sha256:{log_digest(value)}" for name, value in params.items())
+    trace = "".join(traceback.format_exception(exc))
+    # Longest first, so a value that contains another is replaced whole.
+    for value in sorted(params.values(), key=len, reverse=True):
+        trace = trace.replace(value, f"sha256:{log_digest(value)}")
+    return f"error on {request.method} {pattern} {digests}".rstrip() + "\n" + trace

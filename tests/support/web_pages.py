@@ -4,16 +4,12 @@ client, and the links the emails carry."""
 
 from __future__ import annotations
 
-import json
-import time
-from base64 import b64encode
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from html.parser import HTMLParser
 from typing import Any
 
-import itsdangerous
 import pyotp
 import pytest
 import sqlalchemy as sa
@@ -29,7 +25,6 @@ from mailflow.domain.statuses import AnswerStatus
 from mailflow.mail.alert_email import answer_tokens
 from mailflow.mail.replies import confirmation_link
 from mailflow.web import create_app
-from mailflow.web.security import session_cookie_name, session_secret
 from mailflow.workers.runtime import Runtime, utc_now
 from tests.support.seed import issue, seed_people
 
@@ -160,23 +155,6 @@ def read_form(html: str) -> FormReader:
     reader = FormReader()
     reader.feed(html)
     return reader
-
-
-def session_cookie(settings: Settings, **data: Any) -> str:
-    """A session cookie as the app signs it (Starlette's format)."""
-    signer = itsdangerous.TimestampSigner(session_secret(settings))
-    return signer.sign(b64encode(json.dumps(data).encode())).decode()
-
-
-def verified_client(app: Any, settings: Settings, uid: int) -> tuple[TestClient, str]:
-    """A client whose session gave a second factor for ``uid`` just now."""
-    csrf = f"csrf-{uid}-{time.monotonic_ns()}"
-    client = TestClient(app, base_url=BASE)
-    client.cookies.set(
-        session_cookie_name(settings),
-        session_cookie(settings, csrf=csrf, uid=uid, verified_at=time.time()),
-    )
-    return client, csrf
 
 
 @dataclass

@@ -1,0 +1,50 @@
+"""The email a person gets when wrong codes for their account make
+someone wait: it may have been them, or someone holding one of their
+links.  It says nothing about the codes typed."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy.orm import Session
+
+from mailflow.config import Settings
+from mailflow.domain.models import User
+from mailflow.domain.outgoing import queue_email, recent_count
+from mailflow.mail.messages import build_message, notification_headers
+from mailflow.mail.templates import render_email
+
+LOCKED_OUT_KIND = "locked_out"
+# One warning an hour is enough to act on; an attacker changing address
+# should not be able to fill the person's inbox.
+AT_MOST_ONE_PER = timedelta(hours=1)
+
+
+def queue_locked_out_email(
+    session: Session, settings: Settings, *, user: User, until: datetime, now: datetime
+) -> bool:
+    """Queue, in the caller's transaction, the warning to the person,
+    unless they were warned in the last hour; returns whether it was."""
+    if recent_count(
+        session, recipient=user.email, kinds=[LOCKED_OUT_KIND], since=now - AT_MOST_ONE_PER
+    ):
+        return False
+    rendered = render_email(
+        "locked_out",
+        {
+            "service_name": settings.service_name,
+            "recipient_name": user.name,
+            "until": until,
+            "at": now,
+        },
+        zone_name=settings.timezone,
+    )
+    queue_email(
+        session,
+        kind=LOCKED_OUT_KIND,
+        recipient=user.email,
+        mail_from="",
+        raw=bytes(build_message(rendered, notification_headers(settings, user, now))),
+        now=now,
+    )
+    return True
