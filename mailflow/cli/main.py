@@ -232,10 +232,13 @@ def users_add(ctx: Context, email: str, name: str | None, org_code: str | None, 
             # In the same transaction: a new user always gets their link.
             from mailflow.mail.welcome import queue_welcome_email
 
-            queue_welcome_email(session, ctx.settings, user=added.user, now=ctx.runtime.clock())
+            link = queue_welcome_email(
+                session, ctx.settings, user=added.user, now=ctx.runtime.clock()
+            )
         click.echo(f"{verb} {added.user.email} ({added.user.name}): {role}{where}")
         if added.created:
-            click.echo("welcome email queued: a link to set up an authenticator app", err=True)
+            what = "a link to set up an authenticator app" if link else "no set-up needed"
+            click.echo(f"welcome email queued: {what}", err=True)
 
 
 @users.command("reset-mfa")
@@ -263,13 +266,22 @@ def users_reset_mfa(ctx: Context, email: str) -> None:
 @click.option("--org", "org_code", help="Only users of this organisation.")
 @pass_context
 def users_list(ctx: Context, org_code: str | None) -> None:
-    """List active users and their roles."""
+    """List active users and their roles, and whether their welcome email
+    bounced (the address may be mistyped)."""
+    from mailflow.domain.outgoing import latest_bounces
+    from mailflow.mail.welcome import WELCOME_KIND
+
     with reported_errors(), ctx.transaction() as session:
-        for user in list_users(session, org_code=org_code):
+        people = list_users(session, org_code=org_code)
+        bounces = latest_bounces(session, kind=WELCOME_KIND, user_ids=[u.id for u in people])
+        for user in people:
             roles = [f"{m.role}@{m.organisation.code}" for m in user.memberships]
             if user.national_role:
                 roles.append(str(user.national_role))
-            click.echo(f"{user.email:40} {user.name:30} {', '.join(sorted(roles))}")
+            line = f"{user.email:40} {user.name:30} {', '.join(sorted(roles))}"
+            if bounce := bounces.get(user.id):
+                line += f"  welcome: bounced {bounce.at:%Y-%m-%d} ({bounce.report})"
+            click.echo(line)
 
 
 @users.command("remove")

@@ -11,6 +11,8 @@ from zoneinfo import ZoneInfo
 
 import jinja2
 
+from mailflow.config import Settings
+
 PACKAGE_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 SOURCE_TEMPLATES = Path(__file__).resolve().parent.parent.parent / "templates"
 
@@ -64,3 +66,15 @@ def render_email(name: str, context: dict[str, object], *, zone_name: str) -> Re
         text=env.get_template(f"{name}/body.txt").render(context),
         html=env.get_template(f"{name}/body.html").render(context),
     )
+
+
+def render_service_email(
+    settings: Settings, name: str, context: dict[str, object]
+) -> RenderedEmail:
+    """Render an email with what every email shows: the service's name and,
+    in the footer, whom to write to with a question."""
+    common: dict[str, object] = {
+        "service_name": settings.service_name,
+        "help_email": settings.help_email,
+    }
+    return render_email(name, common | context, zone_name=settings.timezone)
