@@ -29,7 +29,7 @@ from mailflow.domain.organisations import import_organisations
 from mailflow.domain.users import ROLE_NAMES, add_user, list_users, remove_user
 from mailflow.intake.alert_files import read_alert_file
 from mailflow.intake.organisation_files import read_organisation_file
-from mailflow.mail.templates import format_time
+from mailflow.mail.templates import counted, format_time
 from mailflow.workers.queue import JobQueue, QueueWorker
 from mailflow.workers.runtime import Runtime
 
@@ -329,7 +329,8 @@ def alert_issue(ctx: Context, file: Path) -> None:
             reference = issued.alert.reference
     click.echo(reference)
     click.echo(
-        f"{issued.recipients} emails queued for {issued.organisations} organisations",
+        f"{counted(issued.recipients, 'email')} queued for "
+        f"{counted(issued.organisations, 'organisation')}",
         err=True,
     )
     if issued.organisations_without_recipients:

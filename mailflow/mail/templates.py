@@ -33,6 +33,33 @@ class RenderedEmail:
     html: str
 
 
+def counted(number: int, noun: str, plural: str | None = None) -> str:
+    """'1 organisation', '2 organisations': a count with its noun agreeing."""
+    return f"{number} {noun if number == 1 else plural or noun + 's'}"
+
+
+def shorten(text: str, width: int) -> str:
+    """The text in at most ``width`` characters, cut at a word where one is
+    near the end, with "..." when anything was cut.  Three dots rather than
+    an ellipsis character: an ASCII subject needs no encoded words, which
+    some clients show with a stray space where the line was folded."""
+    text = " ".join(text.split())
+    width = max(width, 12)
+    if len(text) <= width:
+        return text
+    cut = text[: width - 3]
+    if " " in cut[width // 2 :]:
+        cut = cut.rsplit(" ", 1)[0]
+    return cut.rstrip(" ,;:-") + "..."
+
+
+def short_time(value: datetime, zone: ZoneInfo) -> str:
+    """'Tue 1 Dec 14:00' in the service's time zone: short enough for a
+    subject line on a phone."""
+    local = value.astimezone(zone)
+    return f"{local:%a} {local.day} {local:%b %H:%M}"
+
+
 def format_time(value: datetime, zone: ZoneInfo) -> str:
     """'Friday 28 November 2026 at 09:00 GMT' in the service's time zone."""
     local = value.astimezone(zone)
@@ -55,6 +82,9 @@ def environment(zone_name: str) -> jinja2.Environment:
     )
     zone = ZoneInfo(zone_name)
     env.filters["local_time"] = lambda value: format_time(value, zone)
+    env.filters["short_time"] = lambda value: short_time(value, zone)
+    env.filters["shorten"] = shorten
+    env.filters["counted"] = counted
     return env
 
 
