@@ -3,6 +3,7 @@ body.html).  A function builds the context; this module only renders."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -53,6 +54,28 @@ def shorten(text: str, width: int) -> str:
     return cut.rstrip(" ,;:-") + "..."
 
 
+_LIST_ITEM = re.compile(r"^(?:[-*\u2022]|\d{1,3}[.)])\s")
+
+
+def paragraphs(text: str) -> list[list[str]]:
+    """Text written with hard line breaks, as paragraphs of lines to show in
+    HTML: blank lines separate paragraphs, and the lines of a paragraph are
+    joined so that it flows to the width of the screen, except that each
+    list item ("- ", "* ", "1. ") keeps a line of its own."""
+    result: list[list[str]] = []
+    for block in re.split(r"\n\s*\n", text.strip()):
+        lines: list[str] = []
+        for line in block.splitlines():
+            line = line.strip()
+            if lines and not _LIST_ITEM.match(line):
+                lines[-1] = f"{lines[-1]} {line}"
+            else:
+                lines.append(line)
+        if lines:
+            result.append(lines)
+    return result
+
+
 def short_time(value: datetime, zone: ZoneInfo) -> str:
     """'Tue 1 Dec 14:00' in the service's time zone: short enough for a
     subject line on a phone."""
@@ -84,6 +107,7 @@ def environment(zone_name: str) -> jinja2.Environment:
     env.filters["local_time"] = lambda value: format_time(value, zone)
     env.filters["short_time"] = lambda value: short_time(value, zone)
     env.filters["shorten"] = shorten
+    env.filters["paragraphs"] = paragraphs
     env.filters["counted"] = counted
     return env
 
