@@ -23,6 +23,7 @@ from mailflow.config import Settings, load_settings, parse_relay
 from mailflow.db import migrate
 from mailflow.db.engine import make_engine
 from mailflow.domain.models import Base
+from tests.support.browser import browser  # noqa: F401
 from tests.support.dovecot_fixture import dovecot, dovecot_server  # noqa: F401
 from tests.support.relay import CapturingRelay
 from tests.support.web_pages import quick_scrypt, web  # noqa: F401

@@ -104,6 +104,7 @@ def test_fan_out_composes_the_same_email_as_the_email_package_builds_whole(
         assert a.get_content_type() == b.get_content_type() == "multipart/alternative"
         for part_a, part_b in zip(a.iter_parts(), b.iter_parts(), strict=True):
             assert part_a.get_content_type() == part_b.get_content_type()
+            assert part_a["Content-Transfer-Encoding"] == part_b["Content-Transfer-Encoding"]
             assert with_payloads(part_a.get_content(), settings) == with_payloads(
                 part_b.get_content(), settings
             )
@@ -135,3 +136,46 @@ def test_a_line_break_in_a_header_value_is_refused(
     delivery = replace(deliveries[0], recipient_name="Ann\r\nBcc: everyone@example.org")
     with pytest.raises(ValueError, match="line break"):
         composer.compose(delivery)
+
+
+def test_the_text_is_sent_readable_not_in_base64(
+    composer_and_deliveries: tuple[AlertEmailComposer, list[ClaimedDelivery]],
+) -> None:
+    composer, deliveries = composer_and_deliveries
+    raj = next(d for d in deliveries if d.recipient_email == "raj@riverside.example")
+    zoe = next(d for d in deliveries if d.recipient_email == "zoe@brookfield.example")
+    plain_ascii = parsed(composer.compose(raj)).get_body(("plain",))
+    assert plain_ascii is not None and plain_ascii["Content-Transfer-Encoding"] == "7bit"
+    # Zoë's name is not ASCII: quoted-printable keeps the rest readable.
+    for delivery in (raj, zoe):
+        data = composer.compose(delivery).data
+        assert b"base64" not in data
+        assert b"Remote code execution in Example VPN Gateway" in data
+        assert b"REMEDIATION\r\nUpgrade to 9.4.2." in data
+    assert b"Dear Zo=C3=AB" in composer.compose(zoe).data
+
+
+def test_the_subject_puts_reference_severity_and_deadline_first_and_fits_a_phone(
+    session: Session, settings: Settings
+) -> None:
+    seed_people(session)
+    long_title = "Remote code execution in the management interface of " + "Example " * 30
+    alert_id = issue(session, title=long_title.strip()).alert.id
+    session.commit()
+    alert = session.get_one(Alert, alert_id)
+    audience = {o.id: o for o in session.scalars(select(Organisation))}
+    composer = AlertEmailComposer(alert, audience, settings, NOW)
+    ids = list(session.scalars(select(Delivery.id).where(Delivery.alert_id == alert_id)))
+    subjects = {
+        d.recipient_email: str(parsed(composer.compose(d))["Subject"])
+        for d in describe_deliveries(session, ids)
+    }
+    deadline = alert.deadline_at.astimezone(settings.zone)
+    respond_by = f"Respond by {deadline:%a} {deadline.day} {deadline:%b %H:%M}: "
+    assert subjects["raj@riverside.example"].startswith(f"[CC-4720 HIGH] {respond_by}Remote code")
+    # An alert-only contact has nothing to respond by.
+    assert subjects["tom@castleton.example"].startswith("[CC-4720 HIGH] Remote code execution")
+    for subject in subjects.values():
+        # Shortened at a word, saying so.
+        assert len(f"Subject: {subject}") <= 78 and subject.endswith("...")
+        assert subject.removesuffix("...").rsplit(" ", 1)[1] in long_title.split()

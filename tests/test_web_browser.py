@@ -6,9 +6,7 @@ queue worker, inbound SMTP server and relay."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import smtplib
 import threading
 from collections.abc import Iterator
@@ -27,40 +25,13 @@ from mailflow.mail.alert_email import answer_tokens
 from mailflow.web import create_app
 from mailflow.workers.queue import QueueWorker
 from mailflow.workers.runtime import Runtime, utc_now
-from tests.conftest import missing_component
 from tests.support.relay import CapturingRelay, Received, free_port
 from tests.support.seed import issue, seed_people
 from tests.support.waiting import wait_until
 from tests.test_inbound_processing import reply
 from tests.test_web import mailflow
 
-CHROMIUM = os.environ.get("MAILFLOW_TEST_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 NIA = "nia@riverside.example"
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    if not shutil.which(CHROMIUM) and not os.path.exists(CHROMIUM):
-        missing_component(f"Chromium at {CHROMIUM} (apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        missing_component("the playwright Python package (pip install -e '.[dev]')")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
 
 
 @dataclass

@@ -29,7 +29,7 @@ from mailflow.domain.organisations import import_organisations
 from mailflow.domain.users import ROLE_NAMES, add_user, list_users, remove_user
 from mailflow.intake.alert_files import read_alert_file
 from mailflow.intake.organisation_files import read_organisation_file
-from mailflow.mail.templates import format_time
+from mailflow.mail.templates import counted, format_time
 from mailflow.workers.queue import JobQueue, QueueWorker
 from mailflow.workers.runtime import Runtime
 
@@ -233,10 +233,13 @@ def users_add(ctx: Context, email: str, name: str | None, org_code: str | None, 
             # does one added again: removal cleared their authenticator).
             from mailflow.mail.welcome import queue_welcome_email
 
-            queue_welcome_email(session, ctx.settings, user=added.user, now=ctx.runtime.clock())
+            link = queue_welcome_email(
+                session, ctx.settings, user=added.user, now=ctx.runtime.clock()
+            )
         click.echo(f"{verb} {added.user.email} ({added.user.name}): {role}{where}")
         if added.created or added.reactivated:
-            click.echo("welcome email queued: a link to set up an authenticator app", err=True)
+            what = "a link to set up an authenticator app" if link else "no set-up needed"
+            click.echo(f"welcome email queued: {what}", err=True)
 
 
 @users.command("reset-mfa")
@@ -256,21 +259,31 @@ def users_reset_mfa(ctx: Context, email: str) -> None:
             raise NotFound(f"no user {address}")
         now = ctx.runtime.clock()
         reset_mfa(session, user_id=user.id, now=now, actor=actor_name())
-        queue_welcome_email(session, ctx.settings, user=user, now=now, reset=True)
-    click.echo(f"second factor reset for {address}; a new set-up link is queued")
+        link = queue_welcome_email(session, ctx.settings, user=user, now=now, reset=True)
+    queued = "a new set-up link is queued" if link else "they need none (alert-only)"
+    click.echo(f"second factor reset for {address}; {queued}")
 
 
 @users.command("list")
 @click.option("--org", "org_code", help="Only users of this organisation.")
 @pass_context
 def users_list(ctx: Context, org_code: str | None) -> None:
-    """List active users and their roles."""
+    """List active users and their roles, and whether their welcome email
+    bounced (the address may be mistyped)."""
+    from mailflow.domain.outgoing import latest_bounces
+    from mailflow.mail.welcome import WELCOME_KIND
+
     with reported_errors(), ctx.transaction() as session:
-        for user in list_users(session, org_code=org_code):
+        people = list_users(session, org_code=org_code)
+        bounces = latest_bounces(session, kind=WELCOME_KIND, user_ids=[u.id for u in people])
+        for user in people:
             roles = [f"{m.role}@{m.organisation.code}" for m in user.memberships]
             if user.national_role:
                 roles.append(str(user.national_role))
-            click.echo(f"{user.email:40} {user.name:30} {', '.join(sorted(roles))}")
+            line = f"{user.email:40} {user.name:30} {', '.join(sorted(roles))}"
+            if bounce := bounces.get(user.id):
+                line += f"  welcome: bounced {bounce.at:%Y-%m-%d} ({bounce.report})"
+            click.echo(line)
 
 
 @users.command("remove")
@@ -318,7 +331,8 @@ def alert_issue(ctx: Context, file: Path) -> None:
             reference = issued.alert.reference
     click.echo(reference)
     click.echo(
-        f"{issued.recipients} emails queued for {issued.organisations} organisations",
+        f"{counted(issued.recipients, 'email')} queued for "
+        f"{counted(issued.organisations, 'organisation')}",
         err=True,
     )
     if issued.organisations_without_recipients:

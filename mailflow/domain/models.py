@@ -386,12 +386,22 @@ class OutgoingEmail(Base):
     __tablename__ = "outgoing_emails"
     __table_args__ = (
         Index("ix_outgoing_emails_recipient_kind", "recipient", "kind", "created_at"),
+        # How `users list` finds each person's welcome email.
+        Index("ix_outgoing_emails_user_id_kind", "user_id", "kind"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     kind: Mapped[str] = mapped_column(String(40))
     recipient: Mapped[str] = mapped_column(String(254))
+    # The person it is addressed to (None for rows from before it was kept).
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    # The envelope sender: bounce+KEY@MAIL_DOMAIN, so that a delivery
+    # report names the email it is about.
     mail_from: Mapped[str] = mapped_column(String(254))
+    bounce_key: Mapped[str | None] = mapped_column(String(64), unique=True)
+    # When a delivery report said it could not be delivered; what the
+    # report said is in last_error.
+    bounced_at: Mapped[datetime | None]
     raw: Mapped[bytes] = mapped_column(LargeBinary)
     state: Mapped[OutgoingState] = mapped_column(_enum(OutgoingState, "outgoing_state"))
     attempts: Mapped[int] = mapped_column(Integer, default=0)

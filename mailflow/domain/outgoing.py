@@ -1,9 +1,11 @@
-"""Emails other than alerts (confirmation requests, error replies): each is
-rendered when the change that needs it is committed, in the same
-transaction, and sent by a job."""
+"""Emails other than alerts (welcomes, receipts, confirmation requests,
+error replies): each is rendered when the change that needs it is
+committed, in the same transaction, and sent by a job.  Each has its own
+bounce key, so a delivery report about it marks it bounced."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select, update
@@ -25,12 +27,16 @@ def queue_email(
     mail_from: str,
     raw: bytes,
     now: datetime,
+    user_id: int | None = None,
+    bounce_key: str | None = None,
     inbound_message_id: int | None = None,
 ) -> OutgoingEmail:
     email = OutgoingEmail(
         kind=kind,
         recipient=recipient,
+        user_id=user_id,
         mail_from=mail_from,
+        bounce_key=bounce_key,
         raw=raw,
         state=OutgoingState.QUEUED,
         attempts=0,
@@ -131,3 +137,51 @@ def claim_outgoing(
     if not result.rowcount:  # type: ignore[attr-defined]
         return None
     return session.get_one(OutgoingEmail, email_id, populate_existing=True)
+
+
+def find_by_bounce_key(session: Session, bounce_key: str) -> OutgoingEmail | None:
+    return session.scalar(select(OutgoingEmail).where(OutgoingEmail.bounce_key == bounce_key))
+
+
+def record_outgoing_bounce(
+    session: Session, email: OutgoingEmail, *, description: str, now: datetime
+) -> bool:
+    """Mark the email bounced, with what the delivery report said.  False
+    when it was already marked (a second report about the same email)."""
+    first = email.bounced_at is None
+    email.bounced_at = now
+    email.last_error = description
+    record_event(
+        session,
+        at=now,
+        actor="inbound",
+        action="email.bounced",
+        subject=f"email:{email.id}",
+        kind=email.kind,
+        report=description,
+    )
+    return first
+
+
+@dataclass(frozen=True)
+class Bounce:
+    at: datetime
+    report: str
+
+
+def latest_bounces(session: Session, *, kind: str, user_ids: list[int]) -> dict[int, Bounce]:
+    """For each person whose latest email of this kind bounced, when and why."""
+    latest: dict[int, tuple[datetime | None, str | None]] = {}
+    # Columns only: the raw messages are not needed, and can be large.
+    for user_id, bounced_at, error in session.execute(
+        select(OutgoingEmail.user_id, OutgoingEmail.bounced_at, OutgoingEmail.last_error)
+        .where(OutgoingEmail.kind == kind, OutgoingEmail.user_id.in_(user_ids))
+        .order_by(OutgoingEmail.id)
+    ):
+        if user_id is not None:
+            latest[user_id] = (bounced_at, error)
+    return {
+        user_id: Bounce(bounced_at, error or "")
+        for user_id, (bounced_at, error) in latest.items()
+        if bounced_at is not None
+    }

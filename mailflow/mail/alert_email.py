@@ -23,7 +23,7 @@ from mailflow.mail.messages import (
     build_message,
 )
 from mailflow.mail.reply_form import build_reply_form
-from mailflow.mail.templates import RenderedEmail, render_email
+from mailflow.mail.templates import RenderedEmail, render_service_email
 from mailflow.mail.tokens import Purpose, TokenService
 from mailflow.mail.transport import Envelope, OutgoingMessage
 
@@ -126,7 +126,6 @@ class AlertEmailComposer:
         every: list[OrganisationView],
     ) -> dict[str, object]:
         return {
-            "service_name": self.settings.service_name,
             "alert": self.alert,
             "recipient_name": name,
             "can_answer": bool(answerable),
@@ -158,7 +157,7 @@ class AlertEmailComposer:
             [view(o) for o in info_only],
             sorted((view(o) for o in answerable + info_only), key=lambda o: o.code),
         )
-        return render_email("alert", context, zone_name=self.settings.timezone)
+        return render_service_email(self.settings, "alert", context)
 
     def _render(self, delivery: ClaimedDelivery) -> RenderedEmail:
         """The templates rendered once per shape of recipient (how many
@@ -197,7 +196,7 @@ class AlertEmailComposer:
             OrganisationView(slot(f"a{i}c"), slot(f"a{i}n")) for i in range(answering + informed)
         ]
         context = self._context(slot("name"), answerable, links, info_only, every)
-        return render_email("alert", context, zone_name=self.settings.timezone)
+        return render_service_email(self.settings, "alert", context)
 
     def _envelope(self, delivery: ClaimedDelivery) -> Envelope:
         return Envelope(

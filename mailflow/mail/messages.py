@@ -6,6 +6,7 @@ from __future__ import annotations
 import binascii
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.headerregistry import Address
@@ -21,7 +22,6 @@ from mailflow.mail.templates import RenderedEmail
 # (RFC 3834) and Exchange stay quiet, and nothing loops.
 AUTO_SUBMITTED_GENERATED = "auto-generated"
 AUTO_SUBMITTED_REPLIED = "auto-replied"
-_BASE64_LINE = re.compile(b".{76}")
 _ASCII_POLICY = compat32.clone(linesep="\r\n", max_line_length=78)
 
 
@@ -49,9 +49,53 @@ def build_message(rendered: RenderedEmail, headers: MessageHeaders) -> EmailMess
     message["X-Auto-Response-Suppress"] = "All"
     for name, value in headers.extra.items():
         message[name] = value
-    message.set_content(rendered.text, cte="quoted-printable")
-    message.add_alternative(rendered.html, subtype="html", cte="quoted-printable")
+    message.set_content(rendered.text, cte=transfer_encoding(rendered.text))
+    message.add_alternative(rendered.html, subtype="html", cte=transfer_encoding(rendered.html))
     return message
+
+
+# SMTP's limit is 1000 octets a line with its CRLF (RFC 5321 4.5.3.1.6).
+_MAX_7BIT_LINE = 998
+_NOT_7BIT = re.compile(r"[^\t\n\x20-\x7e]")
+
+
+def transfer_encoding(text: str) -> str:
+    """7bit when the text is plain ASCII in lines SMTP carries as they are,
+    else quoted-printable: either way a person (or grep) reading the raw
+    message reads the words, as they could not in base64."""
+    if _NOT_7BIT.search(text) or max(map(len, text.split("\n"))) > _MAX_7BIT_LINE:
+        return "quoted-printable"
+    return "7bit"
+
+
+# A msg-id as RFC 5322 (3.6.4) defines it, in its common dot-atom form.
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\-]"
+_MSG_ID = re.compile(rf"<{_ATOM}{{1,200}}@(?:{_ATOM}|[\[\]]){{1,200}}>")
+
+
+def well_formed_message_id(value: str | None) -> str | None:
+    """The Message-ID of a message we received, when it is exactly one
+    well-formed msg-id; None otherwise (a sender controls it, and it goes
+    into headers we write)."""
+    if value is None:
+        return None
+    value = value.strip()
+    return value if _MSG_ID.fullmatch(value) else None
+
+
+def thread_headers(alert_message_id: str | None, answering: str | None = None) -> dict[str, str]:
+    """In-Reply-To and References that put an email in the thread of the
+    alert email its person received (``alert_message_id``, without angle
+    brackets), after the message of theirs it answers, if any.  The
+    person's own References are not copied: the alert's Message-ID is the
+    thread's root either way."""
+    chain = [f"<{alert_message_id}>"] if alert_message_id else []
+    answered = well_formed_message_id(answering)
+    if answered and answered not in chain:
+        chain.append(answered)
+    if not chain:
+        return {}
+    return {"In-Reply-To": chain[-1], "References": " ".join(chain)}
 
 
 def notification_headers(
@@ -108,15 +152,18 @@ class AlternativeSkeleton:
         mime["Content-Type"] = f'multipart/alternative; boundary="{boundary}"'
         self.mime_head = b"".join(self.policy.fold_binary(k, v) for k, v in mime.items())
 
-        def part_head(subtype: str) -> bytes:
+        def part_head(subtype: str, cte: str) -> bytes:
             part = EmailMessage(policy=SMTP)
             part["Content-Type"] = f'text/{subtype}; charset="utf-8"'
-            part["Content-Transfer-Encoding"] = "base64"
+            part["Content-Transfer-Encoding"] = cte
             return b"".join(self.policy.fold_binary(k, v) for k, v in part.items())
 
         delimiter = f"\r\n--{boundary}\r\n".encode("ascii")
-        self.before_text = b"\r\n" + delimiter.lstrip(b"\r\n") + part_head("plain") + b"\r\n"
-        self.before_html = delimiter + part_head("html") + b"\r\n"
+        self.before_text = {
+            cte: b"\r\n" + delimiter.lstrip(b"\r\n") + part_head("plain", cte) + b"\r\n"
+            for cte in _ENCODERS
+        }
+        self.before_html = {cte: delimiter + part_head("html", cte) + b"\r\n" for cte in _ENCODERS}
         self.closing = f"\r\n--{boundary}--\r\n".encode("ascii")
         self._folded: dict[tuple[str, str], bytes] = {}
 
@@ -150,6 +197,7 @@ class AlternativeSkeleton:
         text: str,
         html: str,
     ) -> bytes:
+        text_cte, html_cte = transfer_encoding(text), transfer_encoding(html)
         return b"".join(
             (
                 self.shared_head,
@@ -159,18 +207,29 @@ class AlternativeSkeleton:
                 self._header("Reply-To", reply_to),
                 self._header("Message-ID", message_id),
                 self.mime_head,
-                self.before_text,
-                _base64_lines(text),
-                self.before_html,
-                _base64_lines(html),
+                self.before_text[text_cte],
+                _ENCODERS[text_cte](_canonical(text)),
+                self.before_html[html_cte],
+                _ENCODERS[html_cte](_canonical(html)),
                 self.closing,
             )
         )
 
 
-def _base64_lines(text: str) -> bytes:
+def _canonical(text: str) -> bytes:
     # Text is encoded in its canonical form, with CRLF line breaks (RFC
-    # 2046), in lines of 76 characters, as RFC 2045 asks.
-    canonical = text.replace("\r\n", "\n").replace("\n", "\r\n").encode("utf-8")
-    encoded = binascii.b2a_base64(canonical, newline=False)
-    return _BASE64_LINE.sub(b"\\g<0>\r\n", encoded).rstrip(b"\r\n")
+    # 2046).
+    return text.replace("\r\n", "\n").replace("\n", "\r\n").encode("utf-8")
+
+
+def _quoted_printable(canonical: bytes) -> bytes:
+    # binascii keeps the CRLF line breaks it is given and breaks longer
+    # lines softly at 76 characters, as RFC 2045 asks; it is written in C,
+    # which matters in fan-out.
+    return binascii.b2a_qp(canonical, quotetabs=False, istext=True, header=False)
+
+
+_ENCODERS: dict[str, Callable[[bytes], bytes]] = {
+    "7bit": lambda canonical: canonical,
+    "quoted-printable": _quoted_printable,
+}

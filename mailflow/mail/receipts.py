@@ -10,12 +10,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailflow.config import Settings
-from mailflow.domain.models import Alert, Answer, Membership, Organisation, Role, User
-from mailflow.domain.outgoing import queue_email
+from mailflow.domain.models import Alert, Answer, Delivery, Membership, Organisation, Role, User
 from mailflow.domain.statuses import AnswerStatus
-from mailflow.mail.messages import build_message, notification_headers
+from mailflow.mail.messages import build_message, notification_headers, thread_headers
+from mailflow.mail.one_off import queue_email_to_person
 from mailflow.mail.replies import AnswerLines, describe_answer
-from mailflow.mail.templates import render_email
+from mailflow.mail.templates import render_service_email
 
 RECEIPT_KIND = "receipt"
 
@@ -57,11 +57,21 @@ def queue_receipts(
     needs_update = any(
         a.status in (AnswerStatus.IN_PROGRESS.value, AnswerStatus.UNABLE.value) for a in answers
     )
+    # Each receipt joins the thread of the alert email its reader received
+    # (an administrator added after the alert went out received none).
+    alert_message_ids: dict[int, str] = {
+        user_id: message_id
+        for user_id, message_id in session.execute(
+            select(Delivery.user_id, Delivery.message_id).where(
+                Delivery.alert_id == alert.id, Delivery.user_id.in_(list(recipients))
+            )
+        )
+    }
     for recipient, lines in recipients.values():
-        rendered = render_email(
+        rendered = render_service_email(
+            settings,
             "receipt",
             {
-                "service_name": settings.service_name,
                 "recipient_name": recipient.name,
                 "for_answerer": recipient.id == user.id,
                 "answerer_name": user.name,
@@ -72,14 +82,15 @@ def queue_receipts(
                 "within_deadline": now <= alert.deadline_at,
                 "needs_update": needs_update,
             },
-            zone_name=settings.timezone,
         )
-        headers = notification_headers(settings, recipient, now)
-        queue_email(
+        headers = notification_headers(
+            settings, recipient, now, extra=thread_headers(alert_message_ids.get(recipient.id))
+        )
+        queue_email_to_person(
             session,
+            settings,
             kind=RECEIPT_KIND,
-            recipient=recipient.email,
-            mail_from="",
+            user=recipient,
             raw=bytes(build_message(rendered, headers)),
             now=now,
         )

@@ -17,9 +17,10 @@ from mailflow.mail.messages import (
     MessageHeaders,
     build_message,
     notification_headers,
+    thread_headers,
 )
 from mailflow.mail.reply_form import LineProblem, build_reply_form
-from mailflow.mail.templates import render_email
+from mailflow.mail.templates import render_service_email
 from mailflow.mail.tokens import Purpose, TokenService
 
 CONFIRM_PATH = "/c/"
@@ -65,18 +66,23 @@ def _day(value: date) -> str:
 
 
 def _headers(
-    settings: Settings, user: User, now: datetime, in_reply_to: str | None, reply_key: str | None
+    settings: Settings,
+    user: User,
+    now: datetime,
+    *,
+    in_reply_to: str | None,
+    alert_message_id: str | None,
+    reply_key: str | None,
 ) -> MessageHeaders:
-    extra = {}
-    if in_reply_to:
-        extra = {"In-Reply-To": in_reply_to, "References": in_reply_to}
+    """Headers of an answer to a person's reply: in the thread of the alert
+    email they replied to, after their reply."""
     return notification_headers(
         settings,
         user,
         now,
         reply_to=reply_address(reply_key, settings.mail_domain) if reply_key else None,
         auto_submitted=AUTO_SUBMITTED_REPLIED,
-        extra=extra,
+        extra=thread_headers(alert_message_id, in_reply_to),
     )
 
 
@@ -90,20 +96,28 @@ def compose_confirmation_email(
     in_reply_to: str | None,
     reply_key: str | None,
     now: datetime,
+    alert_message_id: str | None = None,
 ) -> bytes:
-    rendered = render_email(
+    rendered = render_service_email(
+        settings,
         "confirm",
         {
-            "service_name": settings.service_name,
             "recipient_name": user.name,
             "alert": alert,
             "link": confirmation_link(settings, confirmation),
             "expires_at": confirmation.expires_at,
             "answers": [describe_answer(org, pending) for org, pending in answers],
         },
-        zone_name=settings.timezone,
     )
-    return bytes(build_message(rendered, _headers(settings, user, now, in_reply_to, reply_key)))
+    headers = _headers(
+        settings,
+        user,
+        now,
+        in_reply_to=in_reply_to,
+        alert_message_id=alert_message_id,
+        reply_key=reply_key,
+    )
+    return bytes(build_message(rendered, headers))
 
 
 def compose_reply_problem_email(
@@ -117,18 +131,26 @@ def compose_reply_problem_email(
     in_reply_to: str | None,
     reply_key: str | None,
     now: datetime,
+    alert_message_id: str | None = None,
 ) -> bytes:
     form = build_reply_form([(o.code, o.name) for o in organisations]) if organisations else None
-    rendered = render_email(
+    rendered = render_service_email(
+        settings,
         "reply_problem",
         {
-            "service_name": settings.service_name,
             "recipient_name": user.name,
             "alert": alert,
             "reason": reason,
             "problems": list(problems),
             "form": form,
         },
-        zone_name=settings.timezone,
     )
-    return bytes(build_message(rendered, _headers(settings, user, now, in_reply_to, reply_key)))
+    headers = _headers(
+        settings,
+        user,
+        now,
+        in_reply_to=in_reply_to,
+        alert_message_id=alert_message_id,
+        reply_key=reply_key,
+    )
+    return bytes(build_message(rendered, headers))

@@ -1,24 +1,38 @@
-"""The welcome email: a link (single use, seven days) to set up an
-authenticator app, sent when a person is added or their second factor is
-reset."""
+"""The welcome email, worded for what the person will do: those who answer
+alerts get a link (single use, seven days) to set up an authenticator app;
+auditors get one to open the reports behind a link; alert-only contacts
+only read alerts, so they get no link at all.  It is sent when a person is
+added or their second factor is reset.  When it bounces, the
+administrators of the person's organisations are told."""
 
 from __future__ import annotations
 
 import secrets
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailflow.config import Settings
-from mailflow.domain.models import User
-from mailflow.domain.outgoing import queue_email
+from mailflow.domain.models import Membership, NationalRole, Organisation, Role, User
 from mailflow.mail.messages import build_message, notification_headers
-from mailflow.mail.templates import render_email
+from mailflow.mail.one_off import queue_email_to_person
+from mailflow.mail.templates import render_service_email
 from mailflow.mail.tokens import Purpose, TokenService
 
 ENROL_PATH = "/enrol/"
 ENROL_LINK_LIFETIME = timedelta(days=7)
 WELCOME_KIND = "welcome"
+WELCOME_BOUNCED_KIND = "welcome_bounced"
+
+# Strongest first: a person holding several roles is welcomed for the one
+# that asks most of them.
+ROLE_STRENGTH = (
+    Role.ADMINISTRATOR.value,
+    Role.RESPONDER.value,
+    NationalRole.AUDITOR.value,
+    Role.ALERT_ONLY.value,
+)
 
 
 def enrol_tokens(settings: Settings) -> TokenService:
@@ -34,30 +48,99 @@ def enrolment_link(settings: Settings, user_id: int, now: datetime | None = None
     return f"{settings.base_url}{ENROL_PATH}{token}"
 
 
+def strongest_role(session: Session, user: User) -> str:
+    """The role the welcome is worded for (alert-only for a person with no
+    role left)."""
+    held = {
+        str(role)
+        for role in session.scalars(select(Membership.role).where(Membership.user_id == user.id))
+    }
+    if user.national_role:
+        held.add(str(user.national_role))
+    return next((role for role in ROLE_STRENGTH if role in held), Role.ALERT_ONLY.value)
+
+
+def _organisations(session: Session, user: User) -> list[Organisation]:
+    return list(
+        session.scalars(
+            select(Organisation)
+            .join(Membership, Membership.organisation_id == Organisation.id)
+            .where(Membership.user_id == user.id)
+            .order_by(Organisation.code)
+        )
+    )
+
+
 def queue_welcome_email(
     session: Session, settings: Settings, *, user: User, now: datetime, reset: bool = False
-) -> str:
-    """Queue, in the caller's transaction, the email with the person's
-    enrolment link; returns the link."""
-    link = enrolment_link(settings, user.id, now)
-    rendered = render_email(
+) -> str | None:
+    """Queue, in the caller's transaction, the person's welcome email;
+    returns its enrolment link, or None when their role needs none."""
+    role = strongest_role(session, user)
+    link = None if role == Role.ALERT_ONLY else enrolment_link(settings, user.id, now)
+    rendered = render_service_email(
+        settings,
         "welcome",
         {
-            "service_name": settings.service_name,
             "recipient_name": user.name,
+            "role": role,
+            "organisations": _organisations(session, user),
             "link": link,
             "expires_at": now + ENROL_LINK_LIFETIME,
             "reset": reset,
         },
-        zone_name=settings.timezone,
     )
     headers = notification_headers(settings, user, now)
-    queue_email(
+    queue_email_to_person(
         session,
+        settings,
         kind=WELCOME_KIND,
-        recipient=user.email,
-        mail_from="",
+        user=user,
         raw=bytes(build_message(rendered, headers)),
         now=now,
     )
     return link
+
+
+def queue_welcome_bounced_notices(
+    session: Session, settings: Settings, *, user: User, report: str, now: datetime
+) -> int:
+    """Tell the administrators of the person's organisations that their
+    welcome email bounced (the address is probably mistyped); returns how
+    many were told."""
+    organisations = {o.id: o for o in _organisations(session, user)}
+    administered: dict[int, tuple[User, list[Organisation]]] = {}
+    for admin, org_id in session.execute(
+        select(User, Membership.organisation_id)
+        .join(Membership, Membership.user_id == User.id)
+        .where(
+            Membership.organisation_id.in_(list(organisations)),
+            Membership.role == Role.ADMINISTRATOR,
+            User.active.is_(True),
+            User.id != user.id,
+        )
+        .order_by(User.id)
+    ):
+        administered.setdefault(admin.id, (admin, []))[1].append(organisations[org_id])
+    for admin, theirs in administered.values():
+        rendered = render_service_email(
+            settings,
+            "welcome_bounced",
+            {
+                "recipient_name": admin.name,
+                "person_name": user.name,
+                "person_email": user.email,
+                # Only the organisations this administrator looks after.
+                "organisations": sorted(theirs, key=lambda o: o.code),
+                "report": report,
+            },
+        )
+        queue_email_to_person(
+            session,
+            settings,
+            kind=WELCOME_BOUNCED_KIND,
+            user=admin,
+            raw=bytes(build_message(rendered, notification_headers(settings, admin, now))),
+            now=now,
+        )
+    return len(administered)

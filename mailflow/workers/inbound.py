@@ -19,7 +19,6 @@ from mailflow.domain.confirmations import (
     confirmations_sent_since,
     record_pending_answers,
 )
-from mailflow.domain.deliveries import record_bounce
 from mailflow.domain.inbound import fail_inbound, finish_inbound, is_duplicate
 from mailflow.domain.models import (
     Alert,
@@ -30,12 +29,14 @@ from mailflow.domain.models import (
     PendingAnswer,
     User,
 )
-from mailflow.domain.outgoing import queue_email, recent_count
+from mailflow.domain.outgoing import recent_count
 from mailflow.mail.addresses import AddressKind
 from mailflow.mail.inbound_mail import InboundReading, find_service_address, read_inbound
+from mailflow.mail.one_off import queue_email_to_person
 from mailflow.mail.replies import compose_confirmation_email, compose_reply_problem_email
 from mailflow.mail.reply_form import LineProblem, ReplyNotUnderstood, parse_reply
 from mailflow.mail.reply_text import written_text
+from mailflow.workers.bounces import record_bounce_report
 from mailflow.workers.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -83,10 +84,12 @@ def _process(
         report = reading.report
         if report is None or not report.failed:
             return ignored, "sent to a bounce address but not a failure report"
-        delivery = record_bounce(session, bounce_key=to.key, description=report.describe(), now=now)
-        if delivery is None:
-            return ignored, "a bounce for no known delivery"
-        return InboundState.PROCESSED, f"delivery {delivery.id} {report.describe()}"
+        bounced = record_bounce_report(
+            session, settings, bounce_key=to.key, description=report.describe(), now=now
+        )
+        if bounced is None:
+            return ignored, "a bounce for no email we sent"
+        return InboundState.PROCESSED, bounced
 
     if reading.automatic:
         return ignored, f"automatic mail ({reading.automatic}): no answer"
@@ -192,14 +195,15 @@ def _process(
         confirmation=confirmation,
         answers=[(by_id[p.organisation_id], p) for p in pending],
         in_reply_to=reading.message_id,
+        alert_message_id=delivery.message_id,
         reply_key=delivery.reply_key,
         now=now,
     )
-    queue_email(
+    queue_email_to_person(
         session,
+        settings,
         kind=CONFIRM_KIND,
-        recipient=user.email,
-        mail_from="",
+        user=user,
         raw=raw,
         now=now,
         inbound_message_id=message.id,
@@ -239,14 +243,15 @@ def _reply_problem(
         problems=problems,
         organisations=organisations,
         in_reply_to=reading.message_id,
+        alert_message_id=delivery.message_id,
         reply_key=delivery.reply_key,
         now=now,
     )
-    queue_email(
+    queue_email_to_person(
         session,
+        settings,
         kind=PROBLEM_KIND,
-        recipient=user.email,
-        mail_from="",
+        user=user,
         raw=raw,
         now=now,
         inbound_message_id=message.id,
