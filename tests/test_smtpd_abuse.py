@@ -15,10 +15,12 @@ import smtplib
 import socket
 import subprocess
 import sys
+import threading
 import time
+import tracemalloc
 import urllib.request
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +35,7 @@ from mailflow.domain.inbound import finish_inbound, store_inbound_message
 from mailflow.domain.models import AuditEvent, InboundMessage, InboundState, OutgoingEmail
 from mailflow.edges.smtp_limits import limit_resource_error_logs, raise_descriptor_limit
 from mailflow.edges.smtpd import InboundServer
-from mailflow.workers.runtime import Runtime
+from mailflow.workers.runtime import Runtime, utc_now
 from tests.conftest import SECRET_KEY
 from tests.support.relay import CapturingRelay, free_port
 from tests.support.seed import NOW, delivery_with_keys
@@ -58,7 +60,7 @@ def start_server(
     started: list[InboundServer] = []
 
     def start(**overrides: Any) -> InboundServer:
-        settings = settings_for(database_url, inbound_max_bytes=64 * 1024, **overrides)
+        settings = settings_for(database_url, **{"inbound_max_bytes": 64 * 1024, **overrides})
         server = InboundServer(Runtime(settings), "127.0.0.1", 0)
         server.start()
         started.append(server)
@@ -427,3 +429,59 @@ def test_the_smtp_edge_purges_old_ignored_messages_when_it_starts(
     start_server(inbound_retention_days=30)
     wait_until(lambda: len(stored(engine)) == 1, timeout=10, what="the purge")
     assert [m.id for m in stored(engine)] == [kept]
+
+
+def test_a_message_of_empty_lines_is_held_in_memory_at_about_its_own_size(
+    start_server: Callable[..., InboundServer], session: Session, engine: sa.Engine
+) -> None:
+    """aiosmtpd kept one object per line, 67 bytes for each empty line:
+    concurrent messages of empty lines within the size limit took many
+    times the memory the limit promises."""
+    delivery_with_keys(session, reply_key=KEY, bounce_key=KEY)
+    session.commit()
+    limit = 1024 * 1024
+    server = start_server(inbound_max_bytes=limit)
+    empty_lines = b"Subject: nothing\r\n" + b"\r\n" * ((limit - 18) // 2)
+    assert len(empty_lines) <= limit
+    with smtp_client(server.port) as client:
+        tracemalloc.start()
+        try:
+            assert client.sendmail(SENDER, [REPLY], empty_lines) == {}
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    # The client's copies, the buffer, the handler's copy and the insert.
+    assert peak < 8 * limit
+    [message] = stored(engine)
+    assert message.raw == empty_lines
+
+
+def test_a_client_that_hangs_up_while_its_message_is_stored_does_not_stop_the_server(
+    settings_for: Any, database_url: str, session: Session, engine: sa.Engine
+) -> None:
+    delivery_with_keys(session, reply_key=KEY, bounce_key=KEY)
+    session.commit()
+
+    def slow_in_the_store() -> datetime:
+        if threading.current_thread().name == "smtpd-store":
+            time.sleep(0.5)
+        return utc_now()
+
+    server = InboundServer(
+        Runtime(settings_for(database_url), clock=slow_in_the_store), "127.0.0.1", 0
+    )
+    server.start()
+    try:
+        gone, _ = greeting(server.port)
+        gone.sendall(
+            b"EHLO mta.example.org\r\nMAIL FROM:<" + SENDER.encode() + b">\r\n"
+            b"RCPT TO:<" + REPLY.encode() + b">\r\nDATA\r\n" + MESSAGE + b".\r\n"
+        )
+        time.sleep(0.2)  # its message is being stored now
+        gone.close()
+        with smtp_client(server.port) as client:
+            assert client.sendmail(SENDER, [REPLY], MESSAGE + b"again\r\n") == {}
+    finally:
+        server.stop()
+        server.runtime.close()
+    assert [m.raw for m in stored(engine)] == [MESSAGE, MESSAGE + b"again\r\n"]

@@ -70,7 +70,20 @@ class GroupCommitter:
                 for item in batch:
                     self._commit([item])
                 return
-            batch[0][1].set_exception(exc)
+            _settle(batch[0][1], error=exc)
             return
         for (_, future), message_id in zip(batch, ids, strict=True):
-            future.set_result(message_id)
+            _settle(future, result=message_id)
+
+
+def _settle(future: Future[int], *, result: int = 0, error: Exception | None = None) -> None:
+    """Tell the session how its message fared, unless it is gone: a client
+    that hangs up while its message is stored cancels the future, and
+    setting it then would raise here and end the thread that stores
+    everyone's mail.  (The message stays stored; a retry is a duplicate the
+    processing job recognises.)"""
+    if future.set_running_or_notify_cancel():
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
