@@ -79,6 +79,24 @@ class Settings:
     # Addresses at the mail domain, besides reply+KEY and bounce+KEY, that
     # the inbound server accepts (local parts, e.g. "alerts", "postmaster").
     service_addresses: tuple[str, ...] = ("alerts", "postmaster")
+    # SMTP sessions open at once, in all and from one client address.  Each
+    # holds a file descriptor (and, in DATA, up to inbound_max_bytes of
+    # memory), so the total stays far below the usual soft limit of 1,024
+    # descriptors that the web edge, the database pool and the relay pool
+    # share; 20 a client leaves room for a large provider's parallel
+    # deliveries while no one address can take more than a tenth.
+    inbound_max_sessions: int = 200
+    inbound_max_sessions_per_client: int = 20
+    # How long a session may wait for the client's next command.  MTAs send
+    # their next command at once; aiosmtpd's 300 s let idle connections pile
+    # up five times longer (Postfix drops to 10 s under stress).
+    inbound_idle_seconds: float = 60.0
+    # Recipients in one transaction: a reply goes to one reply address, an
+    # LMTP delivery rarely to more than a few; past it, 452 4.5.3.
+    inbound_max_recipients: int = 50
+    # Messages processing ignored (unknown sender, automatic mail, junk to
+    # the service addresses) are deleted this many days after arriving.
+    inbound_retention_days: int = 30
     imap_url: str | None = field(default=None, repr=False)
     # After a message is stored: "seen" sets \Seen, "move:FOLDER" moves it,
     # "delete" expunges it.
@@ -146,6 +164,11 @@ ENV_NAMES: dict[str, str] = {
     "inbound_addr": "MAILFLOW_INBOUND_ADDR",
     "inbound_max_bytes": "MAILFLOW_INBOUND_MAX_BYTES",
     "service_addresses": "MAILFLOW_SERVICE_ADDRESSES",
+    "inbound_max_sessions": "MAILFLOW_INBOUND_MAX_SESSIONS",
+    "inbound_max_sessions_per_client": "MAILFLOW_INBOUND_MAX_SESSIONS_PER_CLIENT",
+    "inbound_idle_seconds": "MAILFLOW_INBOUND_IDLE_SECONDS",
+    "inbound_max_recipients": "MAILFLOW_INBOUND_MAX_RECIPIENTS",
+    "inbound_retention_days": "MAILFLOW_INBOUND_RETENTION_DAYS",
     "imap_url": "MAILFLOW_IMAP_URL",
     "imap_after": "MAILFLOW_IMAP_AFTER",
     "imap_poll_seconds": "MAILFLOW_IMAP_POLL_SECONDS",
@@ -324,6 +347,11 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "inbound_addr": lambda t: parse_host_port(t),
     "inbound_max_bytes": _parse_positive_int,
     "service_addresses": lambda t: tuple(p.strip().lower() for p in t.split(",") if p.strip()),
+    "inbound_max_sessions": _parse_positive_int,
+    "inbound_max_sessions_per_client": _parse_positive_int,
+    "inbound_idle_seconds": _parse_positive_float,
+    "inbound_max_recipients": _parse_positive_int,
+    "inbound_retention_days": _parse_positive_int,
     "imap_url": lambda t: _parse_imap_url(t) if t else None,
     "imap_after": lambda t: _parse_imap_after(t),
     "imap_poll_seconds": _parse_positive_float,

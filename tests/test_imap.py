@@ -365,6 +365,38 @@ def test_a_stop_between_commit_and_action_is_finished_by_the_next_pass(
     assert restarted.poll_once().finished == 0
 
 
+@pytest.mark.parametrize("after", ["seen", "move:Processed", "delete"])
+def test_a_message_over_the_size_limit_is_never_stored_but_flagged_and_left_in_the_mailbox(
+    make_poller: Callable[..., ImapPoller],
+    dovecot: DovecotAccount,
+    engine: sa.Engine,
+    caplog: pytest.LogCaptureFixture,
+    after: str,
+) -> None:
+    limit = 4096
+    huge = reply(2, extra_headers="X-Padding: big\r\n") + b"x" * 78 * 200 + b"\r\n"
+    assert len(huge) > limit
+    small = [reply(1), reply(3)]
+    uids = [dovecot.append(small[0]), dovecot.append(huge), dovecot.append(small[1])]
+    poller = make_poller(after, inbound_max_bytes=limit)
+
+    with caplog.at_level(logging.WARNING, logger="mailflow.edges.imap"):
+        result = poller.poll_once()
+        # Later passes find it again (below the checkpoint) and let it be.
+        again = poller.poll_once()
+
+    assert (result.stored, result.set_aside) == (2, 1)
+    assert [m.raw for m in stored(engine)] == small
+    assert uids[1] in dovecot.uids()
+    assert {b"\\Flagged", b"\\Seen"} <= all_flags(dovecot)[uids[1]]
+    cp = checkpoint(engine)
+    assert cp is not None and cp.last_uid == uids[2]
+    assert (again.stored, again.finished, again.set_aside) == (0, 0, 0)
+    [warning] = [r for r in caplog.records if "MAILFLOW_INBOUND_MAX_BYTES" in r.getMessage()]
+    assert f"UID {uids[1]} " in warning.getMessage()
+    assert stored_count(engine) == 2
+
+
 @pytest.fixture
 def without_move_uidplus_idle(monkeypatch: pytest.MonkeyPatch) -> None:
     """The poller's connections hide MOVE, UIDPLUS and IDLE, as an older

@@ -33,11 +33,14 @@ from mailflow.edges.smtpd import InboundServer
 from mailflow.workers.runtime import Runtime, utc_now
 from tests.conftest import SECRET_KEY
 from tests.support.relay import free_port
+from tests.support.seed import delivery_with_keys
 
 DOMAIN = "alerts.test"
 KEY = "abcdefghijklmnopqrstuvwxyz234567"
 REPLY = f"reply+{KEY}@{DOMAIN}"
 BOUNCE = f"bounce+{KEY}@{DOMAIN}"
+ALERTS = f"alerts@{DOMAIN}"
+POSTMASTER = f"postmaster@{DOMAIN}"
 SENDER = "pat.jones@trust.example.org"
 MAX_BYTES = 64 * 1024
 
@@ -57,18 +60,29 @@ REPLY_MESSAGE = (
 
 
 def slow_clock(seconds: float) -> Callable[[], datetime]:
-    """A clock that takes its time: the store (which reads the clock inside
-    its transaction) is slow, so a 250 sent before the commit would show."""
+    """A clock that takes its time in the store thread: the store (which
+    reads the clock inside its transaction) is slow, so a 250 sent before
+    the commit would show."""
 
     def now() -> datetime:
-        time.sleep(seconds)
+        if threading.current_thread().name == "smtpd-store":
+            time.sleep(seconds)
         return utc_now()
 
     return now
 
 
 @pytest.fixture
-def start_server(settings_for: Any, database_url: str) -> Iterator[Callable[..., InboundServer]]:
+def known_keys(session: Session) -> None:
+    """KEY is the reply and the bounce key of a recent delivery."""
+    delivery_with_keys(session, reply_key=KEY, bounce_key=KEY)
+    session.commit()
+
+
+@pytest.fixture
+def start_server(
+    settings_for: Any, database_url: str, known_keys: None
+) -> Iterator[Callable[..., InboundServer]]:
     started: list[InboundServer] = []
 
     def start(
@@ -130,8 +144,10 @@ def stored(engine: sa.Engine) -> list[InboundMessage]:
 
 
 def jobs(engine: sa.Engine) -> list[Job]:
+    """The inbound processing jobs (not the alert's own)."""
     with Session(engine, expire_on_commit=False) as session:
-        return list(session.scalars(select(Job).order_by(Job.id)))
+        query = select(Job).where(Job.kind == PROCESS_INBOUND).order_by(Job.id)
+        return list(session.scalars(query))
 
 
 def assert_queued_once(engine: sa.Engine, messages: list[InboundMessage]) -> None:
@@ -606,13 +622,20 @@ def test_an_unreachable_database_answers_451(
     broken_lmtp = start_server(url=down, lmtp=True)
 
     with smtp_client(broken) as client:
-        mail_code, rcpt_codes, data_reply = send(client, SENDER, [REPLY], REPLY_MESSAGE)
+        # A reply key cannot be looked up: try later.
+        assert client.mail(SENDER)[0] == 250
+        code, text = client.rcpt(REPLY)
+        assert (code, text[:6]) == (451, b"4.3.0 ")
+        client.rset()
+        # A service address needs no look-up, but the message cannot be stored.
+        mail_code, rcpt_codes, data_reply = send(client, SENDER, [ALERTS], REPLY_MESSAGE)
         assert (mail_code, rcpt_codes) == (250, [250])
         assert data_reply is not None and (data_reply[0], data_reply[1][:6]) == (451, b"4.3.0 ")
         assert_session_in_step(client)
     with lmtp_client(broken_lmtp) as client:
         assert client.mail(SENDER)[0] == 250
-        assert [client.rcpt(REPLY)[0], client.rcpt(BOUNCE)[0]] == [250, 250]
+        assert [client.rcpt(REPLY)[0], client.rcpt(BOUNCE)[0]] == [451, 451]
+        assert [client.rcpt(ALERTS)[0], client.rcpt(POSTMASTER)[0]] == [250, 250]
         assert [client.data(REPLY_MESSAGE)[0], client.getreply()[0]] == [451, 451]
         assert_session_in_step(client)
 
@@ -661,7 +684,7 @@ def wait_for_port(process: subprocess.Popen[bytes], port: int, tmp_path: Path) -
 
 @pytest.mark.slow
 def test_sigkill_right_after_250_loses_nothing_and_a_restart_takes_mail_again(
-    database_url: str, engine: sa.Engine, tmp_path: Path
+    database_url: str, engine: sa.Engine, tmp_path: Path, known_keys: None
 ) -> None:
     port = free_port()
     process = start_smtpd(database_url, port, tmp_path)

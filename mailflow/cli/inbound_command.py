@@ -1,5 +1,6 @@
-"""`mailflow inbound list|retry`: what the inbound processor received and
-what it made of each message; failed ones can be processed again."""
+"""`mailflow inbound list|retry|purge`: what the inbound processor received
+and what it made of each message; failed ones can be processed again, and
+ignored ones are deleted after the retention period."""
 
 from __future__ import annotations
 
@@ -51,3 +52,17 @@ def register(group: click.Group) -> None:
                     )
                 retry_inbound(session, message_id, now=ctx.runtime.clock(), actor=actor_name())
         click.echo(f"queued {len(ids)} message(s) for processing again")
+
+    @inbound.command("purge")
+    @pass_context
+    def inbound_purge(ctx: Context) -> None:
+        """Delete messages processing ignored (auto-replies, unknown senders,
+        junk) received more than MAILFLOW_INBOUND_RETENTION_DAYS ago.
+        Processed and failed messages are kept.  `mailflow smtpd` (and
+        `serve`) also do this every hour."""
+        from mailflow.workers.retention import purge_expired_inbound
+
+        ctx.require_schema()
+        purged = purge_expired_inbound(ctx.runtime, actor=actor_name())
+        days = ctx.settings.inbound_retention_days
+        click.echo(f"deleted {purged} ignored message(s) received more than {days} days ago")

@@ -54,13 +54,20 @@ def register(group: click.Group) -> None:
         """Receive replies and bounces by SMTP (or LMTP) and store them.
 
         Takes mail only for reply+KEY@ and bounce+KEY@ the mail domain
-        (MAILFLOW_MAIL_DOMAIN) and for the service addresses there
-        (MAILFLOW_SERVICE_ADDRESSES); any other recipient is refused (550).
-        A message is answered 250 only once it is committed to the database
-        with its processing job; if it cannot be stored the answer is 451
-        and the sender tries again later.  Messages over
-        MAILFLOW_INBOUND_MAX_BYTES get 552; messages with a bare CR or LF
-        get 550.  Replies are then processed by `mailflow worker`.
+        (MAILFLOW_MAIL_DOMAIN) whose key an alert email holds, and for the
+        service addresses there (MAILFLOW_SERVICE_ADDRESSES); any other
+        recipient is refused (550), and recipients past
+        MAILFLOW_INBOUND_MAX_RECIPIENTS get 452.  A message is answered 250
+        only once it is committed to the database with its processing job;
+        if it cannot be stored the answer is 451 and the sender tries again
+        later.  Messages over MAILFLOW_INBOUND_MAX_BYTES get 552; messages
+        with a bare CR or LF get 550.  Replies are then processed by
+        `mailflow worker`.
+
+        Connections past MAILFLOW_INBOUND_MAX_SESSIONS (or
+        MAILFLOW_INBOUND_MAX_SESSIONS_PER_CLIENT from one address) hear 421.
+        Every hour, ignored messages older than
+        MAILFLOW_INBOUND_RETENTION_DAYS are deleted.
 
         Point the domain's MX at it, or have your MTA deliver to it with
         --lmtp.  Stops on SIGTERM or Ctrl-C, letting messages being stored

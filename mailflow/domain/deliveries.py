@@ -259,3 +259,31 @@ def record_bounce(
         report=description,
     )
     return delivery
+
+
+# A bounce comes at most about five days after a relay took the email (the
+# give-up time RFC 5321 section 4.5.4.1 suggests), and our own retries end
+# within a day of issuing; two weeks is ample, and after that a message to
+# the bounce address can only be junk.
+BOUNCE_KEY_LIFETIME = timedelta(days=14)
+
+
+def reply_key_in_use(session: Session, key: str, *, now: datetime, lifetime: timedelta) -> bool:
+    """Whether ``key`` is the reply key of a delivery made within
+    ``lifetime`` (the answer links' lifetime): the inbound edge takes mail
+    for reply+KEY only then."""
+    found = session.scalar(
+        select(Delivery.id).where(Delivery.reply_key == key, Delivery.created_at >= now - lifetime)
+    )
+    return found is not None
+
+
+def bounce_key_in_use(session: Session, key: str, *, now: datetime) -> bool:
+    """Whether ``key`` is the bounce key of a delivery recent enough for a
+    bounce about it to come."""
+    found = session.scalar(
+        select(Delivery.id).where(
+            Delivery.bounce_key == key, Delivery.created_at >= now - BOUNCE_KEY_LIFETIME
+        )
+    )
+    return found is not None

@@ -7,12 +7,18 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import delete, exists, func, insert, select
 from sqlalchemy.orm import Session
 
 from mailflow.domain.audit import record_event
 from mailflow.domain.jobs import add_job, new_job_values
-from mailflow.domain.models import Base, InboundMessage, InboundState
+from mailflow.domain.models import (
+    Base,
+    Confirmation,
+    InboundMessage,
+    InboundState,
+    OutgoingEmail,
+)
 
 PROCESS_INBOUND = "process_inbound"
 MESSAGE_ID_MAX = 998
@@ -184,3 +190,48 @@ def retry_inbound(session: Session, message_id: int, *, now: datetime, actor: st
     record_event(
         session, at=now, actor=actor, action="inbound.retried", subject=f"inbound:{message_id}"
     )
+
+
+# Messages deleted per transaction by a purge, so that it never holds the
+# write lock long enough to keep the SMTP edge's commits waiting.
+PURGE_BATCH = 200
+
+
+def purge_ignored_messages(
+    session: Session, *, received_before: datetime, now: datetime, actor: str
+) -> int:
+    """Delete up to ``PURGE_BATCH`` ignored messages (nothing was recorded
+    for them) received before ``received_before``; returns how many.  A
+    message anything refers to is kept, and processed or failed messages
+    keep their raw copy for the audit.  The caller commits and calls again
+    until it returns less than ``PURGE_BATCH``."""
+    ids = list(
+        session.scalars(
+            select(InboundMessage.id)
+            .where(
+                InboundMessage.state == InboundState.IGNORED,
+                InboundMessage.received_at < received_before,
+                ~exists().where(Confirmation.inbound_message_id == InboundMessage.id),
+                ~exists().where(OutgoingEmail.inbound_message_id == InboundMessage.id),
+            )
+            .order_by(InboundMessage.id)
+            .limit(PURGE_BATCH)
+        )
+    )
+    if not ids:
+        return 0
+    session.execute(
+        delete(InboundMessage)
+        .where(InboundMessage.id.in_(ids))
+        .execution_options(synchronize_session=False)
+    )
+    record_event(
+        session,
+        at=now,
+        actor=actor,
+        action="inbound.purged",
+        subject=f"inbound:{ids[0]}-{ids[-1]}",
+        count=len(ids),
+        received_before=received_before.isoformat(),
+    )
+    return len(ids)

@@ -21,7 +21,11 @@ the mailbox) and finishes it without storing it again.  Between passes the
 poller IDLEs when the server offers it, else sleeps.  Any error drops the
 connection and the poller tries again, backing off from 1 s to 60 s.
 
-The edge never judges content: whatever bytes the server holds are stored.
+The edge never judges content: whatever bytes the server holds are stored,
+up to MAILFLOW_INBOUND_MAX_BYTES, the limit the SMTP edge applies.  A larger
+message (by its RFC822.SIZE, checked before fetching it) is never fetched
+whole nor stored: it is flagged (\\Flagged, \\Seen) and left in the mailbox
+for a person to look at, with one log line, and the checkpoint moves past it.
 """
 
 from __future__ import annotations
@@ -69,6 +73,7 @@ STOP_CHECK_SECONDS = 1.0
 
 SEEN = b"\\Seen"
 DELETED = b"\\Deleted"
+FLAGGED = b"\\Flagged"
 
 
 class ImapPassError(Exception):
@@ -174,6 +179,8 @@ class PassResult:
 
     stored: int = 0
     finished: int = 0
+    # Too large to store: flagged and left in the mailbox.
+    set_aside: int = 0
 
 
 class ImapPoller:
@@ -263,13 +270,27 @@ class ImapPoller:
         candidates = sorted(set(unfinished) | set(new))
 
         result = PassResult()
+        max_bytes = self.runtime.settings.inbound_max_bytes
         for batch in _chunks(candidates, BATCH_UIDS):
             stored = self._stored_uids(uidvalidity, batch)
             to_fetch = [uid for uid in batch if uid not in stored]
             sizes = self._sizes(client, to_fetch)
+            too_large = {uid for uid in to_fetch if sizes.get(uid, 0) > max_bytes}
+            for uid in too_large:
+                sizes[uid] = 0  # never fetched: takes no room in a group
             for group in _groups(batch, sizes, FETCH_BYTES):
-                bodies = self._bodies(client, [uid for uid in group if uid not in stored])
+                wanted = [uid for uid in group if uid not in stored and uid not in too_large]
+                bodies = self._bodies(client, wanted)
                 for uid in group:
+                    if uid in too_large or len(bodies.get(uid, b"")) > max_bytes:
+                        if uid > last_uid:
+                            # Met for the first time (later passes that see
+                            # it again, below the checkpoint, skip it quietly).
+                            self._set_aside(client, uid, max_bytes)
+                            self._commit(uidvalidity, uid, None)
+                            last_uid = uid
+                            result.set_aside += 1
+                        continue
                     if uid in stored:
                         if uid > last_uid:
                             self._commit(uidvalidity, uid, None)
@@ -292,6 +313,19 @@ class ImapPoller:
                 self.after.describe(),
             )
         return result
+
+    def _set_aside(self, client: Any, uid: int, max_bytes: int) -> None:
+        """Leave a message too large to store where it is, flagged for a
+        person (and seen, so that "seen" mode does not take it for one
+        stored but not yet flagged)."""
+        client.add_flags([uid], [FLAGGED, SEEN], silent=True)
+        log.warning(
+            "IMAP %s: UID %d is larger than MAILFLOW_INBOUND_MAX_BYTES (%d bytes): "
+            "not stored, left in the mailbox flagged",
+            self.key,
+            uid,
+            max_bytes,
+        )
 
     def _start_from(self, uidvalidity: int) -> int:
         """The UID to read above, from the checkpoint; 0 for a mailbox never

@@ -1,7 +1,11 @@
 """The inbound SMTP (or LMTP) server: replies and bounces come in here.
 
-It accepts mail only for our own addresses (``reply+KEY@``, ``bounce+KEY@``
-and the service addresses at the mail domain), and answers 250 to a message
+It accepts mail only for our own addresses (``reply+KEY@`` and
+``bounce+KEY@`` whose key a recent delivery holds, looked up at RCPT, and
+the service addresses at the mail domain), at most
+MAILFLOW_INBOUND_MAX_RECIPIENTS of them a message, from at most
+MAILFLOW_INBOUND_MAX_SESSIONS sessions at once (see ``smtp_limits``).  It
+answers 250 to a message
 only once its raw bytes and its processing job are committed (invariant 2).
 Any failure before that is a 451, so the sending MTA keeps the message and
 tries again; nothing here ever answers 250 and then loses the message.
@@ -24,19 +28,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import queue
 import re
 import threading
 import weakref
-from concurrent.futures import Future
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from typing import AnyStr
 
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, Envelope
 from aiosmtpd.smtp import Session as SMTPSession
 
-from mailflow.domain.inbound import Received, store_received_messages
-from mailflow.mail.addresses import parse_service_address
+from mailflow.domain.deliveries import bounce_key_in_use, reply_key_in_use
+from mailflow.domain.inbound import Received
+from mailflow.edges.group_commit import GroupCommitter
+from mailflow.edges.smtp_limits import (
+    GatedLMTP,
+    GatedSMTP,
+    SessionGate,
+    limit_resource_error_logs,
+    raise_descriptor_limit,
+)
+from mailflow.mail.addresses import AddressKind, ServiceAddress, parse_service_address
+from mailflow.workers.retention import PURGE_INTERVAL_SECONDS, purge_expired_inbound
 from mailflow.workers.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -49,8 +63,9 @@ ENVELOPE_FROM_MAX = 512
 # How long stop() waits for messages being committed, so that their senders
 # get their 250 rather than a dropped connection and a needless retry.
 STOP_GRACE_SECONDS = 10.0
-# At most this many messages in one commit.
-GROUP_COMMIT_MAX = 64
+# Threads looking reply and bounce keys up at RCPT, off the event loop: at
+# most this many database connections for them, however many sessions.
+LOOKUP_THREADS = 4
 
 REPLY_ACCEPTED = "250 2.0.0 OK: message stored"
 REPLY_TRY_LATER = "451 4.3.0 Temporary failure storing the message; please try again later"
@@ -61,6 +76,12 @@ REPLY_BARE_LINE_END = (
 REPLY_UNKNOWN_RECIPIENT = (
     "550 5.1.1 No such mailbox: this server only takes replies to its own alert emails"
 )
+REPLY_UNKNOWN_KEY = (
+    "550 5.1.1 No such mailbox: this reply address is unknown or has expired; "
+    "reply to a newer email about the alert"
+)
+REPLY_LOOKUP_FAILED = "451 4.3.0 Temporary failure checking the recipient; please try again later"
+REPLY_TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients; send the rest in another message"
 
 
 def _null_sender(mail_from: str | None) -> str | None:
@@ -87,74 +108,15 @@ def _unstorable_sender(address: str) -> str | None:
     return None
 
 
-class GroupCommitter:
-    """Stores messages on one thread, committing together whatever arrived
-    while the previous commit ran (group commit).  Each sender still hears
-    250 only after the commit that holds its message; one commit per
-    message, with SMTP sessions queueing for SQLite's write lock, was most
-    of the cost of receiving."""
-
-    def __init__(self, runtime: Runtime, *, max_batch: int = GROUP_COMMIT_MAX) -> None:
-        self.runtime = runtime
-        self.max_batch = max_batch
-        self._queue: queue.SimpleQueue[tuple[Received, Future[int]] | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="smtpd-store", daemon=True)
-        self._thread.start()
-
-    def submit(self, received: Received) -> Future[int]:
-        future: Future[int] = Future()
-        self._queue.put((received, future))
-        return future
-
-    def stop(self) -> None:
-        self._queue.put(None)
-        self._thread.join()
-
-    def _run(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            stopping = False
-            while len(batch) < self.max_batch:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stopping = True
-                    break
-                batch.append(item)
-            self._commit(batch)
-            if stopping:
-                return
-
-    def _commit(self, batch: list[tuple[Received, Future[int]]]) -> None:
-        try:
-            with self.runtime.sessions.begin() as session:
-                ids = store_received_messages(
-                    session, [received for received, _ in batch], now=self.runtime.clock()
-                )
-        except Exception as exc:
-            if len(batch) > 1:
-                # One message must not take others down with it: each on
-                # its own, so only a message that cannot be stored fails.
-                for item in batch:
-                    self._commit([item])
-                return
-            batch[0][1].set_exception(exc)
-            return
-        for (_, future), message_id in zip(batch, ids, strict=True):
-            future.set_result(message_id)
-
-
 class InboundHandler:
     """aiosmtpd handler: check recipients at RCPT, store at DATA."""
 
-    def __init__(self, runtime: Runtime, committer: GroupCommitter) -> None:
+    def __init__(
+        self, runtime: Runtime, committer: GroupCommitter, lookups: ThreadPoolExecutor
+    ) -> None:
         self.runtime = runtime
         self.committer = committer
+        self.lookups = lookups
         # Messages being committed now (touched only on the event loop).
         self.storing = 0
 
@@ -196,12 +158,47 @@ class InboundHandler:
         address: str,
         rcpt_options: list[str],
     ) -> str:
+        if len(envelope.rcpt_tos) >= self.runtime.settings.inbound_max_recipients:
+            return REPLY_TOO_MANY_RECIPIENTS
         if not self.accepts(address):
             log.info("refused recipient %r from %s", address, session.peer)
             return REPLY_UNKNOWN_RECIPIENT
+        ours = parse_service_address(address, self.runtime.settings.mail_domain)
+        if ours is not None:
+            refusal = await self._check_key(ours, session)
+            if refusal is not None:
+                return refusal
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         return "250 2.1.5 OK"
+
+    async def _check_key(self, address: ServiceAddress, session: SMTPSession) -> str | None:
+        """The refusal for a reply or bounce key no delivery has (or no
+        longer has), or None.  Looked up on a thread, in a short read-only
+        transaction, so the event loop keeps serving everyone else."""
+        loop = asyncio.get_running_loop()
+        try:
+            known = await loop.run_in_executor(self.lookups, self._key_in_use, address)
+        except Exception:
+            log.exception(
+                "could not look a %s key up for %s: answered 451", address.kind, session.peer
+            )
+            return REPLY_LOOKUP_FAILED
+        if not known:
+            # The key itself is not logged: it may be a real, expired one.
+            log.info(
+                "refused a %s address from %s: unknown or expired key", address.kind, session.peer
+            )
+            return REPLY_UNKNOWN_KEY
+        return None
+
+    def _key_in_use(self, address: ServiceAddress) -> bool:
+        now = self.runtime.clock()
+        with self.runtime.readers() as session:
+            if address.kind is AddressKind.REPLY:
+                lifetime = timedelta(days=self.runtime.settings.answer_link_days)
+                return reply_key_in_use(session, address.key, now=now, lifetime=lifetime)
+            return bounce_key_in_use(session, address.key, now=now)
 
     async def handle_DATA(self, server: SMTP, session: SMTPSession, envelope: Envelope) -> str:
         """One reply for the message; for LMTP, ``InboundLMTP`` repeats it
@@ -243,7 +240,7 @@ class InboundHandler:
         return REPLY_TRY_LATER
 
 
-class InboundLMTP(LMTP):
+class InboundLMTP(GatedLMTP):
     """aiosmtpd's LMTP, with RFC 2033's one reply per accepted recipient
     after DATA.  aiosmtpd 1.4.6 sends a single reply there, whatever it is
     (the handler's, or its own 552 for too much data or 500 for too long a
@@ -298,7 +295,13 @@ class InboundServer:
         self._server: asyncio.Server | None = None
         self._committer: GroupCommitter | None = None
         self._handler: InboundHandler | None = None
+        self._lookups: ThreadPoolExecutor | None = None
         self._connections: weakref.WeakSet[SMTP] = weakref.WeakSet()
+        self._gate = SessionGate(
+            max_sessions=runtime.settings.inbound_max_sessions,
+            max_per_client=runtime.settings.inbound_max_sessions_per_client,
+        )
+        self._purging: asyncio.Task[None] | None = None
 
     @property
     def port(self) -> int:
@@ -310,9 +313,11 @@ class InboundServer:
     def _make_protocol(self) -> SMTP:
         assert self._loop is not None
         settings = self.runtime.settings
-        protocol_class = InboundLMTP if self.lmtp else SMTP
+        protocol_class = InboundLMTP if self.lmtp else GatedSMTP
         protocol = protocol_class(
             self._handler,
+            gate=self._gate,
+            timeout=settings.inbound_idle_seconds,
             data_size_limit=settings.inbound_max_bytes,
             enable_SMTPUTF8=True,
             hostname=settings.mail_domain,
@@ -325,11 +330,15 @@ class InboundServer:
     def start(self) -> None:
         if self._thread is not None:
             raise RuntimeError("the inbound server is already running")
+        raise_descriptor_limit()
+        limit_resource_error_logs()
         # Made here rather than racing to be made by the first few messages.
         self.runtime.sessions  # noqa: B018
         loop = asyncio.new_event_loop()
         committer = GroupCommitter(self.runtime)
-        self._handler = InboundHandler(self.runtime, committer)
+        lookups = ThreadPoolExecutor(LOOKUP_THREADS, thread_name_prefix="smtpd-lookup")
+        self._handler = InboundHandler(self.runtime, committer, lookups)
+        self._lookups = lookups
         thread = threading.Thread(target=loop.run_forever, name="smtpd", daemon=True)
         thread.start()
         self._loop, self._committer = loop, committer
@@ -344,8 +353,10 @@ class InboundServer:
             thread.join()
             loop.close()
             committer.stop()
+            lookups.shutdown()
             raise
         self._thread = thread
+        self._purging = asyncio.run_coroutine_threadsafe(self._purge_hourly(), loop).result()
 
     def stop(self) -> None:
         loop, thread, committer = self._loop, self._thread, self._committer
@@ -358,12 +369,33 @@ class InboundServer:
             thread.join()
             loop.close()
             committer.stop()
+            if self._lookups is not None:
+                self._lookups.shutdown()
             self._loop = self._thread = None
             self._committer = None
             self._server = None
 
+    async def _purge_hourly(self) -> asyncio.Task[None]:
+        """Start purging old ignored messages now and every hour (there is
+        no scheduler yet), on a lookup thread."""
+
+        async def purge_every_hour() -> None:
+            loop = asyncio.get_running_loop()
+            while True:
+                try:
+                    await loop.run_in_executor(
+                        self._lookups, lambda: purge_expired_inbound(self.runtime, actor="smtpd")
+                    )
+                except Exception:
+                    log.exception("purging old inbound messages failed; trying again in an hour")
+                await asyncio.sleep(PURGE_INTERVAL_SECONDS)
+
+        return asyncio.get_running_loop().create_task(purge_every_hour())
+
     async def _shut_down(self) -> None:
         assert self._server is not None and self._handler is not None
+        if self._purging is not None:
+            self._purging.cancel()
         self._server.close()
         await self._server.wait_closed()
         loop = asyncio.get_running_loop()

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from mailflow.domain.alerts import IssuedAlert, issue_alert
-from mailflow.domain.models import Membership, Organisation, Role, User
+from mailflow.domain.models import Delivery, Membership, Organisation, Role, User
 from mailflow.domain.organisations import import_organisations
 from mailflow.domain.users import add_user
 from mailflow.intake.alert_files import parse_alert_spec
@@ -130,3 +130,20 @@ def seed_crowd(session: Session, *, organisations: int, per_organisation: int) -
         ],
     )
     return Crowd(codes, emails)
+
+
+def delivery_with_keys(
+    session: Session, *, reply_key: str, bounce_key: str, created_at: datetime = NOW
+) -> Delivery:
+    """People, an alert, and Ann's delivery of it given the reply and bounce
+    keys named (made ``created_at``): mail to reply+KEY or bounce+KEY is
+    taken only for a key a recent delivery holds.  The caller commits."""
+    seed_people(session)
+    issue(session)
+    delivery = session.scalars(
+        select(Delivery).join(User).where(User.email == "ann@riverside.example")
+    ).one()
+    delivery.reply_key = reply_key
+    delivery.bounce_key = bounce_key
+    delivery.created_at = created_at
+    return delivery
