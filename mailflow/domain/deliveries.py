@@ -11,7 +11,15 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from mailflow.domain.audit import record_event
-from mailflow.domain.models import AuditEvent, Delivery, DeliveryState, Membership, Role, User
+from mailflow.domain.models import (
+    AuditEvent,
+    Delivery,
+    DeliveryState,
+    Membership,
+    OutgoingEmail,
+    Role,
+    User,
+)
 
 MAX_RETRY_DELAY = timedelta(hours=6)
 SENDER = "worker"
@@ -279,11 +287,17 @@ def reply_key_in_use(session: Session, key: str, *, now: datetime, lifetime: tim
 
 
 def bounce_key_in_use(session: Session, key: str, *, now: datetime) -> bool:
-    """Whether ``key`` is the bounce key of a delivery recent enough for a
-    bounce about it to come."""
+    """Whether ``key`` is the bounce key of an alert email or of a one-off
+    email (a welcome, a receipt) sent recently enough for a bounce about
+    it to come."""
+    since = now - BOUNCE_KEY_LIFETIME
     found = session.scalar(
-        select(Delivery.id).where(
-            Delivery.bounce_key == key, Delivery.created_at >= now - BOUNCE_KEY_LIFETIME
-        )
+        select(Delivery.id).where(Delivery.bounce_key == key, Delivery.created_at >= since)
     )
+    if found is None:
+        found = session.scalar(
+            select(OutgoingEmail.id).where(
+                OutgoingEmail.bounce_key == key, OutgoingEmail.created_at >= since
+            )
+        )
     return found is not None

@@ -222,11 +222,14 @@ class InboundHandler:
             finally:
                 self.storing -= 1
         except Exception:
+            # The recipients are reply+KEY addresses: their keys are
+            # credentials of a kind, so only their count is logged.
             log.exception(
-                "could not store a message from %s (envelope from %r to %r): answered 451",
+                "could not store a message from %s (envelope from %r to %d recipients): "
+                "answered 451",
                 session.peer,
                 envelope.mail_from,
-                envelope.rcpt_tos,
+                len(envelope.rcpt_tos),
             )
             return REPLY_TRY_LATER
         log.debug("stored inbound message %s from %s", message_id, session.peer)
