@@ -237,12 +237,39 @@ def test_untrusted_replies_record_nothing_and_get_no_answer(
     assert pending(session) == [] and outgoing(session) == []
 
 
-def test_dmarc_failure_reported_by_our_own_server_is_refused(
+OURS = "mx.alerts.test; spf=pass smtp.mailfrom=riverside.example; dmarc="
+
+
+@pytest.mark.parametrize(
+    ("results", "trusted"),
+    [
+        ([OURS + "pass (p=reject) header.from=riverside.example"], True),
+        ([OURS + "fail header.from=riverside.example"], False),
+        ([OURS + "none header.from=riverside.example"], False),
+        ([OURS + "permerror header.from=riverside.example"], False),
+        ([OURS + "pass header.from=evil.example"], False),
+        (["mx.alerts.test; spf=pass smtp.mailfrom=riverside.example"], False),
+        ([], False),
+        # Anyone can write an Authentication-Results header: only our own
+        # server's counts, and ours is the one on top.
+        (["mx.forger.example; dmarc=pass header.from=riverside.example"], False),
+        (
+            [
+                OURS + "fail header.from=riverside.example",
+                OURS + "pass header.from=riverside.example",
+            ],
+            False,
+        ),
+    ],
+)
+def test_only_our_own_servers_dmarc_pass_for_the_senders_domain_is_trusted(
     settings_for: object,
     database_url: str,
     relay: CapturingRelay,
     keys: dict[str, Delivery],
     session: Session,
+    results: list[str],
+    trusted: bool,
 ) -> None:
     from mailflow.config import parse_relay
 
@@ -253,31 +280,22 @@ def test_dmarc_failure_reported_by_our_own_server_is_refused(
     )
     runtime = Runtime(settings)
     ann = keys["ann@riverside.example"]
-    ours = (
-        "mx.alerts.test; spf=pass smtp.mailfrom=riverside.example;"
-        " dmarc=fail header.from=riverside.example"
-    )
-    theirs = "mx.forger.example; dmarc=fail header.from=riverside.example"
+    head = "".join(f"Authentication-Results: {value}\r\n" for value in results)
     try:
-        refused = receive(
+        message = receive(
             runtime,
-            reply(
-                "ann@riverside.example", "RXA: complete", headers={"Authentication-Results": ours}
-            ),
-            to=reply_to(ann),
-        )
-        # Anyone can write an Authentication-Results header: only our own
-        # server's counts.
-        accepted = receive(
-            runtime,
-            reply("ann@riverside.example", "RXA: done", headers={"Authentication-Results": theirs}),
+            head.encode() + reply("ann@riverside.example", "RXA: complete"),
             to=reply_to(ann),
         )
     finally:
         runtime.close()
-    assert refused.state == InboundState.IGNORED and "DMARC" in (refused.outcome or "")
-    assert accepted.state == InboundState.PROCESSED
-    assert pending(session) == [("RXA", "complete")]
+    if trusted:
+        assert message.state == InboundState.PROCESSED, message.outcome
+        assert pending(session) == [("RXA", "complete")]
+    else:
+        assert message.state == InboundState.IGNORED
+        assert "DMARC" in (message.outcome or "")
+        assert pending(session) == [] and outgoing(session) == []
 
 
 def test_an_expired_reply_key_records_nothing(
@@ -514,20 +532,20 @@ def test_a_processing_error_leaves_the_message_failed_for_retry(
 ) -> None:
     ann = keys["ann@riverside.example"]
 
-    def broken(message: object) -> str:
-        raise RuntimeError("the text extractor broke")
+    def broken(text: str, **_: object) -> list[object]:
+        raise RuntimeError("the reply parser broke")
 
-    monkeypatch.setattr("mailflow.workers.inbound.written_text", broken)
+    monkeypatch.setattr("mailflow.workers.inbound.parse_reply", broken)
     message = receive(runtime, reply("ann@riverside.example", "RXA: complete"), to=reply_to(ann))
     assert message.state == InboundState.FAILED
-    assert "the text extractor broke" in (message.error or "")
+    assert "the reply parser broke" in (message.error or "")
     assert pending(session) == []
 
     monkeypatch.undo()
     env = {"MAILFLOW_DATABASE_URL": settings.database_url, "MAILFLOW_SECRET_KEY": "k" * 40}
     listed = CliRunner().invoke(cli, ["inbound", "list", "--failed"], env=env)
     assert listed.exit_code == 0, listed.output
-    assert f"{message.id}" in listed.output and "the text extractor broke" in listed.output
+    assert f"{message.id}" in listed.output and "the reply parser broke" in listed.output
     retried = CliRunner().invoke(cli, ["inbound", "retry", str(message.id)], env=env)
     assert retried.exit_code == 0, retried.output
     worker = QueueWorker(runtime, poll_seconds=0.05)

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from mailflow.domain.audit import record_event
 from mailflow.domain.jobs import add_job, new_job_values
 from mailflow.domain.models import Base, InboundMessage, InboundState
+from mailflow.domain.text import escape_controls
 
 PROCESS_INBOUND = "process_inbound"
 MESSAGE_ID_MAX = 998
@@ -146,6 +147,7 @@ def finish_inbound(
     now: datetime,
 ) -> None:
     message.state = state
+    outcome = escape_controls(outcome)
     message.outcome = outcome
     message.error = None
     message.processed_at = now
@@ -161,6 +163,7 @@ def finish_inbound(
 
 def fail_inbound(session: Session, message_id: int, *, error: str, now: datetime) -> None:
     message = session.get_one(InboundMessage, message_id)
+    error = escape_controls(error)
     message.state = InboundState.FAILED
     message.error = error
     message.processed_at = now

@@ -7,6 +7,7 @@ and an error leaves it marked failed for `mailflow inbound retry`."""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
@@ -30,11 +31,12 @@ from mailflow.domain.models import (
     User,
 )
 from mailflow.domain.outgoing import queue_email, recent_count
+from mailflow.domain.text import escape_controls
 from mailflow.mail.addresses import AddressKind
-from mailflow.mail.inbound_mail import InboundReading, find_service_address, read_inbound
+from mailflow.mail.inbound_mail import InboundReading, find_service_address
 from mailflow.mail.replies import compose_confirmation_email, compose_reply_problem_email
 from mailflow.mail.reply_form import LineProblem, ReplyNotUnderstood, parse_reply
-from mailflow.mail.reply_text import written_text
+from mailflow.workers.bounded_reading import ReadingTookTooLong
 from mailflow.workers.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -43,18 +45,33 @@ CONFIRM_KIND = "confirm_answer"
 PROBLEM_KIND = "reply_problem"
 
 
+@dataclass(frozen=True)
+class _Stored:
+    """What reading a stored message needs, loaded in a short read."""
+
+    raw: bytes
+    envelope_from: str | None
+    source: str
+
+
 def process_inbound(runtime: Runtime, message_id: int) -> None:
+    """Read the message with no transaction open and within a time bound,
+    then record what became of it in one short write transaction: a
+    hostile message must not hold the write lock while it is parsed."""
     try:
-        with runtime.sessions.begin() as session:
-            # Locked (on PostgreSQL; SQLite's transactions already take the
-            # write lock), so a job delivered twice at once runs once.
-            message = session.get(InboundMessage, message_id, with_for_update=True)
-            if message is None or message.state != InboundState.RECEIVED:
-                return  # already processed: a redelivered job does nothing
-            message.attempts += 1
-            state, outcome = _process(session, runtime.settings, message, runtime.clock())
-            finish_inbound(session, message, state=state, outcome=outcome, now=runtime.clock())
-            log.info("inbound message %s %s: %s", message_id, state, outcome)
+        stored = _load(runtime, message_id)
+        if stored is None:
+            return  # already processed: a redelivered job does nothing
+        try:
+            reading: InboundReading | ReadingTookTooLong = runtime.reader.read(
+                stored.raw,
+                envelope_from=stored.envelope_from,
+                source=stored.source,
+                authserv_id=runtime.settings.authserv_id,
+            )
+        except ReadingTookTooLong as exc:
+            reading = exc
+        _record(runtime, message_id, reading)
     except Exception as exc:
         # Kept, with the error, for an operator: `mailflow inbound retry`.
         log.exception("processing inbound message %s failed", message_id)
@@ -62,21 +79,50 @@ def process_inbound(runtime: Runtime, message_id: int) -> None:
             fail_inbound(session, message_id, error=repr(exc)[:2000], now=runtime.clock())
 
 
+def _load(runtime: Runtime, message_id: int) -> _Stored | None:
+    # A reader's session: on SQLite it takes no write lock.
+    with runtime.readers() as session:
+        message = session.get(InboundMessage, message_id)
+        if message is None or message.state != InboundState.RECEIVED:
+            return None
+        return _Stored(message.raw, message.envelope_from, message.source)
+
+
+def _record(
+    runtime: Runtime, message_id: int, reading: InboundReading | ReadingTookTooLong
+) -> None:
+    now = runtime.clock()
+    with runtime.sessions.begin() as session:
+        # Locked (on PostgreSQL; SQLite's transactions already take the
+        # write lock), so a job delivered twice at once records once.
+        message = session.get(InboundMessage, message_id, with_for_update=True)
+        if message is None or message.state != InboundState.RECEIVED:
+            return
+        message.attempts += 1
+        if isinstance(reading, ReadingTookTooLong):
+            # Not raised: the job is done, and is not run again by itself
+            # (it would take as long again); an operator may retry it.
+            fail_inbound(session, message_id, error=str(reading), now=now)
+            log.warning("inbound message %s failed: %s", message_id, reading)
+            return
+        state, outcome = _process(session, runtime.settings, message, reading, now)
+        finish_inbound(session, message, state=state, outcome=outcome, now=now)
+        log.info("inbound message %s %s: %s", message_id, state, escape_controls(outcome))
+
+
 def _process(
-    session: Session, settings: Settings, message: InboundMessage, now: datetime
+    session: Session,
+    settings: Settings,
+    message: InboundMessage,
+    reading: InboundReading,
+    now: datetime,
 ) -> tuple[InboundState, str]:
     ignored = InboundState.IGNORED
     if is_duplicate(session, message):
         return ignored, "a copy of a message already received"
-    reading = read_inbound(
-        message.raw,
-        envelope_from=message.envelope_from,
-        source=message.source,
-        authserv_id=settings.authserv_id,
-    )
-    if reading.message is None:
-        return ignored, reading.unreadable or "unreadable"
-    to = find_service_address(message.envelope_to, reading.message, settings.mail_domain)
+    if reading.unreadable is not None:
+        return ignored, reading.unreadable
+    to = find_service_address(message.envelope_to, reading, settings.mail_domain)
 
     if to is not None and to.kind is AddressKind.BOUNCE:
         report = reading.report
@@ -96,13 +142,13 @@ def _process(
         return ignored, "unknown reply key"
     user = session.get_one(User, delivery.user_id)
     if reading.sender is None:
-        return ignored, "no From address"
-    if reading.sender != user.email:
+        return ignored, f"no trustworthy From address: {reading.sender_problem}"
+    if reading.sender != user.email.lower():
         # Never answer: the reply address may have been forwarded, and an
         # answer would tell a stranger about the alert.
         return ignored, f"sent from {reading.sender}, not the person the reply address belongs to"
-    if reading.dmarc_failed:
-        return ignored, "DMARC failed, as reported by our own mail server"
+    if reading.dmarc_problem is not None:
+        return ignored, reading.dmarc_problem
 
     alert = session.get_one(Alert, delivery.alert_id)
     organisations = answerable_organisations(session, user_id=user.id, alert_id=alert.id)
@@ -137,8 +183,7 @@ def _process(
             outcome="the sender answers for no organisation in the audience",
         )
 
-    assert reading.message is not None
-    text = written_text(reading.message)
+    text = reading.text
     today = now.astimezone(settings.zone).date()
     try:
         answers = parse_reply(text, held=[o.code for o in organisations], today=today)
