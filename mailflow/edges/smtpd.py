@@ -37,6 +37,7 @@ from aiosmtpd.smtp import Session as SMTPSession
 
 from mailflow.domain.inbound import Received, store_received_messages
 from mailflow.mail.addresses import parse_service_address
+from mailflow.mail.raw_headers import limits_problem
 from mailflow.workers.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ REPLY_BARE_LINE_END = (
     "550 5.6.0 Message refused: it contains a bare CR or LF; "
     "lines must end with CRLF (RFC 5321 section 2.3.8)"
 )
+REPLY_HEADER_TOO_LARGE = "552 5.3.4 Message refused: {}"
 REPLY_UNKNOWN_RECIPIENT = (
     "550 5.1.1 No such mailbox: this server only takes replies to its own alert emails"
 )
@@ -213,6 +215,12 @@ class InboundHandler:
             if BARE_CR_OR_LF.search(raw) is not None:
                 log.info("refused a message from %s: bare CR or LF", session.peer)
                 return REPLY_BARE_LINE_END
+            # A header beyond what the processing job will read is refused
+            # now, while the sender can still be told (invariant 7).
+            beyond = limits_problem(raw)
+            if beyond is not None:
+                log.info("refused a message from %s: %s", session.peer, beyond)
+                return REPLY_HEADER_TOO_LARGE.format(beyond)
             received = Received(
                 raw=bytes(raw),
                 source="lmtp" if isinstance(server, LMTP) else "smtp",

@@ -17,7 +17,7 @@ from email.policy import default
 from email.utils import getaddresses
 
 from mailflow.mail.addresses import ServiceAddress, parse_service_address
-from mailflow.mail.raw_headers import limits_problem, read_header_block
+from mailflow.mail.raw_headers import limits_problem, mime_limits_problem, read_header_block
 from mailflow.mail.reply_text import written_text
 from mailflow.mail.sender_check import dmarc_problem, message_id, strict_sender
 
@@ -113,7 +113,7 @@ def read_inbound(
 def _read(
     raw: bytes, *, envelope_from: str | None, source: str, authserv_id: str | None
 ) -> InboundReading:
-    beyond = limits_problem(raw)
+    beyond = limits_problem(raw) or mime_limits_problem(raw)
     if beyond is not None:
         return InboundReading(beyond)
     headers = read_header_block(raw)

@@ -47,7 +47,7 @@ ADDRESS_FIELDS = frozenset(
 # A declared MIME boundary per nesting level: the email package checks
 # every body line against every open boundary, so depth multiplies the
 # cost of each line.
-MAX_MIME_BOUNDARIES = 100
+MAX_MIME_BOUNDARIES = 50
 _BOUNDARY = re.compile(rb"boundary\s*=", re.IGNORECASE)
 
 
@@ -117,7 +117,8 @@ def _field_sizes(raw: bytes) -> tuple[int, list[tuple[bytes, int]]] | str:
 
 def limits_problem(raw: bytes) -> str | None:
     """Why this message's header block is beyond what we read, or None.
-    Cheap enough for the SMTP edge to run on every message."""
+    Looks at no more than the header block, so the SMTP edge can run it on
+    every message."""
     sizes = _field_sizes(raw)
     if isinstance(sizes, str):
         return sizes
@@ -128,6 +129,12 @@ def limits_problem(raw: bytes) -> str | None:
         if size > MAX_ADDRESS_FIELD_BYTES and name.decode("latin-1") in ADDRESS_FIELDS:
             what = name.decode("latin-1")
             return f"the {what} header is longer than {MAX_ADDRESS_FIELD_BYTES // 1024} KiB"
+    return None
+
+
+def mime_limits_problem(raw: bytes) -> str | None:
+    """Why the message's MIME nesting is beyond what we read, or None.  A
+    scan of the whole message: for the processing job, not the SMTP edge."""
     if len(_BOUNDARY.findall(raw)) > MAX_MIME_BOUNDARIES:
         return f"the message declares more than {MAX_MIME_BOUNDARIES} MIME boundaries"
     return None
