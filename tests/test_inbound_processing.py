@@ -685,3 +685,37 @@ def test_a_job_delivered_twice_at_once_processes_and_sends_once(
     twice(send_outgoing, email.id)
     assert [r.recipients for r in relay.received] == [["ann@riverside.example"]]
     assert [e.state for e in outgoing(session)] == ["sent"]
+
+
+def test_a_reply_is_parsed_while_no_write_transaction_waits_for_it(
+    runtime: Runtime,
+    keys: dict[str, Delivery],
+    session: Session,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import threading
+
+    from mailflow.mail.reply_form import parse_reply
+
+    ann = keys["ann@riverside.example"]
+    finished_at_once: list[bool] = []
+
+    def parse_while_someone_writes(text: str, **kwargs: object) -> object:
+        # Another writer locks the same message while the reply is parsed:
+        # it finishes at once only if parsing holds no write transaction.
+        def write() -> None:
+            with runtime.sessions.begin() as writing:
+                writing.get(InboundMessage, 1, with_for_update=True)
+
+        writer = threading.Thread(target=write, daemon=True)
+        writer.start()
+        writer.join(timeout=2)
+        finished_at_once.append(not writer.is_alive())
+        return parse_reply(text, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("mailflow.workers.inbound.parse_reply", parse_while_someone_writes)
+    message = receive(runtime, reply("ann@riverside.example", "RXA: complete"), to=reply_to(ann))
+
+    assert finished_at_once == [True]
+    assert message.state == InboundState.PROCESSED, message.outcome
+    assert pending(session) == [("RXA", "complete")]

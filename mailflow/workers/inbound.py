@@ -2,13 +2,19 @@
 trusted reply becomes pending answers and a "confirm your answer" email; a
 reply that cannot be read gets an email saying why; automatic mail and
 anything untrusted get nothing.  Whatever happens, the raw message stays,
-and an error leaves it marked failed for `mailflow inbound retry`."""
+and an error leaves it marked failed for `mailflow inbound retry`.
+
+Untrusted bytes are never parsed inside a write transaction (invariant 7):
+the raw message is loaded in a read-only session, read in a child process
+within a time bound, its answers parsed with another short read, and only
+then is one short write transaction opened to check the message is still
+unprocessed and record what became of it."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -35,7 +41,7 @@ from mailflow.domain.text import escape_controls
 from mailflow.mail.addresses import AddressKind
 from mailflow.mail.inbound_mail import InboundReading, find_service_address
 from mailflow.mail.replies import compose_confirmation_email, compose_reply_problem_email
-from mailflow.mail.reply_form import LineProblem, ReplyNotUnderstood, parse_reply
+from mailflow.mail.reply_form import Answer, LineProblem, ReplyNotUnderstood, parse_reply
 from mailflow.workers.bounded_reading import ReadingTookTooLong
 from mailflow.workers.runtime import Runtime
 
@@ -51,7 +57,26 @@ class _Stored:
 
     raw: bytes
     envelope_from: str | None
+    envelope_to: list[str]
     source: str
+
+
+@dataclass(frozen=True)
+class _ParsedReply:
+    """A reply's answers, parsed for the organisations the person held on
+    the day, or why they could not be read."""
+
+    held: tuple[str, ...]
+    today: date
+    answers: list[Answer]
+    not_understood: ReplyNotUnderstood | None = None
+
+
+def _parse_answers(text: str, held: tuple[str, ...], today: date) -> _ParsedReply:
+    try:
+        return _ParsedReply(held, today, parse_reply(text, held=list(held), today=today))
+    except ReplyNotUnderstood as exc:
+        return _ParsedReply(held, today, [], exc)
 
 
 def process_inbound(runtime: Runtime, message_id: int) -> None:
@@ -71,7 +96,10 @@ def process_inbound(runtime: Runtime, message_id: int) -> None:
             )
         except ReadingTookTooLong as exc:
             reading = exc
-        _record(runtime, message_id, reading)
+        parsed = None
+        if isinstance(reading, InboundReading):
+            parsed = _parse_beforehand(runtime, stored.envelope_to, reading)
+        _record(runtime, message_id, reading, parsed)
     except Exception as exc:
         # Kept, with the error, for an operator: `mailflow inbound retry`.
         log.exception("processing inbound message %s failed", message_id)
@@ -85,11 +113,40 @@ def _load(runtime: Runtime, message_id: int) -> _Stored | None:
         message = session.get(InboundMessage, message_id)
         if message is None or message.state != InboundState.RECEIVED:
             return None
-        return _Stored(message.raw, message.envelope_from, message.source)
+        return _Stored(
+            message.raw, message.envelope_from, list(message.envelope_to), message.source
+        )
+
+
+def _parse_beforehand(
+    runtime: Runtime, envelope_to: list[str], reading: InboundReading
+) -> _ParsedReply | None:
+    """The answers in a person's reply, parsed before the write transaction
+    for the organisations its reply key's person holds now (the recording
+    checks again under the lock)."""
+    settings = runtime.settings
+    if reading.unreadable or reading.automatic or reading.sender is None:
+        return None
+    to = find_service_address(envelope_to, reading, settings.mail_domain)
+    if to is None or to.kind is not AddressKind.REPLY:
+        return None
+    with runtime.readers() as session:
+        delivery = session.scalar(select(Delivery).where(Delivery.reply_key == to.key))
+        if delivery is None:
+            return None
+        held = answerable_organisations(
+            session, user_id=delivery.user_id, alert_id=delivery.alert_id
+        )
+        codes = tuple(o.code for o in held)
+    today = runtime.clock().astimezone(settings.zone).date()
+    return _parse_answers(reading.text, codes, today) if codes else None
 
 
 def _record(
-    runtime: Runtime, message_id: int, reading: InboundReading | ReadingTookTooLong
+    runtime: Runtime,
+    message_id: int,
+    reading: InboundReading | ReadingTookTooLong,
+    parsed: _ParsedReply | None,
 ) -> None:
     now = runtime.clock()
     with runtime.sessions.begin() as session:
@@ -105,7 +162,7 @@ def _record(
             fail_inbound(session, message_id, error=str(reading), now=now)
             log.warning("inbound message %s failed: %s", message_id, reading)
             return
-        state, outcome = _process(session, runtime.settings, message, reading, now)
+        state, outcome = _process(session, runtime.settings, message, reading, parsed, now)
         finish_inbound(session, message, state=state, outcome=outcome, now=now)
         log.info("inbound message %s %s: %s", message_id, state, escape_controls(outcome))
 
@@ -115,6 +172,7 @@ def _process(
     settings: Settings,
     message: InboundMessage,
     reading: InboundReading,
+    parsed: _ParsedReply | None,
     now: datetime,
 ) -> tuple[InboundState, str]:
     ignored = InboundState.IGNORED
@@ -183,11 +241,13 @@ def _process(
             outcome="the sender answers for no organisation in the audience",
         )
 
-    text = reading.text
+    held = tuple(o.code for o in organisations)
     today = now.astimezone(settings.zone).date()
-    try:
-        answers = parse_reply(text, held=[o.code for o in organisations], today=today)
-    except ReplyNotUnderstood as exc:
+    if parsed is None or (parsed.held, parsed.today) != (held, today):
+        # The person's access (or the day) changed since it was parsed.
+        parsed = _parse_answers(reading.text, held, today)
+    answers, not_understood = parsed.answers, parsed.not_understood
+    if not_understood is not None:
         return _reply_problem(
             session,
             settings,
@@ -199,8 +259,8 @@ def _process(
             organisations,
             now,
             reason="Some of what you wrote could not be read as an answer:",
-            problems=exc.problems,
-            outcome="not understood: " + "; ".join(p.problem for p in exc.problems),
+            problems=not_understood.problems,
+            outcome="not understood: " + "; ".join(p.problem for p in not_understood.problems),
         )
 
     confirmation = record_pending_answers(
