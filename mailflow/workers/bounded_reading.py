@@ -11,7 +11,9 @@ message failed with that reason, and nobody else waited for it.
 Children come from a fork server (forking this multi-threaded process
 itself could copy a held lock) with the reading code already imported, and
 are kept for the next message, so a normal message costs one round trip
-over a pipe.
+over a pipe.  As with any use of multiprocessing, a script that processes
+inbound mail must keep its top-level code under ``if __name__ ==
+"__main__":`` (the ``mailflow`` command and pytest do).
 """
 
 from __future__ import annotations
