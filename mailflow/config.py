@@ -76,6 +76,9 @@ class Settings:
     queue_name: str = "mailflow"
     inbound_addr: tuple[str, int] = ("127.0.0.1", 8025)
     inbound_max_bytes: int = 10 * 1024 * 1024
+    # The longest one inbound message may take to read; one that takes
+    # longer is marked failed, so it cannot hold up the others.
+    inbound_read_seconds: float = 10.0
     # Addresses at the mail domain, besides reply+KEY and bounce+KEY, that
     # the inbound server accepts (local parts, e.g. "alerts", "postmaster").
     service_addresses: tuple[str, ...] = ("alerts", "postmaster")
@@ -163,6 +166,7 @@ ENV_NAMES: dict[str, str] = {
     "queue_name": "MAILFLOW_QUEUE_NAME",
     "inbound_addr": "MAILFLOW_INBOUND_ADDR",
     "inbound_max_bytes": "MAILFLOW_INBOUND_MAX_BYTES",
+    "inbound_read_seconds": "MAILFLOW_INBOUND_READ_SECONDS",
     "service_addresses": "MAILFLOW_SERVICE_ADDRESSES",
     "inbound_max_sessions": "MAILFLOW_INBOUND_MAX_SESSIONS",
     "inbound_max_sessions_per_client": "MAILFLOW_INBOUND_MAX_SESSIONS_PER_CLIENT",
@@ -346,6 +350,7 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "queue_name": str,
     "inbound_addr": lambda t: parse_host_port(t),
     "inbound_max_bytes": _parse_positive_int,
+    "inbound_read_seconds": _parse_positive_float,
     "service_addresses": lambda t: tuple(p.strip().lower() for p in t.split(",") if p.strip()),
     "inbound_max_sessions": _parse_positive_int,
     "inbound_max_sessions_per_client": _parse_positive_int,

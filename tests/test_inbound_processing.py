@@ -237,12 +237,39 @@ def test_untrusted_replies_record_nothing_and_get_no_answer(
     assert pending(session) == [] and outgoing(session) == []
 
 
-def test_dmarc_failure_reported_by_our_own_server_is_refused(
+OURS = "mx.alerts.test; spf=pass smtp.mailfrom=riverside.example; dmarc="
+
+
+@pytest.mark.parametrize(
+    ("results", "trusted"),
+    [
+        ([OURS + "pass (p=reject) header.from=riverside.example"], True),
+        ([OURS + "fail header.from=riverside.example"], False),
+        ([OURS + "none header.from=riverside.example"], False),
+        ([OURS + "permerror header.from=riverside.example"], False),
+        ([OURS + "pass header.from=evil.example"], False),
+        (["mx.alerts.test; spf=pass smtp.mailfrom=riverside.example"], False),
+        ([], False),
+        # Anyone can write an Authentication-Results header: only our own
+        # server's counts, and ours is the one on top.
+        (["mx.forger.example; dmarc=pass header.from=riverside.example"], False),
+        (
+            [
+                OURS + "fail header.from=riverside.example",
+                OURS + "pass header.from=riverside.example",
+            ],
+            False,
+        ),
+    ],
+)
+def test_only_our_own_servers_dmarc_pass_for_the_senders_domain_is_trusted(
     settings_for: object,
     database_url: str,
     relay: CapturingRelay,
     keys: dict[str, Delivery],
     session: Session,
+    results: list[str],
+    trusted: bool,
 ) -> None:
     from mailflow.config import parse_relay
 
@@ -253,31 +280,22 @@ def test_dmarc_failure_reported_by_our_own_server_is_refused(
     )
     runtime = Runtime(settings)
     ann = keys["ann@riverside.example"]
-    ours = (
-        "mx.alerts.test; spf=pass smtp.mailfrom=riverside.example;"
-        " dmarc=fail header.from=riverside.example"
-    )
-    theirs = "mx.forger.example; dmarc=fail header.from=riverside.example"
+    head = "".join(f"Authentication-Results: {value}\r\n" for value in results)
     try:
-        refused = receive(
+        message = receive(
             runtime,
-            reply(
-                "ann@riverside.example", "RXA: complete", headers={"Authentication-Results": ours}
-            ),
-            to=reply_to(ann),
-        )
-        # Anyone can write an Authentication-Results header: only our own
-        # server's counts.
-        accepted = receive(
-            runtime,
-            reply("ann@riverside.example", "RXA: done", headers={"Authentication-Results": theirs}),
+            head.encode() + reply("ann@riverside.example", "RXA: complete"),
             to=reply_to(ann),
         )
     finally:
         runtime.close()
-    assert refused.state == InboundState.IGNORED and "DMARC" in (refused.outcome or "")
-    assert accepted.state == InboundState.PROCESSED
-    assert pending(session) == [("RXA", "complete")]
+    if trusted:
+        assert message.state == InboundState.PROCESSED, message.outcome
+        assert pending(session) == [("RXA", "complete")]
+    else:
+        assert message.state == InboundState.IGNORED
+        assert "DMARC" in (message.outcome or "")
+        assert pending(session) == [] and outgoing(session) == []
 
 
 def test_an_expired_reply_key_records_nothing(
@@ -514,20 +532,20 @@ def test_a_processing_error_leaves_the_message_failed_for_retry(
 ) -> None:
     ann = keys["ann@riverside.example"]
 
-    def broken(message: object) -> str:
-        raise RuntimeError("the text extractor broke")
+    def broken(text: str, **_: object) -> list[object]:
+        raise RuntimeError("the reply parser broke")
 
-    monkeypatch.setattr("mailflow.workers.inbound.written_text", broken)
+    monkeypatch.setattr("mailflow.workers.inbound.parse_reply", broken)
     message = receive(runtime, reply("ann@riverside.example", "RXA: complete"), to=reply_to(ann))
     assert message.state == InboundState.FAILED
-    assert "the text extractor broke" in (message.error or "")
+    assert "the reply parser broke" in (message.error or "")
     assert pending(session) == []
 
     monkeypatch.undo()
     env = {"MAILFLOW_DATABASE_URL": settings.database_url, "MAILFLOW_SECRET_KEY": "k" * 40}
     listed = CliRunner().invoke(cli, ["inbound", "list", "--failed"], env=env)
     assert listed.exit_code == 0, listed.output
-    assert f"{message.id}" in listed.output and "the text extractor broke" in listed.output
+    assert f"{message.id}" in listed.output and "the reply parser broke" in listed.output
     retried = CliRunner().invoke(cli, ["inbound", "retry", str(message.id)], env=env)
     assert retried.exit_code == 0, retried.output
     worker = QueueWorker(runtime, poll_seconds=0.05)
@@ -669,3 +687,37 @@ def test_a_job_delivered_twice_at_once_processes_and_sends_once(
     twice(send_outgoing, email.id)
     assert [r.recipients for r in relay.received] == [["ann@riverside.example"]]
     assert [e.state for e in outgoing(session)] == ["sent"]
+
+
+def test_a_reply_is_parsed_while_no_write_transaction_waits_for_it(
+    runtime: Runtime,
+    keys: dict[str, Delivery],
+    session: Session,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import threading
+
+    from mailflow.mail.reply_form import parse_reply
+
+    ann = keys["ann@riverside.example"]
+    finished_at_once: list[bool] = []
+
+    def parse_while_someone_writes(text: str, **kwargs: object) -> object:
+        # Another writer locks the same message while the reply is parsed:
+        # it finishes at once only if parsing holds no write transaction.
+        def write() -> None:
+            with runtime.sessions.begin() as writing:
+                writing.get(InboundMessage, 1, with_for_update=True)
+
+        writer = threading.Thread(target=write, daemon=True)
+        writer.start()
+        writer.join(timeout=2)
+        finished_at_once.append(not writer.is_alive())
+        return parse_reply(text, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("mailflow.workers.inbound.parse_reply", parse_while_someone_writes)
+    message = receive(runtime, reply("ann@riverside.example", "RXA: complete"), to=reply_to(ann))
+
+    assert finished_at_once == [True]
+    assert message.state == InboundState.PROCESSED, message.outcome
+    assert pending(session) == [("RXA", "complete")]

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from mailflow.domain.errors import NotFound
 from mailflow.domain.inbound import retry_inbound
 from mailflow.domain.models import InboundMessage, InboundState
+from mailflow.domain.text import escape_controls
 
 
 def register(group: click.Group) -> None:
@@ -31,9 +32,12 @@ def register(group: click.Group) -> None:
                 query = query.where(InboundMessage.state == InboundState.FAILED)
             for message in session.scalars(query):
                 what = message.error if message.state == InboundState.FAILED else message.outcome
+                # Rows stored before outcomes were escaped may still hold
+                # control characters from a hostile message.
+                sender = escape_controls(message.envelope_from or "<>")
                 click.echo(
                     f"{message.id:>6}  {message.received_at:%Y-%m-%d %H:%M}  {message.source:5} "
-                    f"{message.state:10} {message.envelope_from or '<>':30.30} {what or ''}"
+                    f"{message.state:10} {sender:30.30} {escape_controls(what or '')}"
                 )
 
     @inbound.command("retry")

@@ -19,6 +19,7 @@ from mailflow.domain.models import (
     InboundState,
     OutgoingEmail,
 )
+from mailflow.domain.text import escape_controls
 
 PROCESS_INBOUND = "process_inbound"
 MESSAGE_ID_MAX = 998
@@ -152,6 +153,7 @@ def finish_inbound(
     now: datetime,
 ) -> None:
     message.state = state
+    outcome = escape_controls(outcome)
     message.outcome = outcome
     message.error = None
     message.processed_at = now
@@ -167,6 +169,7 @@ def finish_inbound(
 
 def fail_inbound(session: Session, message_id: int, *, error: str, now: datetime) -> None:
     message = session.get_one(InboundMessage, message_id)
+    error = escape_controls(error)
     message.state = InboundState.FAILED
     message.error = error
     message.processed_at = now

@@ -50,6 +50,7 @@ from mailflow.edges.smtp_limits import (
     raise_descriptor_limit,
 )
 from mailflow.mail.addresses import AddressKind, ServiceAddress, parse_service_address
+from mailflow.mail.raw_headers import limits_problem
 from mailflow.workers.retention import PURGE_INTERVAL_SECONDS, purge_expired_inbound
 from mailflow.workers.runtime import Runtime
 
@@ -73,6 +74,7 @@ REPLY_BARE_LINE_END = (
     "550 5.6.0 Message refused: it contains a bare CR or LF; "
     "lines must end with CRLF (RFC 5321 section 2.3.8)"
 )
+REPLY_HEADER_TOO_LARGE = "552 5.3.4 Message refused: {}"
 REPLY_UNKNOWN_RECIPIENT = (
     "550 5.1.1 No such mailbox: this server only takes replies to its own alert emails"
 )
@@ -210,6 +212,12 @@ class InboundHandler:
             if BARE_CR_OR_LF.search(raw) is not None:
                 log.info("refused a message from %s: bare CR or LF", session.peer)
                 return REPLY_BARE_LINE_END
+            # A header beyond what the processing job will read is refused
+            # now, while the sender can still be told (invariant 7).
+            beyond = limits_problem(raw)
+            if beyond is not None:
+                log.info("refused a message from %s: %s", session.peer, beyond)
+                return REPLY_HEADER_TOO_LARGE.format(beyond)
             received = Received(
                 raw=bytes(raw),
                 source="lmtp" if isinstance(server, LMTP) else "smtp",

@@ -1,26 +1,32 @@
 """Reading an inbound message: who sent it, to which of our addresses, and
 whether it is a person's reply, an automatic message, or a bounce.
 
-Nothing here trusts the message: every header is read defensively, and a
-message that cannot be parsed is reported as such, never an exception.
+Nothing here trusts the message: sizes are checked on the raw bytes before
+the ``email`` package sees them, the sender and Message-ID are taken from
+the raw header (``sender_check``), every other header is read defensively,
+and a message that cannot be parsed is reported as such, never an exception.
 """
 
 from __future__ import annotations
 
 import email
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from email.message import EmailMessage, Message
 from email.policy import default
-from email.utils import getaddresses, parseaddr
+from email.utils import getaddresses
 
 from mailflow.mail.addresses import ServiceAddress, parse_service_address
+from mailflow.mail.raw_headers import limits_problem, mime_limits_problem, read_header_block
+from mailflow.mail.reply_text import written_text
+from mailflow.mail.sender_check import dmarc_problem, message_id, strict_sender
 
 # Headers that name where a message was delivered, most reliable first.
 DELIVERY_HEADERS = ("Delivered-To", "X-Original-To", "Envelope-To", "To", "Cc")
 AUTOMATIC_PRECEDENCE = {"bulk", "junk", "list", "auto_reply"}
 MAX_REPORT_PARTS = 50
+MAX_MIME_PARTS = 1000
+MAX_MIME_DEPTH = 30
 
 
 @dataclass(frozen=True)
@@ -43,15 +49,26 @@ class DeliveryReport:
 
 @dataclass(frozen=True)
 class InboundReading:
-    message: EmailMessage | None
+    """All that processing needs from a message, read from its bytes alone
+    (a pure function of them, so it can run in a child process with a time
+    bound, and outside any transaction)."""
+
     # Why it could not be read at all; None when it could.
     unreadable: str | None = None
     sender: str | None = None
+    # Why there is no trustworthy sender, when there is none.
+    sender_problem: str | None = None
     message_id: str | None = None
     # Why it is automatic mail that must get no answer; None for a person's.
     automatic: str | None = None
     report: DeliveryReport | None = None
-    dmarc_failed: bool = False
+    # Why our own server's DMARC verdict does not vouch for the sender; None
+    # when it does, or when no authserv-id is set.
+    dmarc_problem: str | None = None
+    # Our addresses named in the delivery headers, most reliable first.
+    delivered_to: tuple[str, ...] = ()
+    # What the person wrote, without the quoted original (person's mail only).
+    text: str = ""
 
 
 def _header(message: Message, name: str) -> str | None:
@@ -63,39 +80,71 @@ def _header(message: Message, name: str) -> str | None:
     return None if value is None else str(value)
 
 
-def _all_headers(message: Message, name: str) -> list[str]:
-    try:
-        return [str(v) for v in message.get_all(name, [])]
-    except Exception:
-        return []
+def _mime_problem(message: Message) -> str | None:
+    """Why the MIME structure is beyond what we read, walking it without
+    recursion."""
+    stack = [(message, 0)]
+    seen = 0
+    while stack:
+        part, depth = stack.pop()
+        seen += 1
+        if seen > MAX_MIME_PARTS:
+            return f"the message has more than {MAX_MIME_PARTS} MIME parts"
+        if depth > MAX_MIME_DEPTH:
+            return f"the message nests MIME parts deeper than {MAX_MIME_DEPTH}"
+        children = part.get_payload() if part.is_multipart() else None
+        if isinstance(children, list):
+            stack.extend((c, depth + 1) for c in children if isinstance(c, Message))
+    return None
 
 
 def read_inbound(
     raw: bytes, *, envelope_from: str | None, source: str, authserv_id: str | None
 ) -> InboundReading:
+    """Read a message; never raises, whatever the bytes."""
     try:
-        parsed = email.message_from_bytes(raw, policy=default)
+        return _read(raw, envelope_from=envelope_from, source=source, authserv_id=authserv_id)
     except (RecursionError, MemoryError) as exc:
-        reason = f"the message cannot be parsed ({type(exc).__name__})"
-        return InboundReading(None, unreadable=reason)
+        return InboundReading(f"the message cannot be parsed ({type(exc).__name__})")
     except Exception as exc:
-        return InboundReading(None, unreadable=f"the message cannot be parsed: {exc!r}")
-    if not isinstance(parsed, EmailMessage) or not parsed.keys():
-        return InboundReading(None, unreadable="the message has no headers")
+        return InboundReading(f"the message cannot be parsed: {exc!r}")
 
-    sender = None
-    from_header = _header(parsed, "From")
-    if from_header:
-        _, address = parseaddr(from_header)
-        if "@" in address:
-            sender = address.strip().lower()
+
+def _read(
+    raw: bytes, *, envelope_from: str | None, source: str, authserv_id: str | None
+) -> InboundReading:
+    beyond = limits_problem(raw) or mime_limits_problem(raw)
+    if beyond is not None:
+        return InboundReading(beyond)
+    headers = read_header_block(raw)
+    if not headers.fields:
+        return InboundReading("the message has no headers")
+    parsed = email.message_from_bytes(raw, policy=default)
+    if not isinstance(parsed, EmailMessage):
+        return InboundReading("the message has no headers")
+    beyond = _mime_problem(parsed)
+    if beyond is not None:
+        return InboundReading(beyond)
+    sender = strict_sender(headers)
+    dmarc = None
+    if authserv_id:
+        dmarc = dmarc_problem(headers, authserv_id, sender.domain)
+    automatic = automatic_reason(parsed, envelope_from=envelope_from, source=source)
+    delivered_to = tuple(
+        address
+        for _, address in getaddresses(
+            [v for name in DELIVERY_HEADERS for v in headers.values(name)]
+        )
+    )
     return InboundReading(
-        parsed,
-        sender=sender,
-        message_id=_header(parsed, "Message-ID"),
-        automatic=automatic_reason(parsed, envelope_from=envelope_from, source=source),
+        sender=sender.address,
+        sender_problem=sender.problem,
+        message_id=message_id(headers),
+        automatic=automatic,
         report=delivery_report(parsed),
-        dmarc_failed=dmarc_failed(parsed, authserv_id),
+        dmarc_problem=dmarc,
+        delivered_to=delivered_to,
+        text="" if automatic else written_text(parsed),
     )
 
 
@@ -163,35 +212,13 @@ def _clean(value: str | None) -> str | None:
     return " ".join(value.split())[:500] or None
 
 
-_RESULT = re.compile(r"\bdmarc\s*=\s*([a-z]+)", re.IGNORECASE)
-
-
-def dmarc_failed(message: Message, authserv_id: str | None) -> bool:
-    """Whether our own MTA (and only ours: anyone can write this header)
-    reported a DMARC failure."""
-    if not authserv_id:
-        return False
-    for value in _all_headers(message, "Authentication-Results"):
-        server = value.split(";", 1)[0].strip().split()[0:1]
-        if not server or server[0].lower() != authserv_id.lower():
-            continue
-        for result in _RESULT.findall(value):
-            if result.lower() == "fail":
-                return True
-    return False
-
-
 def find_service_address(
-    envelope_to: Iterable[str], message: Message | None, mail_domain: str
+    envelope_to: Iterable[str], reading: InboundReading, mail_domain: str
 ) -> ServiceAddress | None:
     """Which of our addresses the message came to: the envelope first (the
     SMTP edge records the real recipients), then the headers an IMAP
     mailbox keeps, in order of how much they can be trusted."""
-    candidates = list(envelope_to)
-    if message is not None:
-        for name in DELIVERY_HEADERS:
-            candidates.extend(addr for _, addr in getaddresses(_all_headers(message, name)))
-    for candidate in candidates:
+    for candidate in [*envelope_to, *reading.delivered_to]:
         found = parse_service_address(candidate, mail_domain)
         if found is not None:
             return found

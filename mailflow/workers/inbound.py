@@ -2,12 +2,19 @@
 trusted reply becomes pending answers and a "confirm your answer" email; a
 reply that cannot be read gets an email saying why; automatic mail and
 anything untrusted get nothing.  Whatever happens, the raw message stays,
-and an error leaves it marked failed for `mailflow inbound retry`."""
+and an error leaves it marked failed for `mailflow inbound retry`.
+
+Untrusted bytes are never parsed inside a write transaction (invariant 7):
+the raw message is loaded in a read-only session, read in a child process
+within a time bound, its answers parsed with another short read, and only
+then is one short write transaction opened to check the message is still
+unprocessed and record what became of it."""
 
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -30,13 +37,14 @@ from mailflow.domain.models import (
     User,
 )
 from mailflow.domain.outgoing import recent_count
+from mailflow.domain.text import escape_controls
 from mailflow.mail.addresses import AddressKind
-from mailflow.mail.inbound_mail import InboundReading, find_service_address, read_inbound
+from mailflow.mail.inbound_mail import InboundReading, find_service_address
 from mailflow.mail.one_off import queue_email_to_person
 from mailflow.mail.replies import compose_confirmation_email, compose_reply_problem_email
-from mailflow.mail.reply_form import LineProblem, ReplyNotUnderstood, parse_reply
-from mailflow.mail.reply_text import written_text
+from mailflow.mail.reply_form import Answer, LineProblem, ReplyNotUnderstood, parse_reply
 from mailflow.workers.bounces import record_bounce_report
+from mailflow.workers.bounded_reading import ReadingTookTooLong
 from mailflow.workers.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -45,18 +53,55 @@ CONFIRM_KIND = "confirm_answer"
 PROBLEM_KIND = "reply_problem"
 
 
-def process_inbound(runtime: Runtime, message_id: int) -> None:
+@dataclass(frozen=True)
+class _Stored:
+    """What reading a stored message needs, loaded in a short read."""
+
+    raw: bytes
+    envelope_from: str | None
+    envelope_to: list[str]
+    source: str
+
+
+@dataclass(frozen=True)
+class _ParsedReply:
+    """A reply's answers, parsed for the organisations the person held on
+    the day, or why they could not be read."""
+
+    held: tuple[str, ...]
+    today: date
+    answers: list[Answer]
+    not_understood: ReplyNotUnderstood | None = None
+
+
+def _parse_answers(text: str, held: tuple[str, ...], today: date) -> _ParsedReply:
     try:
-        with runtime.sessions.begin() as session:
-            # Locked (on PostgreSQL; SQLite's transactions already take the
-            # write lock), so a job delivered twice at once runs once.
-            message = session.get(InboundMessage, message_id, with_for_update=True)
-            if message is None or message.state != InboundState.RECEIVED:
-                return  # already processed: a redelivered job does nothing
-            message.attempts += 1
-            state, outcome = _process(session, runtime.settings, message, runtime.clock())
-            finish_inbound(session, message, state=state, outcome=outcome, now=runtime.clock())
-            log.info("inbound message %s %s: %s", message_id, state, outcome)
+        return _ParsedReply(held, today, parse_reply(text, held=list(held), today=today))
+    except ReplyNotUnderstood as exc:
+        return _ParsedReply(held, today, [], exc)
+
+
+def process_inbound(runtime: Runtime, message_id: int) -> None:
+    """Read the message with no transaction open and within a time bound,
+    then record what became of it in one short write transaction: a
+    hostile message must not hold the write lock while it is parsed."""
+    try:
+        stored = _load(runtime, message_id)
+        if stored is None:
+            return  # already processed: a redelivered job does nothing
+        try:
+            reading: InboundReading | ReadingTookTooLong = runtime.reader.read(
+                stored.raw,
+                envelope_from=stored.envelope_from,
+                source=stored.source,
+                authserv_id=runtime.settings.authserv_id,
+            )
+        except ReadingTookTooLong as exc:
+            reading = exc
+        parsed = None
+        if isinstance(reading, InboundReading):
+            parsed = _parse_beforehand(runtime, stored.envelope_to, reading)
+        _record(runtime, message_id, reading, parsed)
     except Exception as exc:
         # Kept, with the error, for an operator: `mailflow inbound retry`.
         log.exception("processing inbound message %s failed", message_id)
@@ -64,21 +109,80 @@ def process_inbound(runtime: Runtime, message_id: int) -> None:
             fail_inbound(session, message_id, error=repr(exc)[:2000], now=runtime.clock())
 
 
+def _load(runtime: Runtime, message_id: int) -> _Stored | None:
+    # A reader's session: on SQLite it takes no write lock.
+    with runtime.readers() as session:
+        message = session.get(InboundMessage, message_id)
+        if message is None or message.state != InboundState.RECEIVED:
+            return None
+        return _Stored(
+            message.raw, message.envelope_from, list(message.envelope_to), message.source
+        )
+
+
+def _parse_beforehand(
+    runtime: Runtime, envelope_to: list[str], reading: InboundReading
+) -> _ParsedReply | None:
+    """The answers in a person's reply, parsed before the write transaction
+    for the organisations its reply key's person holds now (the recording
+    checks again under the lock)."""
+    settings = runtime.settings
+    if reading.unreadable or reading.automatic or reading.sender is None:
+        return None
+    to = find_service_address(envelope_to, reading, settings.mail_domain)
+    if to is None or to.kind is not AddressKind.REPLY:
+        return None
+    with runtime.readers() as session:
+        delivery = session.scalar(select(Delivery).where(Delivery.reply_key == to.key))
+        if delivery is None:
+            return None
+        held = answerable_organisations(
+            session, user_id=delivery.user_id, alert_id=delivery.alert_id
+        )
+        codes = tuple(o.code for o in held)
+    today = runtime.clock().astimezone(settings.zone).date()
+    return _parse_answers(reading.text, codes, today) if codes else None
+
+
+def _record(
+    runtime: Runtime,
+    message_id: int,
+    reading: InboundReading | ReadingTookTooLong,
+    parsed: _ParsedReply | None,
+) -> None:
+    now = runtime.clock()
+    with runtime.sessions.begin() as session:
+        # Locked (on PostgreSQL; SQLite's transactions already take the
+        # write lock), so a job delivered twice at once records once.
+        message = session.get(InboundMessage, message_id, with_for_update=True)
+        if message is None or message.state != InboundState.RECEIVED:
+            return
+        message.attempts += 1
+        if isinstance(reading, ReadingTookTooLong):
+            # Not raised: the job is done, and is not run again by itself
+            # (it would take as long again); an operator may retry it.
+            fail_inbound(session, message_id, error=str(reading), now=now)
+            log.warning("inbound message %s failed: %s", message_id, reading)
+            return
+        state, outcome = _process(session, runtime.settings, message, reading, parsed, now)
+        finish_inbound(session, message, state=state, outcome=outcome, now=now)
+        log.info("inbound message %s %s: %s", message_id, state, escape_controls(outcome))
+
+
 def _process(
-    session: Session, settings: Settings, message: InboundMessage, now: datetime
+    session: Session,
+    settings: Settings,
+    message: InboundMessage,
+    reading: InboundReading,
+    parsed: _ParsedReply | None,
+    now: datetime,
 ) -> tuple[InboundState, str]:
     ignored = InboundState.IGNORED
     if is_duplicate(session, message):
         return ignored, "a copy of a message already received"
-    reading = read_inbound(
-        message.raw,
-        envelope_from=message.envelope_from,
-        source=message.source,
-        authserv_id=settings.authserv_id,
-    )
-    if reading.message is None:
-        return ignored, reading.unreadable or "unreadable"
-    to = find_service_address(message.envelope_to, reading.message, settings.mail_domain)
+    if reading.unreadable is not None:
+        return ignored, reading.unreadable
+    to = find_service_address(message.envelope_to, reading, settings.mail_domain)
 
     if to is not None and to.kind is AddressKind.BOUNCE:
         report = reading.report
@@ -100,13 +204,13 @@ def _process(
         return ignored, "unknown reply key"
     user = session.get_one(User, delivery.user_id)
     if reading.sender is None:
-        return ignored, "no From address"
-    if reading.sender != user.email:
+        return ignored, f"no trustworthy From address: {reading.sender_problem}"
+    if reading.sender != user.email.lower():
         # Never answer: the reply address may have been forwarded, and an
         # answer would tell a stranger about the alert.
         return ignored, f"sent from {reading.sender}, not the person the reply address belongs to"
-    if reading.dmarc_failed:
-        return ignored, "DMARC failed, as reported by our own mail server"
+    if reading.dmarc_problem is not None:
+        return ignored, reading.dmarc_problem
 
     alert = session.get_one(Alert, delivery.alert_id)
     organisations = answerable_organisations(session, user_id=user.id, alert_id=alert.id)
@@ -141,12 +245,13 @@ def _process(
             outcome="the sender answers for no organisation in the audience",
         )
 
-    assert reading.message is not None
-    text = written_text(reading.message)
+    held = tuple(o.code for o in organisations)
     today = now.astimezone(settings.zone).date()
-    try:
-        answers = parse_reply(text, held=[o.code for o in organisations], today=today)
-    except ReplyNotUnderstood as exc:
+    if parsed is None or (parsed.held, parsed.today) != (held, today):
+        # The person's access (or the day) changed since it was parsed.
+        parsed = _parse_answers(reading.text, held, today)
+    answers, not_understood = parsed.answers, parsed.not_understood
+    if not_understood is not None:
         return _reply_problem(
             session,
             settings,
@@ -158,8 +263,8 @@ def _process(
             organisations,
             now,
             reason="Some of what you wrote could not be read as an answer:",
-            problems=exc.problems,
-            outcome="not understood: " + "; ".join(p.problem for p in exc.problems),
+            problems=not_understood.problems,
+            outcome="not understood: " + "; ".join(p.problem for p in not_understood.problems),
         )
 
     recent = confirmations_sent_since(session, user_id=user.id, since=now - timedelta(hours=1))

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from mailflow.config import Settings
 from mailflow.db.engine import make_engine, make_sessionmaker
 from mailflow.mail.transport import MaildirTransport, SmtpRelayPool, Transport
+from mailflow.workers.bounded_reading import BoundedReader
 
 
 def utc_now() -> datetime:
@@ -49,6 +50,11 @@ class Runtime:
     def readers(self) -> sessionmaker[Session]:
         return make_sessionmaker(self.reader_engine)
 
+    @cached_property
+    def reader(self) -> BoundedReader:
+        """Reads inbound messages in child processes, bounded in time."""
+        return BoundedReader(self.settings.inbound_read_seconds)
+
     @property
     def transport(self) -> Transport:
         if self._transport is None:
@@ -67,6 +73,8 @@ class Runtime:
         if self._transport is not None:
             self._transport.close()
             self._transport = None
+        if "reader" in self.__dict__:
+            self.__dict__.pop("reader").close()
         for name in ("engine", "reader_engine"):
             if name in self.__dict__:
                 self.__dict__[name].dispose()

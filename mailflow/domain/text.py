@@ -1,0 +1,21 @@
+"""Text from untrusted mail made safe to store, log and print."""
+
+from __future__ import annotations
+
+import re
+
+# C0 and C1 controls, DEL, and the bidirectional overrides and isolates:
+# written to a terminal they can move the cursor, retitle the window, ring
+# the bell, or make text read in a different order than it is stored.
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def _escaped(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with every control character written as an escape
+    (``\\x1b``), so it reads the same wherever it is shown."""
+    return _UNSAFE.sub(_escaped, text)
