@@ -200,8 +200,12 @@ def unknown_variables(environ: Mapping[str, str]) -> list[tuple[str, str | None]
             continue
         if name.startswith(TEST_VARIABLE_PREFIX):
             continue
-        closest = difflib.get_close_matches(name, known, n=1)
-        unknown.append((name, closest[0] if closest else None))
+        # Compared without the prefix every name shares, or any name would
+        # look close to any other.
+        closest = difflib.get_close_matches(
+            name.removeprefix("MAILFLOW_"), [k.removeprefix("MAILFLOW_") for k in known], n=1
+        )
+        unknown.append((name, f"MAILFLOW_{closest[0]}" if closest else None))
     return unknown
 
 
