@@ -318,7 +318,7 @@ def test_the_config_command_lists_settings_with_the_secret_hidden(tmp_path: Path
     assert SECRET not in finished.stdout
     lines = {
         name: value.strip()
-        for name, _, value in (line.partition(" ") for line in finished.stdout.splitlines())
+        for name, _, value in (line.partition("=") for line in finished.stdout.splitlines())
     }
     assert lines["MAILFLOW_MAIL_DOMAIN"] == "alerts.example.org"
     assert lines["MAILFLOW_SECRET_KEY"] == "(hidden; from MAILFLOW_SECRET_KEY)"
