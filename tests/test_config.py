@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from mailflow.config import ConfigError, Settings, load_settings, parse_relay, unknown_variables
+from tests.support.cli import mailflow
 
 SECRET = "an-operator-secret-0123456789-abcdefghijklmnop"
 PROJECT = Path(__file__).resolve().parent.parent
@@ -374,3 +375,34 @@ def test_a_misspelt_variable_is_found_with_the_name_it_was_meant_to_be() -> None
         ("MAILFLOW_DATABSE_URL", "MAILFLOW_DATABASE_URL"),
         ("MAILFLOW_ZZZ", None),
     ]
+
+
+def test_the_config_command_writes_each_setting_as_it_would_be_set(tmp_path: Path) -> None:
+    (tmp_path / "var").mkdir()
+    (tmp_path / "var" / "secret-key").write_text(SECRET + "\n", encoding="utf-8")
+
+    result = mailflow("config", MAILFLOW_SECRET_KEY=None)
+
+    assert result.exit_code == 0, result.stderr
+    assert SECRET not in result.stdout
+    lines = result.stdout.splitlines()
+    assert lines[:3] == [
+        "MAILFLOW_DATABASE_URL=sqlite:///var/mailflow.db",
+        "MAILFLOW_SECRET_KEY=(hidden; from var/secret-key)",
+        "MAILFLOW_SECRET_KEY_FILE=var/secret-key",
+    ]
+    assert "MAILFLOW_INBOUND_ADDR=127.0.0.1:8025" in lines
+    assert "MAILFLOW_SERVICE_ADDRESSES=alerts,postmaster" in lines
+    assert "MAILFLOW_SMTP_TIMEOUT_SECONDS=60" in lines
+    assert "MAILFLOW_MAILDIR=var/maildir" in lines
+
+
+def test_a_misspelt_variable_is_named_in_a_warning_with_the_setting_it_was_meant_to_be() -> None:
+    result = mailflow("config", MAILFLOW_DATABSE_URL="sqlite:///elsewhere.db")
+
+    assert result.exit_code == 0
+    assert result.stderr == (
+        "mailflow: warning: MAILFLOW_DATABSE_URL is not a mailflow setting and is ignored "
+        "(did you mean MAILFLOW_DATABASE_URL?)\n"
+    )
+    assert "MAILFLOW_DATABASE_URL=sqlite:///var/mailflow.db" in result.stdout.splitlines()

@@ -10,7 +10,7 @@ import sys
 from typing import Any, NoReturn
 
 import click
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 log = logging.getLogger("mailflow")
 
@@ -27,6 +27,14 @@ def report_usage_error(error: click.UsageError) -> NoReturn:
     message = error.format_message().rstrip(".")
     click.echo(f"mailflow: {message} (see `{where} --help`)", err=True)
     sys.exit(error.exit_code)
+
+
+def database_problem(error: DBAPIError) -> str:
+    """What is wrong with the database, in one line: the driver's own words,
+    without SQLAlchemy's statement and background link."""
+    if isinstance(error, OperationalError):
+        return f"cannot reach the database: {one_line(error.orig)}"
+    return f"cannot use the database: {one_line(error.orig)}"
 
 
 class ReportingGroup(click.Group):
@@ -57,10 +65,10 @@ class ReportingGroup(click.Group):
             report_usage_error(error)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
-        except OperationalError as exc:
+        except DBAPIError as exc:
             # The database went away, or was never there, mid-command.
             log.debug("database error", exc_info=True)
-            click.echo(f"mailflow: cannot reach the database: {one_line(exc.orig)}", err=True)
+            click.echo(f"mailflow: {database_problem(exc)}", err=True)
             sys.exit(2)
         except Exception as exc:
             log.debug("unexpected error", exc_info=True)

@@ -18,10 +18,10 @@ from typing import Any, NoReturn
 import alembic.util
 import click
 from sqlalchemy import select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, selectinload
 
-from mailflow.cli.failures import ReportingGroup, one_line
+from mailflow.cli.failures import ReportingGroup, database_problem, one_line
 from mailflow.config import ConfigError, Settings, load_settings, unknown_variables
 from mailflow.db import migrate
 from mailflow.domain.alerts import get_alert, issue_alert
@@ -85,8 +85,8 @@ class Context:
     def require_schema(self) -> None:
         try:
             up_to_date = migrate.is_up_to_date(self.runtime.engine)
-        except OperationalError as exc:
-            fail(f"cannot reach the database: {one_line(exc.orig)}", code=2)
+        except DBAPIError as exc:
+            fail(database_problem(exc), code=2)
         if not up_to_date:
             fail("the database schema is not up to date: run `mailflow db upgrade`", code=2)
 
@@ -116,7 +116,9 @@ def reported_errors() -> Iterator[None]:
         fail(f"{exc} (nothing was written)")
 
 
-@click.group(cls=ReportingGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    "mailflow", cls=ReportingGroup, context_settings={"help_option_names": ["-h", "--help"]}
+)
 @click.version_option(package_name="mailflow", prog_name="mailflow", message="%(prog)s %(version)s")
 @click.option("-v", "--verbose", is_flag=True, help="Log more detail.")
 @click.pass_context
@@ -164,8 +166,8 @@ def db_upgrade(ctx: Context) -> None:
     """Create the schema, or bring it up to the newest version."""
     try:
         migrate.upgrade(ctx.runtime.engine)
-    except OperationalError as exc:
-        fail(f"cannot reach the database: {one_line(exc.orig)}", code=2)
+    except DBAPIError as exc:
+        fail(database_problem(exc), code=2)
     except alembic.util.CommandError as exc:
         # A revision this mailflow does not know: a newer one migrated it.
         fail(f"cannot upgrade the database: {one_line(exc)}", code=2)
