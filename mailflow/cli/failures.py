@@ -63,7 +63,9 @@ class ReportingGroup(click.Group):
         except click.UsageError as error:
             # A subcommand's options and arguments are read here.
             report_usage_error(error)
-        except (click.ClickException, click.exceptions.Exit, click.Abort):
+        except (click.ClickException, click.exceptions.Exit, click.Abort, BrokenPipeError):
+            # click reports these itself (a closed pipe, as from `| head`,
+            # quietly).
             raise
         except DBAPIError as exc:
             # The database went away, or was never there, mid-command.

@@ -649,12 +649,19 @@ def _show_addr(addr: tuple[str, int]) -> str:
 def _register_edge_commands() -> None:
     # Each edge's command lives beside its own module's concerns; they join
     # the one `mailflow` group here.
-    from mailflow.cli import imap_command, inbound_command, smtpd_command, web_command
+    from mailflow.cli import (
+        imap_command,
+        inbound_command,
+        mail_command,
+        smtpd_command,
+        web_command,
+    )
 
     smtpd_command.register(cli)
     web_command.register(cli)
     imap_command.register(cli)
     inbound_command.register(cli)
+    mail_command.register(cli)
 
 
 _register_edge_commands()
