@@ -107,6 +107,35 @@ def test_retrying_a_message_that_does_not_exist_names_it_and_retries_none(
     assert session.get_one(InboundMessage, failed_message).state == InboundState.FAILED
 
 
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["alert", "show", "CC-9999"], "no alert CC-9999 (nothing was written)"),
+        (["alert", "status", "CC-9999"], "no alert CC-9999 (nothing was written)"),
+        (["users", "reset-mfa", "nobody@nowhere.example"], "no user nobody@nowhere.example"),
+        (["users", "remove", "nobody@nowhere.example"], "no user nobody@nowhere.example"),
+        (["users", "list", "--org", "ZZZ"], "org: 'ZZZ' is not a known organisation"),
+        (
+            ["users", "add", "new@nowhere.example", "--name", "New", "--org", "ZZZ", "--role",
+             "responder"],
+            "org: 'ZZZ' is not a known organisation",
+        ),
+        (["orgs", "import", "no-such.csv"], "no-such.csv: cannot read the file"),
+        (["alert", "issue", "no-such.toml"], "no-such.toml: cannot read the file"),
+    ],
+)  # fmt: skip
+def test_naming_something_that_does_not_exist_is_one_line_and_changes_nothing(
+    database_url: str, engine: sa.Engine, args: list[str], line: str
+) -> None:
+    before = counts(engine)
+
+    result = mailflow(*args, database_url=database_url)
+
+    assert result.exit_code == 1
+    assert one_error_line(result).startswith(line)
+    assert counts(engine) == before
+
+
 # --------------------------------------------------------- options and words
 
 
