@@ -9,6 +9,7 @@ with a message a person can act on.
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
 from collections.abc import Callable, Mapping
@@ -25,6 +26,10 @@ DEFAULT_CONFIG_FILE = Path("config/mailflow.toml")
 # writes one here, beside the embedded database.
 DEFAULT_SECRET_KEY_FILE = Path("var/secret-key")
 MIN_SECRET_KEY_LENGTH = 32
+# MAILFLOW_* variables that are not settings: the config file's name, and
+# the test suite's own (MAILFLOW_TEST_POSTGRES_URL ...).
+OTHER_VARIABLES = frozenset({"MAILFLOW_CONFIG"})
+TEST_VARIABLE_PREFIX = "MAILFLOW_TEST_"
 
 
 class ConfigError(Exception):
@@ -59,6 +64,11 @@ class RelayConfig:
 class Settings:
     database_url: str
     secret_key: str = field(repr=False)
+    # The file the key is read from when it is not set directly.
+    secret_key_file: Path = DEFAULT_SECRET_KEY_FILE
+    # Where the key came from, for `mailflow config`: a variable, the
+    # config file or the key file ("given" when passed in by a caller).
+    key_origin: str = "given"
     broker_url: str | None = None
     smtp_relay: RelayConfig | None = None
     smtp_connections: int = 4
@@ -130,25 +140,44 @@ class Settings:
         return Address(display_name=name, username=username, domain=domain)
 
     def describe(self) -> dict[str, str]:
-        """Every setting as text, with secrets hidden, for ``mailflow config``."""
+        """Every setting as text, written as it would be set, with secrets
+        hidden, for ``mailflow config``."""
         out: dict[str, str] = {}
         for f in fields(self):
+            if f.name not in ENV_NAMES:
+                continue
             value = getattr(self, f.name)
             if f.name == "secret_key":
-                text = "(set)" if value else "(missing)"
-            elif isinstance(value, RelayConfig):
-                text = value.redacted()
+                text = f"(hidden; from {self.key_origin})" if value else "(missing)"
             elif f.name in ("database_url", "broker_url", "imap_url") and value:
                 text = _redact_url(str(value))
             else:
-                text = "" if value is None else str(value)
+                text = _as_setting_text(value)
             out[ENV_NAMES[f.name]] = text
         return out
+
+
+def _as_setting_text(value: object) -> str:
+    """A setting's value as a person would write it: 127.0.0.1:8025, not a
+    Python tuple; a list comma-separated; 60, not 60.0."""
+    if value is None:
+        return ""
+    if isinstance(value, RelayConfig):
+        return value.redacted()
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], int):
+        host, port = value
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    if isinstance(value, tuple):
+        return ",".join(str(item) for item in value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
 
 
 ENV_NAMES: dict[str, str] = {
     "database_url": "MAILFLOW_DATABASE_URL",
     "secret_key": "MAILFLOW_SECRET_KEY",
+    "secret_key_file": "MAILFLOW_SECRET_KEY_FILE",
     "broker_url": "MAILFLOW_BROKER_URL",
     "smtp_relay": "MAILFLOW_SMTP_RELAY",
     "smtp_connections": "MAILFLOW_SMTP_CONNECTIONS",
@@ -189,6 +218,26 @@ ENV_NAMES: dict[str, str] = {
 TOML_KEYS: dict[str, str] = {
     env.removeprefix("MAILFLOW_").lower(): name for name, env in ENV_NAMES.items()
 }
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[tuple[str, str | None]]:
+    """The MAILFLOW_* variables in ``environ`` that mailflow does not know
+    (a misspelt setting is otherwise silently ignored), each with the
+    closest known name, if one is close."""
+    known = sorted({*ENV_NAMES.values(), *OTHER_VARIABLES})
+    unknown: list[tuple[str, str | None]] = []
+    for name in sorted(environ):
+        if not name.startswith("MAILFLOW_") or name in known:
+            continue
+        if name.startswith(TEST_VARIABLE_PREFIX):
+            continue
+        # Compared without the prefix every name shares, or any name would
+        # look close to any other.
+        closest = difflib.get_close_matches(
+            name.removeprefix("MAILFLOW_"), [k.removeprefix("MAILFLOW_") for k in known], n=1
+        )
+        unknown.append((name, f"MAILFLOW_{closest[0]}" if closest else None))
+    return unknown
 
 
 def _redact_url(url: str) -> str:
@@ -242,6 +291,10 @@ def _parse_database(text: str) -> str:
     scheme = urlsplit(text).scheme.split("+")[0]
     if scheme not in ("sqlite", "postgresql"):
         raise ValueError("expected sqlite:///path or postgresql://user@host/db")
+    try:
+        urlsplit(text).port  # noqa: B018 - raises for a port that is not a number
+    except ValueError as exc:
+        raise ValueError("the port is not a number from 0 to 65535") from exc
     if scheme == "postgresql" and "+" not in urlsplit(text).scheme:
         # psycopg 3 is the driver we install; say so once here rather than at
         # every place that makes an engine.
@@ -333,6 +386,7 @@ def _parse_imap_after(text: str) -> str:
 PARSERS: dict[str, Callable[[str], Any]] = {
     "database_url": _parse_database,
     "secret_key": _parse_secret,
+    "secret_key_file": lambda t: Path(t) if t else None,
     "broker_url": _parse_broker,
     "smtp_relay": lambda t: parse_relay(t) if t else None,
     "smtp_connections": _parse_positive_int,
@@ -386,12 +440,9 @@ def _read_toml(path: Path) -> dict[str, str]:
     return out
 
 
-def _read_secret_file(path: Path) -> str:
+def _read_secret_file(path: Path, *, explicit: bool) -> str:
     """The key from MAILFLOW_SECRET_KEY_FILE, or from var/secret-key when
     that exists; otherwise the setting is missing."""
-    explicit = bool(str(path)) and str(path) != "."
-    if not explicit:
-        path = DEFAULT_SECRET_KEY_FILE
     try:
         text = path.read_text(encoding="utf-8").strip()
     except FileNotFoundError:
@@ -426,15 +477,18 @@ def load_settings(
     env = os.environ if environ is None else environ
     raw: dict[str, str] = {"database_url": "sqlite:///var/mailflow.db"}
 
-    config_path = env.get("MAILFLOW_CONFIG")
-    if config_path:
-        raw.update(_read_toml(Path(config_path)))
-    elif DEFAULT_CONFIG_FILE.exists():
-        raw.update(_read_toml(DEFAULT_CONFIG_FILE))
+    config_path = Path(env["MAILFLOW_CONFIG"]) if env.get("MAILFLOW_CONFIG") else None
+    if config_path is None and DEFAULT_CONFIG_FILE.exists():
+        config_path = DEFAULT_CONFIG_FILE
+    if config_path is not None:
+        raw.update(_read_toml(config_path))
+    key_origin = str(config_path) if "secret_key" in raw else "given"
 
     for name, env_name in ENV_NAMES.items():
         if env_name in env:
             raw[name] = env[env_name]
+    if "MAILFLOW_SECRET_KEY" in env:
+        key_origin = "MAILFLOW_SECRET_KEY"
 
     values: dict[str, Any] = {}
     for name, text in raw.items():
@@ -443,9 +497,17 @@ def load_settings(
         except ValueError as exc:
             raise ConfigError(ENV_NAMES[name], str(exc)) from exc
     values.update(overrides or {})
+    if "secret_key" in (overrides or {}):
+        key_origin = "given"
 
+    named_key_file = values.get("secret_key_file")
+    values["secret_key_file"] = named_key_file or DEFAULT_SECRET_KEY_FILE
     if not values.get("secret_key"):
-        values["secret_key"] = _read_secret_file(Path(env.get("MAILFLOW_SECRET_KEY_FILE", "")))
+        values["secret_key"] = _read_secret_file(
+            values["secret_key_file"], explicit=named_key_file is not None
+        )
+        key_origin = str(values["secret_key_file"])
+    values["key_origin"] = key_origin
     if not values.get("from_address"):
         values["from_address"] = (
             f"Cyber alerts <alerts@{values.get('mail_domain', Settings.mail_domain)}>"

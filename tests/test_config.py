@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from mailflow.config import ConfigError, Settings, load_settings, parse_relay
+from mailflow.config import ConfigError, Settings, load_settings, parse_relay, unknown_variables
+from tests.support.cli import mailflow
 
 SECRET = "an-operator-secret-0123456789-abcdefghijklmnop"
 PROJECT = Path(__file__).resolve().parent.parent
@@ -101,6 +102,22 @@ def test_the_secret_key_can_come_from_var_secret_key_in_the_working_directory(
     settings = load_settings(environ={})
 
     assert settings.secret_key == SECRET
+    assert settings.describe()["MAILFLOW_SECRET_KEY"] == "(hidden; from var/secret-key)"
+    assert settings.describe()["MAILFLOW_SECRET_KEY_FILE"] == "var/secret-key"
+
+
+def test_a_named_secret_key_file_is_read_and_shown_as_where_the_key_came_from(
+    tmp_path: Path,
+) -> None:
+    key_file = tmp_path / "keys" / "mailflow.key"
+    key_file.parent.mkdir()
+    key_file.write_text(SECRET + "\n", encoding="utf-8")
+
+    settings = load_settings(environ={"MAILFLOW_SECRET_KEY_FILE": str(key_file)})
+
+    assert settings.secret_key == SECRET
+    assert settings.describe()["MAILFLOW_SECRET_KEY_FILE"] == str(key_file)
+    assert settings.describe()["MAILFLOW_SECRET_KEY"] == f"(hidden; from {key_file})"
 
 
 def test_a_named_secret_key_file_that_does_not_exist_is_refused_by_name(tmp_path: Path) -> None:
@@ -131,6 +148,7 @@ def test_a_short_secret_key_is_refused_by_name() -> None:
         ("MAILFLOW_BASE_URL", "notaurl"),
         ("MAILFLOW_BROKER_URL", "kafka://x"),
         ("MAILFLOW_DATABASE_URL", "mysql://db/mailflow"),
+        ("MAILFLOW_DATABASE_URL", "postgresql://mailflow@db.example.org:fivefourthreetwo/x"),
         ("MAILFLOW_MAIL_DOMAIN", "not a domain"),
         ("MAILFLOW_FROM", "nobody"),
         ("MAILFLOW_TIMEZONE", "Europe/Atlantis"),
@@ -236,7 +254,7 @@ def test_describing_the_settings_never_shows_a_secret() -> None:
 
     for secret in (SECRET, "relay-pw-9876", "db-pw-5432", "broker-pw-1234"):
         assert secret not in everything
-    assert described["MAILFLOW_SECRET_KEY"] == "(set)"
+    assert described["MAILFLOW_SECRET_KEY"] == "(hidden; from MAILFLOW_SECRET_KEY)"
     assert described["MAILFLOW_SMTP_RELAY"] == (
         "smtp://mailer:***@relay.example.org:587?starttls=true"
     )
@@ -301,10 +319,10 @@ def test_the_config_command_lists_settings_with_the_secret_hidden(tmp_path: Path
     assert SECRET not in finished.stdout
     lines = {
         name: value.strip()
-        for name, _, value in (line.partition(" ") for line in finished.stdout.splitlines())
+        for name, _, value in (line.partition("=") for line in finished.stdout.splitlines())
     }
     assert lines["MAILFLOW_MAIL_DOMAIN"] == "alerts.example.org"
-    assert lines["MAILFLOW_SECRET_KEY"] == "(set)"
+    assert lines["MAILFLOW_SECRET_KEY"] == "(hidden; from MAILFLOW_SECRET_KEY)"
 
 
 def test_the_help_address_defaults_to_the_from_address_and_can_name_a_service_desk() -> None:
@@ -318,3 +336,73 @@ def test_the_help_address_defaults_to_the_from_address_and_can_name_a_service_de
     with pytest.raises(ConfigError) as error:
         load_settings(environ={"MAILFLOW_SECRET_KEY": SECRET, "MAILFLOW_HELP_EMAIL": "Desk <x@y>"})
     assert error.value.setting == "MAILFLOW_HELP_EMAIL"
+
+
+def test_the_settings_are_described_as_a_person_would_write_them(tmp_path: Path) -> None:
+    config = write_toml(tmp_path, f'secret_key = "{SECRET}"\n')
+
+    described = load_settings(
+        environ={
+            "MAILFLOW_CONFIG": str(config),
+            "MAILFLOW_INBOUND_ADDR": "[::1]:2525",
+            "MAILFLOW_SERVICE_ADDRESSES": "alerts, postmaster,abuse",
+            "MAILFLOW_MAILDIR": "mail/out",
+        }
+    ).describe()
+
+    assert described["MAILFLOW_INBOUND_ADDR"] == "[::1]:2525"
+    assert described["MAILFLOW_WEB_ADDR"] == "127.0.0.1:8000"
+    assert described["MAILFLOW_SERVICE_ADDRESSES"] == "alerts,postmaster,abuse"
+    assert described["MAILFLOW_SMTP_TIMEOUT_SECONDS"] == "60"
+    assert described["MAILFLOW_MAILDIR"] == "mail/out"
+    assert described["MAILFLOW_BROKER_URL"] == ""
+    assert described["MAILFLOW_SECRET_KEY"] == f"(hidden; from {config})"
+    assert described["MAILFLOW_SECRET_KEY_FILE"] == "var/secret-key"
+
+
+def test_a_misspelt_variable_is_found_with_the_name_it_was_meant_to_be() -> None:
+    environ = {
+        "MAILFLOW_SECRET_KEY": SECRET,
+        "MAILFLOW_DATABSE_URL": "sqlite:///elsewhere.db",
+        "MAILFLOW_SECRET_KEY_FILE": "var/secret-key",
+        "MAILFLOW_CONFIG": "config/mailflow.toml",
+        "MAILFLOW_TEST_POSTGRES_URL": "postgresql://postgres@127.0.0.1/test",
+        "MAILFLOW_ZZZ": "1",
+        "PATH": "/usr/bin",
+    }
+
+    assert unknown_variables(environ) == [
+        ("MAILFLOW_DATABSE_URL", "MAILFLOW_DATABASE_URL"),
+        ("MAILFLOW_ZZZ", None),
+    ]
+
+
+def test_the_config_command_writes_each_setting_as_it_would_be_set(tmp_path: Path) -> None:
+    (tmp_path / "var").mkdir()
+    (tmp_path / "var" / "secret-key").write_text(SECRET + "\n", encoding="utf-8")
+
+    result = mailflow("config", MAILFLOW_SECRET_KEY=None)
+
+    assert result.exit_code == 0, result.stderr
+    assert SECRET not in result.stdout
+    lines = result.stdout.splitlines()
+    assert lines[:3] == [
+        "MAILFLOW_DATABASE_URL=sqlite:///var/mailflow.db",
+        "MAILFLOW_SECRET_KEY=(hidden; from var/secret-key)",
+        "MAILFLOW_SECRET_KEY_FILE=var/secret-key",
+    ]
+    assert "MAILFLOW_INBOUND_ADDR=127.0.0.1:8025" in lines
+    assert "MAILFLOW_SERVICE_ADDRESSES=alerts,postmaster" in lines
+    assert "MAILFLOW_SMTP_TIMEOUT_SECONDS=60" in lines
+    assert "MAILFLOW_MAILDIR=var/maildir" in lines
+
+
+def test_a_misspelt_variable_is_named_in_a_warning_with_the_setting_it_was_meant_to_be() -> None:
+    result = mailflow("config", MAILFLOW_DATABSE_URL="sqlite:///elsewhere.db")
+
+    assert result.exit_code == 0
+    assert result.stderr == (
+        "mailflow: warning: MAILFLOW_DATABSE_URL is not a mailflow setting and is ignored "
+        "(did you mean MAILFLOW_DATABASE_URL?)\n"
+    )
+    assert "MAILFLOW_DATABASE_URL=sqlite:///var/mailflow.db" in result.stdout.splitlines()

@@ -14,7 +14,7 @@ from mailflow.domain.text import escape_controls
 
 
 def register(group: click.Group) -> None:
-    from mailflow.cli.main import Context, actor_name, fail, pass_context
+    from mailflow.cli.main import Context, actor_name, fail, pass_context, reported_errors
 
     @group.group()
     def inbound() -> None:
@@ -22,7 +22,13 @@ def register(group: click.Group) -> None:
 
     @inbound.command("list")
     @click.option("--failed", is_flag=True, help="Only messages whose processing failed.")
-    @click.option("--limit", default=50, show_default=True, help="How many, newest first.")
+    @click.option(
+        "--limit",
+        type=click.IntRange(min=1),
+        default=50,
+        show_default=True,
+        help="How many, newest first.",
+    )
     @pass_context
     def inbound_list(ctx: Context, failed: bool, limit: int) -> None:
         """List received messages with their state and outcome."""
@@ -45,7 +51,7 @@ def register(group: click.Group) -> None:
     @pass_context
     def inbound_retry(ctx: Context, ids: tuple[int, ...]) -> None:
         """Process failed messages IDS again (a worker picks them up)."""
-        with ctx.transaction() as session:
+        with reported_errors(), ctx.transaction() as session:
             for message_id in ids:
                 message = session.get(InboundMessage, message_id)
                 if message is None:

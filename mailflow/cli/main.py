@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -14,12 +15,14 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
 
+import alembic.util
 import click
 from sqlalchemy import select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, selectinload
 
-from mailflow.config import ConfigError, Settings, load_settings
+from mailflow.cli.failures import ReportingGroup, database_problem, one_line
+from mailflow.config import ConfigError, Settings, load_settings, unknown_variables
 from mailflow.db import migrate
 from mailflow.domain.alerts import get_alert, issue_alert
 from mailflow.domain.deliveries import count_by_state
@@ -53,26 +56,37 @@ class Context:
     works without either."""
 
     def __init__(self) -> None:
+        self._settings: Settings | None = None
         self._runtime: Runtime | None = None
 
     @property
     def settings(self) -> Settings:
-        return self.runtime.settings
+        if self._settings is None:
+            # A misspelt variable would otherwise be ignored without a word,
+            # leaving the default in force.
+            for name, closest in unknown_variables(os.environ):
+                hint = f" (did you mean {closest}?)" if closest else ""
+                click.echo(
+                    f"mailflow: warning: {name} is not a mailflow setting and is ignored{hint}",
+                    err=True,
+                )
+            try:
+                self._settings = load_settings()
+            except ConfigError as exc:
+                fail(f"configuration: {exc}", code=2)
+        return self._settings
 
     @property
     def runtime(self) -> Runtime:
         if self._runtime is None:
-            try:
-                self._runtime = Runtime(load_settings())
-            except ConfigError as exc:
-                fail(f"configuration: {exc}", code=2)
+            self._runtime = Runtime(self.settings)
         return self._runtime
 
     def require_schema(self) -> None:
         try:
             up_to_date = migrate.is_up_to_date(self.runtime.engine)
-        except OperationalError as exc:
-            fail(f"cannot reach the database: {exc.orig}", code=2)
+        except DBAPIError as exc:
+            fail(database_problem(exc), code=2)
         if not up_to_date:
             fail("the database schema is not up to date: run `mailflow db upgrade`", code=2)
 
@@ -102,7 +116,10 @@ def reported_errors() -> Iterator[None]:
         fail(f"{exc} (nothing was written)")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    "mailflow", cls=ReportingGroup, context_settings={"help_option_names": ["-h", "--help"]}
+)
+@click.version_option(package_name="mailflow", prog_name="mailflow", message="%(prog)s %(version)s")
 @click.option("-v", "--verbose", is_flag=True, help="Log more detail.")
 @click.pass_context
 def cli(ctx: click.Context, verbose: bool) -> None:
@@ -126,9 +143,13 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 @cli.command("config")
 @pass_context
 def show_config(ctx: Context) -> None:
-    """Show the settings in force (secrets hidden)."""
+    """Show the settings in force (secrets hidden).
+
+    One NAME=value a line, as it would be set in the environment; the
+    secret key says where it came from.  Relative paths are relative to the
+    current folder."""
     for name, value in ctx.settings.describe().items():
-        click.echo(f"{name:34} {value}")
+        click.echo(f"{name}={value}")
 
 
 # ---------------------------------------------------------------- database
@@ -145,8 +166,11 @@ def db_upgrade(ctx: Context) -> None:
     """Create the schema, or bring it up to the newest version."""
     try:
         migrate.upgrade(ctx.runtime.engine)
-    except OperationalError as exc:
-        fail(f"cannot reach the database: {exc.orig}", code=2)
+    except DBAPIError as exc:
+        fail(database_problem(exc), code=2)
+    except alembic.util.CommandError as exc:
+        # A revision this mailflow does not know: a newer one migrated it.
+        fail(f"cannot upgrade the database: {one_line(exc)}", code=2)
     click.echo(f"database at revision {migrate.current_revision(ctx.runtime.engine)}")
 
 
@@ -531,7 +555,9 @@ def run_until_stopped(start: Callable[[], None], stop: Callable[[], None]) -> No
 
 
 @cli.command()
-@click.option("--threads", default=2, show_default=True, help="Worker threads.")
+@click.option(
+    "--threads", type=click.IntRange(min=1), default=2, show_default=True, help="Worker threads."
+)
 @pass_context
 def worker(ctx: Context, threads: int) -> None:
     """Run the queue worker alone: sends alert emails (and, later, every
@@ -544,7 +570,9 @@ def worker(ctx: Context, threads: int) -> None:
 
 
 @cli.command()
-@click.option("--threads", default=2, show_default=True, help="Worker threads.")
+@click.option(
+    "--threads", type=click.IntRange(min=1), default=2, show_default=True, help="Worker threads."
+)
 @click.option("--no-smtpd", is_flag=True, help="Do not run the inbound SMTP server.")
 @click.option("--no-web", is_flag=True, help="Do not run the web server.")
 @pass_context
@@ -584,11 +612,17 @@ def serve(ctx: Context, threads: int, no_smtpd: bool, no_web: bool) -> None:
         starts.append(poller_thread.start)
         stops.append(stop_poller)
     if not no_web:
-        from mailflow.cli.web_command import web_server
+        from mailflow.cli.web_command import listening_socket, web_server
 
+        try:
+            web_socket = listening_socket(*settings.web_addr)
+        except OSError as exc:
+            fail(f"cannot listen on {_show_addr(settings.web_addr)}: {exc.strerror}", code=2)
         # In a thread uvicorn leaves the signals to run_until_stopped.
         web = web_server(runtime, *settings.web_addr)
-        web_thread = threading.Thread(target=web.run, name="web", daemon=True)
+        web_thread = threading.Thread(
+            target=web.run, kwargs={"sockets": [web_socket]}, name="web", daemon=True
+        )
 
         def stop_web() -> None:
             web.should_exit = True
@@ -598,8 +632,16 @@ def serve(ctx: Context, threads: int, no_smtpd: bool, no_web: bool) -> None:
         stops.append(stop_web)
 
     def start_all() -> None:
-        for start in starts:
-            start()
+        started: list[Callable[[], None]] = []
+        try:
+            for start, stop in zip(starts, stops, strict=True):
+                start()
+                started.append(stop)
+        except OSError as exc:
+            # The inbound server's address is in use or not ours.
+            for stop in reversed(started):
+                stop()
+            fail(f"cannot start: {exc.strerror or exc}", code=2)
         where = settings.smtp_relay.redacted() if settings.smtp_relay else settings.maildir
         log.info("mailflow serving: mail goes to %s", where)
         if not no_smtpd:
@@ -614,15 +656,27 @@ def serve(ctx: Context, threads: int, no_smtpd: bool, no_web: bool) -> None:
     run_until_stopped(start_all, stop_all)
 
 
+def _show_addr(addr: tuple[str, int]) -> str:
+    host, port = addr
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _register_edge_commands() -> None:
     # Each edge's command lives beside its own module's concerns; they join
     # the one `mailflow` group here.
-    from mailflow.cli import imap_command, inbound_command, smtpd_command, web_command
+    from mailflow.cli import (
+        imap_command,
+        inbound_command,
+        mail_command,
+        smtpd_command,
+        web_command,
+    )
 
     smtpd_command.register(cli)
     web_command.register(cli)
     imap_command.register(cli)
     inbound_command.register(cli)
+    mail_command.register(cli)
 
 
 _register_edge_commands()

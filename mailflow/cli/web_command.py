@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 from typing import TYPE_CHECKING
 
 import click
@@ -37,6 +38,13 @@ def web_server(runtime: Runtime, host: str, port: int) -> uvicorn.Server:
     return uvicorn.Server(config)
 
 
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The web server's socket, bound here so that an address in use or not
+    ours is one clear OSError, not uvicorn's own log line and exit."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family)
+
+
 def register(group: click.Group) -> None:
     """Adds the command to the `mailflow` group."""
 
@@ -59,10 +67,14 @@ def register(group: click.Group) -> None:
 
         ctx.require_schema()
         host, port = listen or ctx.settings.web_addr
+        try:
+            sock = listening_socket(host, port)
+        except OSError as exc:
+            fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}", code=2)
         server = web_server(ctx.runtime, host, port)
         log.info("web pages on http://%s:%s for %s", host, port, ctx.settings.base_url)
         # uvicorn handles SIGTERM and Ctrl-C itself, finishing requests in flight.
-        server.run()
+        server.run(sockets=[sock])
         if not server.started:
             fail(f"cannot listen on {host}:{port}", code=2)
         log.info("web server stopped")
