@@ -1,7 +1,7 @@
 """The reply form: the one place that knows how an answer is written in an
 email, both to show it in the alert email and to read it back from a reply.
 
-One line per organisation, at the top of the reply::
+The form asks for one line per organisation, at the top of the reply::
 
     RXA: complete
     RXA, RXB: in progress: patching this weekend, expected 5 December
@@ -9,9 +9,41 @@ One line per organisation, at the top of the reply::
     RXC: unable: the supplier has no fix yet; mitigations: service taken offline
     complete                       (when the person answers for one organisation)
 
-Case, bullets, bold markers and blank lines do not matter.  Lines that are
-plainly prose ("Thanks, Ann") are passed over; a line that is meant as an
-answer but cannot be read exactly is an error, never a guess.
+People write otherwise, so a reply is read generously; the person sees
+exactly what will be recorded and confirms it with their second factor,
+so a generous reading is safe, but a silent misreading is not.  The rules:
+
+1. Case, bullets, bold markers and blank lines do not matter.  A colon, a
+   dash or nothing may separate the codes, the status and what follows:
+   ``rxa complete``, ``RXA - complete``, ``RXA is complete``.  Without a
+   colon, a code is one the person holds, ``ALL``, or a word in capitals.
+2. A status is one of the words in ``STATUS_WORDS`` (complete, done,
+   patched, fixed, remediated, resolved; in progress, investigating, working
+   on it, in hand; not applicable, n/a, not relevant; unable, cannot, can't
+   patch...).  What follows it is the note, reason or mitigations:
+   ``N/A - we don't run ExampleVPN`` gives the reason "we don't run
+   ExampleVPN"; ``Unable to implement. Reason: X. Mitigation: Y`` gives
+   both; "Reason:" and "Mitigations:" lines under an answer add to it.
+   A sign-off after the status is dropped: ``Complete. Thanks, Ann`` is
+   complete with no note.
+3. A sentence that says one status plainly is an answer ("We are
+   investigating", "We don't use ExampleVPN" (its reason is the sentence)).
+   A status word that is negated or in the future ("not complete yet",
+   "we have not patched", "will be done by Friday"), two different
+   statuses, "not sure yet", or a code the person does not hold make the
+   reply ambiguous: nothing is recorded and the "not recorded" email names
+   the line.  Never a guess.
+4. Lines without any status word (greetings, sign-offs, signatures) are
+   passed over, and so is a disclaimer paragraph from its first
+   tell-tale line (confidential, intended recipient, ...).  If nothing is
+   an answer, the reply is refused.
+5. A person who holds several organisations must name them (or ALL); a
+   sentence without a code is only accepted when it agrees with every
+   coded answer.
+6. What the person wrote is read (the quoted original is cut away by
+   :mod:`mailflow.mail.reply_text`, which keeps text written below a quote);
+   only when it holds no answer and no problem is the subject read, as a
+   last resort, with our own subject removed from it.
 """
 
 from __future__ import annotations
@@ -22,62 +54,33 @@ from dataclasses import dataclass, field
 from datetime import date
 
 from mailflow.domain.statuses import AnswerStatus
+from mailflow.mail.reply_dates import MONTHS, NotADate, find_date
+from mailflow.mail.reply_words import (
+    DISCLAIMER,
+    STATUS_WORDS,
+    WORD_TO_STATUS,
+    says_only_the_status,
+    status_at_start,
+    what_it_says,
+    without_sign_off,
+)
+
+__all__ = [
+    "ALL",
+    "MONTHS",
+    "STATUS_WORDS",
+    "WORD_TO_STATUS",
+    "Answer",
+    "FormOrganisation",
+    "LineProblem",
+    "ReplyForm",
+    "ReplyNotUnderstood",
+    "build_reply_form",
+    "find_date",
+    "parse_reply",
+]
 
 ALL = "ALL"
-
-# Every word or phrase a person may use for a status; the first of each is
-# the one the form shows.
-STATUS_WORDS: dict[AnswerStatus, tuple[str, ...]] = {
-    AnswerStatus.COMPLETE: ("complete", "completed", "done", "remediated"),
-    AnswerStatus.IN_PROGRESS: ("in progress", "in-progress", "investigating"),
-    AnswerStatus.NOT_APPLICABLE: ("not applicable", "not-applicable", "n/a", "na"),
-    AnswerStatus.UNABLE: ("unable", "unable to implement", "cannot", "cannot implement"),
-}
-WORD_TO_STATUS = {word: status for status, words in STATUS_WORDS.items() for word in words}
-# Longest first, so "unable to implement" wins over "unable".
-_STATUS_ALTERNATIVES = "|".join(re.escape(w) for w in sorted(WORD_TO_STATUS, key=len, reverse=True))
-_CODE = r"[A-Za-z0-9]{3,10}"
-_ANSWER_LINE = re.compile(
-    rf"^(?P<orgs>{_CODE}(?:\s*(?:,|&|\band\b)\s*{_CODE})*)\s*:\s*(?P<rest>.*)$", re.IGNORECASE
-)
-_STATUS_AT_START = re.compile(
-    rf"^(?P<word>{_STATUS_ALTERNATIVES})(?=$|[\s:.,;!\-\u2013\u2014])(?P<after>.*)$", re.IGNORECASE
-)
-_DECORATION = re.compile(r"^(?:[-*•·\u2013>]+|\d{1,2}[.)])\s+")
-_MITIGATIONS = re.compile(r"(?:;|\.|,)?\s*\bmitigations?\s*:\s*", re.IGNORECASE)
-_SIGNATURE_DELIMITER = "-- "
-
-MONTHS = {
-    name: number
-    for number, names in enumerate(
-        [
-            ("january", "jan"),
-            ("february", "feb"),
-            ("march", "mar"),
-            ("april", "apr"),
-            ("may",),
-            ("june", "jun"),
-            ("july", "jul"),
-            ("august", "aug"),
-            ("september", "sep", "sept"),
-            ("october", "oct"),
-            ("november", "nov"),
-            ("december", "dec"),
-        ],
-        start=1,
-    )
-    for name in names
-}
-_MONTH_NAMES = "|".join(sorted(MONTHS, key=len, reverse=True))
-_ISO_DATE = re.compile(r"\b(\d{4})-(\d{1,2})-(\d{1,2})\b")
-_UK_NUMERIC_DATE = re.compile(r"\b(\d{1,2})/(\d{1,2})/(\d{4}|\d{2})\b")
-_DAY_MONTH = re.compile(
-    rf"\b(\d{{1,2}})(?:st|nd|rd|th)?\s+(?:of\s+)?({_MONTH_NAMES})\.?(?:,?\s+(\d{{4}}))?\b",
-    re.IGNORECASE,
-)
-_MONTH_DAY = re.compile(
-    rf"\b({_MONTH_NAMES})\.?\s+(\d{{1,2}})(?:st|nd|rd|th)?(?:,?\s+(\d{{4}}))?\b", re.IGNORECASE
-)
 
 
 @dataclass(frozen=True)
@@ -138,8 +141,41 @@ def build_reply_form(organisations: Sequence[tuple[str, str]]) -> ReplyForm:
     return ReplyForm(orgs, examples, status_lines, single=len(orgs) == 1)
 
 
+_CODE = r"[A-Za-z0-9]{3,10}"
+_CODES = rf"{_CODE}(?:\s*(?:,|&|\band\b)\s*{_CODE})*"
+_CODE_SEPARATOR = re.compile(r"\s*(?:,|&|\band\b)\s*", re.IGNORECASE)
+_COLON_LINE = re.compile(rf"^(?P<orgs>{_CODES})\s*:\s*(?P<rest>.*)$", re.IGNORECASE)
+# "RXA - complete", "rxa complete", "RXA and RXB are complete".
+_LOOSE_LINE = re.compile(
+    rf"^(?P<orgs>{_CODES})(?:\s*[-\u2013\u2014=]\s*|\s+(?:(?:is|are|has been|have been|now)\s+)?)"
+    r"(?P<rest>\S.*)$",
+    re.IGNORECASE,
+)
+_CAPITALS = re.compile(r"^(?=.*[A-Z])[A-Z0-9]{3,10}$")
+# "Status: complete": a label, not an organisation.
+_LABELS = frozenset({"STATUS", "ANSWER", "UPDATE", "RESPONSE", "REPLY", "OUTCOME", "RESULT"})
+# A line that adds to the answer above it.
+_FIELD_LINE = re.compile(
+    r"^(?:reasons?|mitigations?|mitigated by|workarounds?)\b\s*[:\-\u2013]?\s*\S", re.IGNORECASE
+)
+_DECORATION = re.compile(r"^(?:[-*•·\u2013>]+|\d{1,2}[.)])\s+")
+_MITIGATIONS = re.compile(
+    r"(?:;|\.|,)?\s*\b(?:mitigations?\s*[:\-\u2013]?|mitigated by|workarounds?\s*:)\s*",
+    re.IGNORECASE,
+)
+_REASON_LABEL = re.compile(r"^(?:reasons?\s*[:\-\u2013]?|because|as|since)\s+", re.IGNORECASE)
+# After "complete": not done yet ("complete by Friday", "done? not yet").
+_NOT_DONE_YET = re.compile(
+    r"^\s*(?:\?|not\b|no\b|yet\b|soon\b|shortly\b|tomorrow\b|later\b|next\b|once\b|when\b"
+    r"|by\s+(?:mon|tue|wed|thu|fri|sat|sun|end|close|tomorrow|next|the end|\d))",
+    re.IGNORECASE,
+)
+_SIGNATURE_DELIMITER = "-- "
+_HOW_TO_ANSWER = "use complete, in progress, not applicable or unable"
+
+
 def _clean(line: str) -> str:
-    line = line.replace("\u00a0", " ").replace("\u200b", "")
+    line = line.replace("\u00a0", " ").replace("\u200b", "").replace("\u2019", "'")
     line = line.replace("**", "").replace("__", "").strip()
     line = _DECORATION.sub("", line).strip()
     # A line wrapped in single emphasis markers: *complete* or _complete_.
@@ -148,159 +184,309 @@ def _clean(line: str) -> str:
     return " ".join(line.split())
 
 
-def parse_reply(text: str, *, held: Sequence[str], today: date) -> list[Answer]:
-    """Read the answers in what the person wrote (quoted text already cut
-    away).  ``held`` is the codes of the organisations they answer for.
-    Returns one Answer per organisation, or raises ReplyNotUnderstood
-    listing every line that could not be read."""
-    held_codes = [c.upper() for c in held]
-    answers: dict[str, Answer] = {}
-    problems: list[LineProblem] = []
-
-    for number, raw in enumerate(text.splitlines(), start=1):
-        if raw.rstrip("\r") == _SIGNATURE_DELIMITER or raw.strip() == "--":
-            break
-        line = _clean(raw)
-        if not line:
-            continue
-        try:
-            parsed = _parse_line(line, number, held_codes, today)
-        except _LineError as exc:
-            problems.append(LineProblem(number, line, str(exc)))
-            continue
-        for answer in parsed:
-            earlier = answers.get(answer.organisation)
-            if earlier is not None:
-                problems.append(
-                    LineProblem(
-                        number,
-                        line,
-                        f"{answer.organisation} already has an answer on line {earlier.line}: "
-                        "give one answer per organisation",
-                    )
-                )
-                continue
-            answers[answer.organisation] = answer
-
-    if not answers and not problems:
-        problems.append(LineProblem(0, "", "no answer found at the top of the reply"))
-    if problems:
-        raise ReplyNotUnderstood(problems)
-    return [answers[c] for c in held_codes if c in answers]
-
-
 class _LineError(Exception):
     pass
 
 
-def _parse_line(line: str, number: int, held: list[str], today: date) -> list[Answer]:
-    match = _ANSWER_LINE.match(line)
-    if match is not None:
-        codes = [c.upper() for c in re.split(r"\s*(?:,|&|\band\b)\s*", match["orgs"], flags=re.I)]
-        rest = match["rest"].strip()
-        is_ours = all(c == ALL or c in held for c in codes)
-        if not is_ours and not _STATUS_AT_START.match(rest):
-            # "Note: we will patch tonight" is prose, not an answer.
-            return []
+@dataclass(frozen=True)
+class _Found:
+    """An answer as one line gives it, before the reply as a whole is checked."""
+
+    line: int
+    text: str
+    status: AnswerStatus
+    # The organisations named; None when the line names none.
+    codes: list[str] | None
+    info: str | None
+    # Codes, then the status: one answer per organisation on such lines.
+    explicit: bool
+    # Read from a sentence: its words are the information.
+    sentence: bool = False
+
+
+@dataclass
+class _Draft:
+    found: _Found
+    texts: list[str] = field(default_factory=list)
+
+
+def parse_reply(
+    text: str, *, held: Sequence[str], today: date, subject: str | None = None
+) -> list[Answer]:
+    """Read the answers in what the person wrote (quoted text already cut
+    away).  ``held`` is the codes of the organisations they answer for;
+    ``subject`` is what they wrote in the subject, read only when the text
+    holds no answer.  Returns one Answer per organisation, or raises
+    ReplyNotUnderstood listing every line that could not be read."""
+    held_codes = [c.upper() for c in held]
+    answers, problems = _read(text.splitlines(), held_codes, today, first=1)
+    if not answers and not problems and subject and subject.strip():
+        answers, problems = _read([subject], held_codes, today, first=0)
+        problems = [
+            LineProblem(0, p.text, f"in the subject {p.text!r}: {p.problem}") for p in problems
+        ]
+    if not answers and not problems:
+        problems.append(LineProblem(0, "", "no answer found at the top of the reply"))
+    if problems:
+        raise ReplyNotUnderstood(sorted(problems, key=lambda p: p.line))
+    return answers
+
+
+def _read(
+    lines: Sequence[str], held: list[str], today: date, *, first: int
+) -> tuple[list[Answer], list[LineProblem]]:
+    drafts: dict[str, _Draft] = {}
+    uncoded: list[_Found] = []
+    problems: list[LineProblem] = []
+    last: _Found | None = None
+    in_disclaimer = False
+    for number, raw in enumerate(lines, start=first):
+        if raw.rstrip("\r") == _SIGNATURE_DELIMITER or raw.strip() == "--":
+            break
+        line = _clean(raw)
+        if not line:
+            in_disclaimer = False
+            continue
+        if in_disclaimer or _starts_disclaimer(line):
+            in_disclaimer = True
+            continue
+        try:
+            found = _read_line(line, number, held)
+        except _LineError as exc:
+            problems.append(LineProblem(number, line, str(exc)))
+            continue
+        if isinstance(found, str):
+            if last is not None and last.status in (
+                AnswerStatus.UNABLE,
+                AnswerStatus.NOT_APPLICABLE,
+            ):
+                for code in last.codes or held[:1]:
+                    if code in drafts and drafts[code].found is last:
+                        drafts[code].texts.append(found)
+            continue
+        if found is None:
+            continue
+        last = found
+        codes = found.codes if found.codes is not None else (held if len(held) == 1 else None)
+        if codes is None:
+            uncoded.append(found)
+            continue
         for code in codes:
-            if code != ALL and code not in held:
-                raise _LineError(f"{code} is not an organisation you answer for")
-        if ALL in codes and len(codes) > 1:
-            raise _LineError("ALL already means every organisation: give it alone")
-        if not rest:
-            # An untouched line of the form: no answer for these.
-            return []
-        targets = held if codes == [ALL] else codes
-        return [_answer(code, rest, number, today) for code in targets]
-
-    if _STATUS_AT_START.match(line):
-        if len(held) != 1:
-            raise _LineError(
-                "you answer for several organisations: start the line with the code, "
-                f"e.g. {held[0] if held else 'RXA'}: complete, or ALL: complete"
-            )
-        return [_answer(held[0], line, number, today)]
-    return []
+            problem = _add(drafts, code, found)
+            if problem is not None:
+                problems.append(problem)
+                break
+    problems.extend(_check_uncoded(uncoded, drafts, held))
+    answers: list[Answer] = []
+    for code in held:
+        if code in drafts:
+            try:
+                answers.append(_answer(code, drafts[code], today))
+            except _LineError as exc:
+                found = drafts[code].found
+                problems.append(LineProblem(found.line, found.text, str(exc)))
+    return answers, problems
 
 
-def _answer(code: str, rest: str, number: int, today: date) -> Answer:
-    match = _STATUS_AT_START.match(rest)
-    if match is None:
-        first = rest.split(":")[0].strip()
-        raise _LineError(
-            f"{first!r} is not a status: use complete, in progress, not applicable or unable"
+def _starts_disclaimer(line: str) -> bool:
+    return (
+        DISCLAIMER.search(line) is not None
+        and _COLON_LINE.match(line) is None
+        and status_at_start(line) is None
+    )
+
+
+def _add(drafts: dict[str, _Draft], code: str, found: _Found) -> LineProblem | None:
+    """Add ``found`` to the answer for ``code``; a problem when it disagrees."""
+    earlier = drafts.get(code)
+    if earlier is None:
+        drafts[code] = _Draft(found, _information(found))
+        return None
+    before = earlier.found
+    if before is found:
+        return None
+    if before.explicit and found.explicit:
+        return LineProblem(
+            found.line,
+            found.text,
+            f"{code} already has an answer on line {before.line}: give one answer per organisation",
         )
-    status = WORD_TO_STATUS[match["word"].lower()]
-    after = match["after"].strip()
-    if after and after[0] in ":-\u2013\u2014":
-        after = after[1:].strip()
-    elif after and after[0] in ".,;!":
-        after = after[1:].strip()
-        if after:
-            raise _LineError(f"put a colon after the status: {code}: {match['word']}: ...")
-    elif after:
-        raise _LineError(f"put a colon after the status: {code}: {match['word']}: {after}")
-    info = after or None
+    if before.status is not found.status:
+        return LineProblem(
+            found.line,
+            found.text,
+            f"this reads as {found.status.label.lower()} for {code}, but line {before.line} "
+            f"reads as {before.status.label.lower()}: give one status per organisation",
+        )
+    earlier.texts.extend(_information(found))
+    return None
 
+
+def _information(found: _Found) -> list[str]:
+    """The note, reason or mitigations ``found`` gives, if any: a sentence
+    that only says the status ("We are now fully patched") gives none."""
+    if found.info is None:
+        return []
+    only_status = found.sentence and found.status in (
+        AnswerStatus.COMPLETE,
+        AnswerStatus.IN_PROGRESS,
+    )
+    if only_status and says_only_the_status(without_sign_off(found.info)):
+        return []
+    return [found.info]
+
+
+def _check_uncoded(
+    uncoded: list[_Found], drafts: dict[str, _Draft], held: list[str]
+) -> list[LineProblem]:
+    """A sentence without a code, from a person who holds several
+    organisations, only supports coded answers that say the same."""
+    coded = {d.found.status for d in drafts.values()}
+    return [
+        LineProblem(
+            found.line,
+            found.text,
+            "you answer for several organisations: start the line with the code, "
+            f"e.g. {held[0] if held else 'RXA'}: complete, or ALL: complete",
+        )
+        for found in uncoded
+        if coded != {found.status}
+    ]
+
+
+def _read_line(line: str, number: int, held: list[str]) -> _Found | str | None:
+    """What one line says: an answer, a "Reason:" or "Mitigations:" line
+    adding to the answer above (returned as text), or nothing."""
+    colon = _COLON_LINE.match(line)
+    if colon is not None:
+        codes = [c.upper() for c in _CODE_SEPARATOR.split(colon["orgs"])]
+        rest = colon["rest"].strip()
+        if codes[0] in _LABELS and len(codes) == 1 and rest:
+            return _read_line(rest, number, held)
+        if all(c == ALL or c in held for c in codes) or status_at_start(rest):
+            return _read_coded(codes, rest, line, number, held)
+    loose = _LOOSE_LINE.match(line)
+    if loose is not None and status_at_start(loose["rest"]):
+        codes = [c.upper() for c in _CODE_SEPARATOR.split(loose["orgs"])]
+        written = _CODE_SEPARATOR.split(loose["orgs"])
+        if all(
+            c in held or c == ALL or _CAPITALS.match(w) for c, w in zip(codes, written, strict=True)
+        ):
+            return _read_coded(codes, loose["rest"].strip(), line, number, held)
+    if status_at_start(line) is not None:
+        return _from_start(line, line, number, codes=None, explicit=False)
+    if _FIELD_LINE.match(line):
+        return line
+    return _from_sentence(line, line, number, held)
+
+
+def _read_coded(
+    codes: list[str], rest: str, line: str, number: int, held: list[str]
+) -> _Found | None:
+    for code in codes:
+        if code != ALL and code not in held:
+            raise _LineError(f"{code} is not an organisation you answer for")
+    if ALL in codes and len(codes) > 1:
+        raise _LineError("ALL already means every organisation: give it alone")
+    if not rest:
+        return None  # an untouched line of the form: no answer for these
+    targets = list(held) if codes == [ALL] else codes
+    if status_at_start(rest) is not None:
+        return _from_start(rest, line, number, codes=targets, explicit=True)
+    found = _from_sentence(rest, line, number, held, codes=targets)
+    if found is None:
+        first = rest.split(":")[0].strip()
+        raise _LineError(f"{first!r} is not a status: {_HOW_TO_ANSWER}")
+    return found
+
+
+def _from_start(
+    text: str, line: str, number: int, *, codes: list[str] | None, explicit: bool
+) -> _Found:
+    start = status_at_start(text)
+    assert start is not None
+    status, words, after = start
+    if status in (AnswerStatus.COMPLETE, AnswerStatus.IN_PROGRESS) and _NOT_DONE_YET.match(after):
+        raise _LineError(
+            f"{words!r} followed by {after.strip()!r} does not say it is "
+            f"{status.label.lower()} now: {_HOW_TO_ANSWER}"
+        )
+    after = after.strip()
+    separated = bool(after) and after[0] in ":-\u2013\u2014.,;!"
+    if separated:
+        after = after[1:].strip()
+    checked = status in (AnswerStatus.COMPLETE, AnswerStatus.IN_PROGRESS)
+    others = set(what_it_says(after).clear) - {status} if after and checked else set()
+    if others:
+        raise _LineError(_two_statuses(status, *others))
+    if checked and after and not separated:
+        # "Patched last night": the whole sentence is the note.
+        return _Found(number, line, status, codes, text, explicit=explicit, sentence=True)
+    return _Found(number, line, status, codes, after or None, explicit=explicit)
+
+
+def _from_sentence(
+    text: str, line: str, number: int, held: list[str], codes: list[str] | None = None
+) -> _Found | None:
+    said = what_it_says(text)
+    if said.unsure is not None:
+        raise _LineError(
+            f"{said.unsure!r} is not a status we can record: when you know, reply again; "
+            "while you are finding out, the status is in progress"
+        )
+    if len(said.clear) > 1:
+        raise _LineError(_two_statuses(*said.clear))
+    if not said.clear:
+        if said.unclear:
+            raise _LineError(
+                f"this mentions {said.unclear[0]!r} but does not say it is so now: "
+                f"{_HOW_TO_ANSWER}, e.g. in progress"
+            )
+        return None  # prose
+    (status,) = said.clear
+    if codes is None:
+        named = [c for c in held if re.search(rf"\b{re.escape(c)}\b", text)]
+        codes = named or None
+    return _Found(number, line, status, codes, text, explicit=False, sentence=True)
+
+
+def _two_statuses(*statuses: AnswerStatus) -> str:
+    labels = " and ".join(s.label.lower() for s in statuses)
+    return f"this line reads as {labels}: give one status per organisation"
+
+
+def _joined(texts: list[str]) -> str | None:
+    out = ""
+    for text in texts:
+        text = without_sign_off(text)
+        if not text:
+            continue
+        out = f"{out}{'' if not out else ' ' if out[-1] in '.;:!' else '; '}{text}"
+    return out or None
+
+
+def _answer(code: str, draft: _Draft, today: date) -> Answer:
+    found = draft.found
+    status, number = found.status, found.line
+    info = _joined(draft.texts)
     if status is AnswerStatus.NOT_APPLICABLE:
-        if info is None:
+        reason = _REASON_LABEL.sub("", info).strip() if info else None
+        if not reason:
             raise _LineError(f"say why it does not apply: {code}: not applicable: REASON")
-        return Answer(code, status, number, reason=info)
+        return Answer(code, status, number, reason=reason)
     if status is AnswerStatus.UNABLE:
         parts = _MITIGATIONS.split(info or "", maxsplit=1)
-        reason = parts[0].strip(" ;.,") or None
-        mitigations = parts[1].strip() if len(parts) > 1 else None
+        reason = _REASON_LABEL.sub("", parts[0].strip()).strip(" ;.,") or None
+        mitigations = parts[1].strip(" ;,") if len(parts) > 1 else None
         if reason is None or not mitigations:
             raise _LineError(
                 f"say why and what you have done instead: {code}: unable: REASON; mitigations: WHAT"
             )
         return Answer(code, status, number, reason=reason, mitigations=mitigations)
     if status is AnswerStatus.IN_PROGRESS:
-        expected = find_date(info, today) if info else None
+        try:
+            expected = find_date(info, today) if info else None
+        except NotADate as exc:
+            raise _LineError(str(exc)) from exc
         return Answer(code, status, number, note=info, expected_on=expected)
     return Answer(code, status, number, note=info)
-
-
-def find_date(text: str, today: date) -> date | None:
-    """The first date in ``text``, read as a UK date (day before month).
-    A date without a year is the next one on or after ``today``."""
-    found: list[tuple[int, date]] = []
-    for pattern, order in (
-        (_ISO_DATE, "ymd"),
-        (_UK_NUMERIC_DATE, "dmy"),
-        (_DAY_MONTH, "dMy"),
-        (_MONTH_DAY, "Mdy"),
-    ):
-        for m in pattern.finditer(text):
-            found.append((m.start(), _to_date(m, order, today)))
-    if not found:
-        return None
-    return min(found, key=lambda item: item[0])[1]
-
-
-def _next_occurrence(day: int, month: int, today: date) -> date:
-    # Eight years always include a leap year, so 29 February is found too.
-    for year in range(today.year, today.year + 9):
-        try:
-            candidate = date(year, month, day)
-        except ValueError:
-            continue
-        if candidate >= today:
-            return candidate
-    raise ValueError(f"no date {day}/{month}")
-
-
-def _to_date(match: re.Match[str], order: str, today: date) -> date:
-    groups = dict(zip(order, match.groups(), strict=True))
-    day = int(groups["d"])
-    month = MONTHS[groups["M"].lower()] if "M" in groups else int(groups["m"])
-    year_text = groups.get("y")
-    try:
-        if year_text is None:
-            return _next_occurrence(day, month, today)
-        year = int(year_text)
-        if year < 100:
-            year += 2000
-        return date(year, month, day)
-    except ValueError as exc:
-        raise _LineError(f"{match.group(0)!r} is not a real date") from exc
