@@ -40,11 +40,12 @@ How it works:
 
 from __future__ import annotations
 
+import bisect
 import html
 import re
 from email.message import EmailMessage, Message
 
-__all__ = ["MAX_CHARS", "MAX_PARTS", "written_text"]
+__all__ = ["MAX_CHARS", "MAX_PARTS", "reply_subject", "written_text"]
 
 #: The most characters of a body that are looked at.
 MAX_CHARS = 1_000_000
@@ -73,6 +74,46 @@ def written_text(message: EmailMessage) -> str:
     else:
         return ""
     return _cut_quoted(text)
+
+
+# "Re:", "AW:", "Fwd:" and the other prefixes clients add, repeated.
+_SUBJECT_PREFIXES = re.compile(
+    r"^(?:\s*(?:re|aw|sv|vs|antw|odp|ynt|fw|fwd|wg|tr|rif|r)\s*(?:\[\d+\])?\s*[:\uff1a])+",
+    re.IGNORECASE,
+)
+# Tags our subject carries ("[HIGH]") and those mail systems add ("[EXTERNAL]").
+_SUBJECT_TAGS = re.compile(
+    r"\[\s*(?:critical|high|medium|low|external(?: email)?|ext|secure|official[^\]]{0,30})\s*\]",
+    re.IGNORECASE,
+)
+# Our subject's deadline: "- respond by Tuesday 1 December 2026 at 09:00 GMT".
+_RESPOND_BY = re.compile(
+    r"[-\u2013\u2014]?\s*respond by\b[^:]{0,60}?\d{1,2}:\d{2}(?:\s+[A-Z][A-Za-z0-9+-]{0,5}\b)?",
+    re.IGNORECASE,
+)
+MAX_SUBJECT_CHARS = 1000
+
+
+def reply_subject(message: EmailMessage, *, reference: str, title: str) -> str:
+    """What the person wrote in the subject: the reply's Subject without
+    "Re:" prefixes, tags, and the words of our own subject (the alert's
+    reference, title and deadline).  "" when there is nothing else, or no
+    readable Subject."""
+    try:
+        value = message.get("Subject")
+    except Exception:  # the email package raises many kinds on broken headers
+        return ""
+    if value is None:
+        return ""
+    subject = " ".join(str(value)[:MAX_SUBJECT_CHARS].split())
+    subject = _SUBJECT_TAGS.sub(" ", _SUBJECT_PREFIXES.sub("", subject))
+    for ours in (title, reference):
+        words = ours.split()
+        if words:
+            pattern = r"\s*".join(re.escape(word) for word in words)
+            subject = re.sub(pattern, " ", subject, flags=re.IGNORECASE)
+    subject = _SUBJECT_PREFIXES.sub("", _RESPOND_BY.sub(" ", subject))
+    return " ".join(subject.split()).strip(" :-\u2013\u2014")
 
 
 # ------------------------------------------------------------------ MIME
@@ -206,7 +247,6 @@ class _HtmlText:
         self._pre = 0
         self._skip_tag: str | None = None
         self._skip_depth = 0
-        self.done = False
 
     # -- output
 
@@ -279,8 +319,8 @@ class _HtmlText:
     def _open(self, name: str, attributes: str, self_closing: bool) -> None:
         classes, element_id = _class_and_id(attributes) if attributes else _NO_ATTRIBUTES
         if element_id in _CUT_IDS:
+            # The original follows; the person may still write below it.
             self.mark(_CUT_MARK)
-            self.done = True
         elif name == "blockquote" or not classes.isdisjoint(_QUOTE_CLASSES):
             self.mark(_QUOTE_MARK)
             self._start_skip(name, self_closing)
@@ -335,7 +375,7 @@ def _html_to_text(markup: str) -> str:
     time is linear in the length of the markup, whatever it contains."""
     out = _HtmlText()
     i, end = 0, len(markup)
-    while i < end and not out.done:
+    while i < end:
         start = _MARKUP_START.search(markup, i)
         if start is None:
             out.data(markup[i:])
@@ -412,6 +452,11 @@ _ATTRIBUTION_END = re.compile(rf"{_WROTE}(?:\s[^:\uff1a]{{0,120}})?\s*[:\uff1a]$
 _DIGIT = re.compile(r"\d")
 _DATE_OR_TIME = re.compile(r"\d{1,2}:\d{2}|\b(?:19|20)\d{2}\b")
 _COLONS = (":", "\uff1a")
+# The last lines of every email mailflow sends (text and HTML): below a
+# copy of one quoted without ">" markers, the person may have written.
+_OUR_FOOTER = re.compile(
+    r"^(?:You receive this because you are listed for|This message was sent automatically by) "
+)
 _SEPARATOR = re.compile(r"^[-_=*~\u2500\u2501]{4,}$")
 _TRAILING_LINK = re.compile(r"\s*<https?://[^>]*>$", re.IGNORECASE)
 _DEVICE_SIGNATURE = re.compile(
@@ -446,29 +491,37 @@ def _cut_quoted(text: str) -> str:
     cleaned = [_clean(line) if len(line) <= _LONGEST_SPECIAL_LINE else None for line in lines]
     kinds = [_header_kind(clean) for clean in cleaned]
     wrote = [_ends_like_attribution(clean) for clean in cleaned]
+    footers = [n for n, clean in enumerate(cleaned) if clean and _OUR_FOOTER.match(clean)]
     kept: list[str] = []
+    # After a "-- " delimiter, the lines are the person's signature.
+    in_signature = False
     i, count = 0, len(lines)
     while i < count:
         line, clean = lines[i], cleaned[i]
-        if line == _CUT_MARK:
-            break
+        cut = _quote_starts(line, clean, lines, cleaned, kinds, wrote, i)
+        if cut:
+            # The original runs to the end, unless it is our own email and
+            # the person wrote below it.
+            below = _below_our_email(cleaned, footers, i)
+            if below is None:
+                break
+            i, in_signature = below, False
+            continue
         if _is_quoted(line):
+            i += 1
+            continue
+        if clean == "--":
+            in_signature = True
+        if in_signature:
             i += 1
             continue
         if not clean:  # blank, or too long to be anything but text
             kept.append(line)
             i += 1
             continue
-        if clean == "--" or (clean.startswith(("-", "B", "b")) and _ORIGINAL_MESSAGE.match(clean)):
-            break
-        if kinds[i] is not None and _starts_header_block(cleaned, kinds, i):
-            break
         length = _attribution_length(cleaned, wrote, i)
         if length:
-            following = _next_non_blank(cleaned, i + length)
-            if following < count and not _is_quoted(lines[following]):
-                break  # the original follows without ">" markers (or is cut)
-            i = following
+            i = _next_non_blank(cleaned, i + length)
             continue
         if _is_colon_attribution(clean):
             following = _next_non_blank(cleaned, i + 1)
@@ -481,6 +534,47 @@ def _cut_quoted(text: str) -> str:
         kept.append(line)
         i += 1
     return _tidy(kept)
+
+
+def _quote_starts(
+    line: str,
+    clean: str | None,
+    lines: list[str],
+    cleaned: list[str | None],
+    kinds: list[str | None],
+    wrote: list[bool],
+    i: int,
+) -> bool:
+    """Whether an original quoted without ">" markers starts at line ``i``."""
+    if line == _CUT_MARK:
+        return True
+    if not clean:
+        return False
+    if clean.startswith(("-", "B", "b")) and _ORIGINAL_MESSAGE.match(clean):
+        return True
+    if kinds[i] is not None and _starts_header_block(cleaned, kinds, i):
+        return True
+    length = _attribution_length(cleaned, wrote, i)
+    if length:
+        following = _next_non_blank(cleaned, i + length)
+        return following < len(lines) and not _is_quoted(lines[following])
+    return False
+
+
+def _below_our_email(cleaned: list[str | None], footers: list[int], start: int) -> int | None:
+    """Where the text below a quoted copy of one of our own emails starts
+    (after its footer), or None when no such footer follows ``start``."""
+    found = bisect.bisect_right(footers, start)
+    if found == len(footers):
+        return None
+    # The footer may take several lines: "You receive this ..." and "This
+    # message was sent automatically ...".
+    while (
+        found + 1 < len(footers)
+        and _next_non_blank(cleaned, footers[found] + 1) == footers[found + 1]
+    ):
+        found += 1
+    return footers[found] + 1
 
 
 def _next_non_blank(cleaned: list[str | None], start: int) -> int:

@@ -34,7 +34,7 @@ from mailflow.mail.addresses import AddressKind
 from mailflow.mail.inbound_mail import InboundReading, find_service_address, read_inbound
 from mailflow.mail.replies import compose_confirmation_email, compose_reply_problem_email
 from mailflow.mail.reply_form import LineProblem, ReplyNotUnderstood, parse_reply
-from mailflow.mail.reply_text import written_text
+from mailflow.mail.reply_text import reply_subject, written_text
 from mailflow.workers.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -141,7 +141,10 @@ def _process(
     text = written_text(reading.message)
     today = now.astimezone(settings.zone).date()
     try:
-        answers = parse_reply(text, held=[o.code for o in organisations], today=today)
+        subject = reply_subject(reading.message, reference=alert.reference, title=alert.title)
+        answers = parse_reply(
+            text, held=[o.code for o in organisations], today=today, subject=subject
+        )
     except ReplyNotUnderstood as exc:
         return _reply_problem(
             session,
