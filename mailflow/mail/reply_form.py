@@ -289,11 +289,11 @@ def _read(
 
 
 def _starts_disclaimer(line: str) -> bool:
-    return (
-        DISCLAIMER.search(line) is not None
-        and _COLON_LINE.match(line) is None
-        and status_at_start(line) is None
-    )
+    if DISCLAIMER.search(line) is None or status_at_start(line) is not None:
+        return False
+    # "RXA: not applicable: confidential system" is an answer all the same.
+    coded = _COLON_LINE.match(line)
+    return coded is None or status_at_start(coded["rest"].strip()) is None
 
 
 def _add(drafts: dict[str, _Draft], code: str, found: _Found) -> LineProblem | None:
@@ -340,18 +340,24 @@ def _check_uncoded(
     uncoded: list[_Found], drafts: dict[str, _Draft], held: list[str]
 ) -> list[LineProblem]:
     """A sentence without a code, from a person who holds several
-    organisations, only supports coded answers that say the same."""
+    organisations, only supports coded answers that all say the same: its
+    words are added to each of them."""
     coded = {d.found.status for d in drafts.values()}
-    return [
-        LineProblem(
-            found.line,
-            found.text,
-            "you answer for several organisations: start the line with the code, "
-            f"e.g. {held[0] if held else 'RXA'}: complete, or ALL: complete",
+    problems = []
+    for found in uncoded:
+        if coded == {found.status}:
+            for draft in drafts.values():
+                draft.texts.extend(_information(found))
+            continue
+        problems.append(
+            LineProblem(
+                found.line,
+                found.text,
+                "you answer for several organisations: start the line with the code, "
+                f"e.g. {held[0] if held else 'RXA'}: complete, or ALL: complete",
+            )
         )
-        for found in uncoded
-        if coded != {found.status}
-    ]
+    return problems
 
 
 def _read_line(line: str, number: int, held: list[str]) -> _Found | str | None:
@@ -367,11 +373,10 @@ def _read_line(line: str, number: int, held: list[str]) -> _Found | str | None:
             return _read_coded(codes, rest, line, number, held)
     loose = _LOOSE_LINE.match(line)
     if loose is not None and status_at_start(loose["rest"]):
-        codes = [c.upper() for c in _CODE_SEPARATOR.split(loose["orgs"])]
         written = _CODE_SEPARATOR.split(loose["orgs"])
-        if all(
-            c in held or c == ALL or _CAPITALS.match(w) for c, w in zip(codes, written, strict=True)
-        ):
+        # Without a colon, "All done" is a sentence; "ALL done" names them all.
+        if all(w.upper() in held or _CAPITALS.match(w) for w in written):
+            codes = [w.upper() for w in written]
             return _read_coded(codes, loose["rest"].strip(), line, number, held)
     if status_at_start(line) is not None:
         return _from_start(line, line, number, codes=None, explicit=False)
@@ -477,7 +482,7 @@ def _answer(code: str, draft: _Draft, today: date) -> Answer:
     if status is AnswerStatus.UNABLE:
         parts = _MITIGATIONS.split(info or "", maxsplit=1)
         reason = _REASON_LABEL.sub("", parts[0].strip()).strip(" ;.,") or None
-        mitigations = parts[1].strip(" ;,") if len(parts) > 1 else None
+        mitigations = parts[1].strip(" ;.,") if len(parts) > 1 else None
         if reason is None or not mitigations:
             raise _LineError(
                 f"say why and what you have done instead: {code}: unable: REASON; mitigations: WHAT"
