@@ -120,6 +120,7 @@ def test_a_reply_as_people_write_it_is_read_or_asked_about(name: str) -> None:
     else:
         answers = read(message, case.held)
         want = [expected(code, status, values) for code, status, values in case.answers]
-        got = [actual(a, "line" in values) for a, (_, _, values) in zip(answers, case.answers)]
+        assert len(answers) == len(case.answers), f"{case.story}: {answers}"
+        pairs = zip(answers, case.answers, strict=True)
+        got = [actual(answer, "line" in values) for answer, (_, _, values) in pairs]
         assert got == want, case.story
-        assert len(answers) == len(case.answers), case.story
