@@ -67,6 +67,7 @@ from mailflow.mail.reply_words import (
 
 __all__ = [
     "ALL",
+    "MAX_LINE_CHARS",
     "MONTHS",
     "STATUS_WORDS",
     "WORD_TO_STATUS",
@@ -171,6 +172,9 @@ _NOT_DONE_YET = re.compile(
     re.IGNORECASE,
 )
 _SIGNATURE_DELIMITER = "-- "
+#: Longer lines are never read as answers (no answer is this long, and a
+#: hostile one must not cost time).
+MAX_LINE_CHARS = 2000
 _HOW_TO_ANSWER = "use complete, in progress, not applicable or unable"
 
 
@@ -243,7 +247,7 @@ def _read(
     for number, raw in enumerate(lines, start=first):
         if raw.rstrip("\r") == _SIGNATURE_DELIMITER or raw.strip() == "--":
             break
-        line = _clean(raw)
+        line = _clean(raw) if len(raw) <= MAX_LINE_CHARS else ""
         if not line:
             in_disclaimer = False
             continue

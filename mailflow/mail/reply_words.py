@@ -126,18 +126,21 @@ def what_it_says(text: str) -> Said:
     unsure = UNSURE.search(text)
     said.unsure = unsure.group(0) if unsure else None
     question = text.rstrip().endswith("?")
-    taken: list[tuple[int, int]] = []
-    for status, pattern in _PHRASE_PATTERNS:
-        for match in pattern.finditer(text):
-            start, end = match.span()
-            if any(start < e and s < end for s, e in taken):
-                continue  # part of a phrase already read ("not able to")
-            taken.append((start, end))
-            words = match.group(0)
-            if status in (COMPLETE, IN_PROGRESS) and (question or _undone(text, start, end)):
-                said.unclear.append(words)
-            else:
-                said.clear.setdefault(status, words)
+    found = sorted(
+        (match.start(), -match.end(), order, status, match)
+        for order, (status, pattern) in enumerate(_PHRASE_PATTERNS)
+        for match in pattern.finditer(text)
+    )
+    taken_to = 0
+    for start, _, _, status, match in found:
+        if start < taken_to:
+            continue  # part of a longer phrase already read ("not able to")
+        taken_to = match.end()
+        words = match.group(0)
+        if status in (COMPLETE, IN_PROGRESS) and (question or _undone(text, start, taken_to)):
+            said.unclear.append(words)
+        else:
+            said.clear.setdefault(status, words)
     return said
 
 
