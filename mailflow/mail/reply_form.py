@@ -57,8 +57,12 @@ from mailflow.domain.statuses import AnswerStatus
 from mailflow.mail.reply_dates import MONTHS, NotADate, find_date
 from mailflow.mail.reply_words import (
     DISCLAIMER,
+    NOT_DONE_YET,
     STATUS_WORDS,
     WORD_TO_STATUS,
+    joined_information,
+    reason_and_mitigations,
+    reason_of,
     says_only_the_status,
     status_at_start,
     what_it_says,
@@ -160,17 +164,6 @@ _FIELD_LINE = re.compile(
     r"^(?:reasons?|mitigations?|mitigated by|workarounds?)\b\s*[:\-\u2013]?\s*\S", re.IGNORECASE
 )
 _DECORATION = re.compile(r"^(?:[-*•·\u2013>]+|\d{1,2}[.)])\s+")
-_MITIGATIONS = re.compile(
-    r"(?:;|\.|,)?\s*\b(?:mitigations?\s*[:\-\u2013]?|mitigated by|workarounds?\s*:)\s*",
-    re.IGNORECASE,
-)
-_REASON_LABEL = re.compile(r"^(?:reasons?\s*[:\-\u2013]?|because|as|since)\s+", re.IGNORECASE)
-# After "complete": not done yet ("complete by Friday", "done? not yet").
-_NOT_DONE_YET = re.compile(
-    r"^\s*(?:\?|not\b|no\b|yet\b|soon\b|shortly\b|tomorrow\b|later\b|next\b|once\b|when\b"
-    r"|by\s+(?:mon|tue|wed|thu|fri|sat|sun|end|close|tomorrow|next|the end|\d))",
-    re.IGNORECASE,
-)
 _SIGNATURE_DELIMITER = "-- "
 #: Longer lines are never read as answers (no answer is this long, and a
 #: hostile one must not cost time).
@@ -415,7 +408,7 @@ def _from_start(
     start = status_at_start(text)
     assert start is not None
     status, words, after = start
-    if status in (AnswerStatus.COMPLETE, AnswerStatus.IN_PROGRESS) and _NOT_DONE_YET.match(after):
+    if status in (AnswerStatus.COMPLETE, AnswerStatus.IN_PROGRESS) and NOT_DONE_YET.match(after):
         raise _LineError(
             f"{words!r} followed by {after.strip()!r} does not say it is "
             f"{status.label.lower()} now: {_HOW_TO_ANSWER}"
@@ -464,30 +457,18 @@ def _two_statuses(*statuses: AnswerStatus) -> str:
     return f"this line reads as {labels}: give one status per organisation"
 
 
-def _joined(texts: list[str]) -> str | None:
-    out = ""
-    for text in texts:
-        text = without_sign_off(text)
-        if not text:
-            continue
-        out = f"{out}{'' if not out else ' ' if out[-1] in '.;:!' else '; '}{text}"
-    return out or None
-
-
 def _answer(code: str, draft: _Draft, today: date) -> Answer:
     found = draft.found
     status, number = found.status, found.line
-    info = _joined(draft.texts)
+    info = joined_information(draft.texts)
     if status is AnswerStatus.NOT_APPLICABLE:
-        reason = _REASON_LABEL.sub("", info).strip() if info else None
+        reason = reason_of(info)
         if not reason:
             raise _LineError(f"say why it does not apply: {code}: not applicable: REASON")
         return Answer(code, status, number, reason=reason)
     if status is AnswerStatus.UNABLE:
-        parts = _MITIGATIONS.split(info or "", maxsplit=1)
-        reason = _REASON_LABEL.sub("", parts[0].strip()).strip(" ;.,") or None
-        mitigations = parts[1].strip(" ;.,") if len(parts) > 1 else None
-        if reason is None or not mitigations:
+        reason, mitigations = reason_and_mitigations(info)
+        if not reason or not mitigations:
             raise _LineError(
                 f"say why and what you have done instead: {code}: unable: REASON; mitigations: WHAT"
             )

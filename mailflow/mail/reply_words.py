@@ -194,3 +194,44 @@ DISCLAIMER = re.compile(
     r"|unauthori[sz]ed",
     re.IGNORECASE,
 )
+
+
+# ------------------------------------------------------------ information
+
+_MITIGATIONS = re.compile(
+    r"(?:;|\.|,)?\s*\b(?:mitigations?\s*[:\-\u2013]?|mitigated by|workarounds?\s*:)\s*",
+    re.IGNORECASE,
+)
+_REASON_LABEL = re.compile(r"^(?:reasons?\s*[:\-\u2013]?|because|as|since)\s+", re.IGNORECASE)
+# After "complete": not done yet ("complete by Friday", "done? not yet").
+NOT_DONE_YET = re.compile(
+    r"^\s*(?:\?|not\b|no\b|yet\b|soon\b|shortly\b|tomorrow\b|later\b|next\b|once\b|when\b"
+    r"|by\s+(?:mon|tue|wed|thu|fri|sat|sun|end|close|tomorrow|next|the end|\d))",
+    re.IGNORECASE,
+)
+
+
+def joined_information(texts: list[str]) -> str | None:
+    """The information from several lines as one text, sign-offs dropped."""
+    out = ""
+    for text in texts:
+        text = without_sign_off(text)
+        if not text:
+            continue
+        out = f"{out}{'' if not out else ' ' if out[-1] in '.;:!' else '; '}{text}"
+    return out or None
+
+
+def reason_of(info: str | None) -> str | None:
+    """ "Reason: X", "because X", "as X": X."""
+    if info is None:
+        return None
+    return _REASON_LABEL.sub("", info).strip() or None
+
+
+def reason_and_mitigations(info: str | None) -> tuple[str | None, str | None]:
+    """ "X; mitigations: Y", "Reason: X. Mitigation: Y", "X, mitigated by Y"."""
+    parts = _MITIGATIONS.split(info or "", maxsplit=1)
+    reason = _REASON_LABEL.sub("", parts[0].strip()).strip(" ;.,") or None
+    mitigations = parts[1].strip(" ;.,") if len(parts) > 1 else None
+    return reason, mitigations or None
