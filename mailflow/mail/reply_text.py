@@ -304,6 +304,9 @@ def _cut_quoted(text: str) -> str:
             below = _below_our_email(cleaned, footers, i)
             if below is None:
                 break
+            # The "____" line above Outlook's header block belongs to the quote.
+            while kept and _SEPARATOR.match(kept[-1].strip()):
+                kept.pop()
             i, in_signature = below, False
             continue
         if _is_quoted(line):
