@@ -165,6 +165,7 @@ _FIELD_LINE = re.compile(
 )
 _DECORATION = re.compile(r"^(?:[-*•·\u2013>]+|\d{1,2}[.)])\s+")
 _SIGNATURE_DELIMITER = "-- "
+_UNREADABLE = "\ufffd"
 #: Longer lines are never read as answers (no answer is this long, and a
 #: hostile one must not cost time).
 MAX_LINE_CHARS = 2000
@@ -249,6 +250,12 @@ def _read(
             continue
         try:
             found = _read_line(line, number, held)
+            if isinstance(found, _Found) and _garbled(found):
+                # Bytes the charset could not decode: what they said is unknown.
+                raise _LineError(
+                    "part of this line could not be read (its characters were garbled): "
+                    "write it again"
+                )
         except _LineError as exc:
             problems.append(LineProblem(number, line, str(exc)))
             continue
@@ -283,6 +290,17 @@ def _read(
                 found = drafts[code].found
                 problems.append(LineProblem(found.line, found.text, str(exc)))
     return answers, problems
+
+
+def _garbled(found: _Found) -> bool:
+    """Whether characters the charset could not decode stand where they may
+    change the meaning: anywhere in a sentence, or before the information
+    that follows a status."""
+    if _UNREADABLE not in found.text:
+        return False
+    if found.sentence or not found.info or not found.text.endswith(found.info):
+        return True
+    return _UNREADABLE in found.text[: -len(found.info)]
 
 
 def _starts_disclaimer(line: str) -> bool:
