@@ -86,7 +86,13 @@ _PHRASES: tuple[tuple[AnswerStatus, str], ...] = (
     (NOT_APPLICABLE, r"\b(?:we|i) (?:do not|don't|dont) (?:use|run|have|host|operate|own)\b"),
     (NOT_APPLICABLE, r"\b(?:no longer|never) (?:use|used|run|ran)\b"),
     (NOT_APPLICABLE, r"\bnot (?:in use|used|installed|deployed|present)\b"),
-    (UNABLE, r"\bunable\b|\bnot able to\b|\bcan ?not\b|\bcan't\b"),
+    # In a sentence, "cannot" is about remediation only when a remediation
+    # verb follows: "we cannot patch", not "I can't open the link".
+    (
+        UNABLE,
+        r"\b(?:unable|not able|can ?not|can't)(?: to)?(?: \w+){0,2}? (?:implement|patch|apply"
+        r"|update|upgrade|remediate|fix|comply|install|deploy|do (?:this|so|it|that))\b",
+    ),
 )
 _PHRASE_PATTERNS = [(status, re.compile(p, re.IGNORECASE)) for status, p in _PHRASES]
 
