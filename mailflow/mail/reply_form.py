@@ -27,20 +27,26 @@ so a generous reading is safe, but a silent misreading is not.  The rules:
    A sign-off after the status is dropped: ``Complete. Thanks, Ann`` is
    complete with no note.
 3. A sentence that says one status plainly is an answer ("We are
-   investigating", "We don't use ExampleVPN" (its reason is the sentence)).
-   A status word that is negated or in the future ("not complete yet",
-   "we have not patched", "will be done by Friday"), two different
-   statuses, "not sure yet", or a code the person does not hold make the
-   reply ambiguous: nothing is recorded and the "not recorded" email names
-   the line.  Never a guess.
-4. Lines without any status word (greetings, sign-offs, signatures) are
-   passed over, and so is a disclaimer paragraph from its first
-   tell-tale line (confidential, intended recipient, ...).  If nothing is
-   an answer, the reply is refused.
-5. A person who holds several organisations must name them (or ALL); a
-   sentence without a code is only accepted when it agrees with every
-   coded answer.
-6. What the person wrote is read (the quoted original is cut away by
+   investigating", "We don't use ExampleVPN": its reason is the sentence;
+   "cannot" only with a remediation verb, "we cannot patch", not "I can't
+   open the link").  The words of the reply decide, in
+   :mod:`mailflow.mail.reply_words`.
+4. Never a guess: a status word that is negated or in the future ("not
+   complete yet", "we have not patched", "complete by Friday"), two
+   different statuses (on one line or for one organisation), "not sure
+   yet", a code the person does not hold, a required reason or mitigation
+   missing, or characters the charset could not decode before the status
+   make the reply ambiguous: nothing is recorded, and the "not recorded"
+   email names each such line and what is wrong with it.
+5. Lines without any status word (greetings, sign-offs, signatures) are
+   passed over, and so is a disclaimer paragraph from its first tell-tale
+   line (confidential, intended recipient, ...), and any line longer than
+   ``MAX_LINE_CHARS``.  If nothing is an answer, the reply is refused.
+6. A person who holds several organisations must name them (or ``ALL``,
+   in capitals when there is no colon: "All done" names nobody).  A
+   sentence without a code is accepted only when every coded answer has
+   its status; its words are then added to each of them.
+7. What the person wrote is read (the quoted original is cut away by
    :mod:`mailflow.mail.reply_text`, which keeps text written below a quote);
    only when it holds no answer and no problem is the subject read, as a
    last resort, with our own subject removed from it.
@@ -233,63 +239,83 @@ def parse_reply(
 def _read(
     lines: Sequence[str], held: list[str], today: date, *, first: int
 ) -> tuple[list[Answer], list[LineProblem]]:
-    drafts: dict[str, _Draft] = {}
-    uncoded: list[_Found] = []
-    problems: list[LineProblem] = []
-    last: _Found | None = None
+    reply = _Reply(held)
     in_disclaimer = False
     for number, raw in enumerate(lines, start=first):
         if raw.rstrip("\r") == _SIGNATURE_DELIMITER or raw.strip() == "--":
             break
         line = _clean(raw) if len(raw) <= MAX_LINE_CHARS else ""
         if not line:
-            in_disclaimer = False
-            continue
-        if in_disclaimer or _starts_disclaimer(line):
+            in_disclaimer = False  # a disclaimer runs to the end of its paragraph
+        elif in_disclaimer or _starts_disclaimer(line):
             in_disclaimer = True
-            continue
+        else:
+            reply.read_line(line, number)
+    return reply.finish(today)
+
+
+class _Reply:
+    """The answers of one reply, gathered line by line."""
+
+    def __init__(self, held: list[str]) -> None:
+        self.held = held
+        self.drafts: dict[str, _Draft] = {}
+        # Sentences naming no organisation, from a person who holds several.
+        self.uncoded: list[_Found] = []
+        self.problems: list[LineProblem] = []
+        self.last: _Found | None = None
+
+    def read_line(self, line: str, number: int) -> None:
         try:
-            found = _read_line(line, number, held)
+            found = _read_line(line, number, self.held)
             if isinstance(found, _Found) and _garbled(found):
-                # Bytes the charset could not decode: what they said is unknown.
                 raise _LineError(
                     "part of this line could not be read (its characters were garbled): "
                     "write it again"
                 )
         except _LineError as exc:
-            problems.append(LineProblem(number, line, str(exc)))
-            continue
+            self.problems.append(LineProblem(number, line, str(exc)))
+            return
         if isinstance(found, str):
-            if last is not None and last.status in (
-                AnswerStatus.UNABLE,
-                AnswerStatus.NOT_APPLICABLE,
-            ):
-                for code in last.codes or held[:1]:
-                    if code in drafts and drafts[code].found is last:
-                        drafts[code].texts.append(found)
-            continue
-        if found is None:
-            continue
-        last = found
-        codes = found.codes if found.codes is not None else (held if len(held) == 1 else None)
+            self._add_to_last(found)
+        elif found is not None:
+            self._add(found)
+
+    def _add_to_last(self, text: str) -> None:
+        """A "Reason:" or "Mitigations:" line adds to the answer above it."""
+        last = self.last
+        if last is None or last.status not in (AnswerStatus.UNABLE, AnswerStatus.NOT_APPLICABLE):
+            return
+        for code in last.codes or self.held[:1]:
+            draft = self.drafts.get(code)
+            if draft is not None and draft.found is last:
+                draft.texts.append(text)
+
+    def _add(self, found: _Found) -> None:
+        self.last = found
+        codes = found.codes
+        if codes is None and len(self.held) == 1:
+            codes = self.held
         if codes is None:
-            uncoded.append(found)
-            continue
+            self.uncoded.append(found)
+            return
         for code in codes:
-            problem = _add(drafts, code, found)
+            problem = _add(self.drafts, code, found)
             if problem is not None:
-                problems.append(problem)
-                break
-    problems.extend(_check_uncoded(uncoded, drafts, held))
-    answers: list[Answer] = []
-    for code in held:
-        if code in drafts:
-            try:
-                answers.append(_answer(code, drafts[code], today))
-            except _LineError as exc:
-                found = drafts[code].found
-                problems.append(LineProblem(found.line, found.text, str(exc)))
-    return answers, problems
+                self.problems.append(problem)
+                return
+
+    def finish(self, today: date) -> tuple[list[Answer], list[LineProblem]]:
+        problems = self.problems + _check_uncoded(self.uncoded, self.drafts, self.held)
+        answers: list[Answer] = []
+        for code in self.held:
+            if code in self.drafts:
+                try:
+                    answers.append(_answer(code, self.drafts[code], today))
+                except _LineError as exc:
+                    found = self.drafts[code].found
+                    problems.append(LineProblem(found.line, found.text, str(exc)))
+        return answers, problems
 
 
 def _garbled(found: _Found) -> bool:
