@@ -60,19 +60,22 @@ from dataclasses import dataclass, field
 from datetime import date
 
 from mailflow.domain.statuses import AnswerStatus
-from mailflow.mail.reply_dates import MONTHS, NotADate, find_date
+from mailflow.mail.reply_answers import (
+    Answer,
+    Found,
+    LineError,
+    LineProblem,
+    ReplyAnswers,
+    ReplyNotUnderstood,
+)
+from mailflow.mail.reply_dates import MONTHS, find_date
 from mailflow.mail.reply_words import (
     DISCLAIMER,
     NOT_DONE_YET,
     STATUS_WORDS,
     WORD_TO_STATUS,
-    joined_information,
-    reason_and_mitigations,
-    reason_of,
-    says_only_the_status,
     status_at_start,
     what_it_says,
-    without_sign_off,
 )
 
 __all__ = [
@@ -92,32 +95,6 @@ __all__ = [
 ]
 
 ALL = "ALL"
-
-
-@dataclass(frozen=True)
-class Answer:
-    """One organisation's answer as the person wrote it."""
-
-    organisation: str
-    status: AnswerStatus
-    line: int
-    note: str | None = None
-    reason: str | None = None
-    mitigations: str | None = None
-    expected_on: date | None = None
-
-
-@dataclass(frozen=True)
-class LineProblem:
-    line: int
-    text: str
-    problem: str
-
-
-class ReplyNotUnderstood(Exception):
-    def __init__(self, problems: Sequence[LineProblem]) -> None:
-        super().__init__("; ".join(f"line {p.line}: {p.problem}" for p in problems))
-        self.problems = list(problems)
 
 
 @dataclass(frozen=True)
@@ -171,7 +148,6 @@ _FIELD_LINE = re.compile(
 )
 _DECORATION = re.compile(r"^(?:[-*•·\u2013>]+|\d{1,2}[.)])\s+")
 _SIGNATURE_DELIMITER = "-- "
-_UNREADABLE = "\ufffd"
 #: Longer lines are never read as answers (no answer is this long, and a
 #: hostile one must not cost time).
 MAX_LINE_CHARS = 2000
@@ -186,32 +162,6 @@ def _clean(line: str) -> str:
     if len(line) > 2 and line[0] == line[-1] and line[0] in "*_":
         line = line[1:-1].strip()
     return " ".join(line.split())
-
-
-class _LineError(Exception):
-    pass
-
-
-@dataclass(frozen=True)
-class _Found:
-    """An answer as one line gives it, before the reply as a whole is checked."""
-
-    line: int
-    text: str
-    status: AnswerStatus
-    # The organisations named; None when the line names none.
-    codes: list[str] | None
-    info: str | None
-    # Codes, then the status: one answer per organisation on such lines.
-    explicit: bool
-    # Read from a sentence: its words are the information.
-    sentence: bool = False
-
-
-@dataclass
-class _Draft:
-    found: _Found
-    texts: list[str] = field(default_factory=list)
 
 
 def parse_reply(
@@ -239,7 +189,7 @@ def parse_reply(
 def _read(
     lines: Sequence[str], held: list[str], today: date, *, first: int
 ) -> tuple[list[Answer], list[LineProblem]]:
-    reply = _Reply(held)
+    reply = ReplyAnswers(held)
     in_disclaimer = False
     for number, raw in enumerate(lines, start=first):
         if raw.rstrip("\r") == _SIGNATURE_DELIMITER or raw.strip() == "--":
@@ -250,83 +200,8 @@ def _read(
         elif in_disclaimer or _starts_disclaimer(line):
             in_disclaimer = True
         else:
-            reply.read_line(line, number)
+            reply.read_line(line, number, _read_line)
     return reply.finish(today)
-
-
-class _Reply:
-    """The answers of one reply, gathered line by line."""
-
-    def __init__(self, held: list[str]) -> None:
-        self.held = held
-        self.drafts: dict[str, _Draft] = {}
-        # Sentences naming no organisation, from a person who holds several.
-        self.uncoded: list[_Found] = []
-        self.problems: list[LineProblem] = []
-        self.last: _Found | None = None
-
-    def read_line(self, line: str, number: int) -> None:
-        try:
-            found = _read_line(line, number, self.held)
-            if isinstance(found, _Found) and _garbled(found):
-                raise _LineError(
-                    "part of this line could not be read (its characters were garbled): "
-                    "write it again"
-                )
-        except _LineError as exc:
-            self.problems.append(LineProblem(number, line, str(exc)))
-            return
-        if isinstance(found, str):
-            self._add_to_last(found)
-        elif found is not None:
-            self._add(found)
-
-    def _add_to_last(self, text: str) -> None:
-        """A "Reason:" or "Mitigations:" line adds to the answer above it."""
-        last = self.last
-        if last is None or last.status not in (AnswerStatus.UNABLE, AnswerStatus.NOT_APPLICABLE):
-            return
-        for code in last.codes or self.held[:1]:
-            draft = self.drafts.get(code)
-            if draft is not None and draft.found is last:
-                draft.texts.append(text)
-
-    def _add(self, found: _Found) -> None:
-        self.last = found
-        codes = found.codes
-        if codes is None and len(self.held) == 1:
-            codes = self.held
-        if codes is None:
-            self.uncoded.append(found)
-            return
-        for code in codes:
-            problem = _add(self.drafts, code, found)
-            if problem is not None:
-                self.problems.append(problem)
-                return
-
-    def finish(self, today: date) -> tuple[list[Answer], list[LineProblem]]:
-        problems = self.problems + _check_uncoded(self.uncoded, self.drafts, self.held)
-        answers: list[Answer] = []
-        for code in self.held:
-            if code in self.drafts:
-                try:
-                    answers.append(_answer(code, self.drafts[code], today))
-                except _LineError as exc:
-                    found = self.drafts[code].found
-                    problems.append(LineProblem(found.line, found.text, str(exc)))
-        return answers, problems
-
-
-def _garbled(found: _Found) -> bool:
-    """Whether characters the charset could not decode stand where they may
-    change the meaning: anywhere in a sentence, or before the information
-    that follows a status."""
-    if _UNREADABLE not in found.text:
-        return False
-    if found.sentence or not found.info or not found.text.endswith(found.info):
-        return True
-    return _UNREADABLE in found.text[: -len(found.info)]
 
 
 def _starts_disclaimer(line: str) -> bool:
@@ -337,71 +212,7 @@ def _starts_disclaimer(line: str) -> bool:
     return coded is None or status_at_start(coded["rest"].strip()) is None
 
 
-def _add(drafts: dict[str, _Draft], code: str, found: _Found) -> LineProblem | None:
-    """Add ``found`` to the answer for ``code``; a problem when it disagrees."""
-    earlier = drafts.get(code)
-    if earlier is None:
-        drafts[code] = _Draft(found, _information(found))
-        return None
-    before = earlier.found
-    if before is found:
-        return None
-    if before.explicit and found.explicit:
-        return LineProblem(
-            found.line,
-            found.text,
-            f"{code} already has an answer on line {before.line}: give one answer per organisation",
-        )
-    if before.status is not found.status:
-        return LineProblem(
-            found.line,
-            found.text,
-            f"this reads as {found.status.label.lower()} for {code}, but line {before.line} "
-            f"reads as {before.status.label.lower()}: give one status per organisation",
-        )
-    earlier.texts.extend(_information(found))
-    return None
-
-
-def _information(found: _Found) -> list[str]:
-    """The note, reason or mitigations ``found`` gives, if any: a sentence
-    that only says the status ("We are now fully patched") gives none."""
-    if found.info is None:
-        return []
-    only_status = found.sentence and found.status in (
-        AnswerStatus.COMPLETE,
-        AnswerStatus.IN_PROGRESS,
-    )
-    if only_status and says_only_the_status(without_sign_off(found.info)):
-        return []
-    return [found.info]
-
-
-def _check_uncoded(
-    uncoded: list[_Found], drafts: dict[str, _Draft], held: list[str]
-) -> list[LineProblem]:
-    """A sentence without a code, from a person who holds several
-    organisations, only supports coded answers that all say the same: its
-    words are added to each of them."""
-    coded = {d.found.status for d in drafts.values()}
-    problems = []
-    for found in uncoded:
-        if coded == {found.status}:
-            for draft in drafts.values():
-                draft.texts.extend(_information(found))
-            continue
-        problems.append(
-            LineProblem(
-                found.line,
-                found.text,
-                "you answer for several organisations: start the line with the code, "
-                f"e.g. {held[0] if held else 'RXA'}: complete, or ALL: complete",
-            )
-        )
-    return problems
-
-
-def _read_line(line: str, number: int, held: list[str]) -> _Found | str | None:
+def _read_line(line: str, number: int, held: list[str]) -> Found | str | None:
     """What one line says: an answer, a "Reason:" or "Mitigations:" line
     adding to the answer above (returned as text), or nothing."""
     colon = _COLON_LINE.match(line)
@@ -428,12 +239,12 @@ def _read_line(line: str, number: int, held: list[str]) -> _Found | str | None:
 
 def _read_coded(
     codes: list[str], rest: str, line: str, number: int, held: list[str]
-) -> _Found | None:
+) -> Found | None:
     for code in codes:
         if code != ALL and code not in held:
-            raise _LineError(f"{code} is not an organisation you answer for")
+            raise LineError(f"{code} is not an organisation you answer for")
     if ALL in codes and len(codes) > 1:
-        raise _LineError("ALL already means every organisation: give it alone")
+        raise LineError("ALL already means every organisation: give it alone")
     if not rest:
         return None  # an untouched line of the form: no answer for these
     targets = list(held) if codes == [ALL] else codes
@@ -442,18 +253,18 @@ def _read_coded(
     found = _from_sentence(rest, line, number, held, codes=targets)
     if found is None:
         first = rest.split(":")[0].strip()
-        raise _LineError(f"{first!r} is not a status: {_HOW_TO_ANSWER}")
+        raise LineError(f"{first!r} is not a status: {_HOW_TO_ANSWER}")
     return found
 
 
 def _from_start(
     text: str, line: str, number: int, *, codes: list[str] | None, explicit: bool
-) -> _Found:
+) -> Found:
     start = status_at_start(text)
     assert start is not None
     status, words, after = start
     if status in (AnswerStatus.COMPLETE, AnswerStatus.IN_PROGRESS) and NOT_DONE_YET.match(after):
-        raise _LineError(
+        raise LineError(
             f"{words!r} followed by {after.strip()!r} does not say it is "
             f"{status.label.lower()} now: {_HOW_TO_ANSWER}"
         )
@@ -464,27 +275,27 @@ def _from_start(
     checked = status in (AnswerStatus.COMPLETE, AnswerStatus.IN_PROGRESS)
     others = set(what_it_says(after).clear) - {status} if after and checked else set()
     if others:
-        raise _LineError(_two_statuses(status, *others))
+        raise LineError(_two_statuses(status, *others))
     if checked and after and not separated:
         # "Patched last night": the whole sentence is the note.
-        return _Found(number, line, status, codes, text, explicit=explicit, sentence=True)
-    return _Found(number, line, status, codes, after or None, explicit=explicit)
+        return Found(number, line, status, codes, text, explicit=explicit, sentence=True)
+    return Found(number, line, status, codes, after or None, explicit=explicit)
 
 
 def _from_sentence(
     text: str, line: str, number: int, held: list[str], codes: list[str] | None = None
-) -> _Found | None:
+) -> Found | None:
     said = what_it_says(text)
     if said.unsure is not None:
-        raise _LineError(
+        raise LineError(
             f"{said.unsure!r} is not a status we can record: when you know, reply again; "
             "while you are finding out, the status is in progress"
         )
     if len(said.clear) > 1:
-        raise _LineError(_two_statuses(*said.clear))
+        raise LineError(_two_statuses(*said.clear))
     if not said.clear:
         if said.unclear:
-            raise _LineError(
+            raise LineError(
                 f"this mentions {said.unclear[0]!r} but does not say it is so now: "
                 f"{_HOW_TO_ANSWER}, e.g. in progress"
             )
@@ -493,34 +304,9 @@ def _from_sentence(
     if codes is None:
         named = [c for c in held if re.search(rf"\b{re.escape(c)}\b", text)]
         codes = named or None
-    return _Found(number, line, status, codes, text, explicit=False, sentence=True)
+    return Found(number, line, status, codes, text, explicit=False, sentence=True)
 
 
 def _two_statuses(*statuses: AnswerStatus) -> str:
     labels = " and ".join(s.label.lower() for s in statuses)
     return f"this line reads as {labels}: give one status per organisation"
-
-
-def _answer(code: str, draft: _Draft, today: date) -> Answer:
-    found = draft.found
-    status, number = found.status, found.line
-    info = joined_information(draft.texts)
-    if status is AnswerStatus.NOT_APPLICABLE:
-        reason = reason_of(info)
-        if not reason:
-            raise _LineError(f"say why it does not apply: {code}: not applicable: REASON")
-        return Answer(code, status, number, reason=reason)
-    if status is AnswerStatus.UNABLE:
-        reason, mitigations = reason_and_mitigations(info)
-        if not reason or not mitigations:
-            raise _LineError(
-                f"say why and what you have done instead: {code}: unable: REASON; mitigations: WHAT"
-            )
-        return Answer(code, status, number, reason=reason, mitigations=mitigations)
-    if status is AnswerStatus.IN_PROGRESS:
-        try:
-            expected = find_date(info, today) if info else None
-        except NotADate as exc:
-            raise _LineError(str(exc)) from exc
-        return Answer(code, status, number, note=info, expected_on=expected)
-    return Answer(code, status, number, note=info)
