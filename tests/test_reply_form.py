@@ -5,7 +5,9 @@ line, never a guess."""
 
 from __future__ import annotations
 
+import contextlib
 import re
+import time
 from datetime import date
 
 import pytest
@@ -298,3 +300,31 @@ def test_29_february_without_a_year_is_the_next_leap_day() -> None:
     answers = read("RXA: in progress: expected 29 February", ["RXA"], today=date(2026, 3, 1))
 
     assert answers[0].expected_on == date(2028, 2, 29)
+
+
+# ------------------------------------------------------- hostile replies
+
+
+@pytest.mark.parametrize(
+    "unit",
+    [
+        "complete ",
+        "we don't use ",
+        "not complete ",
+        "done, ",
+        "RXA and ",
+        "Thanks Ann Bob ",
+        "n/a ",
+    ],
+)
+@pytest.mark.parametrize("line_chars", [1990, 500_000])
+def test_half_a_megabyte_of_status_words_is_read_quickly(unit: str, line_chars: int) -> None:
+    line = (unit * (line_chars // len(unit)))[:line_chars] + "\n"
+    text = line * (500_000 // len(line))
+
+    start = time.perf_counter()
+    with contextlib.suppress(ReplyNotUnderstood):
+        read(text)
+    elapsed = time.perf_counter() - start
+
+    assert elapsed < 2.0, f"parse_reply took {elapsed:.2f}s"

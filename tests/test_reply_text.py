@@ -24,7 +24,7 @@ import pytest
 
 from mailflow.domain.statuses import AnswerStatus
 from mailflow.mail.reply_form import parse_reply
-from mailflow.mail.reply_text import MAX_CHARS, written_text
+from mailflow.mail.reply_text import MAX_CHARS, reply_subject, subject_of, written_text
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "reply-clients"
 TODAY = date(2026, 11, 26)
@@ -584,3 +584,90 @@ def image_attachment(number: int) -> EmailMessage:
     part["Content-Disposition"] = f'attachment; filename="{number}.png"'
     part.set_payload("iVBORw0KGgo=")
     return part
+
+
+# ------------------------------------------------- below our own quoted email
+
+OUTLOOK_HEADER = (
+    "________________________________\n"
+    "From: Cyber alerts <alerts@x>\nSent: 24 November 2026 09:15\n"
+    "To: Ann Smith <ann@trust.nhs.uk>\nSubject: [HIGH] CC-4567: Patch the VPN appliance\n"
+)
+OUR_FOOTER = "--\nCyber alerts\nYou receive this because you are listed for RXA, RXB."
+
+
+def test_text_below_an_outlook_quote_of_our_own_email_is_kept() -> None:
+    message = plain_message(
+        f"\nAnn\n\n{OUTLOOK_HEADER}\n{ALERT_QUOTE}\n\n{OUR_FOOTER}\n\n{ANSWER}\n"
+    )
+
+    text = timed(message)
+
+    assert non_blank(text) == ["Ann", ANSWER]
+    assert_answer_is_only_rxa_complete(text)
+
+
+def test_text_below_someone_elses_unmarked_quote_is_not_read() -> None:
+    # Without our footer nothing says where the original ends.
+    message = plain_message(f"{ANSWER}\n\n{OUTLOOK_HEADER}\n{ALERT_QUOTE}\n\nRXB: complete\n")
+
+    assert timed(message) == ANSWER
+
+
+def test_a_signature_on_top_does_not_hide_the_answer_below_our_email() -> None:
+    message = plain_message(
+        f"-- \nAnn Smith\nRXB: complete\n\n{OUTLOOK_HEADER}\n{ALERT_QUOTE}\n\n"
+        f"{OUR_FOOTER}\n\n{ANSWER}\n"
+    )
+
+    assert timed(message) == ANSWER
+
+
+def test_outlook_web_html_answer_below_our_email_is_kept() -> None:
+    markup = (
+        '<div id="appendonsend"></div><div id="divRplyFwdMsg"><b>From:</b> Cyber alerts</div>'
+        f"<div>{'<br>'.join(CONFLICT)}<p>You receive this because you are listed for RXA.</p>"
+        "<p>This message was sent automatically by Cyber alerts.</p></div>"
+        f"<div>{ANSWER}</div>"
+    )
+
+    text = timed(html_message(markup))
+
+    assert text == ANSWER
+    assert_answer_is_only_rxa_complete(text)
+
+
+# ------------------------------------------------------------------ subject
+
+
+@pytest.mark.parametrize(
+    ("subject", "written"),
+    [
+        (
+            "RE: AW: [HIGH] CC-4720: Patch the VPN - respond by Saturday 28 November 2026 "
+            "at 09:00 GMT - Complete",
+            "Complete",
+        ),
+        ("[EXTERNAL] Re: [HIGH] CC-4720: patch the   VPN", ""),
+        ("Fwd: RXA complete", "RXA complete"),
+        ("Re: CC-4720 n/a - no VPN here", "n/a - no VPN here"),
+        ("Re: Patch the VPN", ""),
+        # Today's subjects: our tag first, and the title shortened for a phone.
+        ("Re: [CC-4720 HIGH] Respond by Tue 1 Dec 14:00: Patch the... - done", "done"),
+        ("RE: [CC-4720 HIGH] Respond by Tue 1 Dec 14:00: Patch the VPN", ""),
+        ("Re: [CC-4720 HIGH] Patch the VPN in progress", "in progress"),
+        ("Re: [CC-4720 HIGH] Respond by Tue 1 Dec 14:00: Patch... RXA done", "Patch... RXA done"),
+    ],
+)
+def test_the_subject_keeps_only_what_the_person_added(subject: str, written: str) -> None:
+    message = plain_message("")
+    message.replace_header("Subject", subject)
+
+    assert reply_subject(subject_of(message), reference="CC-4720", title="Patch the VPN") == written
+
+
+def test_a_missing_or_unreadable_subject_is_empty() -> None:
+    ours = {"reference": "CC-4720", "title": "Patch the VPN"}
+    assert reply_subject(subject_of(EmailMessage()), **ours) == ""
+    broken = parse(b"Subject: =?utf-8?q?RXA_complete?=\xff\xfe=?bad?=\r\n\r\nbody\r\n")
+    assert isinstance(reply_subject(subject_of(broken), **ours), str)

@@ -18,7 +18,7 @@ from email.utils import getaddresses
 
 from mailflow.mail.addresses import ServiceAddress, parse_service_address
 from mailflow.mail.raw_headers import limits_problem, mime_limits_problem, read_header_block
-from mailflow.mail.reply_text import written_text
+from mailflow.mail.reply_text import subject_of, written_text
 from mailflow.mail.sender_check import dmarc_problem, message_id, strict_sender
 
 # Headers that name where a message was delivered, most reliable first.
@@ -69,6 +69,8 @@ class InboundReading:
     delivered_to: tuple[str, ...] = ()
     # What the person wrote, without the quoted original (person's mail only).
     text: str = ""
+    # The Subject as sent (bounded): the last place an answer is looked for.
+    subject: str = ""
 
 
 def _header(message: Message, name: str) -> str | None:
@@ -145,6 +147,7 @@ def _read(
         dmarc_problem=dmarc,
         delivered_to=delivered_to,
         text="" if automatic else written_text(parsed),
+        subject="" if automatic else subject_of(parsed),
     )
 
 

@@ -1,7 +1,7 @@
 """The reply form: the one place that knows how an answer is written in an
 email, both to show it in the alert email and to read it back from a reply.
 
-One line per organisation, at the top of the reply::
+The form asks for one line per organisation, at the top of the reply::
 
     RXA: complete
     RXA, RXB: in progress: patching this weekend, expected 5 December
@@ -9,9 +9,47 @@ One line per organisation, at the top of the reply::
     RXC: unable: the supplier has no fix yet; mitigations: service taken offline
     complete                       (when the person answers for one organisation)
 
-Case, bullets, bold markers and blank lines do not matter.  Lines that are
-plainly prose ("Thanks, Ann") are passed over; a line that is meant as an
-answer but cannot be read exactly is an error, never a guess.
+People write otherwise, so a reply is read generously; the person sees
+exactly what will be recorded and confirms it with their second factor,
+so a generous reading is safe, but a silent misreading is not.  The rules:
+
+1. Case, bullets, bold markers and blank lines do not matter.  A colon, a
+   dash or nothing may separate the codes, the status and what follows:
+   ``rxa complete``, ``RXA - complete``, ``RXA is complete``.  Without a
+   colon, a code is one the person holds, ``ALL``, or a word in capitals.
+2. A status is one of the words in ``STATUS_WORDS`` (complete, done,
+   patched, fixed, remediated, resolved; in progress, investigating, working
+   on it, in hand; not applicable, n/a, not relevant; unable, cannot, can't
+   patch...).  What follows it is the note, reason or mitigations:
+   ``N/A - we don't run ExampleVPN`` gives the reason "we don't run
+   ExampleVPN"; ``Unable to implement. Reason: X. Mitigation: Y`` gives
+   both; "Reason:" and "Mitigations:" lines under an answer add to it.
+   A sign-off after the status is dropped: ``Complete. Thanks, Ann`` is
+   complete with no note.
+3. A sentence that says one status plainly is an answer ("We are
+   investigating", "We don't use ExampleVPN": its reason is the sentence;
+   "cannot" only with a remediation verb, "we cannot patch", not "I can't
+   open the link").  The words of the reply decide, in
+   :mod:`mailflow.mail.reply_words`.
+4. Never a guess: a status word that is negated or in the future ("not
+   complete yet", "we have not patched", "complete by Friday"), two
+   different statuses (on one line or for one organisation), "not sure
+   yet", a code the person does not hold, a required reason or mitigation
+   missing, or characters the charset could not decode before the status
+   make the reply ambiguous: nothing is recorded, and the "not recorded"
+   email names each such line and what is wrong with it.
+5. Lines without any status word (greetings, sign-offs, signatures) are
+   passed over, and so is a disclaimer paragraph from its first tell-tale
+   line (confidential, intended recipient, ...), and any line longer than
+   ``MAX_LINE_CHARS``.  If nothing is an answer, the reply is refused.
+6. A person who holds several organisations must name them (or ``ALL``,
+   in capitals when there is no colon: "All done" names nobody).  A
+   sentence without a code is accepted only when every coded answer has
+   its status; its words are then added to each of them.
+7. What the person wrote is read (the quoted original is cut away by
+   :mod:`mailflow.mail.reply_text`, which keeps text written below a quote);
+   only when it holds no answer and no problem is the subject read, as a
+   last resort, with our own subject removed from it.
 """
 
 from __future__ import annotations
@@ -22,88 +60,41 @@ from dataclasses import dataclass, field
 from datetime import date
 
 from mailflow.domain.statuses import AnswerStatus
+from mailflow.mail.reply_answers import (
+    Answer,
+    Found,
+    LineError,
+    LineProblem,
+    ReplyAnswers,
+    ReplyNotUnderstood,
+)
+from mailflow.mail.reply_dates import MONTHS, find_date
+from mailflow.mail.reply_words import (
+    DISCLAIMER,
+    NOT_DONE_YET,
+    STATUS_WORDS,
+    WORD_TO_STATUS,
+    status_at_start,
+    what_it_says,
+)
+
+__all__ = [
+    "ALL",
+    "MAX_LINE_CHARS",
+    "MONTHS",
+    "STATUS_WORDS",
+    "WORD_TO_STATUS",
+    "Answer",
+    "FormOrganisation",
+    "LineProblem",
+    "ReplyForm",
+    "ReplyNotUnderstood",
+    "build_reply_form",
+    "find_date",
+    "parse_reply",
+]
 
 ALL = "ALL"
-
-# Every word or phrase a person may use for a status; the first of each is
-# the one the form shows.
-STATUS_WORDS: dict[AnswerStatus, tuple[str, ...]] = {
-    AnswerStatus.COMPLETE: ("complete", "completed", "done", "remediated"),
-    AnswerStatus.IN_PROGRESS: ("in progress", "in-progress", "investigating"),
-    AnswerStatus.NOT_APPLICABLE: ("not applicable", "not-applicable", "n/a", "na"),
-    AnswerStatus.UNABLE: ("unable", "unable to implement", "cannot", "cannot implement"),
-}
-WORD_TO_STATUS = {word: status for status, words in STATUS_WORDS.items() for word in words}
-# Longest first, so "unable to implement" wins over "unable".
-_STATUS_ALTERNATIVES = "|".join(re.escape(w) for w in sorted(WORD_TO_STATUS, key=len, reverse=True))
-_CODE = r"[A-Za-z0-9]{3,10}"
-_ANSWER_LINE = re.compile(
-    rf"^(?P<orgs>{_CODE}(?:\s*(?:,|&|\band\b)\s*{_CODE})*)\s*:\s*(?P<rest>.*)$", re.IGNORECASE
-)
-_STATUS_AT_START = re.compile(
-    rf"^(?P<word>{_STATUS_ALTERNATIVES})(?=$|[\s:.,;!\-\u2013\u2014])(?P<after>.*)$", re.IGNORECASE
-)
-_DECORATION = re.compile(r"^(?:[-*•·\u2013>]+|\d{1,2}[.)])\s+")
-_MITIGATIONS = re.compile(r"(?:;|\.|,)?\s*\bmitigations?\s*:\s*", re.IGNORECASE)
-_SIGNATURE_DELIMITER = "-- "
-
-MONTHS = {
-    name: number
-    for number, names in enumerate(
-        [
-            ("january", "jan"),
-            ("february", "feb"),
-            ("march", "mar"),
-            ("april", "apr"),
-            ("may",),
-            ("june", "jun"),
-            ("july", "jul"),
-            ("august", "aug"),
-            ("september", "sep", "sept"),
-            ("october", "oct"),
-            ("november", "nov"),
-            ("december", "dec"),
-        ],
-        start=1,
-    )
-    for name in names
-}
-_MONTH_NAMES = "|".join(sorted(MONTHS, key=len, reverse=True))
-_ISO_DATE = re.compile(r"\b(\d{4})-(\d{1,2})-(\d{1,2})\b")
-_UK_NUMERIC_DATE = re.compile(r"\b(\d{1,2})/(\d{1,2})/(\d{4}|\d{2})\b")
-_DAY_MONTH = re.compile(
-    rf"\b(\d{{1,2}})(?:st|nd|rd|th)?\s+(?:of\s+)?({_MONTH_NAMES})\.?(?:,?\s+(\d{{4}}))?\b",
-    re.IGNORECASE,
-)
-_MONTH_DAY = re.compile(
-    rf"\b({_MONTH_NAMES})\.?\s+(\d{{1,2}})(?:st|nd|rd|th)?(?:,?\s+(\d{{4}}))?\b", re.IGNORECASE
-)
-
-
-@dataclass(frozen=True)
-class Answer:
-    """One organisation's answer as the person wrote it."""
-
-    organisation: str
-    status: AnswerStatus
-    line: int
-    note: str | None = None
-    reason: str | None = None
-    mitigations: str | None = None
-    expected_on: date | None = None
-
-
-@dataclass(frozen=True)
-class LineProblem:
-    line: int
-    text: str
-    problem: str
-
-
-class ReplyNotUnderstood(Exception):
-    def __init__(self, problems: Sequence[LineProblem]) -> None:
-        super().__init__("; ".join(f"line {p.line}: {p.problem}" for p in problems))
-        self.problems = list(problems)
 
 
 @dataclass(frozen=True)
@@ -138,8 +129,33 @@ def build_reply_form(organisations: Sequence[tuple[str, str]]) -> ReplyForm:
     return ReplyForm(orgs, examples, status_lines, single=len(orgs) == 1)
 
 
+_CODE = r"[A-Za-z0-9]{3,10}"
+_CODES = rf"{_CODE}(?:\s*(?:,|&|\band\b)\s*{_CODE})*"
+_CODE_SEPARATOR = re.compile(r"\s*(?:,|&|\band\b)\s*", re.IGNORECASE)
+_COLON_LINE = re.compile(rf"^(?P<orgs>{_CODES})\s*:\s*(?P<rest>.*)$", re.IGNORECASE)
+# "RXA - complete", "rxa complete", "RXA and RXB are complete".
+_LOOSE_LINE = re.compile(
+    rf"^(?P<orgs>{_CODES})(?:\s*[-\u2013\u2014=]\s*|\s+(?:(?:is|are|has been|have been|now)\s+)?)"
+    r"(?P<rest>\S.*)$",
+    re.IGNORECASE,
+)
+_CAPITALS = re.compile(r"^(?=.*[A-Z])[A-Z0-9]{3,10}$")
+# "Status: complete": a label, not an organisation.
+_LABELS = frozenset({"STATUS", "ANSWER", "UPDATE", "RESPONSE", "REPLY", "OUTCOME", "RESULT"})
+# A line that adds to the answer above it.
+_FIELD_LINE = re.compile(
+    r"^(?:reasons?|mitigations?|mitigated by|workarounds?)\b\s*[:\-\u2013]?\s*\S", re.IGNORECASE
+)
+_DECORATION = re.compile(r"^(?:[-*•·\u2013>]+|\d{1,2}[.)])\s+")
+_SIGNATURE_DELIMITER = "-- "
+#: Longer lines are never read as answers (no answer is this long, and a
+#: hostile one must not cost time).
+MAX_LINE_CHARS = 2000
+_HOW_TO_ANSWER = "use complete, in progress, not applicable or unable"
+
+
 def _clean(line: str) -> str:
-    line = line.replace("\u00a0", " ").replace("\u200b", "")
+    line = line.replace("\u00a0", " ").replace("\u200b", "").replace("\u2019", "'")
     line = line.replace("**", "").replace("__", "").strip()
     line = _DECORATION.sub("", line).strip()
     # A line wrapped in single emphasis markers: *complete* or _complete_.
@@ -148,159 +164,149 @@ def _clean(line: str) -> str:
     return " ".join(line.split())
 
 
-def parse_reply(text: str, *, held: Sequence[str], today: date) -> list[Answer]:
+def parse_reply(
+    text: str, *, held: Sequence[str], today: date, subject: str | None = None
+) -> list[Answer]:
     """Read the answers in what the person wrote (quoted text already cut
-    away).  ``held`` is the codes of the organisations they answer for.
-    Returns one Answer per organisation, or raises ReplyNotUnderstood
-    listing every line that could not be read."""
+    away).  ``held`` is the codes of the organisations they answer for;
+    ``subject`` is what they wrote in the subject, read only when the text
+    holds no answer.  Returns one Answer per organisation, or raises
+    ReplyNotUnderstood listing every line that could not be read."""
     held_codes = [c.upper() for c in held]
-    answers: dict[str, Answer] = {}
-    problems: list[LineProblem] = []
-
-    for number, raw in enumerate(text.splitlines(), start=1):
-        if raw.rstrip("\r") == _SIGNATURE_DELIMITER or raw.strip() == "--":
-            break
-        line = _clean(raw)
-        if not line:
-            continue
-        try:
-            parsed = _parse_line(line, number, held_codes, today)
-        except _LineError as exc:
-            problems.append(LineProblem(number, line, str(exc)))
-            continue
-        for answer in parsed:
-            earlier = answers.get(answer.organisation)
-            if earlier is not None:
-                problems.append(
-                    LineProblem(
-                        number,
-                        line,
-                        f"{answer.organisation} already has an answer on line {earlier.line}: "
-                        "give one answer per organisation",
-                    )
-                )
-                continue
-            answers[answer.organisation] = answer
-
+    answers, problems = _read(text.splitlines(), held_codes, today, first=1)
+    if not answers and not problems and subject and subject.strip():
+        answers, problems = _read([subject], held_codes, today, first=0)
+        problems = [
+            LineProblem(0, p.text, f"in the subject {p.text!r}: {p.problem}") for p in problems
+        ]
     if not answers and not problems:
         problems.append(LineProblem(0, "", "no answer found at the top of the reply"))
     if problems:
-        raise ReplyNotUnderstood(problems)
-    return [answers[c] for c in held_codes if c in answers]
+        raise ReplyNotUnderstood(sorted(problems, key=lambda p: p.line))
+    return answers
 
 
-class _LineError(Exception):
-    pass
+def _read(
+    lines: Sequence[str], held: list[str], today: date, *, first: int
+) -> tuple[list[Answer], list[LineProblem]]:
+    reply = ReplyAnswers(held)
+    in_disclaimer = False
+    for number, raw in enumerate(lines, start=first):
+        if raw.rstrip("\r") == _SIGNATURE_DELIMITER or raw.strip() == "--":
+            break
+        line = _clean(raw) if len(raw) <= MAX_LINE_CHARS else ""
+        if not line:
+            in_disclaimer = False  # a disclaimer runs to the end of its paragraph
+        elif in_disclaimer or _starts_disclaimer(line):
+            in_disclaimer = True
+        else:
+            reply.read_line(line, number, _read_line)
+    return reply.finish(today)
 
 
-def _parse_line(line: str, number: int, held: list[str], today: date) -> list[Answer]:
-    match = _ANSWER_LINE.match(line)
-    if match is not None:
-        codes = [c.upper() for c in re.split(r"\s*(?:,|&|\band\b)\s*", match["orgs"], flags=re.I)]
-        rest = match["rest"].strip()
-        is_ours = all(c == ALL or c in held for c in codes)
-        if not is_ours and not _STATUS_AT_START.match(rest):
-            # "Note: we will patch tonight" is prose, not an answer.
-            return []
-        for code in codes:
-            if code != ALL and code not in held:
-                raise _LineError(f"{code} is not an organisation you answer for")
-        if ALL in codes and len(codes) > 1:
-            raise _LineError("ALL already means every organisation: give it alone")
-        if not rest:
-            # An untouched line of the form: no answer for these.
-            return []
-        targets = held if codes == [ALL] else codes
-        return [_answer(code, rest, number, today) for code in targets]
-
-    if _STATUS_AT_START.match(line):
-        if len(held) != 1:
-            raise _LineError(
-                "you answer for several organisations: start the line with the code, "
-                f"e.g. {held[0] if held else 'RXA'}: complete, or ALL: complete"
-            )
-        return [_answer(held[0], line, number, today)]
-    return []
+def _starts_disclaimer(line: str) -> bool:
+    if DISCLAIMER.search(line) is None or status_at_start(line) is not None:
+        return False
+    # "RXA: not applicable: confidential system" is an answer all the same.
+    coded = _COLON_LINE.match(line)
+    return coded is None or status_at_start(coded["rest"].strip()) is None
 
 
-def _answer(code: str, rest: str, number: int, today: date) -> Answer:
-    match = _STATUS_AT_START.match(rest)
-    if match is None:
+def _read_line(line: str, number: int, held: list[str]) -> Found | str | None:
+    """What one line says: an answer, a "Reason:" or "Mitigations:" line
+    adding to the answer above (returned as text), or nothing."""
+    colon = _COLON_LINE.match(line)
+    if colon is not None:
+        codes = [c.upper() for c in _CODE_SEPARATOR.split(colon["orgs"])]
+        rest = colon["rest"].strip()
+        if codes[0] in _LABELS and len(codes) == 1 and rest:
+            return _read_line(rest, number, held)
+        if all(c == ALL or c in held for c in codes) or status_at_start(rest):
+            return _read_coded(codes, rest, line, number, held)
+    loose = _LOOSE_LINE.match(line)
+    if loose is not None and status_at_start(loose["rest"]):
+        written = _CODE_SEPARATOR.split(loose["orgs"])
+        # Without a colon, "All done" is a sentence; "ALL done" names them all.
+        if all(w.upper() in held or _CAPITALS.match(w) for w in written):
+            codes = [w.upper() for w in written]
+            return _read_coded(codes, loose["rest"].strip(), line, number, held)
+    if status_at_start(line) is not None:
+        return _from_start(line, line, number, codes=None, explicit=False)
+    if _FIELD_LINE.match(line):
+        return line
+    return _from_sentence(line, line, number, held)
+
+
+def _read_coded(
+    codes: list[str], rest: str, line: str, number: int, held: list[str]
+) -> Found | None:
+    for code in codes:
+        if code != ALL and code not in held:
+            raise LineError(f"{code} is not an organisation you answer for")
+    if ALL in codes and len(codes) > 1:
+        raise LineError("ALL already means every organisation: give it alone")
+    if not rest:
+        return None  # an untouched line of the form: no answer for these
+    targets = list(held) if codes == [ALL] else codes
+    if status_at_start(rest) is not None:
+        return _from_start(rest, line, number, codes=targets, explicit=True)
+    found = _from_sentence(rest, line, number, held, codes=targets)
+    if found is None:
         first = rest.split(":")[0].strip()
-        raise _LineError(
-            f"{first!r} is not a status: use complete, in progress, not applicable or unable"
+        raise LineError(f"{first!r} is not a status: {_HOW_TO_ANSWER}")
+    return found
+
+
+def _from_start(
+    text: str, line: str, number: int, *, codes: list[str] | None, explicit: bool
+) -> Found:
+    start = status_at_start(text)
+    assert start is not None
+    status, words, after = start
+    if status in (AnswerStatus.COMPLETE, AnswerStatus.IN_PROGRESS) and NOT_DONE_YET.match(after):
+        raise LineError(
+            f"{words!r} followed by {after.strip()!r} does not say it is "
+            f"{status.label.lower()} now: {_HOW_TO_ANSWER}"
         )
-    status = WORD_TO_STATUS[match["word"].lower()]
-    after = match["after"].strip()
-    if after and after[0] in ":-\u2013\u2014":
+    after = after.strip()
+    separated = bool(after) and after[0] in ":-\u2013\u2014.,;!"
+    if separated:
         after = after[1:].strip()
-    elif after and after[0] in ".,;!":
-        after = after[1:].strip()
-        if after:
-            raise _LineError(f"put a colon after the status: {code}: {match['word']}: ...")
-    elif after:
-        raise _LineError(f"put a colon after the status: {code}: {match['word']}: {after}")
-    info = after or None
+    checked = status in (AnswerStatus.COMPLETE, AnswerStatus.IN_PROGRESS)
+    others = set(what_it_says(after).clear) - {status} if after and checked else set()
+    if others:
+        raise LineError(_two_statuses(status, *others))
+    if checked and after and not separated:
+        # "Patched last night": the whole sentence is the note.
+        return Found(number, line, status, codes, text, explicit=explicit, sentence=True)
+    return Found(number, line, status, codes, after or None, explicit=explicit)
 
-    if status is AnswerStatus.NOT_APPLICABLE:
-        if info is None:
-            raise _LineError(f"say why it does not apply: {code}: not applicable: REASON")
-        return Answer(code, status, number, reason=info)
-    if status is AnswerStatus.UNABLE:
-        parts = _MITIGATIONS.split(info or "", maxsplit=1)
-        reason = parts[0].strip(" ;.,") or None
-        mitigations = parts[1].strip() if len(parts) > 1 else None
-        if reason is None or not mitigations:
-            raise _LineError(
-                f"say why and what you have done instead: {code}: unable: REASON; mitigations: WHAT"
+
+def _from_sentence(
+    text: str, line: str, number: int, held: list[str], codes: list[str] | None = None
+) -> Found | None:
+    said = what_it_says(text)
+    if said.unsure is not None:
+        raise LineError(
+            f"{said.unsure!r} is not a status we can record: when you know, reply again; "
+            "while you are finding out, the status is in progress"
+        )
+    if len(said.clear) > 1:
+        raise LineError(_two_statuses(*said.clear))
+    if not said.clear:
+        if said.unclear:
+            raise LineError(
+                f"this mentions {said.unclear[0]!r} but does not say it is so now: "
+                f"{_HOW_TO_ANSWER}, e.g. in progress"
             )
-        return Answer(code, status, number, reason=reason, mitigations=mitigations)
-    if status is AnswerStatus.IN_PROGRESS:
-        expected = find_date(info, today) if info else None
-        return Answer(code, status, number, note=info, expected_on=expected)
-    return Answer(code, status, number, note=info)
+        return None  # prose
+    (status,) = said.clear
+    if codes is None:
+        named = [c for c in held if re.search(rf"\b{re.escape(c)}\b", text)]
+        codes = named or None
+    return Found(number, line, status, codes, text, explicit=False, sentence=True)
 
 
-def find_date(text: str, today: date) -> date | None:
-    """The first date in ``text``, read as a UK date (day before month).
-    A date without a year is the next one on or after ``today``."""
-    found: list[tuple[int, date]] = []
-    for pattern, order in (
-        (_ISO_DATE, "ymd"),
-        (_UK_NUMERIC_DATE, "dmy"),
-        (_DAY_MONTH, "dMy"),
-        (_MONTH_DAY, "Mdy"),
-    ):
-        for m in pattern.finditer(text):
-            found.append((m.start(), _to_date(m, order, today)))
-    if not found:
-        return None
-    return min(found, key=lambda item: item[0])[1]
-
-
-def _next_occurrence(day: int, month: int, today: date) -> date:
-    # Eight years always include a leap year, so 29 February is found too.
-    for year in range(today.year, today.year + 9):
-        try:
-            candidate = date(year, month, day)
-        except ValueError:
-            continue
-        if candidate >= today:
-            return candidate
-    raise ValueError(f"no date {day}/{month}")
-
-
-def _to_date(match: re.Match[str], order: str, today: date) -> date:
-    groups = dict(zip(order, match.groups(), strict=True))
-    day = int(groups["d"])
-    month = MONTHS[groups["M"].lower()] if "M" in groups else int(groups["m"])
-    year_text = groups.get("y")
-    try:
-        if year_text is None:
-            return _next_occurrence(day, month, today)
-        year = int(year_text)
-        if year < 100:
-            year += 2000
-        return date(year, month, day)
-    except ValueError as exc:
-        raise _LineError(f"{match.group(0)!r} is not a real date") from exc
+def _two_statuses(*statuses: AnswerStatus) -> str:
+    labels = " and ".join(s.label.lower() for s in statuses)
+    return f"this line reads as {labels}: give one status per organisation"

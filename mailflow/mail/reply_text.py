@@ -9,9 +9,7 @@ Library choice: written with the standard library only.  Of the candidates,
 talon is unmaintained and pulls in numpy/scipy/scikit-learn/lxml, and
 email-reply-parser and mail-parser-reply work on plain text only and both fail
 this project's reply corpus (Android's Russian attribution, Thunderbird's
-bottom post); for HTML, the stdlib ``html.parser`` of Python 3.11 is quadratic
-on unclosed tags and raises on some malformed markup, so a small linear
-tokenizer is used instead.
+bottom post); for HTML see :mod:`mailflow.mail.reply_html`.
 
 How it works:
 
@@ -20,41 +18,46 @@ How it works:
    are walked without recursion and at most ``MAX_PARTS`` of them; a part that
    cannot be decoded is skipped; an unknown charset is read as UTF-8 with
    replacement characters; at most ``MAX_CHARS`` characters are considered.
-2. For HTML the quote containers are removed before the markup becomes text:
-   every ``<blockquote>``, Gmail's ``gmail_quote``, Thunderbird's
-   ``moz-cite-prefix``, Yahoo's and Proton's quote divs; and everything from
-   Outlook web's ``#appendonsend`` / ``#divRplyFwdMsg`` or Hotmail's
-   ``#stopSpelling`` to the end.  ``<head>``, ``<style>``, ``<script>`` and
-   signatures marked as such (``gmail_signature``, ``moz-signature``) are
-   dropped; ``<br>``, ``<p>``, ``<div>`` and the other blocks become line
-   breaks.
+2. For HTML (:mod:`mailflow.mail.reply_html`) the quote containers are
+   removed before the markup becomes text: every ``<blockquote>``, Gmail's
+   ``gmail_quote``, Thunderbird's ``moz-cite-prefix``, Yahoo's and Proton's
+   quote divs; Outlook web's ``#appendonsend`` / ``#divRplyFwdMsg`` or
+   Hotmail's ``#stopSpelling`` start the original.  ``<head>``, ``<style>``,
+   ``<script>`` and signatures marked as such (``gmail_signature``,
+   ``moz-signature``) are dropped; ``<br>``, ``<p>``, ``<div>`` and the other
+   blocks become line breaks.
 3. In the text: lines quoted with ``>`` are dropped, with the attribution above
    them (``On <date>, <name> wrote:``, also wrapped over two lines and in other
-   languages, or ``<date>, <name> <address>:``).  Everything from an Outlook
-   header block quoted without ``>`` (``From: / Sent: / To: / Subject:``, also
-   localised, with the ``____`` line above it), an ``-----Original
-   Message-----`` line, an attribution followed by unmarked text, or a ``-- ``
-   signature delimiter to the end is cut.  "Sent from my iPhone"-style lines
-   are dropped.
+   languages, or ``<date>, <name> <address>:``); text below them is kept.  An
+   original quoted without ``>`` starts at an Outlook header block (``From: /
+   Sent: / To: / Subject:``, also localised, with the ``____`` line above
+   it), an ``-----Original Message-----`` line, an attribution followed by
+   unmarked text, or Outlook web's reply header; it runs to the end, unless
+   it is a copy of one of our own emails: then the text below its footer
+   ("You receive this because ...", "This message was sent automatically
+   by ...") is the person's again, for those who write below the alert.
+   After a ``-- `` delimiter, lines are a signature, up to such an original.
+   "Sent from my iPhone"-style lines are dropped.
+4. ``reply_subject``: what the person wrote in the Subject, without "Re:"
+   prefixes, tags and the words of our own subject, for the reply form to
+   read when the body holds no answer.
 """
 
 from __future__ import annotations
 
-import html
+import bisect
 import re
 from email.message import EmailMessage, Message
 
-__all__ = ["MAX_CHARS", "MAX_PARTS", "written_text"]
+from mailflow.mail.reply_html import CUT_MARK, QUOTE_MARK, html_to_text
+
+__all__ = ["MAX_CHARS", "MAX_PARTS", "reply_subject", "subject_of", "written_text"]
 
 #: The most characters of a body that are looked at.
 MAX_CHARS = 1_000_000
 #: The most MIME parts that are looked at (a guard against absurd messages).
 MAX_PARTS = 20_000
 
-# Lines the HTML conversion puts where it removed a quote container, or where
-# everything that follows is quoted.  NUL never survives from the input.
-_QUOTE_MARK = "\x00quote\x00"
-_CUT_MARK = "\x00cut\x00"
 
 # Longer lines are never attributions, header lines or separators.
 _LONGEST_SPECIAL_LINE = 500
@@ -69,10 +72,71 @@ def written_text(message: EmailMessage) -> str:
     if plain is not None and plain.strip():
         text = plain
     elif html_body is not None:
-        text = _html_to_text(html_body)
+        text = html_to_text(html_body)
     else:
         return ""
     return _cut_quoted(text)
+
+
+# "Re:", "AW:", "Fwd:" and the other prefixes clients add, repeated.
+_SUBJECT_PREFIXES = re.compile(
+    r"^(?:\s*(?:re|aw|sv|vs|antw|odp|ynt|fw|fwd|wg|tr|rif|r)\s*(?:\[\d+\])?\s*[:\uff1a])+",
+    re.IGNORECASE,
+)
+# Tags our subject carries ("[HIGH]") and those mail systems add ("[EXTERNAL]").
+_SUBJECT_TAGS = re.compile(
+    r"\[\s*(?:critical|high|medium|low|external(?: email)?|ext|secure|official[^\]]{0,30})\s*\]",
+    re.IGNORECASE,
+)
+# Our subject's deadline: "- respond by Tuesday 1 December 2026 at 09:00 GMT".
+_RESPOND_BY = re.compile(
+    r"[-\u2013\u2014]?\s*respond by\b[^:]{0,60}?\d{1,2}:\d{2}(?:\s+[A-Z][A-Za-z0-9+-]{0,5}\b)?",
+    re.IGNORECASE,
+)
+MAX_SUBJECT_CHARS = 1000
+# Fewer characters of a title before "..." might be a person's own words.
+MIN_SHORTENED_TITLE = 8
+
+
+def subject_of(message: EmailMessage) -> str:
+    """A message's Subject as text, bounded; "" when absent or unreadable."""
+    try:
+        value = message.get("Subject")
+    except Exception:  # the email package raises many kinds on broken headers
+        return ""
+    return "" if value is None else str(value)[:MAX_SUBJECT_CHARS]
+
+
+def reply_subject(subject: str, *, reference: str, title: str) -> str:
+    """What the person wrote in a reply's subject: without "Re:" prefixes,
+    tags, and the words of our own subject (the alert's reference, title
+    and deadline).  "" when there is nothing else."""
+    subject = " ".join(subject[:MAX_SUBJECT_CHARS].split())
+    subject = _SUBJECT_TAGS.sub(" ", _SUBJECT_PREFIXES.sub("", subject))
+    # Our own tag, "[CC-4720 HIGH]", and a title shortened to fit a phone.
+    ours_tag = rf"\[\s*{re.escape(reference)}(?:\s+(?:critical|high|medium|low))?\s*\]"
+    subject = re.sub(ours_tag, " ", subject, flags=re.IGNORECASE)
+    subject = _drop_shortened_title(subject, " ".join(title.split()))
+    for ours in (title, reference):
+        words = ours.split()
+        if words:
+            pattern = r"\s*".join(re.escape(word) for word in words)
+            subject = re.sub(pattern, " ", subject, flags=re.IGNORECASE)
+    subject = _SUBJECT_PREFIXES.sub("", _RESPOND_BY.sub(" ", subject))
+    return " ".join(subject.split()).strip(" :-\u2013\u2014")
+
+
+def _drop_shortened_title(subject: str, title: str) -> str:
+    """The subject without the start of ``title`` cut short with "...", as
+    our subjects carry a long title."""
+    lowered, wanted = subject.lower(), title.lower()
+    end = lowered.find("...")
+    while end != -1:
+        for length in range(min(len(wanted), end), MIN_SHORTENED_TITLE - 1, -1):
+            if lowered[end - length : end] == wanted[:length]:
+                return subject[: end - length] + " " + subject[end + 3 :]
+        end = lowered.find("...", end + 3)
+    return subject
 
 
 # ------------------------------------------------------------------ MIME
@@ -162,210 +226,6 @@ def _unflow(text: str, *, delsp: bool) -> str:
     return "\n".join(out)
 
 
-# ------------------------------------------------------------------ HTML
-
-_VOID = frozenset(
-    {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param"}
-    | {"source", "track", "wbr"}
-)
-_BLOCK = frozenset(
-    {"address", "article", "aside", "blockquote", "caption", "center", "dd", "div", "dl"}
-    | {"dt", "fieldset", "figure", "footer", "form", "h1", "h2", "h3", "h4", "h5", "h6"}
-    | {"header", "hr", "li", "main", "nav", "ol", "p", "pre", "section", "table", "tbody"}
-    | {"tfoot", "thead", "tr", "ul"}
-)
-_RAW_TEXT = {
-    name: re.compile(rf"</{name}\b", re.IGNORECASE) for name in ("script", "style", "title")
-}
-_HIDDEN = frozenset({"head", "template", "xml"})
-_QUOTE_CLASSES = frozenset(
-    {"gmail_quote", "gmail_quote_container", "moz-cite-prefix", "yahoo_quoted", "protonmail_quote"}
-)
-# The person's own signature, where the client marks it.
-_SIGNATURE_CLASSES = frozenset({"gmail_signature", "moz-signature"})
-# Everything from an element with one of these ids to the end is quoted.
-_CUT_IDS = frozenset(
-    {"appendonsend", "divrplyfwdmsg", "stopspelling", "mail-editor-reference-message-container"}
-)
-_TAG_NAME = re.compile(r"[A-Za-z][^\s/>]*")
-# An unclosed quote runs to the end of the tag, which keeps this linear.
-_ATTRIBUTE = re.compile(r"""([^\s"'=<>/]+)(?:\s*=\s*(?:"([^"]*)"?|'([^']*)'?|([^\s"'>]+)))?""")
-_SPACES = re.compile(r"[ \t\n\r\f]+")
-_RUNS_OF_SPACES = re.compile(r" {2,}")
-# Where markup starts: a comment, a tag, an end tag, <!...> or <?...>.
-_MARKUP_START = re.compile(r"<(?:!--|[A-Za-z/!?])")
-
-
-class _HtmlText:
-    """Markup to lines of text, in one pass over the input."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-        self._line: list[str] = []
-        self._line_has_text = False
-        self._pre = 0
-        self._skip_tag: str | None = None
-        self._skip_depth = 0
-        self.done = False
-
-    # -- output
-
-    def _flush(self) -> None:
-        line = "".join(self._line)
-        if not self._pre:
-            if "  " in line:
-                line = _RUNS_OF_SPACES.sub(" ", line)
-            line = line.strip(" ")
-        self.lines.append(line)
-        self._line = []
-        self._line_has_text = False
-
-    def soft_break(self) -> None:
-        """End the line unless it holds nothing but the spaces between tags."""
-        if self._line_has_text:
-            self._flush()
-        elif not self._pre:
-            self._line = []
-
-    def hard_break(self) -> None:
-        self._flush()
-
-    def mark(self, marker: str) -> None:
-        self.soft_break()
-        self.lines.append(marker)
-
-    def data(self, raw: str) -> None:
-        if self._skip_tag is not None or not raw:
-            return
-        text = html.unescape(raw) if "&" in raw else raw
-        if self._pre:
-            first, *rest = text.replace("\r\n", "\n").split("\n")
-            self._append(first)
-            for piece in rest:
-                self.hard_break()
-                self._append(piece)
-        else:
-            self._append(_SPACES.sub(" ", text))
-
-    def _append(self, text: str) -> None:
-        self._line.append(text)
-        if not self._line_has_text and text.strip(" "):
-            self._line_has_text = True
-
-    # -- tags
-
-    def tag(self, inside: str) -> str | None:
-        """Handle a tag (the text between < and >); returns the name of an
-        opened element."""
-        closing = inside.startswith("/")
-        match = _TAG_NAME.match(inside, 1 if closing else 0)
-        if match is None:
-            return None
-        name = match.group(0).lower()
-        self_closing = inside.endswith("/")
-        if self._skip_tag is not None:
-            self._skip(name, closing=closing, self_closing=self_closing)
-        elif closing:
-            if name in _BLOCK:
-                self.soft_break()
-            if name == "pre" and self._pre:
-                self._pre -= 1
-        elif name == "br":
-            self.hard_break()
-        else:
-            self._open(name, inside[match.end() :], self_closing)
-        return None if closing or self_closing else name
-
-    def _open(self, name: str, attributes: str, self_closing: bool) -> None:
-        classes, element_id = _class_and_id(attributes) if attributes else _NO_ATTRIBUTES
-        if element_id in _CUT_IDS:
-            self.mark(_CUT_MARK)
-            self.done = True
-        elif name == "blockquote" or not classes.isdisjoint(_QUOTE_CLASSES):
-            self.mark(_QUOTE_MARK)
-            self._start_skip(name, self_closing)
-        elif name in _HIDDEN or not classes.isdisjoint(_SIGNATURE_CLASSES):
-            self.soft_break()
-            self._start_skip(name, self_closing)
-        elif name in _BLOCK:
-            self.soft_break()
-            if name == "pre":
-                self._pre += 1
-        elif name in ("td", "th"):
-            self._line.append(" ")
-
-    def _start_skip(self, name: str, self_closing: bool) -> None:
-        if name not in _VOID and not self_closing:
-            self._skip_tag = name
-            self._skip_depth = 1
-
-    def _skip(self, name: str, *, closing: bool, self_closing: bool) -> None:
-        if name == "body" and self._skip_tag == "head" and not closing:
-            self._skip_tag = None  # a head that is never closed
-        elif name == self._skip_tag:
-            if closing:
-                self._skip_depth -= 1
-                if self._skip_depth == 0:
-                    self._skip_tag = None
-            elif not self_closing:
-                self._skip_depth += 1
-
-
-_NO_ATTRIBUTES: tuple[frozenset[str], str] = (frozenset(), "")
-
-
-def _class_and_id(attributes: str) -> tuple[frozenset[str], str]:
-    classes: frozenset[str] = frozenset()
-    element_id = ""
-    lowered = attributes.lower()
-    if "class" not in lowered and "id" not in lowered:
-        return classes, element_id
-    for match in _ATTRIBUTE.finditer(lowered):
-        value = next((v for v in match.groups()[1:] if v is not None), "")
-        if match.group(1) == "class":
-            classes = frozenset(value.split())
-        elif match.group(1) == "id":
-            element_id = value.strip()
-    return classes, element_id
-
-
-def _html_to_text(markup: str) -> str:
-    """Text of ``markup`` with quote containers replaced by marker lines.
-    Every search starts where the last one ended, or ends the scan, so the
-    time is linear in the length of the markup, whatever it contains."""
-    out = _HtmlText()
-    i, end = 0, len(markup)
-    while i < end and not out.done:
-        start = _MARKUP_START.search(markup, i)
-        if start is None:
-            out.data(markup[i:])
-            break
-        lt = start.start()
-        if lt > i:
-            out.data(markup[i:lt])
-        if start.group(0) == "<!--":
-            close = markup.find("-->", lt + 4)
-            if close < 0:
-                break  # a comment left open runs to the end
-            i = close + 3
-            continue
-        gt = markup.find(">", lt + 1)
-        if gt < 0:
-            break  # a tag left open at the end
-        i = gt + 1
-        if start.group(0) in ("<!", "<?"):
-            continue  # doctype, processing instruction, CDATA
-        opened = out.tag(markup[lt + 1 : gt].strip())
-        raw_end = _RAW_TEXT.get(opened) if opened else None
-        if raw_end is not None:
-            found = raw_end.search(markup, i)
-            if found is None:
-                break
-            i = found.start()
-    out.soft_break()
-    return "\n".join(out.lines)
-
-
 # ------------------------------------------------------------------ text
 
 _INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u200e\u200f\u2060\ufeff"))
@@ -412,6 +272,11 @@ _ATTRIBUTION_END = re.compile(rf"{_WROTE}(?:\s[^:\uff1a]{{0,120}})?\s*[:\uff1a]$
 _DIGIT = re.compile(r"\d")
 _DATE_OR_TIME = re.compile(r"\d{1,2}:\d{2}|\b(?:19|20)\d{2}\b")
 _COLONS = (":", "\uff1a")
+# The last lines of every email mailflow sends (text and HTML): below a
+# copy of one quoted without ">" markers, the person may have written.
+_OUR_FOOTER = re.compile(
+    r"^(?:You receive this because you are listed for|This message was sent automatically by) "
+)
 _SEPARATOR = re.compile(r"^[-_=*~\u2500\u2501]{4,}$")
 _TRAILING_LINK = re.compile(r"\s*<https?://[^>]*>$", re.IGNORECASE)
 _DEVICE_SIGNATURE = re.compile(
@@ -437,7 +302,7 @@ def _clean(line: str) -> str:
 
 
 def _is_quoted(line: str) -> bool:
-    return line == _QUOTE_MARK or line.lstrip(" \t\xa0").startswith(">")
+    return line == QUOTE_MARK or line.lstrip(" \t\xa0").startswith(">")
 
 
 def _cut_quoted(text: str) -> str:
@@ -446,29 +311,40 @@ def _cut_quoted(text: str) -> str:
     cleaned = [_clean(line) if len(line) <= _LONGEST_SPECIAL_LINE else None for line in lines]
     kinds = [_header_kind(clean) for clean in cleaned]
     wrote = [_ends_like_attribution(clean) for clean in cleaned]
+    footers = [n for n, clean in enumerate(cleaned) if clean and _OUR_FOOTER.match(clean)]
     kept: list[str] = []
+    # After a "-- " delimiter, the lines are the person's signature.
+    in_signature = False
     i, count = 0, len(lines)
     while i < count:
         line, clean = lines[i], cleaned[i]
-        if line == _CUT_MARK:
-            break
+        cut = _quote_starts(line, clean, lines, cleaned, kinds, wrote, i)
+        if cut:
+            # The original runs to the end, unless it is our own email and
+            # the person wrote below it.
+            below = _below_our_email(cleaned, footers, i)
+            if below is None:
+                break
+            # The "____" line above Outlook's header block belongs to the quote.
+            while kept and _SEPARATOR.match(kept[-1].strip()):
+                kept.pop()
+            i, in_signature = below, False
+            continue
         if _is_quoted(line):
+            i += 1
+            continue
+        if clean == "--":
+            in_signature = True
+        if in_signature:
             i += 1
             continue
         if not clean:  # blank, or too long to be anything but text
             kept.append(line)
             i += 1
             continue
-        if clean == "--" or (clean.startswith(("-", "B", "b")) and _ORIGINAL_MESSAGE.match(clean)):
-            break
-        if kinds[i] is not None and _starts_header_block(cleaned, kinds, i):
-            break
         length = _attribution_length(cleaned, wrote, i)
         if length:
-            following = _next_non_blank(cleaned, i + length)
-            if following < count and not _is_quoted(lines[following]):
-                break  # the original follows without ">" markers (or is cut)
-            i = following
+            i = _next_non_blank(cleaned, i + length)
             continue
         if _is_colon_attribution(clean):
             following = _next_non_blank(cleaned, i + 1)
@@ -481,6 +357,47 @@ def _cut_quoted(text: str) -> str:
         kept.append(line)
         i += 1
     return _tidy(kept)
+
+
+def _quote_starts(
+    line: str,
+    clean: str | None,
+    lines: list[str],
+    cleaned: list[str | None],
+    kinds: list[str | None],
+    wrote: list[bool],
+    i: int,
+) -> bool:
+    """Whether an original quoted without ">" markers starts at line ``i``."""
+    if line == CUT_MARK:
+        return True
+    if not clean:
+        return False
+    if clean.startswith(("-", "B", "b")) and _ORIGINAL_MESSAGE.match(clean):
+        return True
+    if kinds[i] is not None and _starts_header_block(cleaned, kinds, i):
+        return True
+    length = _attribution_length(cleaned, wrote, i)
+    if length:
+        following = _next_non_blank(cleaned, i + length)
+        return following < len(lines) and not _is_quoted(lines[following])
+    return False
+
+
+def _below_our_email(cleaned: list[str | None], footers: list[int], start: int) -> int | None:
+    """Where the text below a quoted copy of one of our own emails starts
+    (after its footer), or None when no such footer follows ``start``."""
+    found = bisect.bisect_right(footers, start)
+    if found == len(footers):
+        return None
+    # The footer may take several lines: "You receive this ..." and "This
+    # message was sent automatically ...".
+    while (
+        found + 1 < len(footers)
+        and _next_non_blank(cleaned, footers[found] + 1) == footers[found + 1]
+    ):
+        found += 1
+    return footers[found] + 1
 
 
 def _next_non_blank(cleaned: list[str | None], start: int) -> int:

@@ -43,6 +43,7 @@ from mailflow.mail.inbound_mail import InboundReading, find_service_address
 from mailflow.mail.one_off import queue_email_to_person
 from mailflow.mail.replies import compose_confirmation_email, compose_reply_problem_email
 from mailflow.mail.reply_form import Answer, LineProblem, ReplyNotUnderstood, parse_reply
+from mailflow.mail.reply_text import reply_subject
 from mailflow.workers.bounces import record_bounce_report
 from mailflow.workers.bounded_reading import ReadingTookTooLong
 from mailflow.workers.runtime import Runtime
@@ -74,11 +75,17 @@ class _ParsedReply:
     not_understood: ReplyNotUnderstood | None = None
 
 
-def _parse_answers(text: str, held: tuple[str, ...], today: date) -> _ParsedReply:
+def _parse_answers(
+    reading: InboundReading, alert: Alert, held: tuple[str, ...], today: date
+) -> _ParsedReply:
+    """The answers in the body, or (as a last resort) in what the person
+    added to the subject, for the organisations ``held``."""
+    subject = reply_subject(reading.subject, reference=alert.reference, title=alert.title)
     try:
-        return _ParsedReply(held, today, parse_reply(text, held=list(held), today=today))
+        answers = parse_reply(reading.text, held=list(held), today=today, subject=subject)
     except ReplyNotUnderstood as exc:
         return _ParsedReply(held, today, [], exc)
+    return _ParsedReply(held, today, answers)
 
 
 def process_inbound(runtime: Runtime, message_id: int) -> None:
@@ -140,8 +147,10 @@ def _parse_beforehand(
             session, user_id=delivery.user_id, alert_id=delivery.alert_id
         )
         codes = tuple(o.code for o in held)
+        alert = session.get_one(Alert, delivery.alert_id)
+        session.expunge(alert)  # its columns are loaded; parsed after the read
     today = runtime.clock().astimezone(settings.zone).date()
-    return _parse_answers(reading.text, codes, today) if codes else None
+    return _parse_answers(reading, alert, codes, today) if codes else None
 
 
 def _record(
@@ -249,7 +258,7 @@ def _process(
     today = now.astimezone(settings.zone).date()
     if parsed is None or (parsed.held, parsed.today) != (held, today):
         # The person's access (or the day) changed since it was parsed.
-        parsed = _parse_answers(reading.text, held, today)
+        parsed = _parse_answers(reading, alert, held, today)
     answers, not_understood = parsed.answers, parsed.not_understood
     if not_understood is not None:
         return _reply_problem(
