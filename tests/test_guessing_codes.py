@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from mailflow.config import Settings
 from mailflow.domain import mfa
 from mailflow.domain.statuses import AnswerStatus
+from mailflow.web import committing
 from mailflow.workers.runtime import utc_now
 from tests.support.pages import (
     Web,
@@ -100,6 +101,26 @@ def test_someone_guessing_with_a_persons_link_is_slowed_but_the_owner_is_not(web
     # Raj, from his own computer, answers as usual.
     done = post_form(web.client, path, {"code": web.code(RAJ)})
     assert done.url.path == "/recorded", done.text
+
+
+def test_guesses_are_still_slowed_when_the_warning_email_cannot_be_written(
+    web: Web, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> bool:
+        raise RuntimeError("the warning email could not be rendered")
+
+    monkeypatch.setattr(committing, "queue_locked_out_email", broken)
+    path = answer_link(web.db(), web.settings, RAJ, "RXA", AnswerStatus.COMPLETE)
+    attacker = web.fresh_client(ATTACKER, raise_errors=False)
+    guess = wrong_code(web, RAJ)
+
+    pages = [post_form(attacker, path, {"code": guess}) for _ in range(10)]
+
+    # The fifth starts the wait and every later guess waits: the failed
+    # warning undid nothing.
+    assert [p.status_code for p in pages] == [400] * 4 + [429] * 6
+    assert row_counts(web.engine)["mfa_failures"] == 5
+    assert emails_of_kind(web.db(), "locked_out") == []
 
 
 def test_a_used_recovery_code_typed_thirty_times_at_once_does_not_lock_the_owner_out(

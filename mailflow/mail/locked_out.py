@@ -10,9 +10,10 @@ from sqlalchemy.orm import Session
 
 from mailflow.config import Settings
 from mailflow.domain.models import User
-from mailflow.domain.outgoing import queue_email, recent_count
+from mailflow.domain.outgoing import recent_count
 from mailflow.mail.messages import build_message, notification_headers
-from mailflow.mail.templates import render_email
+from mailflow.mail.one_off import queue_email_to_person
+from mailflow.mail.templates import render_service_email
 
 LOCKED_OUT_KIND = "locked_out"
 # One warning an hour is enough to act on; an attacker changing address
@@ -29,21 +30,16 @@ def queue_locked_out_email(
         session, recipient=user.email, kinds=[LOCKED_OUT_KIND], since=now - AT_MOST_ONE_PER
     ):
         return False
-    rendered = render_email(
+    rendered = render_service_email(
+        settings,
         "locked_out",
-        {
-            "service_name": settings.service_name,
-            "recipient_name": user.name,
-            "until": until,
-            "at": now,
-        },
-        zone_name=settings.timezone,
+        {"recipient_name": user.name, "until": until, "at": now},
     )
-    queue_email(
+    queue_email_to_person(
         session,
+        settings,
         kind=LOCKED_OUT_KIND,
-        recipient=user.email,
-        mail_from="",
+        user=user,
         raw=bytes(build_message(rendered, notification_headers(settings, user, now))),
         now=now,
     )

@@ -10,6 +10,7 @@ when the change is then refused, since it has been used.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,6 +27,8 @@ from mailflow.domain.verified_sessions import start_verified_session, verified_s
 from mailflow.mail.locked_out import queue_locked_out_email
 from mailflow.web.security import client_source, forget_verified, mark_verified, verified_key
 from mailflow.workers.runtime import Runtime
+
+log = logging.getLogger(__name__)
 
 NEEDS_CODE = (
     "Enter the code from your authenticator app: your earlier code no longer counts "
@@ -147,7 +150,18 @@ def _check_code(
 def warn_locked_out(
     runtime: Runtime, session: Session, user_id: int, locked: LockedOut, now: datetime
 ) -> None:
-    """Email the person that wrong codes made someone wait (at most one an hour)."""
-    queue_locked_out_email(
-        session, runtime.settings, user=session.get_one(User, user_id), until=locked.until, now=now
-    )
+    """Email the person that wrong codes made someone wait (at most one an
+    hour).  In a savepoint of its own: the wrong code is recorded in the
+    same transaction, and a failure to write the warning must never undo
+    that record (it would let a guesser go on without waiting)."""
+    try:
+        with session.begin_nested():
+            queue_locked_out_email(
+                session,
+                runtime.settings,
+                user=session.get_one(User, user_id),
+                until=locked.until,
+                now=now,
+            )
+    except Exception:
+        log.exception("could not queue the locked-out warning to user %s", user_id)
