@@ -5,17 +5,32 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
+import traceback
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from mailflow.cli.web_command import web_server
 from mailflow.config import Settings
 from mailflow.domain import mfa
 from mailflow.domain.statuses import AnswerStatus
 from mailflow.web import answering
-from tests.support.pages import Web, answer_counts, answer_link, post_form, running_web
+from tests.support.pages import (
+    Web,
+    answer_counts,
+    answer_link,
+    csrf_of,
+    post_form,
+    running_web,
+)
+from tests.support.relay import free_port
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture(autouse=True)
@@ -63,3 +78,53 @@ def test_an_error_while_recording_logs_the_route_and_a_digest_never_the_token(
         assert token not in record.getMessage()
         assert token not in (record.exc_text or "")
         assert record.exc_info is None
+
+
+def test_behind_the_real_web_server_no_log_at_all_holds_the_token(
+    web: Web, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = answer_link(
+        web.db(), web.settings, "raj@riverside.example", "RXA", AnswerStatus.COMPLETE
+    )
+    token = path.removeprefix("/r/")
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError(f"the database went away while recording {path}")
+
+    monkeypatch.setattr(answering, "record_answers", broken)
+    caplog.set_level(logging.DEBUG)
+    port = free_port()
+    server = web_server(web.runtime, "127.0.0.1", port)
+    # uvicorn's loggers do not propagate to the root, where caplog listens.
+    uvicorn_log = logging.getLogger("uvicorn")
+    uvicorn_log.addHandler(caplog.handler)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: server.started, timeout=10, what="the web server to start")
+        url = f"http://127.0.0.1:{port}{path}"
+        with urllib.request.urlopen(url) as opened:
+            page = opened.read().decode()
+            # The cookie is Secure (the service's address is https), so it
+            # is handed back by hand over this plain-HTTP loopback.
+            cookie = opened.headers["Set-Cookie"].split(";", 1)[0]
+        form = urllib.parse.urlencode(
+            {"csrf_token": csrf_of(page), "code": web.code("raj@riverside.example")}
+        ).encode()
+        post = urllib.request.Request(url, data=form, headers={"Cookie": cookie})
+        with pytest.raises(urllib.error.HTTPError) as failed:
+            urllib.request.urlopen(post)
+        failed.value.close()
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        uvicorn_log.removeHandler(caplog.handler)
+
+    assert failed.value.code == 500
+    # Every logger, the web server's own (uvicorn.error) included.
+    assert any("error on POST /r/{token}" in r.getMessage() for r in caplog.records)
+    for record in caplog.records:
+        assert token not in record.getMessage()
+        assert token not in (record.exc_text or "")
+        if record.exc_info:
+            assert token not in "".join(traceback.format_exception(*record.exc_info))

@@ -14,6 +14,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mailflow.domain.verified_sessions import end_verified_session
 from mailflow.web.answering import FORM_EXPIRED, SETUP_LINK_SUFFIX, AnswerPages, form_dict
@@ -54,7 +55,32 @@ def end_verified_session_of(runtime: Runtime, key: str) -> None:
         end_verified_session(session, key=key)
 
 
-def create_app(runtime: Runtime) -> Starlette:
+class ErrorsLoggedOnce:
+    """Starlette sends its 500 page and then raises the error again for the
+    server to log, and uvicorn would log it with its whole traceback, which
+    quotes the link token in the address.  The app has already logged it
+    (with the token digested: secrets never appear in logs), so once the
+    page has been sent the error stops here."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except Exception:
+            if scope["type"] != "http" or not started:
+                raise
+
+
+def create_app(runtime: Runtime) -> ASGIApp:
     settings = runtime.settings
     pages = Pages(
         service_name=settings.service_name,
@@ -142,9 +168,11 @@ def create_app(runtime: Runtime) -> Starlette:
         ),
     ]
     handlers: dict[Any, Any] = {HTTPException: http_error, Exception: server_error}
-    return Starlette(
-        routes=routes,
-        middleware=middleware,
-        exception_handlers=handlers,
-        max_body_size=MAX_BODY_BYTES,
+    return ErrorsLoggedOnce(
+        Starlette(
+            routes=routes,
+            middleware=middleware,
+            exception_handlers=handlers,
+            max_body_size=MAX_BODY_BYTES,
+        )
     )
