@@ -221,6 +221,28 @@ def test_a_reply_whose_from_only_a_lenient_parser_reads_as_ann_gets_nothing(
     assert len(service.relay.received) == ALERT_EMAILS
 
 
+# ------------------ finding 4: the key checked at RCPT cannot be sidestepped
+
+
+def test_mail_to_a_service_address_that_names_a_reply_key_in_its_headers_is_no_reply(
+    service: Service,
+) -> None:
+    # The envelope says alerts@ (accepted without a key); only the headers,
+    # which the sender writes, name Ann's reply address.
+    forged = (
+        f"From: {ANN}\r\nTo: {service.ann_reply_to}\r\nDelivered-To: {service.ann_reply_to}"
+        "\r\nSubject: Re: CC-4720\r\n\r\nRXA: complete\r\n"
+    ).encode()
+
+    assert service.send(forged, to="alerts@alerts.test")[0] == 250
+
+    [stored] = service.wait_processed(1)
+    assert stored.state == InboundState.IGNORED
+    assert stored.outcome == "not sent to a reply address"
+    assert service.pending() == [] and service.outgoing() == []
+    assert len(service.relay.received) == ALERT_EMAILS
+
+
 # ---------------------------------- finding 8: a Message-ID hiding CR and LF
 
 

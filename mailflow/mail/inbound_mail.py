@@ -216,12 +216,18 @@ def _clean(value: str | None) -> str | None:
 
 
 def find_service_address(
-    envelope_to: Iterable[str], reading: InboundReading, mail_domain: str
+    envelope_to: Iterable[str], reading: InboundReading, mail_domain: str, *, source: str
 ) -> ServiceAddress | None:
-    """Which of our addresses the message came to: the envelope first (the
-    SMTP edge records the real recipients), then the headers an IMAP
-    mailbox keeps, in order of how much they can be trusted."""
-    for candidate in [*envelope_to, *reading.delivered_to]:
+    """Which of our addresses the message came to.  Over SMTP and LMTP only
+    the envelope counts: our edge checked each recipient's key at RCPT,
+    and the headers are whatever the sender wrote (a message to alerts@
+    with "To: reply+KEY@" must not pass for a reply).  A message polled
+    over IMAP has no envelope, so the delivery headers its mailbox keeps
+    are read, most trustworthy first."""
+    candidates = list(envelope_to)
+    if source == "imap":
+        candidates += reading.delivered_to
+    for candidate in candidates:
         found = parse_service_address(candidate, mail_domain)
         if found is not None:
             return found

@@ -107,7 +107,7 @@ def process_inbound(runtime: Runtime, message_id: int) -> None:
             reading = exc
         parsed = None
         if isinstance(reading, InboundReading):
-            parsed = _parse_beforehand(runtime, stored.envelope_to, reading)
+            parsed = _parse_beforehand(runtime, stored, reading)
         _record(runtime, message_id, reading, parsed)
     except Exception as exc:
         # Kept, with the error, for an operator: `mailflow inbound retry`.
@@ -128,7 +128,7 @@ def _load(runtime: Runtime, message_id: int) -> _Stored | None:
 
 
 def _parse_beforehand(
-    runtime: Runtime, envelope_to: list[str], reading: InboundReading
+    runtime: Runtime, stored: _Stored, reading: InboundReading
 ) -> _ParsedReply | None:
     """The answers in a person's reply, parsed before the write transaction
     for the organisations its reply key's person holds now (the recording
@@ -136,7 +136,9 @@ def _parse_beforehand(
     settings = runtime.settings
     if reading.unreadable or reading.automatic or reading.sender is None:
         return None
-    to = find_service_address(envelope_to, reading, settings.mail_domain)
+    to = find_service_address(
+        stored.envelope_to, reading, settings.mail_domain, source=stored.source
+    )
     if to is None or to.kind is not AddressKind.REPLY:
         return None
     with runtime.readers() as session:
@@ -191,7 +193,9 @@ def _process(
         return ignored, "a copy of a message already received"
     if reading.unreadable is not None:
         return ignored, reading.unreadable
-    to = find_service_address(message.envelope_to, reading, settings.mail_domain)
+    to = find_service_address(
+        message.envelope_to, reading, settings.mail_domain, source=message.source
+    )
 
     if to is not None and to.kind is AddressKind.BOUNCE:
         report = reading.report
