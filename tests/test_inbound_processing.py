@@ -238,6 +238,7 @@ def test_untrusted_replies_record_nothing_and_get_no_answer(
 
 
 OURS = "mx.alerts.test; spf=pass smtp.mailfrom=riverside.example; dmarc="
+RECEIVED = "Received: from client.example by mx.alerts.test; Mon, 30 Nov 2026 09:00:00 +0000"
 
 
 @pytest.mark.parametrize(
@@ -260,6 +261,26 @@ OURS = "mx.alerts.test; spf=pass smtp.mailfrom=riverside.example; dmarc="
             ],
             False,
         ),
+        # Our server's first field may carry no DMARC result (another
+        # filter wrote it); a field below its Received line, written by
+        # the sender with our name in it, still does not count.
+        (
+            [
+                "mx.alerts.test; spf=pass smtp.mailfrom=riverside.example",
+                RECEIVED,
+                OURS + "pass header.from=riverside.example",
+            ],
+            False,
+        ),
+        # Two filters of ours, each adding a field above our Received line.
+        (
+            [
+                "mx.alerts.test; dkim=pass header.d=riverside.example",
+                OURS + "pass header.from=riverside.example",
+                RECEIVED,
+            ],
+            True,
+        ),
     ],
 )
 def test_only_our_own_servers_dmarc_pass_for_the_senders_domain_is_trusted(
@@ -280,7 +301,10 @@ def test_only_our_own_servers_dmarc_pass_for_the_senders_domain_is_trusted(
     )
     runtime = Runtime(settings)
     ann = keys["ann@riverside.example"]
-    head = "".join(f"Authentication-Results: {value}\r\n" for value in results)
+    head = "".join(
+        f"{value}\r\n" if value.startswith("Received:") else f"Authentication-Results: {value}\r\n"
+        for value in results
+    )
     try:
         message = receive(
             runtime,

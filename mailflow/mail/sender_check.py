@@ -95,12 +95,13 @@ def dmarc_problem(headers: HeaderBlock, authserv_id: str, sender_domain: str) ->
     server (``authserv_id``) alone; None when it passed for exactly the
     sender's domain.
 
-    Our MTA prepends its Authentication-Results, so the first field naming
-    our authserv-id that reports DMARC is ours; one the sender wrote lower
-    down with our name in it does not get a say.  Only ``pass`` with
-    ``header.from`` equal to the From domain counts: ``none``,
-    ``permerror`` and missing results do not."""
-    for value in headers.values("Authentication-Results"):
+    Our MTA prepends its Authentication-Results above its own Received
+    field, so only fields above the first Received count (a sender can
+    write fields with our name in them, but only below that), and of
+    those the first naming our authserv-id that reports DMARC decides.
+    Only ``pass`` with ``header.from`` equal to the From domain counts:
+    ``none``, ``permerror`` and missing results do not."""
+    for value in _fields_above_first_received(headers, "authentication-results"):
         results = _results_from(value, authserv_id)
         if results is None:
             continue
@@ -116,6 +117,18 @@ def dmarc_problem(headers: HeaderBlock, authserv_id: str, sender_domain: str) ->
                 return f"DMARC passed for {checked or 'no domain'}, not the sender's domain"
         return None
     return "no DMARC result from our own mail server"
+
+
+def _fields_above_first_received(headers: HeaderBlock, name: str) -> list[str]:
+    """The values of fields called ``name`` above the first Received field:
+    those the last server to handle the message (our own) added."""
+    found = []
+    for field in headers.fields:
+        if field.name == "received":
+            break
+        if field.name == name:
+            found.append(field.value)
+    return found
 
 
 def _results_from(value: str, authserv_id: str) -> list[tuple[str, dict[str, str]]] | None:
