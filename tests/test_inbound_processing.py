@@ -4,6 +4,7 @@ untrusted, does not)."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import re
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from datetime import timedelta
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import make_msgid
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -745,3 +747,46 @@ def test_a_reply_is_parsed_while_no_write_transaction_waits_for_it(
     assert finished_at_once == [True]
     assert message.state == InboundState.PROCESSED, message.outcome
     assert pending(session) == [("RXA", "complete")]
+
+
+def test_a_reply_parsed_before_the_persons_access_changed_is_parsed_again_outside(
+    runtime: Runtime,
+    keys: dict[str, Delivery],
+    session: Session,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import threading
+
+    from mailflow.mail.reply_form import parse_reply
+    from mailflow.workers import inbound
+
+    li = keys["li@itservices.example"]
+    finished_at_once: list[bool] = []
+
+    def parse_while_someone_writes(text: str, **kwargs: object) -> object:
+        def write() -> None:
+            with runtime.sessions.begin() as writing:
+                writing.get(InboundMessage, 1, with_for_update=True)
+
+        writer = threading.Thread(target=write, daemon=True)
+        writer.start()
+        writer.join(timeout=2)
+        finished_at_once.append(not writer.is_alive())
+        return parse_reply(text, **kwargs)  # type: ignore[arg-type]
+
+    # The first parse saw Li holding only RXB (her RXC access came later).
+    real_beforehand = inbound._parse_beforehand
+
+    def stale(*args: Any, **kwargs: Any) -> Any:
+        parsed = real_beforehand(*args, **kwargs)
+        return dataclasses.replace(parsed, held=("RXB",)) if parsed else None
+
+    monkeypatch.setattr(inbound, "_parse_beforehand", stale)
+    monkeypatch.setattr(inbound, "parse_reply", parse_while_someone_writes)
+    message = receive(
+        runtime, reply("li@itservices.example", "RXB, RXC: complete"), to=reply_to(li)
+    )
+
+    assert finished_at_once == [True, True]
+    assert message.state == InboundState.PROCESSED, message.outcome
+    assert sorted(pending(session)) == [("RXB", "complete"), ("RXC", "complete")]

@@ -65,6 +65,23 @@ class _Stored:
 
 
 @dataclass(frozen=True)
+class _AlertWords:
+    """What of the alert reading a reply's subject needs."""
+
+    reference: str
+    title: str
+
+
+class _ParseAgain(Exception):
+    """The person's organisations (or the day) changed after the reply was
+    parsed: parse it again, outside the write transaction."""
+
+    def __init__(self, alert: _AlertWords, held: tuple[str, ...], today: date) -> None:
+        super().__init__("parse the reply again")
+        self.alert, self.held, self.today = alert, held, today
+
+
+@dataclass(frozen=True)
 class _ParsedReply:
     """A reply's answers, parsed for the organisations the person held on
     the day, or why they could not be read."""
@@ -76,7 +93,7 @@ class _ParsedReply:
 
 
 def _parse_answers(
-    reading: InboundReading, alert: Alert, held: tuple[str, ...], today: date
+    reading: InboundReading, alert: _AlertWords, held: tuple[str, ...], today: date
 ) -> _ParsedReply:
     """The answers in the body, or (as a last resort) in what the person
     added to the subject, for the organisations ``held``."""
@@ -150,12 +167,30 @@ def _parse_beforehand(
         )
         codes = tuple(o.code for o in held)
         alert = session.get_one(Alert, delivery.alert_id)
-        session.expunge(alert)  # its columns are loaded; parsed after the read
+        words = _AlertWords(alert.reference, alert.title)
     today = runtime.clock().astimezone(settings.zone).date()
-    return _parse_answers(reading, alert, codes, today) if codes else None
+    return _parse_answers(reading, words, codes, today) if codes else None
 
 
 def _record(
+    runtime: Runtime,
+    message_id: int,
+    reading: InboundReading | ReadingTookTooLong,
+    parsed: _ParsedReply | None,
+) -> None:
+    # Untrusted text is never parsed inside the write transaction: when it
+    # must be parsed again, the transaction is rolled back first.
+    for _ in range(3):
+        try:
+            _record_once(runtime, message_id, reading, parsed)
+            return
+        except _ParseAgain as again:
+            assert isinstance(reading, InboundReading)
+            parsed = _parse_answers(reading, again.alert, again.held, again.today)
+    raise RuntimeError("the person's organisations kept changing while the reply was read")
+
+
+def _record_once(
     runtime: Runtime,
     message_id: int,
     reading: InboundReading | ReadingTookTooLong,
@@ -262,7 +297,7 @@ def _process(
     today = now.astimezone(settings.zone).date()
     if parsed is None or (parsed.held, parsed.today) != (held, today):
         # The person's access (or the day) changed since it was parsed.
-        parsed = _parse_answers(reading, alert, held, today)
+        raise _ParseAgain(_AlertWords(alert.reference, alert.title), held, today)
     answers, not_understood = parsed.answers, parsed.not_understood
     if not_understood is not None:
         return _reply_problem(
