@@ -16,7 +16,7 @@ from email.utils import make_msgid
 import pytest
 from sqlalchemy import select
 
-from mailflow.domain.models import Confirmation, Delivery, InboundMessage, User
+from mailflow.domain.models import Confirmation, Delivery, InboundMessage, OutgoingEmail, User
 from mailflow.edges.smtpd import InboundServer
 from mailflow.workers.queue import QueueWorker
 from mailflow.workers.runtime import Runtime
@@ -29,10 +29,12 @@ LIMIT = 3
 
 @pytest.fixture
 def inbound(web: Web, relay: CapturingRelay) -> Iterator[tuple[Web, InboundServer]]:
-    limited = dataclasses.replace(web.settings, confirm_emails_per_hour=LIMIT)
+    limited = dataclasses.replace(
+        web.settings, confirm_emails_per_hour=LIMIT, error_replies_per_hour=LIMIT
+    )
     runtime = Runtime(limited)
     server = InboundServer(runtime, "127.0.0.1", 0)
-    worker = QueueWorker(runtime, poll_seconds=0.05)
+    worker = QueueWorker(runtime, poll_seconds=0.05, threads=4)
     server.start()
     worker.start()
     relay.wait_for(6)  # the alert emails
@@ -130,3 +132,18 @@ def test_a_newer_reply_for_another_organisation_leaves_the_older_link_working(
 
     for link in confirm_links(relay, "li@itservices.example"):
         assert web.fresh_client().get(link).status_code == 200
+
+
+def test_a_flood_of_unreadable_replies_gets_a_bounded_number_of_not_recorded_emails(
+    inbound: tuple[Web, InboundServer], relay: CapturingRelay
+) -> None:
+    web, server = inbound
+
+    send_replies(web, server, "raj@riverside.example", ["banana"] * (LIMIT + 5))
+
+    problems = (
+        web.db().scalars(select(OutgoingEmail).where(OutgoingEmail.kind == "reply_problem")).all()
+    )
+    assert len(problems) == LIMIT
+    outcomes = web.db().scalars(select(InboundMessage.outcome)).all()
+    assert sum("limit of error replies reached" in (o or "") for o in outcomes) == 5

@@ -19,9 +19,9 @@ from mailflow.domain.models import (
     Organisation,
     PendingAnswer,
     Role,
-    User,
 )
 from mailflow.domain.statuses import AnswerStatus
+from mailflow.domain.users import lock_person
 
 
 @dataclass(frozen=True)
@@ -155,7 +155,7 @@ def confirmations_sent_since(session: Session, *, user_id: int, since: datetime)
     each sends one "confirm your answer" email.  The person's row is locked
     first (on PostgreSQL; SQLite's transactions already take turns), so
     replies processed at once are counted one after another."""
-    session.execute(select(User.id).where(User.id == user_id).with_for_update())
+    lock_person(session, user_id)
     return (
         session.scalar(
             select(func.count()).where(

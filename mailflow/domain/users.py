@@ -158,6 +158,13 @@ def remove_user(
     return user
 
 
+def lock_person(session: Session, user_id: int) -> None:
+    """Lock the person's row for the rest of the transaction (on PostgreSQL;
+    SQLite's write transactions already take turns), so that limits counted
+    per person (emails an hour) hold when jobs run at once."""
+    session.execute(select(User.id).where(User.id == user_id).with_for_update())
+
+
 def link_predates_removal(user: User, issued_at: datetime) -> bool:
     """Whether a link signed at ``issued_at`` was sent before the person
     was last removed (and so must not work even if they were added again).

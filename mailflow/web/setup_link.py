@@ -32,6 +32,7 @@ from mailflow.web.answering import (
     Refusal,
     check_session_user,
     form_dict,
+    refuse_links_from_before_removal,
     verify_token,
 )
 from mailflow.web.rendering import Pages
@@ -87,7 +88,7 @@ class SetupLinkPages:
             raise Refusal(400, "This link is not valid", "This link is not valid.")
         check_session_user(request, user_id)
         back = request.url.path.removesuffix(SETUP_LINK_SUFFIX)
-        title, message, status = self._queue(user_id, now)
+        title, message, status = self._queue(tokens, token, user_id, now)
         return self.pages.render(
             request,
             "setup_link_sent.html",
@@ -95,7 +96,9 @@ class SetupLinkPages:
             status_code=status,
         )
 
-    def _queue(self, user_id: int, now: datetime) -> tuple[str, str, int]:
+    def _queue(
+        self, tokens: TokenService, token: str, user_id: int, now: datetime
+    ) -> tuple[str, str, int]:
         settings = self.runtime.settings
         with self.runtime.sessions.begin() as session:
             # Locked, so two presses at once cannot both pass the limit.
@@ -104,6 +107,9 @@ class SetupLinkPages:
                 raise Refusal(
                     403, "Your access has been removed", "You can no longer use this service."
                 )
+            # A link sent before the person was removed (and added again)
+            # belongs to their old access: it sends nothing.
+            refuse_links_from_before_removal(tokens, token, user)
             if is_enrolled(session, user.id):
                 return (
                     "You have already set up an authenticator app",

@@ -38,6 +38,7 @@ from mailflow.domain.models import (
 )
 from mailflow.domain.outgoing import recent_count
 from mailflow.domain.text import escape_controls
+from mailflow.domain.users import lock_person
 from mailflow.mail.addresses import AddressKind
 from mailflow.mail.inbound_mail import InboundReading, find_service_address
 from mailflow.mail.one_off import queue_email_to_person
@@ -382,7 +383,9 @@ def _reply_problem(
 ) -> tuple[InboundState, str]:
     """Tell the person why nothing was recorded, unless they have had too
     many such emails in the last hour (a loop with a broken mail client
-    must not become a flood)."""
+    must not become a flood).  Counted under a lock on the person, so
+    jobs running at once count in turn."""
+    lock_person(session, user.id)
     sent = recent_count(
         session, recipient=user.email, kinds=[PROBLEM_KIND], since=now - timedelta(hours=1)
     )
