@@ -25,8 +25,8 @@ from mailflow.db.engine import make_engine
 from mailflow.domain.models import Base
 from tests.support.browser import browser  # noqa: F401
 from tests.support.dovecot_fixture import dovecot, dovecot_server  # noqa: F401
+from tests.support.pages import quick_scrypt, web  # noqa: F401
 from tests.support.relay import CapturingRelay
-from tests.support.web_pages import quick_scrypt, web  # noqa: F401
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 SECRET_KEY = "test-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz"

@@ -5,28 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterator
 
 import pytest
-import sqlalchemy as sa
-from sqlalchemy.orm import Session
 
-from mailflow.config import Settings
-from mailflow.domain import mfa
 from mailflow.domain.statuses import AnswerStatus
 from mailflow.web import answering
-from tests.support.pages import Web, answer_counts, answer_link, post_form, running_web
-
-
-@pytest.fixture(autouse=True)
-def quick_scrypt(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(mfa, "SCRYPT_N", 2**10)
-
-
-@pytest.fixture
-def web(settings: Settings, session: Session, engine: sa.Engine) -> Iterator[Web]:
-    with running_web(settings, session, engine) as running:
-        yield running
+from tests.support.pages import Web, answer_counts, answer_link, post_form
 
 
 def test_an_error_while_recording_logs_the_route_and_a_digest_never_the_token(
