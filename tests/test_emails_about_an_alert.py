@@ -19,7 +19,7 @@ from mailflow.domain.models import Alert, Delivery, Organisation, OutgoingEmail,
 from mailflow.domain.statuses import AnswerStatus
 from mailflow.mail.receipts import queue_receipts
 from mailflow.workers.runtime import Runtime
-from tests.conftest import SECRET_KEY
+from tests.support.environment import SECRET_KEY
 from tests.support.mail import a_reply, html_text, parsed, plain_text, receive
 from tests.support.seed import NOW, issue, seed_people
 
