@@ -1,15 +1,16 @@
 """Shared fixtures: real databases (SQLite file and PostgreSQL), a real
-aiosmtpd relay that captures what it receives, and settings to match.
+aiosmtpd relay that captures what it receives, and settings to match; and
+the fixtures of tests/support registered for every test (the browser,
+Dovecot, the web pages).
 
 A test that needs a component that is missing fails when CI=true and is
-skipped (saying why) on a developer's machine.
+skipped (saying why) on a developer's machine (see
+tests/support/environment.py).
 """
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,32 +26,11 @@ from mailflow.db.engine import make_engine
 from mailflow.domain.models import Base
 from tests.support.browser import browser  # noqa: F401
 from tests.support.dovecot_fixture import dovecot, dovecot_server  # noqa: F401
+from tests.support.environment import POSTGRES_ADMIN_URL, SECRET_KEY, missing_component
+from tests.support.pages import quick_scrypt, web  # noqa: F401
 from tests.support.relay import CapturingRelay
-from tests.support.web_pages import quick_scrypt, web  # noqa: F401
 
-IN_CI = os.environ.get("CI", "").lower() == "true"
-SECRET_KEY = "test-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz"
-POSTGRES_ADMIN_URL = os.environ.get(
-    "MAILFLOW_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
-RABBITMQ_URL = os.environ.get("MAILFLOW_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
-REDIS_URL = os.environ.get("MAILFLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 BACKENDS = ("sqlite", "postgresql")
-
-
-def missing_component(what: str) -> None:
-    """Fail in CI, skip on a developer's machine."""
-    if IN_CI:
-        pytest.fail(f"{what} is required in CI but is not available")
-    pytest.skip(f"{what} is not available here")
-
-
-def port_open(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

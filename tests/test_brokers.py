@@ -14,7 +14,7 @@ from mailflow.config import Settings, parse_relay
 from mailflow.domain.models import Job
 from mailflow.workers.queue import QueueWorker
 from mailflow.workers.runtime import Runtime
-from tests.conftest import RABBITMQ_URL, REDIS_URL, missing_component, port_open
+from tests.support.environment import RABBITMQ_URL, REDIS_URL, missing_component, port_open
 from tests.support.relay import CapturingRelay
 from tests.support.seed import AUDIENCE_RECIPIENTS, alert_spec_data, seed_people
 from tests.support.waiting import settled, wait_until

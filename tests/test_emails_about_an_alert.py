@@ -19,8 +19,8 @@ from mailflow.domain.models import Alert, Delivery, Organisation, OutgoingEmail,
 from mailflow.domain.statuses import AnswerStatus
 from mailflow.mail.receipts import queue_receipts
 from mailflow.workers.runtime import Runtime
-from tests.conftest import SECRET_KEY
-from tests.support.mail import a_reply, html_text, parsed, plain_text, receive_and_process
+from tests.support.environment import SECRET_KEY
+from tests.support.mail import a_reply, html_text, parsed, plain_text, receive
 from tests.support.seed import NOW, issue, seed_people
 
 DOMAIN = "alerts.test"
@@ -58,7 +58,7 @@ def sent_back(session: Session) -> list[OutgoingEmail]:
 
 def reply_from_ann(runtime: Runtime, ann: Delivery, body: str, message_id: str) -> None:
     raw = a_reply("Ann Lee <ann@riverside.example>", "x", body, message_id=message_id)
-    receive_and_process(
+    receive(
         runtime,
         raw,
         to=f"reply+{ann.reply_key}@{DOMAIN}",

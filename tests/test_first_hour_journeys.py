@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import re
 import smtplib
-from email.message import EmailMessage
-from email.policy import SMTP
-from email.utils import make_msgid
 
 import pytest
 from sqlalchemy import select
@@ -22,8 +19,8 @@ from mailflow.mail.tokens import Purpose
 from mailflow.mail.welcome import enrolment_link
 from mailflow.workers.queue import QueueWorker
 from mailflow.workers.runtime import utc_now
-from tests.support.relay import CapturingRelay
-from tests.support.web_pages import (
+from tests.support.mail import a_reply
+from tests.support.pages import (
     BASE,
     Web,
     answer_counts,
@@ -32,18 +29,9 @@ from tests.support.web_pages import (
     read_form,
     user_id,
 )
+from tests.support.relay import CapturingRelay
 
 README_REPLY = "RXA: in progress: patching tonight, expected 5 December"
-
-
-def a_reply(sender: str, to: str, body: str) -> bytes:
-    message = EmailMessage(policy=SMTP)
-    message["From"] = sender
-    message["To"] = to
-    message["Subject"] = "Re: CC-4720"
-    message["Message-ID"] = make_msgid(domain="client.example")
-    message.set_content(body)
-    return bytes(message)
 
 
 def filled_in(html: str) -> dict[str, str]:
@@ -86,6 +74,7 @@ def test_the_readme_reply_keeps_its_note_and_date_when_confirmed(
                     "Raj Patel <raj@riverside.example>",
                     str(to_raj.message["Reply-To"]),
                     README_REPLY,
+                    subject="Re: CC-4720",
                 ),
             )
         confirm = relay.wait_for(7)[-1]

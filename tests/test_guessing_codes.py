@@ -7,17 +7,13 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator
 from datetime import timedelta
 from html import unescape
 from typing import Any
 
 import pyotp
 import pytest
-import sqlalchemy as sa
-from sqlalchemy.orm import Session
 
-from mailflow.config import Settings
 from mailflow.domain import mfa
 from mailflow.domain.statuses import AnswerStatus
 from mailflow.web import committing
@@ -30,24 +26,12 @@ from tests.support.pages import (
     emails_of_kind,
     post_form,
     row_counts,
-    running_web,
     user_id,
 )
 
 RAJ = "raj@riverside.example"
 ANN = "ann@riverside.example"
 ATTACKER = "203.0.113.9"
-
-
-@pytest.fixture(autouse=True)
-def quick_scrypt(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(mfa, "SCRYPT_N", 2**10)
-
-
-@pytest.fixture
-def web(settings: Settings, session: Session, engine: sa.Engine) -> Iterator[Web]:
-    with running_web(settings, session, engine) as running:
-        yield running
 
 
 def code_error(html: str) -> str:

@@ -27,8 +27,8 @@ from mailflow.domain.models import ImapCheckpoint, InboundMessage, Job
 from mailflow.edges import imap as imap_edge
 from mailflow.edges.imap import ImapPoller, envelope_recipients, parse_imap_url
 from mailflow.workers.runtime import Runtime
-from tests.conftest import SECRET_KEY
 from tests.support.dovecot import DovecotAccount
+from tests.support.environment import SECRET_KEY
 from tests.support.waiting import wait_until
 
 

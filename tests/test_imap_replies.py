@@ -13,8 +13,8 @@ from mailflow.edges.imap import ImapPoller
 from mailflow.workers.inbound import process_inbound
 from mailflow.workers.runtime import Runtime
 from tests.support.dovecot import DovecotAccount
+from tests.support.mail import reply
 from tests.support.seed import issue, seed_people
-from tests.test_inbound_processing import reply
 
 
 def process_all(runtime: Runtime) -> None:

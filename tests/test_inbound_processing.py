@@ -9,9 +9,6 @@ import random
 import re
 from collections.abc import Iterator
 from datetime import timedelta
-from email.message import EmailMessage
-from email.policy import SMTP
-from email.utils import make_msgid
 from typing import Any
 
 import pytest
@@ -36,18 +33,18 @@ from mailflow.mail.replies import confirm_tokens
 from mailflow.workers.inbound import process_inbound
 from mailflow.workers.queue import QueueWorker
 from mailflow.workers.runtime import Runtime
+from tests.support.mail import delivery_status_notification, html_message, receive, reply
 from tests.support.relay import CapturingRelay
-from tests.support.seed import NOW, issue, seed_people
-from tests.support.waiting import wait_until
-from tests.test_reply_text import (
+from tests.support.reply_corpus import (
     ANSWER,
     CONFLICT,
     HTML_WORDS,
     corpus,
     corpus_names,
-    html_message,
     rewrite_standard,
 )
+from tests.support.seed import NOW, issue, seed_people
+from tests.support.waiting import wait_until
 
 DOMAIN = "alerts.test"
 
@@ -66,47 +63,6 @@ def keys(session: Session) -> dict[str, Delivery]:
     issue(session)
     session.commit()
     return {d.user.email: d for d in session.scalars(select(Delivery))}
-
-
-def reply(
-    sender: str,
-    body: str,
-    *,
-    key: str | None = None,
-    headers: dict[str, str] | None = None,
-) -> bytes:
-    message = EmailMessage(policy=SMTP)
-    message["From"] = sender
-    message["To"] = f"reply+{key or 'x'}@{DOMAIN}"
-    message["Subject"] = "Re: [HIGH] CC-4720"
-    message["Message-ID"] = make_msgid(domain="client.example")
-    for name, value in (headers or {}).items():
-        message[name] = value
-    message.set_content(body)
-    return bytes(message)
-
-
-def receive(
-    runtime: Runtime,
-    raw: bytes,
-    *,
-    to: str,
-    envelope_from: str | None = "someone@client.example",
-    source: str = "smtp",
-) -> InboundMessage:
-    with runtime.sessions.begin() as session:
-        stored = store_inbound_message(
-            session,
-            raw,
-            source=source,
-            envelope_from=envelope_from,
-            envelope_to=[to],
-            now=runtime.clock(),
-        )
-        message_id = stored.id
-    process_inbound(runtime, message_id)
-    with runtime.sessions() as session:
-        return session.get_one(InboundMessage, message_id)
 
 
 def reply_to(delivery: Delivery) -> str:
@@ -399,26 +355,6 @@ def test_outlooks_x_auto_response_suppress_is_not_an_auto_reply(
     message = receive(runtime, raw, to=reply_to(ann))
     assert message.state == InboundState.PROCESSED
     assert pending(session) == [("RXA", "complete")]
-
-
-def delivery_status_notification(bounce_to: str, action: str = "failed") -> bytes:
-    status = "5.1.1" if action == "failed" else "4.4.1"
-    return (
-        "From: Mail Delivery System <MAILER-DAEMON@mx.riverside.example>\r\n"
-        f"To: {bounce_to}\r\n"
-        "Subject: Undelivered Mail Returned to Sender\r\n"
-        f"Message-ID: {make_msgid(domain='mx.riverside.example')}\r\n"
-        "Auto-Submitted: auto-replied\r\n"
-        "MIME-Version: 1.0\r\n"
-        'Content-Type: multipart/report; report-type=delivery-status; boundary="b1"\r\n'
-        "\r\n--b1\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered.\r\n"
-        "--b1\r\nContent-Type: message/delivery-status\r\n\r\n"
-        "Reporting-MTA: dns; mx.riverside.example\r\n\r\n"
-        "Final-Recipient: rfc822; raj@riverside.example\r\n"
-        f"Action: {action}\r\nStatus: {status}\r\n"
-        "Diagnostic-Code: smtp; 550 5.1.1 <raj@riverside.example>: Recipient address rejected\r\n"
-        "\r\n--b1--\r\n"
-    ).encode()
 
 
 def test_a_bounce_marks_its_delivery_bounced_and_gets_no_answer(

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from mailflow.domain import mfa
 from mailflow.domain.models import AuditEvent, MfaCredential, MfaFailure, RecoveryCode
 from mailflow.domain.users import add_user
-from tests.conftest import SECRET_KEY
+from tests.support.environment import SECRET_KEY
 
 # On a 30-second step boundary, so "one step later" is unambiguous.
 ENROLLED_AT = datetime(2026, 3, 2, 8, 0, 0, tzinfo=UTC)

@@ -18,7 +18,7 @@ from mailflow.config import load_settings
 from mailflow.domain.models import OutgoingEmail, OutgoingState
 from mailflow.workers.queue import QueueWorker
 from mailflow.workers.runtime import Runtime
-from tests.conftest import SECRET_KEY
+from tests.support.environment import SECRET_KEY
 from tests.support.waiting import wait_until
 
 

@@ -18,10 +18,10 @@ from mailflow.edges.smtpd import InboundServer
 from mailflow.mail.replies import confirm_tokens
 from mailflow.workers.queue import QueueWorker
 from mailflow.workers.runtime import Runtime
+from tests.support.mail import delivery_status_notification, reply
 from tests.support.relay import CapturingRelay
 from tests.support.seed import issue, seed_people
 from tests.support.waiting import wait_until
-from tests.test_inbound_processing import delivery_status_notification, reply
 
 
 @pytest.fixture

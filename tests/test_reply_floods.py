@@ -20,9 +20,9 @@ from mailflow.domain.models import Confirmation, Delivery, InboundMessage, Outgo
 from mailflow.edges.smtpd import InboundServer
 from mailflow.workers.queue import QueueWorker
 from mailflow.workers.runtime import Runtime
+from tests.support.pages import Web
 from tests.support.relay import CapturingRelay
 from tests.support.waiting import wait_until
-from tests.support.web_pages import Web
 
 LIMIT = 3
 

@@ -13,54 +13,40 @@ from __future__ import annotations
 
 import email
 import email.policy
-import os
 import re
 import time
 from datetime import date
 from email.message import EmailMessage, Message
-from pathlib import Path
 
 import pytest
 
 from mailflow.domain.statuses import AnswerStatus
 from mailflow.mail.reply_form import parse_reply
 from mailflow.mail.reply_text import MAX_CHARS, reply_subject, subject_of, written_text
+from tests.support.mail import html_message, plain_message
+from tests.support.reply_corpus import (
+    ANSWER,
+    CONFLICT,
+    CORPUS,
+    HTML_WORDS,
+    STANDARD_HTML_WORDS,
+    STANDARD_WORDS,
+    corpus,
+    corpus_names,
+    rewrite_standard,
+)
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "reply-clients"
 TODAY = date(2026, 11, 26)
 HELD = ["RXA", "RXB"]
 TIME_LIMIT = 2.0  # seconds for one call of written_text
-ANSWER = "RXA: complete"
-CONFLICT = ("RXA: not applicable: x", "RXB: complete")
 FIVE_MB = 5 * 1024 * 1024
 
-# What the person wrote in the corpus (see its README).
-STANDARD_WORDS = "Hello"
-HTML_WORDS = ["Hi. I am fine.", "Thanks,", "Alex"]
-# The HTML alternative of a standard message, where it says something else.
-STANDARD_HTML_WORDS = {"outlook.eml": "Allo! Follow up MIME!"}
 # The device signature line that written_text drops, as it is asked to, but
 # that a corpus ".expected" file keeps (talon, whose corpus it is, keeps it).
 DEVICE_SIGNATURE = re.compile(r"^Sent from my \w+$")
 
 
 # ------------------------------------------------------------------ helpers
-
-
-def corpus() -> Path:
-    if not CORPUS.is_dir():
-        message = f"the reply corpus is missing: {CORPUS}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return CORPUS
-
-
-def corpus_names(folder: str, pattern: str) -> list[str]:
-    """Names to parametrize over; a placeholder when the corpus is missing,
-    so that the test runs and fails (CI) or skips (elsewhere)."""
-    names = sorted(p.name for p in (CORPUS / folder).glob(pattern)) if CORPUS.is_dir() else []
-    return names or ["corpus-missing"]
 
 
 def has_html_part(name: str) -> bool:
@@ -72,20 +58,6 @@ def has_html_part(name: str) -> bool:
 def parse(raw: bytes) -> EmailMessage:
     message = email.message_from_bytes(raw, policy=email.policy.default)
     assert isinstance(message, EmailMessage)
-    return message
-
-
-def html_message(markup: str) -> EmailMessage:
-    message = EmailMessage()
-    message["Subject"] = "Re: Alert"
-    message.set_content(markup, subtype="html")
-    return message
-
-
-def plain_message(text: str) -> EmailMessage:
-    message = EmailMessage()
-    message["Subject"] = "Re: Alert"
-    message.set_content(text)
     return message
 
 
@@ -122,14 +94,6 @@ def assert_answer_is_only_rxa_complete(text: str) -> None:
     assert [(a.organisation, a.status) for a in answers] == [("RXA", AnswerStatus.COMPLETE)]
 
 
-def subn_all(text: str, replacements: list[tuple[str, str]]) -> tuple[str, int]:
-    total = 0
-    for pattern, replacement in replacements:
-        text, count = re.subn(pattern, replacement, text)
-        total += count
-    return text, total
-
-
 # -------------------------------------------------------- corpus is covered
 
 
@@ -148,49 +112,6 @@ def test_every_corpus_file_is_one_the_tests_read() -> None:
 
 
 # ---------------------------------------------------- standard/*.eml replies
-
-
-def rewrite_standard(raw: bytes, name: str) -> bytes:
-    """The same message with the person's words replaced by the answer and
-    the quoted original made to contain conflicting answers; transfer
-    encodings are kept (base64 parts are re-encoded, the others edited as
-    they stand, quoted-printable soft breaks and all)."""
-    message = parse(raw)
-    person_total = quote_total = 0
-    for part in message.walk():
-        if part.is_multipart():
-            continue
-        subtype = part.get_content_subtype()
-        if subtype == "plain":
-            person = [(r"(?m)^Hello *$", ANSWER)]
-            quote = [
-                (r"(?m)^> ?Hi *$", "> " + "\n> ".join(CONFLICT)),
-                (r"I'm not happy", "\n".join(CONFLICT)),
-            ]
-        elif subtype == "html":
-            words = STANDARD_HTML_WORDS.get(name, STANDARD_WORDS)
-            person = [(re.escape(words), ANSWER)]
-            quote = [
-                (r"(?<!\w)Hi(?=\s*(?:<br>|</blockquote>))", "<br>".join(CONFLICT)),
-                (r"I'm not happy", "<br>".join(CONFLICT)),
-            ]
-        else:
-            continue
-        encoded = str(part.get("Content-Transfer-Encoding", "")).lower() == "base64"
-        body = part.get_content() if encoded else part.get_payload()
-        assert isinstance(body, str)
-        body, person_count = subn_all(body, person[:1])
-        body, quote_count = subn_all(body, quote)
-        assert person_count == 1, f"{name} {subtype}: the person's words not found"
-        person_total += person_count
-        quote_total += quote_count
-        if encoded:
-            part.set_content(body, subtype=subtype, charset="utf-8", cte="base64")
-        else:
-            part.set_payload(body)
-    assert person_total >= 1
-    assert quote_total >= 1, f"{name}: no quoted line was given a conflicting answer"
-    return message.as_bytes()
 
 
 def expected_standard(name: str) -> str:

@@ -7,21 +7,17 @@ nor their old links back)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
-from click.testing import CliRunner
-from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 
-from mailflow.cli.main import cli
 from mailflow.config import Settings
 from mailflow.domain import mfa
 from mailflow.domain.statuses import AnswerStatus
 from mailflow.web.committing import NEEDS_CODE
 from mailflow.web.security import session_cookie_name
+from tests.support.cli import mailflow_with
 from tests.support.pages import (
     Web,
     answer_counts,
@@ -29,31 +25,14 @@ from tests.support.pages import (
     csrf_of,
     emails_of_kind,
     post_form,
-    running_web,
     user_id,
 )
 
 RAJ = "raj@riverside.example"
 
 
-@pytest.fixture(autouse=True)
-def quick_scrypt(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(mfa, "SCRYPT_N", 2**10)
-
-
-@pytest.fixture
-def web(settings: Settings, session: Session, engine: sa.Engine) -> Iterator[Web]:
-    with running_web(settings, session, engine) as running:
-        yield running
-
-
 def mailflow(settings: Settings, *args: str) -> Any:
-    env = {
-        "MAILFLOW_DATABASE_URL": settings.database_url,
-        "MAILFLOW_SECRET_KEY": settings.secret_key,
-        "MAILFLOW_BASE_URL": settings.base_url,
-    }
-    result = CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+    result = mailflow_with(settings, *args)
     assert result.exit_code == 0, result.output
     return result
 

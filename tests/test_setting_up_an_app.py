@@ -6,28 +6,12 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 
 import pyotp
-import pytest
-import sqlalchemy as sa
-from sqlalchemy.orm import Session
 
-from mailflow.config import Settings
 from mailflow.domain import mfa
 from mailflow.mail.welcome import enrolment_link
-from tests.support.pages import Web, post_form, read_session_cookie, running_web, user_id
-
-
-@pytest.fixture(autouse=True)
-def quick_scrypt(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(mfa, "SCRYPT_N", 2**10)
-
-
-@pytest.fixture
-def web(settings: Settings, session: Session, engine: sa.Engine) -> Iterator[Web]:
-    with running_web(settings, session, engine) as running:
-        yield running
+from tests.support.pages import Web, post_form, read_session_cookie, user_id
 
 
 def shown_secret(html: str) -> str:

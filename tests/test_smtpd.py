@@ -31,7 +31,7 @@ from mailflow.domain.inbound import PROCESS_INBOUND, store_inbound_message
 from mailflow.domain.models import InboundMessage, Job, JobState
 from mailflow.edges.smtpd import InboundServer
 from mailflow.workers.runtime import Runtime, utc_now
-from tests.conftest import SECRET_KEY
+from tests.support.environment import SECRET_KEY
 from tests.support.relay import free_port
 from tests.support.seed import delivery_with_keys
 

@@ -36,7 +36,7 @@ from mailflow.domain.models import AuditEvent, InboundMessage, InboundState, Out
 from mailflow.edges.smtp_limits import limit_resource_error_logs, raise_descriptor_limit
 from mailflow.edges.smtpd import InboundServer
 from mailflow.workers.runtime import Runtime, utc_now
-from tests.conftest import SECRET_KEY
+from tests.support.environment import SECRET_KEY
 from tests.support.relay import CapturingRelay, free_port
 from tests.support.seed import NOW, delivery_with_keys
 from tests.support.waiting import wait_until

@@ -8,241 +8,40 @@ from __future__ import annotations
 import json
 import re
 import threading
-import time
-from base64 import b64encode
-from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
 from email.policy import default
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
-import itsdangerous
 import pyotp
 import pytest
 import sqlalchemy as sa
-from click.testing import CliRunner
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 
-from mailflow.cli.main import cli
-from mailflow.config import Settings
 from mailflow.domain import mfa
-from mailflow.domain.confirmations import AnswerToConfirm, record_pending_answers
-from mailflow.domain.models import (
-    Alert,
-    Answer,
-    Base,
-    Confirmation,
-    Delivery,
-    OutgoingEmail,
-    User,
-)
+from mailflow.domain.confirmations import AnswerToConfirm
+from mailflow.domain.models import Answer, Confirmation, OutgoingEmail
 from mailflow.domain.statuses import AnswerStatus
 from mailflow.domain.users import remove_user
-from mailflow.mail.alert_email import answer_tokens
-from mailflow.mail.replies import confirmation_link
 from mailflow.mail.welcome import enrolment_link
 from mailflow.web import create_app
-from mailflow.web.security import session_cookie_name, session_secret
 from mailflow.workers.runtime import Runtime, utc_now
-from tests.support.pages import verified_session_cookie
-from tests.support.seed import issue, seed_people
-
-BASE = "https://mailflow.test"
-
-
-@pytest.fixture(autouse=True)
-def quick_scrypt(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Recovery codes are hashed with scrypt; its full cost only slows tests.
-    monkeypatch.setattr(mfa, "SCRYPT_N", 2**10)
-
-
-# ------------------------------------------------------------------ helpers
-
-
-def user_id(session: Session, email: str) -> int:
-    return session.scalars(select(User.id).where(User.email == email)).one()
-
-
-def enrol(session: Session, settings: Settings, email: str) -> str:
-    """Set up the person's authenticator app ten minutes ago (so codes of
-    now are unused) and return its secret."""
-    uid = user_id(session, email)
-    then = utc_now() - timedelta(minutes=10)
-    secret = mfa.start_enrolment(session, user_id=uid, secret_key=settings.secret_key, now=then)
-    mfa.finish_enrolment(
-        session,
-        user_id=uid,
-        code=pyotp.TOTP(secret).at(then),
-        secret_key=settings.secret_key,
-        now=then,
-    )
-    session.commit()
-    return secret
-
-
-def answer_link(
-    session: Session, settings: Settings, email: str, org_code: str, status: AnswerStatus
-) -> str:
-    """The path of a status link as the alert email carries it."""
-    uid = user_id(session, email)
-    alert = session.scalars(select(Alert)).one()
-    delivery = session.scalars(
-        select(Delivery).where(Delivery.user_id == uid, Delivery.alert_id == alert.id)
-    ).one()
-    org_id = session.scalar(
-        sa.text("select id from organisations where code = :c"), {"c": org_code}
-    )
-    token = answer_tokens(settings).sign(
-        {"d": delivery.id, "u": uid, "a": alert.id, "o": org_id, "s": status.value}
-    )
-    return f"/r/{token}"
-
-
-def pending_link(
-    session: Session, settings: Settings, email: str, answers: list[AnswerToConfirm]
-) -> str:
-    """The path of a "confirm your answer" link, as for a reply."""
-    uid = user_id(session, email)
-    alert = session.scalars(select(Alert)).one()
-    confirmation = record_pending_answers(
-        session,
-        user_id=uid,
-        alert_id=alert.id,
-        delivery_id=None,
-        inbound_message_id=None,
-        answers=answers,
-        now=utc_now(),
-        lifetime=timedelta(hours=24),
-    )
-    session.commit()
-    return confirmation_link(settings, confirmation).removeprefix(settings.base_url)
-
-
-def row_counts(engine: sa.Engine) -> dict[str, int]:
-    with engine.connect() as conn:
-        return {
-            table.name: int(conn.scalar(select(func.count()).select_from(table)) or 0)
-            for table in Base.metadata.sorted_tables
-        }
-
-
-ANSWER_TABLES = ("answers", "alert_statuses", "used_tokens", "outgoing_emails", "jobs")
-
-
-def answer_counts(engine: sa.Engine) -> dict[str, int]:
-    counts = row_counts(engine)
-    return {name: counts[name] for name in ANSWER_TABLES}
-
-
-class FormReader(HTMLParser):
-    """The CSRF token, the error summary's links and each field's
-    aria-describedby, read from a page."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.csrf: str | None = None
-        self.summary_links: list[str] = []
-        self.described: dict[str, str] = {}
-        self.ids: set[str] = set()
-        self.labels_for: set[str] = set()
-        self.inputs: list[tuple[str, str]] = []
-        self._in_summary = False
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        a = {k: v or "" for k, v in attrs}
-        if "id" in a:
-            self.ids.add(a["id"])
-        if tag == "input" and a.get("name") == "csrf_token":
-            self.csrf = a["value"]
-        if tag == "div" and "error-summary" in a.get("class", ""):
-            self._in_summary = True
-        if tag == "a" and self._in_summary:
-            self.summary_links.append(a["href"])
-        if tag in ("input", "textarea") and a.get("type") != "hidden":
-            self.inputs.append((a.get("id", ""), a.get("type", tag)))
-            if "aria-describedby" in a:
-                self.described[a["id"]] = a["aria-describedby"]
-        if tag == "label":
-            self.labels_for.add(a.get("for", ""))
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "ul" and self._in_summary:
-            self._in_summary = False
-
-
-def read_form(html: str) -> FormReader:
-    reader = FormReader()
-    reader.feed(html)
-    return reader
-
-
-def session_cookie(settings: Settings, **data: Any) -> str:
-    """A session cookie as the app signs it (Starlette's format)."""
-    signer = itsdangerous.TimestampSigner(session_secret(settings))
-    return signer.sign(b64encode(json.dumps(data).encode())).decode()
-
-
-def verified_client(web: Web, uid: int) -> tuple[TestClient, str]:
-    """A client whose session gave a second factor for ``uid`` just now."""
-    csrf = f"csrf-{uid}-{time.monotonic_ns()}"
-    client = TestClient(web.app, base_url=BASE)
-    client.cookies.set(
-        session_cookie_name(web.settings),
-        verified_session_cookie(web.settings, web.runtime.sessions, uid, csrf),
-    )
-    return client, csrf
-
-
-@dataclass
-class Web:
-    settings: Settings
-    runtime: Runtime
-    app: Any
-    client: TestClient
-    session: Session
-    engine: sa.Engine
-    secrets: dict[str, str]
-
-    def code(self, email: str, offset: timedelta = timedelta(0)) -> str:
-        return pyotp.TOTP(self.secrets[email]).at(utc_now() + offset)
-
-    def db(self) -> Session:
-        """The test's session, with a fresh view of the database."""
-        self.session.rollback()
-        return self.session
-
-    def fresh_client(self) -> TestClient:
-        return TestClient(self.app, base_url=BASE)
-
-
-@pytest.fixture
-def web(settings: Settings, session: Session, engine: sa.Engine) -> Iterator[Web]:
-    seed_people(session)
-    issue(session)
-    session.commit()
-    enrolled = {
-        email: enrol(session, settings, email)
-        for email in ("raj@riverside.example", "li@itservices.example", "bea@brookfield.example")
-    }
-    runtime = Runtime(settings)
-    app = create_app(runtime)
-    with TestClient(app, base_url=BASE) as client:
-        yield Web(settings, runtime, app, client, session, engine, enrolled)
-    runtime.close()
-
-
-def post_form(client: TestClient, path: str, data: dict[str, Any]) -> Any:
-    page = client.get(path)
-    assert page.status_code == 200, page.text
-    csrf = read_form(page.text).csrf
-    assert csrf
-    return client.post(path, data={"csrf_token": csrf, **data}, follow_redirects=True)
-
+from tests.support.cli import mailflow_with
+from tests.support.pages import (
+    ANSWER_TABLES,
+    BASE,
+    Web,
+    answer_counts,
+    answer_link,
+    pending_link,
+    post_form,
+    read_form,
+    row_counts,
+    user_id,
+    verified_client,
+)
 
 # ------------------------------------------------------------------ /r/ links
 
@@ -665,16 +464,6 @@ def test_every_field_has_a_label_and_the_stylesheet_is_served(web: Web) -> None:
 # ----------------------------------------------------------- the commands
 
 
-def mailflow(settings: Settings, *args: str) -> Any:
-    env = {
-        "MAILFLOW_DATABASE_URL": settings.database_url,
-        "MAILFLOW_SECRET_KEY": settings.secret_key,
-        "MAILFLOW_BASE_URL": settings.base_url,
-        "MAILFLOW_MAIL_DOMAIN": settings.mail_domain,
-    }
-    return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
-
-
 @pytest.fixture
 def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
@@ -683,7 +472,7 @@ def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_new_user_gets_a_welcome_email_and_a_reset_sends_a_new_link(
     web: Web, in_tmp: None
 ) -> None:
-    added = mailflow(
+    added = mailflow_with(
         web.settings,
         "users",
         "add",
@@ -696,7 +485,7 @@ def test_a_new_user_gets_a_welcome_email_and_a_reset_sends_a_new_link(
         "responder",
     )
     assert added.exit_code == 0, added.output
-    again = mailflow(
+    again = mailflow_with(
         web.settings,
         "users",
         "add",
@@ -707,7 +496,7 @@ def test_a_new_user_gets_a_welcome_email_and_a_reset_sends_a_new_link(
         "responder",
     )
     assert again.exit_code == 0, again.output
-    reset = mailflow(web.settings, "users", "reset-mfa", "raj@riverside.example")
+    reset = mailflow_with(web.settings, "users", "reset-mfa", "raj@riverside.example")
     assert reset.exit_code == 0, reset.output
 
     emails = (
@@ -730,8 +519,8 @@ def test_alert_status_shows_each_organisation_and_its_answer(web: Web, in_tmp: N
     )
     assert post_form(web.client, path, {"code": web.code("raj@riverside.example")}).is_success
 
-    shown = mailflow(web.settings, "alert", "status", "CC-4720", "--json")
-    text = mailflow(web.settings, "alert", "status", "cc-4720")
+    shown = mailflow_with(web.settings, "alert", "status", "CC-4720", "--json")
+    text = mailflow_with(web.settings, "alert", "status", "cc-4720")
 
     assert shown.exit_code == 0, shown.output
     data = json.loads(shown.output)
@@ -749,7 +538,7 @@ def test_alert_status_shows_each_organisation_and_its_answer(web: Web, in_tmp: N
 def test_a_set_up_link_sent_before_a_reset_no_longer_works(web: Web, in_tmp: None) -> None:
     raj = user_id(web.db(), "raj@riverside.example")
     old = enrolment_link(web.settings, raj, datetime.now(UTC) - timedelta(hours=1))
-    reset = mailflow(web.settings, "users", "reset-mfa", "raj@riverside.example")
+    reset = mailflow_with(web.settings, "users", "reset-mfa", "raj@riverside.example")
     assert reset.exit_code == 0, reset.output
     email = web.db().scalars(select(OutgoingEmail).where(OutgoingEmail.kind == "welcome")).one()
     sent = message_from_bytes(email.raw, policy=default)

@@ -25,11 +25,11 @@ from mailflow.mail.alert_email import answer_tokens
 from mailflow.web import create_app
 from mailflow.workers.queue import QueueWorker
 from mailflow.workers.runtime import Runtime, utc_now
+from tests.support.cli import mailflow_with
+from tests.support.mail import reply
 from tests.support.relay import CapturingRelay, Received, free_port
 from tests.support.seed import issue, seed_people
 from tests.support.waiting import wait_until
-from tests.test_inbound_processing import reply
-from tests.test_web import mailflow
 
 NIA = "nia@riverside.example"
 
@@ -93,7 +93,7 @@ def wait_for_email(relay: CapturingRelay, to: str, subject: str) -> Received:
 
 
 def status_of(settings: Settings, code: str) -> dict[str, Any]:
-    result = mailflow(settings, "alert", "status", "CC-4720", "--json")
+    result = mailflow_with(settings, "alert", "status", "CC-4720", "--json")
     assert result.exit_code == 0, result.output
     rows = {row["organisation"]: row for row in json.loads(result.output)["organisations"]}
     row: dict[str, Any] = rows[code]
@@ -110,7 +110,7 @@ def test_a_new_responder_sets_up_mfa_and_answers_by_link_and_by_reply(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     settings = service.settings
-    added = mailflow(
+    added = mailflow_with(
         settings, "users", "add", NIA, "--name", "Nia Shah", "--org", "RXA", "--role", "responder"
     )
     assert added.exit_code == 0, added.output

@@ -10,38 +10,15 @@ import traceback
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
 
 import pytest
-import sqlalchemy as sa
-from sqlalchemy.orm import Session
 
 from mailflow.cli.web_command import web_server
-from mailflow.config import Settings
-from mailflow.domain import mfa
 from mailflow.domain.statuses import AnswerStatus
 from mailflow.web import answering
-from tests.support.pages import (
-    Web,
-    answer_counts,
-    answer_link,
-    csrf_of,
-    post_form,
-    running_web,
-)
+from tests.support.pages import Web, answer_counts, answer_link, csrf_of, post_form
 from tests.support.relay import free_port
 from tests.support.waiting import wait_until
-
-
-@pytest.fixture(autouse=True)
-def quick_scrypt(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(mfa, "SCRYPT_N", 2**10)
-
-
-@pytest.fixture
-def web(settings: Settings, session: Session, engine: sa.Engine) -> Iterator[Web]:
-    with running_web(settings, session, engine) as running:
-        yield running
 
 
 def test_an_error_while_recording_logs_the_route_and_a_digest_never_the_token(

@@ -24,7 +24,7 @@ from mailflow.edges.smtpd import InboundServer
 from mailflow.mail.welcome import queue_welcome_email
 from mailflow.workers.queue import QueueWorker
 from mailflow.workers.runtime import Runtime
-from tests.conftest import SECRET_KEY
+from tests.support.environment import SECRET_KEY
 from tests.support.mail import delivery_report, html_text, parsed, plain_text
 from tests.support.relay import CapturingRelay
 from tests.support.seed import NOW, seed_people

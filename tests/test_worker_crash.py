@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailflow.domain.models import Delivery, DeliveryState, User
 from mailflow.workers.fanout import BATCHES_IN_FLIGHT, CLAIM_PER_CONNECTION
-from tests.conftest import SECRET_KEY
+from tests.support.environment import SECRET_KEY
 from tests.support.relay import CapturingRelay
 from tests.support.seed import issue, seed_crowd
 from tests.support.waiting import settled, wait_until

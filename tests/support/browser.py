@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from tests.support.environment import missing_component
+
 CHROMIUM = os.environ.get("MAILFLOW_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",
@@ -24,10 +26,6 @@ CHROMIUM_ARGS = [
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
-    # Imported here: conftest registers this fixture, so importing it at
-    # the top would be circular.
-    from tests.conftest import missing_component
-
     if not shutil.which(CHROMIUM) and not os.path.exists(CHROMIUM):
         missing_component(f"Chromium at {CHROMIUM} (apt-get install chromium)")
     try:

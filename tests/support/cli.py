@@ -8,6 +8,7 @@ import os
 from click.testing import CliRunner, Result
 
 from mailflow.cli.main import cli
+from mailflow.config import Settings
 
 SECRET_KEY = "a-cli-test-secret-key-0123456789-abcdefghijklmnop"
 
@@ -26,6 +27,19 @@ def mailflow(*args: str, database_url: str | None = None, **environ: str | None)
     if database_url is not None:
         env["MAILFLOW_DATABASE_URL"] = database_url
     return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+
+
+def mailflow_with(settings: Settings, *args: str) -> Result:
+    """Run `mailflow ARGS` on the test's database, with its secret key, and
+    with links and addresses pointing where the test's own app and mail
+    domain are."""
+    return mailflow(
+        *args,
+        database_url=settings.database_url,
+        MAILFLOW_SECRET_KEY=settings.secret_key,
+        MAILFLOW_BASE_URL=settings.base_url,
+        MAILFLOW_MAIL_DOMAIN=settings.mail_domain,
+    )
 
 
 def one_error_line(result: Result) -> str:

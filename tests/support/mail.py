@@ -13,6 +13,9 @@ from mailflow.domain.models import InboundMessage
 from mailflow.workers.inbound import process_inbound
 from mailflow.workers.runtime import Runtime
 
+# The mail domain of the tests' settings (tests/conftest.py).
+MAIL_DOMAIN = "alerts.test"
+
 
 def parsed(raw: bytes) -> EmailMessage:
     message = email.message_from_bytes(raw, policy=default)
@@ -34,47 +37,116 @@ def html_text(message: EmailMessage) -> str:
     return html
 
 
-def a_reply(sender: str, to: str, body: str, *, message_id: str | None = None) -> bytes:
+def a_reply(
+    sender: str,
+    to: str,
+    body: str,
+    *,
+    message_id: str | None = None,
+    subject: str = "Re: [CC-4720 HIGH] Remote code execution",
+    headers: dict[str, str] | None = None,
+) -> bytes:
     """A person's reply, as their mail client sends it."""
     message = EmailMessage(policy=SMTP)
     message["From"] = sender
     message["To"] = to
-    message["Subject"] = "Re: [CC-4720 HIGH] Remote code execution"
+    message["Subject"] = subject
     message["Message-ID"] = message_id or make_msgid(domain="client.example")
+    for name, value in (headers or {}).items():
+        message[name] = value
     message.set_content(body)
     return bytes(message)
 
 
-def delivery_report(bounce_to: str, recipient: str) -> bytes:
-    """An RFC 3464 report that mail to ``recipient`` could not be delivered
-    (the mailbox does not exist), sent to the bounce address ``bounce_to``."""
+def reply(
+    sender: str,
+    body: str,
+    *,
+    key: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> bytes:
+    """A reply to the reply address with ``key`` at the tests' mail domain
+    (a made-up key when none is given), with ``headers`` added."""
+    return a_reply(
+        sender,
+        f"reply+{key or 'x'}@{MAIL_DOMAIN}",
+        body,
+        subject="Re: [HIGH] CC-4720",
+        headers=headers,
+    )
+
+
+def html_message(markup: str) -> EmailMessage:
+    """A message whose only body is the HTML ``markup``."""
+    message = EmailMessage()
+    message["Subject"] = "Re: Alert"
+    message.set_content(markup, subtype="html")
+    return message
+
+
+def plain_message(text: str) -> EmailMessage:
+    """A message whose only body is the plain ``text``."""
+    message = EmailMessage()
+    message["Subject"] = "Re: Alert"
+    message.set_content(text)
+    return message
+
+
+def delivery_report(
+    bounce_to: str,
+    recipient: str,
+    *,
+    action: str = "failed",
+    reporting_mta: str = "mx.example",
+) -> bytes:
+    """An RFC 3464 report from ``reporting_mta`` that mail to ``recipient``
+    could not be delivered (the mailbox does not exist; with ``action``
+    "delayed", not yet), sent to the bounce address ``bounce_to``."""
+    status = "5.1.1" if action == "failed" else "4.4.1"
     return (
-        "From: Mail Delivery System <MAILER-DAEMON@mx.example>\r\n"
+        f"From: Mail Delivery System <MAILER-DAEMON@{reporting_mta}>\r\n"
         f"To: {bounce_to}\r\n"
         "Subject: Undelivered Mail Returned to Sender\r\n"
-        f"Message-ID: {make_msgid(domain='mx.example')}\r\n"
+        f"Message-ID: {make_msgid(domain=reporting_mta)}\r\n"
         "Auto-Submitted: auto-replied\r\n"
         "MIME-Version: 1.0\r\n"
         'Content-Type: multipart/report; report-type=delivery-status; boundary="b1"\r\n'
         "\r\n--b1\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered.\r\n"
         "--b1\r\nContent-Type: message/delivery-status\r\n\r\n"
-        "Reporting-MTA: dns; mx.example\r\n\r\n"
+        f"Reporting-MTA: dns; {reporting_mta}\r\n\r\n"
         f"Final-Recipient: rfc822; {recipient}\r\n"
-        "Action: failed\r\nStatus: 5.1.1\r\n"
+        f"Action: {action}\r\nStatus: {status}\r\n"
         f"Diagnostic-Code: smtp; 550 5.1.1 <{recipient}>: Recipient address rejected\r\n"
         "\r\n--b1--\r\n"
     ).encode()
 
 
-def receive_and_process(
-    runtime: Runtime, raw: bytes, *, to: str, envelope_from: str | None
+def delivery_status_notification(bounce_to: str, action: str = "failed") -> bytes:
+    """Riverside's mail server reporting to ``bounce_to`` that Raj's mail
+    failed (or, with ``action`` "delayed", is delayed)."""
+    return delivery_report(
+        bounce_to,
+        "raj@riverside.example",
+        action=action,
+        reporting_mta="mx.riverside.example",
+    )
+
+
+def receive(
+    runtime: Runtime,
+    raw: bytes,
+    *,
+    to: str,
+    envelope_from: str | None = "someone@client.example",
+    source: str = "smtp",
 ) -> InboundMessage:
-    """Store a message as the inbound server does, then process it."""
+    """Store a message as the inbound server (or the IMAP poller, by
+    ``source``) does, then process it."""
     with runtime.sessions.begin() as session:
         stored = store_inbound_message(
             session,
             raw,
-            source="smtp",
+            source=source,
             envelope_from=envelope_from,
             envelope_to=[to],
             now=runtime.clock(),

@@ -1,12 +1,16 @@
-"""Helpers for tests of the web pages: people with an authenticator app,
-the links their emails carry, a client that fills in forms as a browser
-does, and counts of what the database holds."""
+"""The web pages as a test drives them: a seeded database with an alert,
+three people with authenticator apps, the app behind Starlette's test
+client, the links their emails carry, a client that fills in forms as a
+browser does, and counts of what the database holds.
+
+The ``web`` and ``quick_scrypt`` fixtures are registered for every test
+by tests/conftest.py."""
 
 from __future__ import annotations
 
 import base64
 import json
-import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,10 +18,12 @@ from datetime import timedelta
 from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import default
+from html.parser import HTMLParser
 from typing import Any
 
 import itsdangerous
 import pyotp
+import pytest
 import sqlalchemy as sa
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -25,10 +31,12 @@ from starlette.testclient import TestClient
 
 from mailflow.config import Settings
 from mailflow.domain import mfa
+from mailflow.domain.confirmations import AnswerToConfirm, record_pending_answers
 from mailflow.domain.models import Alert, Base, Delivery, OutgoingEmail, User
 from mailflow.domain.statuses import AnswerStatus
 from mailflow.domain.verified_sessions import start_verified_session
 from mailflow.mail.alert_email import answer_tokens
+from mailflow.mail.replies import confirmation_link
 from mailflow.web import create_app
 from mailflow.web.security import session_cookie_name, session_secret
 from mailflow.workers.runtime import Runtime, utc_now
@@ -36,7 +44,10 @@ from tests.support.seed import issue, seed_people
 
 BASE = "https://mailflow.test"
 ANSWER_TABLES = ("answers", "alert_statuses", "used_tokens", "outgoing_emails", "jobs")
-_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+ENROLLED = ("raj@riverside.example", "li@itservices.example", "bea@brookfield.example")
+
+
+# ------------------------------------------------------- people and links
 
 
 def user_id(session: Session, email: str) -> int:
@@ -78,6 +89,29 @@ def answer_link(
     return f"/r/{token}"
 
 
+def pending_link(
+    session: Session, settings: Settings, email: str, answers: list[AnswerToConfirm]
+) -> str:
+    """The path of a "confirm your answer" link, as for a reply."""
+    uid = user_id(session, email)
+    alert = session.scalars(select(Alert)).one()
+    confirmation = record_pending_answers(
+        session,
+        user_id=uid,
+        alert_id=alert.id,
+        delivery_id=None,
+        inbound_message_id=None,
+        answers=answers,
+        now=utc_now(),
+        lifetime=timedelta(hours=24),
+    )
+    session.commit()
+    return confirmation_link(settings, confirmation).removeprefix(settings.base_url)
+
+
+# ------------------------------------------------- what the database holds
+
+
 def row_counts(engine: sa.Engine) -> dict[str, int]:
     with engine.connect() as conn:
         return {
@@ -91,10 +125,67 @@ def answer_counts(engine: sa.Engine) -> dict[str, int]:
     return {name: counts[name] for name in ANSWER_TABLES}
 
 
+def emails_of_kind(session: Session, kind: str) -> list[EmailMessage]:
+    rows = session.scalars(
+        select(OutgoingEmail.raw).where(OutgoingEmail.kind == kind).order_by(OutgoingEmail.id)
+    ).all()
+    out = []
+    for raw in rows:
+        parsed = message_from_bytes(raw, policy=default)
+        assert isinstance(parsed, EmailMessage)
+        out.append(parsed)
+    return out
+
+
+# ------------------------------------------------------------------- forms
+
+
+class FormReader(HTMLParser):
+    """The CSRF token, the error summary's links and each field's
+    aria-describedby, read from a page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.csrf: str | None = None
+        self.summary_links: list[str] = []
+        self.described: dict[str, str] = {}
+        self.ids: set[str] = set()
+        self.labels_for: set[str] = set()
+        self.inputs: list[tuple[str, str]] = []
+        self._in_summary = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        if "id" in a:
+            self.ids.add(a["id"])
+        if tag == "input" and a.get("name") == "csrf_token":
+            self.csrf = a["value"]
+        if tag == "div" and "error-summary" in a.get("class", ""):
+            self._in_summary = True
+        if tag == "a" and self._in_summary:
+            self.summary_links.append(a["href"])
+        if tag in ("input", "textarea") and a.get("type") != "hidden":
+            self.inputs.append((a.get("id", ""), a.get("type", tag)))
+            if "aria-describedby" in a:
+                self.described[a["id"]] = a["aria-describedby"]
+        if tag == "label":
+            self.labels_for.add(a.get("for", ""))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "ul" and self._in_summary:
+            self._in_summary = False
+
+
+def read_form(html: str) -> FormReader:
+    reader = FormReader()
+    reader.feed(html)
+    return reader
+
+
 def csrf_of(html: str) -> str:
-    found = _CSRF.search(html)
-    assert found, "the page has no form with a CSRF token"
-    return found.group(1)
+    csrf = read_form(html).csrf
+    assert csrf, "the page has no form with a CSRF token"
+    return csrf
 
 
 def post_form(client: TestClient, path: str, data: dict[str, Any]) -> Any:
@@ -102,6 +193,9 @@ def post_form(client: TestClient, path: str, data: dict[str, Any]) -> Any:
     page = client.get(path)
     assert page.status_code == 200, page.text
     return client.post(path, data={"csrf_token": csrf_of(page.text), **data}, follow_redirects=True)
+
+
+# ---------------------------------------------------------- session cookies
 
 
 def read_session_cookie(settings: Settings, client: TestClient) -> dict[str, Any]:
@@ -134,16 +228,7 @@ def verified_session_cookie(
     )
 
 
-def emails_of_kind(session: Session, kind: str) -> list[EmailMessage]:
-    rows = session.scalars(
-        select(OutgoingEmail.raw).where(OutgoingEmail.kind == kind).order_by(OutgoingEmail.id)
-    ).all()
-    out = []
-    for raw in rows:
-        parsed = message_from_bytes(raw, policy=default)
-        assert isinstance(parsed, EmailMessage)
-        out.append(parsed)
-    return out
+# ------------------------------------------------------------- the web app
 
 
 @dataclass
@@ -175,7 +260,16 @@ class Web:
         )
 
 
-ENROLLED = ("raj@riverside.example", "li@itservices.example", "bea@brookfield.example")
+def verified_client(web: Web, uid: int) -> tuple[TestClient, str]:
+    """A client whose session gave a second factor for ``uid`` just now,
+    and its CSRF token."""
+    csrf = f"csrf-{uid}-{time.monotonic_ns()}"
+    client = TestClient(web.app, base_url=BASE)
+    client.cookies.set(
+        session_cookie_name(web.settings),
+        verified_session_cookie(web.settings, web.runtime.sessions, uid, csrf),
+    )
+    return client, csrf
 
 
 @contextmanager
@@ -193,3 +287,17 @@ def running_web(settings: Settings, session: Session, engine: sa.Engine) -> Iter
             yield Web(settings, runtime, app, client, session, engine, enrolled)
     finally:
         runtime.close()
+
+
+@pytest.fixture
+def quick_scrypt(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Recovery codes are hashed with scrypt; its full cost only slows tests.
+    monkeypatch.setattr(mfa, "SCRYPT_N", 2**10)
+
+
+@pytest.fixture
+def web(
+    settings: Settings, session: Session, engine: sa.Engine, quick_scrypt: None
+) -> Iterator[Web]:
+    with running_web(settings, session, engine) as running:
+        yield running
