@@ -651,22 +651,15 @@ def test_a_job_delivered_twice_at_once_processes_and_sends_once(
     assert [e.state for e in outgoing(session)] == ["sent"]
 
 
-def test_a_reply_is_parsed_while_no_write_transaction_waits_for_it(
-    runtime: Runtime,
-    keys: dict[str, Delivery],
-    session: Session,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def parsing_while_someone_writes(runtime: Runtime, finished_at_once: list[bool]) -> Any:
+    """A stand-in for parse_reply that has another writer lock the message
+    while the reply is parsed: that writer finishes at once (noted in
+    ``finished_at_once``) only if parsing holds no write transaction."""
     import threading
 
     from mailflow.mail.reply_form import parse_reply
 
-    ann = keys["ann@riverside.example"]
-    finished_at_once: list[bool] = []
-
-    def parse_while_someone_writes(text: str, **kwargs: object) -> object:
-        # Another writer locks the same message while the reply is parsed:
-        # it finishes at once only if parsing holds no write transaction.
+    def parse(text: str, **kwargs: object) -> object:
         def write() -> None:
             with runtime.sessions.begin() as writing:
                 writing.get(InboundMessage, 1, with_for_update=True)
@@ -676,6 +669,19 @@ def test_a_reply_is_parsed_while_no_write_transaction_waits_for_it(
         writer.join(timeout=2)
         finished_at_once.append(not writer.is_alive())
         return parse_reply(text, **kwargs)  # type: ignore[arg-type]
+
+    return parse
+
+
+def test_a_reply_is_parsed_while_no_write_transaction_waits_for_it(
+    runtime: Runtime,
+    keys: dict[str, Delivery],
+    session: Session,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ann = keys["ann@riverside.example"]
+    finished_at_once: list[bool] = []
+    parse_while_someone_writes = parsing_while_someone_writes(runtime, finished_at_once)
 
     monkeypatch.setattr("mailflow.workers.inbound.parse_reply", parse_while_someone_writes)
     message = receive(runtime, reply("ann@riverside.example", "RXA: complete"), to=reply_to(ann))
@@ -691,24 +697,11 @@ def test_a_reply_parsed_before_the_persons_access_changed_is_parsed_again_outsid
     session: Session,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import threading
-
-    from mailflow.mail.reply_form import parse_reply
     from mailflow.workers import inbound
 
     li = keys["li@itservices.example"]
     finished_at_once: list[bool] = []
-
-    def parse_while_someone_writes(text: str, **kwargs: object) -> object:
-        def write() -> None:
-            with runtime.sessions.begin() as writing:
-                writing.get(InboundMessage, 1, with_for_update=True)
-
-        writer = threading.Thread(target=write, daemon=True)
-        writer.start()
-        writer.join(timeout=2)
-        finished_at_once.append(not writer.is_alive())
-        return parse_reply(text, **kwargs)  # type: ignore[arg-type]
+    parse_while_someone_writes = parsing_while_someone_writes(runtime, finished_at_once)
 
     # The first parse saw Li holding only RXB (her RXC access came later).
     real_beforehand = inbound._parse_beforehand
