@@ -12,6 +12,7 @@ import click
 
 from mailflow.cli.context import Context, actor_name, pass_context, reported_errors
 from mailflow.domain.alert_reports import (
+    DeliveryLine,
     DeliveryReport,
     StatusReport,
     delivery_report,
@@ -121,18 +122,19 @@ def delivery_report_data(report: DeliveryReport) -> dict[str, Any]:
         "references": facts.references,
         "audience": report.audience,
         "delivery_counts": report.delivery_counts,
-        "deliveries": [
-            {
-                "recipient": line.recipient,
-                "organisations": line.organisations,
-                "state": line.state,
-                "attempts": line.attempts,
-                "last_error": line.last_error,
-                "message_id": line.message_id,
-                "sent_at": line.sent_at.isoformat() if line.sent_at else None,
-            }
-            for line in report.deliveries
-        ],
+        "deliveries": [delivery_line_data(line) for line in report.deliveries],
+    }
+
+
+def delivery_line_data(line: DeliveryLine) -> dict[str, Any]:
+    return {
+        "recipient": line.recipient,
+        "organisations": line.organisations,
+        "state": line.state,
+        "attempts": line.attempts,
+        "last_error": line.last_error,
+        "message_id": line.message_id,
+        "sent_at": line.sent_at.isoformat() if line.sent_at else None,
     }
 
 
