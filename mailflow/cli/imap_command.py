@@ -7,75 +7,82 @@ from typing import TYPE_CHECKING
 
 import click
 
+from mailflow.cli.context import Context, fail
+from mailflow.cli.running import run_until_stopped
+from mailflow.config import ConfigError
+
 if TYPE_CHECKING:
-    from mailflow.cli.main import Context
+    from mailflow.edges.imap import ImapPoller
 
 
-def register(group: click.Group) -> None:
-    """Adds the command to the `mailflow` group."""
+@click.command("imap")
+@click.option(
+    "--once",
+    is_flag=True,
+    help="Do one pass over the mailbox and exit (non-zero if it failed), "
+    "e.g. from cron, instead of polling until stopped.",
+)
+@click.pass_obj
+def imap(ctx: Context, once: bool) -> None:
+    """Poll an IMAP mailbox for replies: store each new message, then
+    mark it as MAILFLOW_IMAP_AFTER says.
 
-    @group.command("imap")
-    @click.option(
-        "--once",
-        is_flag=True,
-        help="Do one pass over the mailbox and exit (non-zero if it failed), "
-        "e.g. from cron, instead of polling until stopped.",
+    The mailbox is MAILFLOW_IMAP_URL,
+    imap://user:password@host:port/MAILBOX (imaps:// for TLS; the user
+    name and password URL-encoded; MAILBOX defaults to INBOX).
+
+    Every message is stored, raw, before anything is done to it on the
+    server; then, by MAILFLOW_IMAP_AFTER, it is marked \\Seen ("seen",
+    the default), moved ("move:FOLDER", creating FOLDER if needed) or
+    deleted ("delete").  The poller remembers the mailbox's UIDVALIDITY
+    and the last UID it stored, so a restart never stores a message
+    twice.
+
+    Between passes it waits for new mail with IMAP IDLE when the server
+    offers it, else every MAILFLOW_IMAP_POLL_SECONDS.  Connection errors
+    are logged and retried with a growing pause (up to a minute).
+    Stop it with SIGTERM or Ctrl-C."""
+    # Imported here: only the commands that poll pay for loading
+    # imapclient.
+    from mailflow.edges.imap import ImapPoller
+
+    if not ctx.settings.imap_url:
+        fail(
+            "configuration: MAILFLOW_IMAP_URL is not set; set it to "
+            "imap://user:password@host:port/MAILBOX (imaps:// for TLS)",
+            code=2,
+        )
+    ctx.require_schema()
+    try:
+        poller = ImapPoller(ctx.runtime)
+    except ConfigError as exc:
+        fail(f"configuration: {exc}", code=2)
+
+    if once:
+        poll_once(poller)
+    else:
+        poll_until_stopped(poller)
+
+
+def poll_once(poller: ImapPoller) -> None:
+    try:
+        result = poller.poll_once()
+    except Exception as exc:  # every failure ends in one clear line
+        fail(poller.describe_failure(exc))
+    finally:
+        poller.close()
+    click.echo(
+        f"{poller.key}: {result.stored} new messages stored, "
+        f"{result.finished} finished ({poller.after.describe()})"
     )
-    @click.pass_obj
-    def imap(ctx: Context, once: bool) -> None:
-        """Poll an IMAP mailbox for replies: store each new message, then
-        mark it as MAILFLOW_IMAP_AFTER says.
 
-        The mailbox is MAILFLOW_IMAP_URL,
-        imap://user:password@host:port/MAILBOX (imaps:// for TLS; the user
-        name and password URL-encoded; MAILBOX defaults to INBOX).
 
-        Every message is stored, raw, before anything is done to it on the
-        server; then, by MAILFLOW_IMAP_AFTER, it is marked \\Seen ("seen",
-        the default), moved ("move:FOLDER", creating FOLDER if needed) or
-        deleted ("delete").  The poller remembers the mailbox's UIDVALIDITY
-        and the last UID it stored, so a restart never stores a message
-        twice.
+def poll_until_stopped(poller: ImapPoller) -> None:
+    stop = threading.Event()
+    thread = threading.Thread(target=poller.run, args=(stop,), name="imap-poller")
 
-        Between passes it waits for new mail with IMAP IDLE when the server
-        offers it, else every MAILFLOW_IMAP_POLL_SECONDS.  Connection errors
-        are logged and retried with a growing pause (up to a minute).
-        Stop it with SIGTERM or Ctrl-C."""
-        # Imported here: mailflow.cli.main imports this module.
-        from mailflow.cli.main import fail, run_until_stopped
-        from mailflow.config import ConfigError
-        from mailflow.edges.imap import ImapPoller
+    def stop_polling() -> None:
+        stop.set()
+        thread.join()
 
-        if not ctx.settings.imap_url:
-            fail(
-                "configuration: MAILFLOW_IMAP_URL is not set; set it to "
-                "imap://user:password@host:port/MAILBOX (imaps:// for TLS)",
-                code=2,
-            )
-        ctx.require_schema()
-        try:
-            poller = ImapPoller(ctx.runtime)
-        except ConfigError as exc:
-            fail(f"configuration: {exc}", code=2)
-
-        if once:
-            try:
-                result = poller.poll_once()
-            except Exception as exc:  # every failure ends in one clear line
-                fail(poller.describe_failure(exc))
-            finally:
-                poller.close()
-            click.echo(
-                f"{poller.key}: {result.stored} new messages stored, "
-                f"{result.finished} finished ({poller.after.describe()})"
-            )
-            return
-
-        stop = threading.Event()
-        thread = threading.Thread(target=poller.run, args=(stop,), name="imap-poller")
-
-        def stop_polling() -> None:
-            stop.set()
-            thread.join()
-
-        run_until_stopped(thread.start, stop_polling)
+    run_until_stopped(thread.start, stop_polling)

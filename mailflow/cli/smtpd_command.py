@@ -3,95 +3,72 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
 
 import click
 
-from mailflow.config import parse_host_port
-
-if TYPE_CHECKING:
-    from mailflow.cli.main import Context
+from mailflow.cli.context import Context, fail
+from mailflow.cli.running import HostPort, run_until_stopped, show_addr
 
 log = logging.getLogger("mailflow")
 
 
-class HostPort(click.ParamType[tuple[str, int], Any]):
-    name = "HOST:PORT"
+@click.command("smtpd")
+@click.option(
+    "--lmtp",
+    is_flag=True,
+    help="Speak LMTP (RFC 2033) instead of SMTP, for delivery from a local MTA "
+    "(Postfix, Exim): one reply per recipient after DATA.",
+)
+@click.option(
+    "--listen",
+    type=HostPort(),
+    metavar="HOST:PORT",
+    help="Where to listen (default: MAILFLOW_INBOUND_ADDR, 127.0.0.1:8025).",
+)
+@click.pass_obj
+def smtpd(ctx: Context, lmtp: bool, listen: tuple[str, int] | None) -> None:
+    """Receive replies and bounces by SMTP (or LMTP) and store them.
 
-    def convert(
-        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
-    ) -> tuple[str, int]:
-        if isinstance(value, tuple):
-            return value
+    Takes mail only for reply+KEY@ and bounce+KEY@ the mail domain
+    (MAILFLOW_MAIL_DOMAIN) whose key an alert email holds, and for the
+    service addresses there (MAILFLOW_SERVICE_ADDRESSES); any other
+    recipient is refused (550), and recipients past
+    MAILFLOW_INBOUND_MAX_RECIPIENTS get 452.  A message is answered 250
+    only once it is committed to the database with its processing job;
+    if it cannot be stored the answer is 451 and the sender tries again
+    later.  Messages over MAILFLOW_INBOUND_MAX_BYTES get 552; messages
+    with a bare CR or LF get 550.  Replies are then processed by
+    `mailflow worker`.
+
+    Connections past MAILFLOW_INBOUND_MAX_SESSIONS (or
+    MAILFLOW_INBOUND_MAX_SESSIONS_PER_CLIENT from one address) hear 421.
+    Every hour, ignored messages older than
+    MAILFLOW_INBOUND_RETENTION_DAYS are deleted.
+
+    Point the domain's MX at it, or have your MTA deliver to it with
+    --lmtp.  Stops on SIGTERM or Ctrl-C, letting messages being stored
+    finish."""
+    # Imported here: only the commands that run the server pay for
+    # loading aiosmtpd.
+    from mailflow.edges.smtpd import InboundServer
+
+    ctx.require_schema()
+    settings = ctx.settings
+    host, port = listen or settings.inbound_addr
+    server = InboundServer(ctx.runtime, host, port, lmtp=lmtp)
+
+    def start() -> None:
         try:
-            return parse_host_port(str(value).strip())
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
+            server.start()
+        except OSError as exc:
+            fail(f"cannot listen on {show_addr(host, port)}: {exc.strerror or exc}", code=2)
+        log.info(
+            "%s server listening on %s for mail to %s (at most %d bytes a message)",
+            "LMTP" if lmtp else "SMTP",
+            show_addr(host, server.port),
+            settings.mail_domain,
+            settings.inbound_max_bytes,
+        )
 
-
-def _show(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def register(group: click.Group) -> None:
-    """Adds the command to the `mailflow` group."""
-
-    @group.command("smtpd")
-    @click.option(
-        "--lmtp",
-        is_flag=True,
-        help="Speak LMTP (RFC 2033) instead of SMTP, for delivery from a local MTA "
-        "(Postfix, Exim): one reply per recipient after DATA.",
-    )
-    @click.option(
-        "--listen",
-        type=HostPort(),
-        metavar="HOST:PORT",
-        help="Where to listen (default: MAILFLOW_INBOUND_ADDR, 127.0.0.1:8025).",
-    )
-    @click.pass_obj
-    def smtpd(ctx: Context, lmtp: bool, listen: tuple[str, int] | None) -> None:
-        """Receive replies and bounces by SMTP (or LMTP) and store them.
-
-        Takes mail only for reply+KEY@ and bounce+KEY@ the mail domain
-        (MAILFLOW_MAIL_DOMAIN) whose key an alert email holds, and for the
-        service addresses there (MAILFLOW_SERVICE_ADDRESSES); any other
-        recipient is refused (550), and recipients past
-        MAILFLOW_INBOUND_MAX_RECIPIENTS get 452.  A message is answered 250
-        only once it is committed to the database with its processing job;
-        if it cannot be stored the answer is 451 and the sender tries again
-        later.  Messages over MAILFLOW_INBOUND_MAX_BYTES get 552; messages
-        with a bare CR or LF get 550.  Replies are then processed by
-        `mailflow worker`.
-
-        Connections past MAILFLOW_INBOUND_MAX_SESSIONS (or
-        MAILFLOW_INBOUND_MAX_SESSIONS_PER_CLIENT from one address) hear 421.
-        Every hour, ignored messages older than
-        MAILFLOW_INBOUND_RETENTION_DAYS are deleted.
-
-        Point the domain's MX at it, or have your MTA deliver to it with
-        --lmtp.  Stops on SIGTERM or Ctrl-C, letting messages being stored
-        finish."""
-        from mailflow.cli.main import fail, run_until_stopped
-        from mailflow.edges.smtpd import InboundServer
-
-        ctx.require_schema()
-        settings = ctx.settings
-        host, port = listen or settings.inbound_addr
-        server = InboundServer(ctx.runtime, host, port, lmtp=lmtp)
-
-        def start() -> None:
-            try:
-                server.start()
-            except OSError as exc:
-                fail(f"cannot listen on {_show(host, port)}: {exc.strerror or exc}", code=2)
-            log.info(
-                "%s server listening on %s for mail to %s (at most %d bytes a message)",
-                "LMTP" if lmtp else "SMTP",
-                _show(host, server.port),
-                settings.mail_domain,
-                settings.inbound_max_bytes,
-            )
-
-        run_until_stopped(start, server.stop)
-        log.info("inbound server stopped")
+    run_until_stopped(start, server.stop)
+    log.info("inbound server stopped")

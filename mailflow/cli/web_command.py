@@ -8,13 +8,12 @@ from typing import TYPE_CHECKING
 
 import click
 
-from mailflow.cli.smtpd_command import HostPort
+from mailflow.cli.context import Context, fail
+from mailflow.cli.running import HostPort
+from mailflow.workers.runtime import Runtime
 
 if TYPE_CHECKING:
     import uvicorn
-
-    from mailflow.cli.main import Context
-    from mailflow.workers.runtime import Runtime
 
 log = logging.getLogger("mailflow")
 
@@ -22,6 +21,8 @@ log = logging.getLogger("mailflow")
 def web_server(runtime: Runtime, host: str, port: int) -> uvicorn.Server:
     """A uvicorn server for the web app; ``serve`` runs it in a thread and
     stops it with ``should_exit``."""
+    # Imported here: only the commands that serve the pages pay for loading
+    # uvicorn, Starlette and the page templates.
     import uvicorn
 
     from mailflow.web import create_app
@@ -45,36 +46,31 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return socket.create_server((host, port), family=family)
 
 
-def register(group: click.Group) -> None:
-    """Adds the command to the `mailflow` group."""
+@click.command("web")
+@click.option(
+    "--listen",
+    type=HostPort(),
+    metavar="HOST:PORT",
+    help="Where to listen (default: MAILFLOW_WEB_ADDR, 127.0.0.1:8000).",
+)
+@click.pass_obj
+def web(ctx: Context, listen: tuple[str, int] | None) -> None:
+    """Serve the web pages: confirming answers with a second factor
+    (the /r/ and /c/ links in emails) and setting up an authenticator
+    app (the /enrol/ link in welcome emails).
 
-    @group.command("web")
-    @click.option(
-        "--listen",
-        type=HostPort(),
-        metavar="HOST:PORT",
-        help="Where to listen (default: MAILFLOW_WEB_ADDR, 127.0.0.1:8000).",
-    )
-    @click.pass_obj
-    def web(ctx: Context, listen: tuple[str, int] | None) -> None:
-        """Serve the web pages: confirming answers with a second factor
-        (the /r/ and /c/ links in emails) and setting up an authenticator
-        app (the /enrol/ link in welcome emails).
-
-        Serves plain HTTP: put it behind a TLS proxy at MAILFLOW_BASE_URL.
-        Stops on SIGTERM or Ctrl-C."""
-        from mailflow.cli.main import fail
-
-        ctx.require_schema()
-        host, port = listen or ctx.settings.web_addr
-        try:
-            sock = listening_socket(host, port)
-        except OSError as exc:
-            fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}", code=2)
-        server = web_server(ctx.runtime, host, port)
-        log.info("web pages on http://%s:%s for %s", host, port, ctx.settings.base_url)
-        # uvicorn handles SIGTERM and Ctrl-C itself, finishing requests in flight.
-        server.run(sockets=[sock])
-        if not server.started:
-            fail(f"cannot listen on {host}:{port}", code=2)
-        log.info("web server stopped")
+    Serves plain HTTP: put it behind a TLS proxy at MAILFLOW_BASE_URL.
+    Stops on SIGTERM or Ctrl-C."""
+    ctx.require_schema()
+    host, port = listen or ctx.settings.web_addr
+    try:
+        sock = listening_socket(host, port)
+    except OSError as exc:
+        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}", code=2)
+    server = web_server(ctx.runtime, host, port)
+    log.info("web pages on http://%s:%s for %s", host, port, ctx.settings.base_url)
+    # uvicorn handles SIGTERM and Ctrl-C itself, finishing requests in flight.
+    server.run(sockets=[sock])
+    if not server.started:
+        fail(f"cannot listen on {host}:{port}", code=2)
+    log.info("web server stopped")

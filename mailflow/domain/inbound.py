@@ -195,6 +195,17 @@ def retry_inbound(session: Session, message_id: int, *, now: datetime, actor: st
     )
 
 
+def recent_inbound_messages(
+    session: Session, *, failed_only: bool, limit: int
+) -> list[InboundMessage]:
+    """The newest ``limit`` messages received (only failed ones if asked),
+    newest first."""
+    query = select(InboundMessage).order_by(InboundMessage.id.desc()).limit(limit)
+    if failed_only:
+        query = query.where(InboundMessage.state == InboundState.FAILED)
+    return list(session.scalars(query))
+
+
 # Messages deleted per transaction by a purge, so that it never holds the
 # write lock long enough to keep the SMTP edge's commits waiting.
 PURGE_BATCH = 200

@@ -121,5 +121,13 @@ def find_organisation(session: Session, code: str) -> Organisation | None:
     return session.scalar(select(Organisation).where(Organisation.code == code.strip().upper()))
 
 
+def list_organisations(session: Session, *, include_closed: bool) -> list[Organisation]:
+    """Organisations in code order; closed ones only if asked for."""
+    query = select(Organisation).order_by(Organisation.code)
+    if not include_closed:
+        query = query.where(Organisation.closed_on.is_(None))
+    return list(session.scalars(query))
+
+
 def _text(value: object) -> str | None:
     return None if value is None else str(value)

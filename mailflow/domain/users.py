@@ -29,6 +29,15 @@ def normalise_email(address: str) -> str:
     return checked.normalized.lower()
 
 
+def get_user(session: Session, email: str) -> User:
+    """The person with this address, active or not; NotFound if none."""
+    address = normalise_email(email)
+    user = session.scalar(select(User).where(User.email == address))
+    if user is None:
+        raise NotFound(f"no user {address}")
+    return user
+
+
 @dataclass(frozen=True)
 class AddedUser:
     user: User
@@ -126,10 +135,8 @@ def remove_user(
     """Take away a role at one organisation, or (without ``org_code``) every
     role: the person is then inactive.  The row stays, because deliveries,
     answers and the audit log name them."""
-    address = normalise_email(email)
-    user = session.scalar(select(User).where(User.email == address))
-    if user is None:
-        raise NotFound(f"no user {address}")
+    user = get_user(session, email)
+    address = user.email
     if org_code is not None:
         org = find_organisation(session, org_code)
         membership = next(

@@ -1,0 +1,70 @@
+"""The top-level ``mailflow`` group, and every command joining it.
+
+Imports run one way: this module imports the command modules, which
+import the shared plumbing (``context``, ``failures``, ``running``);
+nothing imports this module but the entry point, ``main``."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from mailflow.cli.alert_command import alert
+from mailflow.cli.config_command import show_config
+from mailflow.cli.context import Context
+from mailflow.cli.db_command import db
+from mailflow.cli.failures import ReportingGroup
+from mailflow.cli.imap_command import imap
+from mailflow.cli.inbound_command import inbound
+from mailflow.cli.mail_command import mail
+from mailflow.cli.orgs_command import orgs
+from mailflow.cli.serve_command import serve
+from mailflow.cli.smtpd_command import smtpd
+from mailflow.cli.users_command import users
+from mailflow.cli.web_command import web
+from mailflow.cli.worker_command import worker
+
+log = logging.getLogger("mailflow")
+
+
+@click.group(
+    "mailflow", cls=ReportingGroup, context_settings={"help_option_names": ["-h", "--help"]}
+)
+@click.version_option(package_name="mailflow", prog_name="mailflow", message="%(prog)s %(version)s")
+@click.option("-v", "--verbose", is_flag=True, help="Log more detail.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool) -> None:
+    """mailflow: issue cyber alerts and collect each organisation's
+    remediation status by email.
+
+    Settings come from MAILFLOW_* environment variables or
+    config/mailflow.toml; see `mailflow config`."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # Our own progress at INFO; libraries (alembic, pika, dramatiq) only
+    # when something is wrong, unless --verbose.
+    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    context = Context()
+    ctx.obj = context
+    ctx.call_on_close(context.close)
+
+
+# `mailflow --help` lists them by name, whatever the order here.
+for command in (
+    show_config,
+    db,
+    orgs,
+    users,
+    alert,
+    worker,
+    serve,
+    smtpd,
+    web,
+    imap,
+    inbound,
+    mail,
+):
+    cli.add_command(command)
