@@ -494,3 +494,13 @@ def test_a_type_given_for_the_whole_file_wins_over_the_type_column(tmp_path: Pat
         ("RXA", "hospital", 2),
         ("QAB", "hospital", 3),
     ]
+
+
+def test_one_organisation_is_counted_as_one(database_url: str, tmp_path: Path) -> None:
+    csv = tmp_path / "one.csv"
+    csv.write_text("code,name,type\nRXA,Riverside Acute NHS Trust,trust\n", encoding="utf-8")
+
+    result = mailflow(database_url, "orgs", "import", str(csv))
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "1 organisation read: 1 new, 0 updated, 0 closed, 0 unchanged\n"

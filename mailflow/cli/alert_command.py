@@ -147,7 +147,7 @@ def print_delivery_report(report: DeliveryReport, zone: ZoneInfo) -> None:
         + ("" if facts.response_required else " (response not required)")
     )
     audience = report.audience
-    click.echo(f"audience  {len(audience)} organisations: {', '.join(audience)}")
+    click.echo(f"audience  {counted(len(audience), 'organisation')}: {', '.join(audience)}")
     counts = report.delivery_counts.items()
     click.echo(f"emails    {', '.join(f'{n} {state}' for state, n in counts) or 'none'}")
     click.echo("")
@@ -209,7 +209,7 @@ def print_status_report(report: StatusReport, zone: ZoneInfo) -> None:
     answered = sum(1 for line in lines if line.status)
     click.echo(f"{facts.reference}  {facts.title}")
     click.echo(f"deadline  {format_time(facts.deadline_at, zone)}")
-    click.echo(f"answered  {answered} of {len(lines)} organisations")
+    click.echo(f"answered  {answered} of {counted(len(lines), 'organisation')}")
     click.echo("")
     for line in lines:
         print_status_line(line, zone)

@@ -9,6 +9,7 @@ import click
 from mailflow.cli.context import Context, actor_name, pass_context, reported_errors
 from mailflow.domain.organisations import import_organisations, list_organisations
 from mailflow.intake.organisation_files import read_organisation_file
+from mailflow.mail.templates import counted
 
 
 @click.group()
@@ -34,7 +35,8 @@ def orgs_import(ctx: Context, file: Path, org_type: str | None) -> None:
                 session, records, now=ctx.runtime.clock(), actor=actor_name(), source=file.name
             )
     click.echo(
-        f"{len(records)} organisations read: {summary.created} new, {summary.updated} updated, "
+        f"{counted(len(records), 'organisation')} read: "
+        f"{summary.created} new, {summary.updated} updated, "
         f"{summary.closed} closed, {summary.unchanged} unchanged"
     )
 
