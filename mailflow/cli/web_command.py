@@ -43,7 +43,18 @@ def listening_socket(host: str, port: int) -> socket.socket:
     """The web server's socket, bound here so that an address in use or not
     ours is one clear OSError, not uvicorn's own log line and exit."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return socket.create_server((host, port), family=family)
+    # The protocol is named, not left 0 as socket.create_server leaves it:
+    # asyncio sets TCP_NODELAY only on sockets whose proto is TCP, and
+    # without it every keep-alive response waited ~40 ms for a delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(socket.SOMAXCONN)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 @click.command("web")
