@@ -12,10 +12,8 @@ from sqlalchemy.orm import Session
 from mailflow.config import Settings
 from mailflow.domain.models import Alert, Answer, Delivery, Membership, Organisation, Role, User
 from mailflow.domain.statuses import AnswerStatus
-from mailflow.mail.messages import build_message, notification_headers, thread_headers
-from mailflow.mail.one_off import queue_email_to_person
+from mailflow.mail.one_off import ThreadHeaders, send_one_off
 from mailflow.mail.replies import AnswerLines, describe_answer
-from mailflow.mail.templates import render_service_email
 
 RECEIPT_KIND = "receipt"
 
@@ -68,10 +66,11 @@ def queue_receipts(
         )
     }
     for recipient, lines in recipients.values():
-        rendered = render_service_email(
+        send_one_off(
+            session,
             settings,
-            "receipt",
-            {
+            template="receipt",
+            context={
                 "recipient_name": recipient.name,
                 "for_answerer": recipient.id == user.id,
                 "answerer_name": user.name,
@@ -82,16 +81,9 @@ def queue_receipts(
                 "within_deadline": now <= alert.deadline_at,
                 "needs_update": needs_update,
             },
-        )
-        headers = notification_headers(
-            settings, recipient, now, extra=thread_headers(alert_message_ids.get(recipient.id))
-        )
-        queue_email_to_person(
-            session,
-            settings,
+            to=recipient,
             kind=RECEIPT_KIND,
-            user=recipient,
-            raw=bytes(build_message(rendered, headers)),
             now=now,
+            thread=ThreadHeaders(alert_message_ids.get(recipient.id)),
         )
     return len(recipients)
