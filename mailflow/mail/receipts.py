@@ -10,8 +10,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailflow.config import Settings
-from mailflow.domain.models import Alert, Answer, Delivery, Membership, Organisation, Role, User
+from mailflow.domain.models import Alert, Answer, Delivery, Organisation, User
 from mailflow.domain.statuses import AnswerStatus
+from mailflow.domain.users import administrators_of
 from mailflow.mail.one_off import ThreadHeaders, send_one_off
 from mailflow.mail.replies import AnswerLines, describe_answer
 
@@ -38,18 +39,7 @@ def queue_receipts(
     recipients: dict[int, tuple[User, list[AnswerLines]]] = {
         user.id: (user, list(lines_by_org.values()))
     }
-    administrators = session.execute(
-        select(User, Membership.organisation_id)
-        .join(Membership, Membership.user_id == User.id)
-        .where(
-            Membership.organisation_id.in_(list(orgs)),
-            Membership.role == Role.ADMINISTRATOR,
-            User.active.is_(True),
-            User.id != user.id,
-        )
-        .order_by(User.id)
-    ).all()
-    for admin, org_id in administrators:
+    for admin, org_id in administrators_of(session, orgs, besides=user.id):
         recipients.setdefault(admin.id, (admin, []))[1].append(lines_by_org[org_id])
 
     needs_update = any(

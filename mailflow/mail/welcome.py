@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from mailflow.config import Settings
 from mailflow.core import links
 from mailflow.domain.models import Membership, NationalRole, Organisation, Role, User
+from mailflow.domain.users import administrators_of
 from mailflow.mail.one_off import send_one_off
 
 WELCOME_KIND = "welcome"
@@ -97,17 +98,7 @@ def queue_welcome_bounced_notices(
     many were told."""
     organisations = {o.id: o for o in _organisations(session, user)}
     administered: dict[int, tuple[User, list[Organisation]]] = {}
-    for admin, org_id in session.execute(
-        select(User, Membership.organisation_id)
-        .join(Membership, Membership.user_id == User.id)
-        .where(
-            Membership.organisation_id.in_(list(organisations)),
-            Membership.role == Role.ADMINISTRATOR,
-            User.active.is_(True),
-            User.id != user.id,
-        )
-        .order_by(User.id)
-    ):
+    for admin, org_id in administrators_of(session, organisations, besides=user.id):
         administered.setdefault(admin.id, (admin, []))[1].append(organisations[org_id])
     for admin, theirs in administered.values():
         send_one_off(
