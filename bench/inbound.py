@@ -78,7 +78,7 @@ from mailflow.domain.models import (
     User,
 )
 from mailflow.intake.alert_files import parse_alert_spec
-from mailflow.workers.inbound import CONFIRM_KIND
+from mailflow.mail.replies import CONFIRM_KIND
 from mailflow.workers.queue import QueueWorker
 from mailflow.workers.runtime import Runtime
 

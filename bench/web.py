@@ -71,6 +71,7 @@ from bench.common import (
     wait_until_serving,
     web_settings,
 )
+from mailflow.core.links import ANSWER_LINK
 from mailflow.db.engine import make_engine, make_sessionmaker
 from mailflow.db.migrate import upgrade
 from mailflow.domain import mfa
@@ -84,7 +85,6 @@ from mailflow.domain.models import (
 )
 from mailflow.domain.statuses import AnswerStatus
 from mailflow.intake.alert_files import parse_alert_spec
-from mailflow.mail.alert_email import answer_tokens
 from mailflow.web.security import session_cookie_name
 
 RECEIPT_KIND = "receipt"
@@ -407,7 +407,7 @@ def populate(database_url: str, people: int, links_each: int) -> Fixture:
             )
         }
 
-    tokens = answer_tokens(web_settings(database_url))
+    tokens = ANSWER_LINK.tokens(web_settings(database_url))
     out = []
     for user_id, org_id in responders:
         links = [

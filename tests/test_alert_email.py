@@ -16,10 +16,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailflow.config import Settings
+from mailflow.core.links import ANSWER_LINK
 from mailflow.domain.deliveries import ClaimedDelivery, describe_deliveries
 from mailflow.domain.models import Alert, AlertAudience, Delivery, Organisation
 from mailflow.domain.users import add_user
-from mailflow.mail.alert_email import AlertEmailComposer, answer_tokens
+from mailflow.mail.alert_email import AlertEmailComposer
 from mailflow.mail.transport import OutgoingMessage
 from tests.support.seed import NOW, issue, seed_people
 
@@ -35,7 +36,7 @@ def parsed(message: OutgoingMessage) -> EmailMessage:
 def with_payloads(text: str, settings: Settings) -> str:
     """Links carry a timestamp, so two renders a second apart differ: compare
     what each link says instead."""
-    tokens = answer_tokens(settings)
+    tokens = ANSWER_LINK.tokens(settings)
     return TOKEN.sub(
         lambda m: "/r/" + json.dumps(tokens.verify(m.group(1), now=NOW), sort_keys=True), text
     )

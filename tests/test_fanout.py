@@ -13,9 +13,9 @@ from sqlalchemy.orm import Session
 
 from mailflow.cli.main import cli
 from mailflow.config import Settings
+from mailflow.core.links import ANSWER_LINK
 from mailflow.domain.models import AuditEvent, Delivery, DeliveryState, Job, JobState, User
 from mailflow.domain.statuses import AnswerStatus
-from mailflow.mail.alert_email import answer_tokens
 from mailflow.mail.reply_form import parse_reply
 from mailflow.workers.fanout import deliver_alert
 from mailflow.workers.queue import JobQueue
@@ -63,7 +63,7 @@ def test_every_recipient_of_a_three_organisation_alert_gets_one_correct_email(
         for d in session.scalars(select(Delivery).where(Delivery.alert_id == issued))
     }
     assert {d.state for d in deliveries.values()} == {DeliveryState.SENT}
-    tokens = answer_tokens(settings)
+    tokens = ANSWER_LINK.tokens(settings)
     for envelope in received:
         email_address = envelope.recipients[0]
         delivery = deliveries[email_address]

@@ -11,11 +11,11 @@ import smtplib
 import pytest
 from sqlalchemy import select
 
+from mailflow.core.links import Purpose
 from mailflow.domain.answers import use_token_once
 from mailflow.domain.models import Answer, AuditEvent, OutgoingEmail
 from mailflow.domain.statuses import AnswerStatus
 from mailflow.edges.smtpd import InboundServer
-from mailflow.mail.tokens import Purpose
 from mailflow.mail.welcome import enrolment_link
 from mailflow.workers.queue import QueueWorker
 from mailflow.workers.runtime import utc_now

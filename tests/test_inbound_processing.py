@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from mailflow.cli.main import cli
 from mailflow.config import Settings
+from mailflow.core.links import CONFIRM_LINK
 from mailflow.domain.inbound import store_inbound_message
 from mailflow.domain.models import (
     Confirmation,
@@ -29,7 +30,6 @@ from mailflow.domain.models import (
     OutgoingEmail,
     PendingAnswer,
 )
-from mailflow.mail.replies import confirm_tokens
 from mailflow.workers.inbound import process_inbound
 from mailflow.workers.queue import QueueWorker
 from mailflow.workers.runtime import Runtime
@@ -112,7 +112,7 @@ def test_a_reply_becomes_pending_answers_and_a_confirm_email(
     assert "Nothing has been recorded yet" in text
     assert "Riverside Acute NHS Trust (RXA): Complete" in text
     [link] = re.findall(r"https://mailflow\.test/c/\S+", text)
-    payload = confirm_tokens(settings).verify(link.rsplit("/", 1)[1])
+    payload = CONFIRM_LINK.tokens(settings).verify(link.rsplit("/", 1)[1])
     assert payload == {"c": confirmation.id, "n": confirmation.nonce, "u": ann.user_id}
 
 

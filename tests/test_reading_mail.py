@@ -13,10 +13,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailflow.config import Settings
+from mailflow.core.links import ANSWER_LINK, ENROL_LINK
 from mailflow.domain.models import User
 from mailflow.domain.statuses import AnswerStatus
-from mailflow.mail.alert_email import answer_tokens
-from mailflow.mail.welcome import enrol_tokens, queue_welcome_email
+from mailflow.mail.welcome import queue_welcome_email
 from mailflow.workers.runtime import Runtime
 from tests.support.cli import mailflow, one_error_line
 from tests.support.seed import AUDIENCE_RECIPIENTS, NOW, issue, seed_people
@@ -116,7 +116,7 @@ def test_an_alerts_links_are_listed_whole_with_what_each_records(sent: Settings)
     for label, url in answer_links.items():
         # Whole: the token in each link is the one that was signed.
         token = url.removeprefix("https://mailflow.test/r/")
-        payload = answer_tokens(sent).verify(token)
+        payload = ANSWER_LINK.tokens(sent).verify(token)
         assert AnswerStatus(payload["s"]).label in label
     assert "https://example.org/advisories/vpn" in out.splitlines()
 
@@ -129,7 +129,7 @@ def test_a_welcome_emails_set_up_link_is_listed_whole(sent: Settings) -> None:
     [line] = [line for line in out.splitlines() if "/enrol/" in line]
     label, _, url = line.rpartition(": ")
     assert label
-    assert enrol_tokens(sent).verify(url.removeprefix("https://mailflow.test/enrol/"))["u"]
+    assert ENROL_LINK.tokens(sent).verify(url.removeprefix("https://mailflow.test/enrol/"))["u"]
 
 
 @pytest.mark.parametrize("number", ["0", "99"])

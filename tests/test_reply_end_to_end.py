@@ -13,9 +13,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailflow.config import Settings
+from mailflow.core.links import CONFIRM_LINK
 from mailflow.domain.models import Delivery, DeliveryState, InboundMessage, PendingAnswer
 from mailflow.edges.smtpd import InboundServer
-from mailflow.mail.replies import confirm_tokens
 from mailflow.workers.queue import QueueWorker
 from mailflow.workers.runtime import Runtime
 from tests.support.mail import delivery_status_notification, reply
@@ -65,7 +65,7 @@ def test_a_reply_over_smtp_comes_back_as_a_confirm_link(
     assert confirm.recipients == ["ann@riverside.example"]
     text = confirm.message.get_body(("plain",)).get_content()
     [link] = re.findall(r"https://mailflow\.test/c/\S+", text)
-    payload = confirm_tokens(settings).verify(link.rsplit("/", 1)[1])
+    payload = CONFIRM_LINK.tokens(settings).verify(link.rsplit("/", 1)[1])
     session.rollback()
     answers = session.scalars(select(PendingAnswer)).all()
     assert [(a.status, a.confirmation_id) for a in answers] == [("complete", payload["c"])]

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from mailflow.core.links import Purpose, TokenExpired, TokenInvalid, TokenService
 from mailflow.domain.alerts import new_key
 from mailflow.mail.addresses import (
     AddressKind,
@@ -16,7 +17,6 @@ from mailflow.mail.addresses import (
     parse_service_address,
     reply_address,
 )
-from mailflow.mail.tokens import Purpose, TokenExpired, TokenInvalid, TokenService
 
 SECRET = "test-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz"
 WEEK = timedelta(days=7)

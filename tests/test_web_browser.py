@@ -20,8 +20,8 @@ import uvicorn
 from sqlalchemy.orm import Session
 
 from mailflow.config import Settings, parse_relay
+from mailflow.core.links import ANSWER_LINK
 from mailflow.edges.smtpd import InboundServer
-from mailflow.mail.alert_email import answer_tokens
 from mailflow.web import create_app
 from mailflow.workers.queue import QueueWorker
 from mailflow.workers.runtime import Runtime, utc_now
@@ -139,7 +139,7 @@ def test_a_new_responder_sets_up_mfa_and_answers_by_link_and_by_reply(
     issue(session)
     session.commit()
     alert_email = wait_for_email(relay, NIA, "CC-4720")
-    tokens = answer_tokens(settings)
+    tokens = ANSWER_LINK.tokens(settings)
     links = re.findall(r"http://127\.0\.0\.1:\d+/r/\S+", text_of(alert_email))
     [complete] = [
         link for link in links if tokens.verify(link.rsplit("/", 1)[1])["s"] == "complete"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -194,3 +195,23 @@ def list_users(session: Session, *, org_code: str | None = None) -> list[User]:
             raise InvalidInput("org", f"{org_code!r} is not a known organisation")
         query = query.where(User.memberships.any(Membership.organisation_id == org.id))
     return list(session.scalars(query))
+
+
+def administrators_of(
+    session: Session, organisation_ids: Collection[int], *, besides: int
+) -> list[tuple[User, int]]:
+    """The active administrators of these organisations other than the
+    person ``besides`` (who is told otherwise), each with the organisation
+    they administer: one pair for each, in the order of the people."""
+    rows = session.execute(
+        select(User, Membership.organisation_id)
+        .join(Membership, Membership.user_id == User.id)
+        .where(
+            Membership.organisation_id.in_(list(organisation_ids)),
+            Membership.role == Role.ADMINISTRATOR,
+            User.active.is_(True),
+            User.id != besides,
+        )
+        .order_by(User.id)
+    )
+    return [(user, organisation_id) for user, organisation_id in rows]

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from email.utils import format_datetime
 
 from markupsafe import escape
 
 from mailflow.config import Settings
+from mailflow.core.links import ANSWER_LINK
 from mailflow.domain.deliveries import ClaimedDelivery
 from mailflow.domain.models import Alert, Organisation
 from mailflow.domain.statuses import AnswerStatus
@@ -24,16 +25,7 @@ from mailflow.mail.messages import (
 )
 from mailflow.mail.reply_form import build_reply_form
 from mailflow.mail.templates import RenderedEmail, render_service_email
-from mailflow.mail.tokens import Purpose, TokenService
 from mailflow.mail.transport import Envelope, OutgoingMessage
-
-ANSWER_PATH = "/r/"
-
-
-def answer_tokens(settings: Settings) -> TokenService:
-    return TokenService(
-        settings.secret_key, Purpose.ANSWER, timedelta(days=settings.answer_link_days)
-    )
 
 
 @dataclass(frozen=True)
@@ -78,7 +70,8 @@ class AlertEmailComposer:
         self.audience = audience
         self.settings = settings
         self.now = now
-        self.tokens = answer_tokens(settings)
+        # Made once: an alert email carries four links per organisation.
+        self.tokens = ANSWER_LINK.tokens(settings)
         self.sender = settings.from_header
         self.skeleton = AlternativeSkeleton(
             {
@@ -100,9 +93,10 @@ class AlertEmailComposer:
                 "a": self.alert.id,
                 "o": org.id,
                 "s": status.value,
-            }
+            },
+            self.now,
         )
-        return f"{self.settings.base_url}{ANSWER_PATH}{token}"
+        return ANSWER_LINK.url(self.settings, token)
 
     def _held(self, delivery: ClaimedDelivery) -> tuple[list[Organisation], list[Organisation]]:
         """The recipient's organisations in the audience: those they answer

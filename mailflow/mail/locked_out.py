@@ -11,9 +11,7 @@ from sqlalchemy.orm import Session
 from mailflow.config import Settings
 from mailflow.domain.models import User
 from mailflow.domain.outgoing import recent_count
-from mailflow.mail.messages import build_message, notification_headers
-from mailflow.mail.one_off import queue_email_to_person
-from mailflow.mail.templates import render_service_email
+from mailflow.mail.one_off import send_one_off
 
 LOCKED_OUT_KIND = "locked_out"
 # One warning an hour is enough to act on; an attacker changing address
@@ -30,17 +28,13 @@ def queue_locked_out_email(
         session, recipient=user.email, kinds=[LOCKED_OUT_KIND], since=now - AT_MOST_ONE_PER
     ):
         return False
-    rendered = render_service_email(
-        settings,
-        "locked_out",
-        {"recipient_name": user.name, "until": until, "at": now},
-    )
-    queue_email_to_person(
+    send_one_off(
         session,
         settings,
+        template="locked_out",
+        context={"recipient_name": user.name, "until": until, "at": now},
+        to=user,
         kind=LOCKED_OUT_KIND,
-        user=user,
-        raw=bytes(build_message(rendered, notification_headers(settings, user, now))),
         now=now,
     )
     return True

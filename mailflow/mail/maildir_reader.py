@@ -19,10 +19,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from mailflow.mail.alert_email import ANSWER_PATH
+from mailflow.core.links import ANSWER_LINK, CONFIRM_LINK, ENROL_LINK
 from mailflow.mail.messages import AUTO_SUBMITTED_REPLIED
-from mailflow.mail.replies import CONFIRM_PATH
-from mailflow.mail.welcome import ENROL_PATH
 
 # The headers `mailflow mail show` prints, in this order.
 SHOWN_HEADERS = ("Date", "From", "To", "Reply-To", "Subject")
@@ -111,12 +109,8 @@ def kind_of(message: EmailMessage) -> str:
     if message["X-Mailflow-Alert"]:
         return "alert"
     paths = {urlsplit(link.url).path for link in links_in(message)}
-    for kind, prefix in (
-        ("welcome", ENROL_PATH),
-        ("confirm", CONFIRM_PATH),
-        ("alert", ANSWER_PATH),
-    ):
-        if any(path.startswith(prefix) for path in paths):
+    for kind, link in (("welcome", ENROL_LINK), ("confirm", CONFIRM_LINK), ("alert", ANSWER_LINK)):
+        if any(path.startswith(link.path_prefix) for path in paths):
             return kind
     if str(message["Auto-Submitted"] or "").lower() == AUTO_SUBMITTED_REPLIED:
         return "reply"  # an answer to a person's reply

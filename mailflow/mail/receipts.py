@@ -10,12 +10,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailflow.config import Settings
-from mailflow.domain.models import Alert, Answer, Delivery, Membership, Organisation, Role, User
+from mailflow.domain.models import Alert, Answer, Delivery, Organisation, User
 from mailflow.domain.statuses import AnswerStatus
-from mailflow.mail.messages import build_message, notification_headers, thread_headers
-from mailflow.mail.one_off import queue_email_to_person
+from mailflow.domain.users import administrators_of
+from mailflow.mail.one_off import ThreadHeaders, send_one_off
 from mailflow.mail.replies import AnswerLines, describe_answer
-from mailflow.mail.templates import render_service_email
 
 RECEIPT_KIND = "receipt"
 
@@ -40,18 +39,7 @@ def queue_receipts(
     recipients: dict[int, tuple[User, list[AnswerLines]]] = {
         user.id: (user, list(lines_by_org.values()))
     }
-    administrators = session.execute(
-        select(User, Membership.organisation_id)
-        .join(Membership, Membership.user_id == User.id)
-        .where(
-            Membership.organisation_id.in_(list(orgs)),
-            Membership.role == Role.ADMINISTRATOR,
-            User.active.is_(True),
-            User.id != user.id,
-        )
-        .order_by(User.id)
-    ).all()
-    for admin, org_id in administrators:
+    for admin, org_id in administrators_of(session, orgs, besides=user.id):
         recipients.setdefault(admin.id, (admin, []))[1].append(lines_by_org[org_id])
 
     needs_update = any(
@@ -68,10 +56,11 @@ def queue_receipts(
         )
     }
     for recipient, lines in recipients.values():
-        rendered = render_service_email(
+        send_one_off(
+            session,
             settings,
-            "receipt",
-            {
+            template="receipt",
+            context={
                 "recipient_name": recipient.name,
                 "for_answerer": recipient.id == user.id,
                 "answerer_name": user.name,
@@ -82,16 +71,9 @@ def queue_receipts(
                 "within_deadline": now <= alert.deadline_at,
                 "needs_update": needs_update,
             },
-        )
-        headers = notification_headers(
-            settings, recipient, now, extra=thread_headers(alert_message_ids.get(recipient.id))
-        )
-        queue_email_to_person(
-            session,
-            settings,
+            to=recipient,
             kind=RECEIPT_KIND,
-            user=recipient,
-            raw=bytes(build_message(rendered, headers)),
             now=now,
+            thread=ThreadHeaders(alert_message_ids.get(recipient.id)),
         )
     return len(recipients)

@@ -6,37 +6,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
+
+from sqlalchemy.orm import Session
 
 from mailflow.config import Settings
+from mailflow.core import links
 from mailflow.domain.models import Alert, Answer, Confirmation, Organisation, PendingAnswer, User
 from mailflow.domain.statuses import AnswerStatus
-from mailflow.mail.addresses import reply_address
-from mailflow.mail.messages import (
-    AUTO_SUBMITTED_REPLIED,
-    MessageHeaders,
-    build_message,
-    notification_headers,
-    thread_headers,
-)
+from mailflow.mail.one_off import TheirMessage, ThreadHeaders, send_one_off
 from mailflow.mail.reply_form import LineProblem, build_reply_form
-from mailflow.mail.templates import render_service_email
-from mailflow.mail.tokens import Purpose, TokenService
 
-CONFIRM_PATH = "/c/"
-
-
-def confirm_tokens(settings: Settings) -> TokenService:
-    return TokenService(
-        settings.secret_key, Purpose.CONFIRM, timedelta(hours=settings.confirm_link_hours)
-    )
+CONFIRM_KIND = "confirm_answer"
+PROBLEM_KIND = "reply_problem"
 
 
-def confirmation_link(settings: Settings, confirmation: Confirmation) -> str:
-    token = confirm_tokens(settings).sign(
-        {"c": confirmation.id, "n": confirmation.nonce, "u": confirmation.user_id}
-    )
-    return f"{settings.base_url}{CONFIRM_PATH}{token}"
+def confirmation_link(settings: Settings, confirmation: Confirmation, now: datetime) -> str:
+    payload = {"c": confirmation.id, "n": confirmation.nonce, "u": confirmation.user_id}
+    return links.make(settings, links.CONFIRM_LINK, payload, now)
 
 
 @dataclass(frozen=True)
@@ -65,62 +52,57 @@ def _day(value: date) -> str:
     return f"{value:%A} {value.day} {value:%B %Y}"
 
 
-def _headers(
-    settings: Settings,
-    user: User,
-    now: datetime,
-    *,
-    in_reply_to: str | None,
-    alert_message_id: str | None,
-    reply_key: str | None,
-) -> MessageHeaders:
-    """Headers of an answer to a person's reply: in the thread of the alert
-    email they replied to, after their reply."""
-    return notification_headers(
-        settings,
-        user,
-        now,
-        reply_to=reply_address(reply_key, settings.mail_domain) if reply_key else None,
-        auto_submitted=AUTO_SUBMITTED_REPLIED,
-        extra=thread_headers(alert_message_id, in_reply_to),
-    )
+@dataclass(frozen=True)
+class ReplyToAnswer:
+    """The person's reply an email answers, and where it belongs: the
+    stored inbound message, and the delivery (alert email) it replied to."""
+
+    inbound_message_id: int
+    message_id: str | None
+    alert_message_id: str | None
+    reply_key: str | None
+
+    @property
+    def thread(self) -> ThreadHeaders:
+        """In the thread of the alert email they replied to, after their
+        reply, which can be answered in turn."""
+        return ThreadHeaders(self.alert_message_id, TheirMessage(self.message_id, self.reply_key))
 
 
-def compose_confirmation_email(
+def queue_confirmation_email(
+    session: Session,
     settings: Settings,
     *,
     user: User,
     alert: Alert,
     confirmation: Confirmation,
     answers: Sequence[tuple[Organisation, PendingAnswer]],
-    in_reply_to: str | None,
-    reply_key: str | None,
+    replying_to: ReplyToAnswer,
     now: datetime,
-    alert_message_id: str | None = None,
-) -> bytes:
-    rendered = render_service_email(
+) -> None:
+    """Queue, in the caller's transaction, "confirm your answer" with its
+    single-use link."""
+    send_one_off(
+        session,
         settings,
-        "confirm",
-        {
+        template="confirm",
+        context={
             "recipient_name": user.name,
             "alert": alert,
-            "link": confirmation_link(settings, confirmation),
+            "link": confirmation_link(settings, confirmation, now),
             "expires_at": confirmation.expires_at,
             "answers": [describe_answer(org, pending) for org, pending in answers],
         },
+        to=user,
+        kind=CONFIRM_KIND,
+        now=now,
+        thread=replying_to.thread,
+        inbound_message_id=replying_to.inbound_message_id,
     )
-    headers = _headers(
-        settings,
-        user,
-        now,
-        in_reply_to=in_reply_to,
-        alert_message_id=alert_message_id,
-        reply_key=reply_key,
-    )
-    return bytes(build_message(rendered, headers))
 
 
-def compose_reply_problem_email(
+def queue_reply_problem_email(
+    session: Session,
     settings: Settings,
     *,
     user: User,
@@ -128,29 +110,26 @@ def compose_reply_problem_email(
     reason: str,
     problems: Sequence[LineProblem],
     organisations: Sequence[Organisation],
-    in_reply_to: str | None,
-    reply_key: str | None,
+    replying_to: ReplyToAnswer,
     now: datetime,
-    alert_message_id: str | None = None,
-) -> bytes:
+) -> None:
+    """Queue, in the caller's transaction, "your reply was not recorded":
+    why, and the form again."""
     form = build_reply_form([(o.code, o.name) for o in organisations]) if organisations else None
-    rendered = render_service_email(
+    send_one_off(
+        session,
         settings,
-        "reply_problem",
-        {
+        template="reply_problem",
+        context={
             "recipient_name": user.name,
             "alert": alert,
             "reason": reason,
             "problems": list(problems),
             "form": form,
         },
+        to=user,
+        kind=PROBLEM_KIND,
+        now=now,
+        thread=replying_to.thread,
+        inbound_message_id=replying_to.inbound_message_id,
     )
-    headers = _headers(
-        settings,
-        user,
-        now,
-        in_reply_to=in_reply_to,
-        alert_message_id=alert_message_id,
-        reply_key=reply_key,
-    )
-    return bytes(build_message(rendered, headers))

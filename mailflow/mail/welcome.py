@@ -8,20 +8,17 @@ administrators of the person's organisations are told."""
 from __future__ import annotations
 
 import secrets
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailflow.config import Settings
+from mailflow.core import links
 from mailflow.domain.models import Membership, NationalRole, Organisation, Role, User
-from mailflow.mail.messages import build_message, notification_headers
-from mailflow.mail.one_off import queue_email_to_person
-from mailflow.mail.templates import render_service_email
-from mailflow.mail.tokens import Purpose, TokenService
+from mailflow.domain.users import administrators_of
+from mailflow.mail.one_off import send_one_off
 
-ENROL_PATH = "/enrol/"
-ENROL_LINK_LIFETIME = timedelta(days=7)
 WELCOME_KIND = "welcome"
 WELCOME_BOUNCED_KIND = "welcome_bounced"
 
@@ -35,17 +32,13 @@ ROLE_STRENGTH = (
 )
 
 
-def enrol_tokens(settings: Settings) -> TokenService:
-    return TokenService(settings.secret_key, Purpose.ENROL, ENROL_LINK_LIFETIME)
-
-
 def enrolment_link(settings: Settings, user_id: int, now: datetime | None = None) -> str:
     # The nonce makes each email's link its own, so using one does not use
     # up a later one (after a reset); the issue time lets a reset retire
     # every link sent before it.
-    issued = int((now or datetime.now(UTC)).timestamp())
-    token = enrol_tokens(settings).sign({"u": user_id, "n": secrets.token_urlsafe(12), "i": issued})
-    return f"{settings.base_url}{ENROL_PATH}{token}"
+    now = now or datetime.now(UTC)
+    payload = {"u": user_id, "n": secrets.token_urlsafe(12), "i": int(now.timestamp())}
+    return links.make(settings, links.ENROL_LINK, payload, now)
 
 
 def strongest_role(session: Session, user: User) -> str:
@@ -78,25 +71,20 @@ def queue_welcome_email(
     returns its enrolment link, or None when their role needs none."""
     role = strongest_role(session, user)
     link = None if role == Role.ALERT_ONLY else enrolment_link(settings, user.id, now)
-    rendered = render_service_email(
+    send_one_off(
+        session,
         settings,
-        "welcome",
-        {
+        template="welcome",
+        context={
             "recipient_name": user.name,
             "role": role,
             "organisations": _organisations(session, user),
             "link": link,
-            "expires_at": now + ENROL_LINK_LIFETIME,
+            "expires_at": now + links.ENROL_LINK_LIFETIME,
             "reset": reset,
         },
-    )
-    headers = notification_headers(settings, user, now)
-    queue_email_to_person(
-        session,
-        settings,
+        to=user,
         kind=WELCOME_KIND,
-        user=user,
-        raw=bytes(build_message(rendered, headers)),
         now=now,
     )
     return link
@@ -110,23 +98,14 @@ def queue_welcome_bounced_notices(
     many were told."""
     organisations = {o.id: o for o in _organisations(session, user)}
     administered: dict[int, tuple[User, list[Organisation]]] = {}
-    for admin, org_id in session.execute(
-        select(User, Membership.organisation_id)
-        .join(Membership, Membership.user_id == User.id)
-        .where(
-            Membership.organisation_id.in_(list(organisations)),
-            Membership.role == Role.ADMINISTRATOR,
-            User.active.is_(True),
-            User.id != user.id,
-        )
-        .order_by(User.id)
-    ):
+    for admin, org_id in administrators_of(session, organisations, besides=user.id):
         administered.setdefault(admin.id, (admin, []))[1].append(organisations[org_id])
     for admin, theirs in administered.values():
-        rendered = render_service_email(
+        send_one_off(
+            session,
             settings,
-            "welcome_bounced",
-            {
+            template="welcome_bounced",
+            context={
                 "recipient_name": admin.name,
                 "person_name": user.name,
                 "person_email": user.email,
@@ -134,13 +113,8 @@ def queue_welcome_bounced_notices(
                 "organisations": sorted(theirs, key=lambda o: o.code),
                 "report": report,
             },
-        )
-        queue_email_to_person(
-            session,
-            settings,
+            to=admin,
             kind=WELCOME_BOUNCED_KIND,
-            user=admin,
-            raw=bytes(build_message(rendered, notification_headers(settings, admin, now))),
             now=now,
         )
     return len(administered)

@@ -16,6 +16,15 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from mailflow.core.links import (
+    ANSWER_LINK,
+    CONFIRM_LINK,
+    SETUP_LINK_SUFFIX,
+    Purpose,
+    TokenExpired,
+    TokenInvalid,
+    TokenService,
+)
 from mailflow.domain.answers import (
     alert_status_lines,
     record_answers,
@@ -36,11 +45,9 @@ from mailflow.domain.models import (
 )
 from mailflow.domain.statuses import AnswerStatus
 from mailflow.domain.users import link_predates_removal
-from mailflow.mail.alert_email import answer_tokens
 from mailflow.mail.receipts import queue_receipts
-from mailflow.mail.replies import confirm_tokens, describe_answer
+from mailflow.mail.replies import describe_answer
 from mailflow.mail.templates import format_time
-from mailflow.mail.tokens import Purpose, TokenExpired, TokenInvalid, TokenService
 from mailflow.web.committing import (
     AlreadyUsed,
     CodeRefused,
@@ -56,8 +63,6 @@ from mailflow.web.security import csrf_ok, is_verified, session_user
 from mailflow.workers.runtime import Runtime
 
 CODE_FIELD = "code"
-# Appended to a link's path: where "email me a set-up link" posts.
-SETUP_LINK_SUFFIX = "/setup-link"
 
 
 class Refusal(Exception):
@@ -324,8 +329,8 @@ class AnswerPages:
     def __init__(self, runtime: Runtime, pages: Pages) -> None:
         self.runtime = runtime
         self.pages = pages
-        self.answer_tokens = answer_tokens(runtime.settings)
-        self.confirm_tokens = confirm_tokens(runtime.settings)
+        self.answer_tokens = ANSWER_LINK.tokens(runtime.settings)
+        self.confirm_tokens = CONFIRM_LINK.tokens(runtime.settings)
         self.zone = runtime.settings.zone
 
     # Each endpoint reads the request body (if any) here, then does its

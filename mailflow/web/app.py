@@ -16,8 +16,9 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mailflow.core.links import ANSWER_LINK, CONFIRM_LINK, ENROL_LINK, SETUP_LINK_SUFFIX
 from mailflow.domain.verified_sessions import end_verified_session
-from mailflow.web.answering import FORM_EXPIRED, SETUP_LINK_SUFFIX, AnswerPages, form_dict
+from mailflow.web.answering import FORM_EXPIRED, AnswerPages, form_dict
 from mailflow.web.enrolment import EnrolmentPages
 from mailflow.web.rendering import Pages, web_root
 from mailflow.web.security import (
@@ -146,12 +147,16 @@ def create_app(runtime: Runtime) -> ASGIApp:
     routes = [
         Route("/", home, methods=["GET"]),
         Route("/static/mailflow.css", css, methods=["GET"]),
-        Route("/r/{token}", answers.link, methods=["GET", "POST"]),
-        Route("/c/{token}", answers.confirm, methods=["GET", "POST"]),
-        Route("/r/{token}" + SETUP_LINK_SUFFIX, setup_links.from_answer_link, methods=["POST"]),
-        Route("/c/{token}" + SETUP_LINK_SUFFIX, setup_links.from_confirm_link, methods=["POST"]),
+        Route(ANSWER_LINK.route, answers.link, methods=["GET", "POST"]),
+        Route(CONFIRM_LINK.route, answers.confirm, methods=["GET", "POST"]),
+        Route(
+            ANSWER_LINK.route + SETUP_LINK_SUFFIX, setup_links.from_answer_link, methods=["POST"]
+        ),
+        Route(
+            CONFIRM_LINK.route + SETUP_LINK_SUFFIX, setup_links.from_confirm_link, methods=["POST"]
+        ),
         Route("/recorded", answers.recorded, methods=["GET"]),
-        Route("/enrol/{token}", enrolment.enrol, methods=["GET", "POST"]),
+        Route(ENROL_LINK.route, enrolment.enrol, methods=["GET", "POST"]),
         Route("/sign-out", sign_out, methods=["POST"]),
         Route("/signed-out", signed_out, methods=["GET"]),
     ]

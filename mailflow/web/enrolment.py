@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from mailflow.core.links import ENROL_LINK, Purpose
 from mailflow.domain.answers import token_digest, use_token_once
 from mailflow.domain.mfa import (
     LockedOut,
@@ -33,8 +34,6 @@ from mailflow.domain.mfa import (
 )
 from mailflow.domain.models import AuditEvent, UsedToken, User
 from mailflow.domain.verified_sessions import start_verified_session
-from mailflow.mail.tokens import Purpose
-from mailflow.mail.welcome import enrol_tokens
 from mailflow.web.answering import (
     CODE_FIELD,
     FORM_EXPIRED,
@@ -87,7 +86,7 @@ class EnrolmentPages:
     def __init__(self, runtime: Runtime, pages: Pages) -> None:
         self.runtime = runtime
         self.pages = pages
-        self.tokens = enrol_tokens(runtime.settings)
+        self.tokens = ENROL_LINK.tokens(runtime.settings)
 
     async def enrol(self, request: Request) -> Response:
         token = request.path_params["token"]

@@ -18,17 +18,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from mailflow.core.links import ANSWER_LINK, CONFIRM_LINK, SETUP_LINK_SUFFIX, TokenService
 from mailflow.domain.audit import record_event
 from mailflow.domain.mfa import is_enrolled
 from mailflow.domain.models import User
 from mailflow.domain.outgoing import recent_count
-from mailflow.mail.alert_email import answer_tokens
-from mailflow.mail.replies import confirm_tokens
-from mailflow.mail.tokens import TokenService
 from mailflow.mail.welcome import WELCOME_KIND, queue_welcome_email
 from mailflow.web.answering import (
     FORM_EXPIRED,
-    SETUP_LINK_SUFFIX,
     Refusal,
     check_session_user,
     form_dict,
@@ -49,8 +46,8 @@ class SetupLinkPages:
     def __init__(self, runtime: Runtime, pages: Pages) -> None:
         self.runtime = runtime
         self.pages = pages
-        self.answer_tokens = answer_tokens(runtime.settings)
-        self.confirm_tokens = confirm_tokens(runtime.settings)
+        self.answer_tokens = ANSWER_LINK.tokens(runtime.settings)
+        self.confirm_tokens = CONFIRM_LINK.tokens(runtime.settings)
 
     async def from_answer_link(self, request: Request) -> Response:
         return await self._request(request, self.answer_tokens)

@@ -41,8 +41,12 @@ from mailflow.domain.text import escape_controls
 from mailflow.domain.users import lock_person
 from mailflow.mail.addresses import AddressKind
 from mailflow.mail.inbound_mail import InboundReading, find_service_address
-from mailflow.mail.one_off import queue_email_to_person
-from mailflow.mail.replies import compose_confirmation_email, compose_reply_problem_email
+from mailflow.mail.replies import (
+    PROBLEM_KIND,
+    ReplyToAnswer,
+    queue_confirmation_email,
+    queue_reply_problem_email,
+)
 from mailflow.mail.reply_form import Answer, LineProblem, ReplyNotUnderstood, parse_reply
 from mailflow.mail.reply_text import reply_subject
 from mailflow.workers.bounces import record_bounce_report
@@ -50,9 +54,6 @@ from mailflow.workers.bounded_reading import ReadingTookTooLong
 from mailflow.workers.runtime import Runtime
 
 log = logging.getLogger(__name__)
-
-CONFIRM_KIND = "confirm_answer"
-PROBLEM_KIND = "reply_problem"
 
 
 @dataclass(frozen=True)
@@ -342,25 +343,17 @@ def _process(
         .where(PendingAnswer.confirmation_id == confirmation.id)
         .order_by(PendingAnswer.id)
     )
-    raw = compose_confirmation_email(
+    queue_confirmation_email(
+        session,
         settings,
         user=user,
         alert=alert,
         confirmation=confirmation,
         answers=[(by_id[p.organisation_id], p) for p in pending],
-        in_reply_to=reading.message_id,
-        alert_message_id=delivery.message_id,
-        reply_key=delivery.reply_key,
+        replying_to=ReplyToAnswer(
+            message.id, reading.message_id, delivery.message_id, delivery.reply_key
+        ),
         now=now,
-    )
-    queue_email_to_person(
-        session,
-        settings,
-        kind=CONFIRM_KIND,
-        user=user,
-        raw=raw,
-        now=now,
-        inbound_message_id=message.id,
     )
     summary = ", ".join(f"{a.organisation} {a.status.value}" for a in answers)
     return InboundState.PROCESSED, f"pending answers recorded ({summary}); confirmation sent"
@@ -391,25 +384,17 @@ def _reply_problem(
     )
     if sent >= settings.error_replies_per_hour:
         return InboundState.PROCESSED, f"{outcome}; no email (limit of error replies reached)"
-    raw = compose_reply_problem_email(
+    queue_reply_problem_email(
+        session,
         settings,
         user=user,
         alert=alert,
         reason=reason,
         problems=problems,
         organisations=organisations,
-        in_reply_to=reading.message_id,
-        alert_message_id=delivery.message_id,
-        reply_key=delivery.reply_key,
+        replying_to=ReplyToAnswer(
+            message.id, reading.message_id, delivery.message_id, delivery.reply_key
+        ),
         now=now,
-    )
-    queue_email_to_person(
-        session,
-        settings,
-        kind=PROBLEM_KIND,
-        user=user,
-        raw=raw,
-        now=now,
-        inbound_message_id=message.id,
     )
     return InboundState.PROCESSED, f"{outcome}; told the sender"

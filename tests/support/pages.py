@@ -30,12 +30,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.testclient import TestClient
 
 from mailflow.config import Settings
+from mailflow.core.links import ANSWER_LINK
 from mailflow.domain import mfa
 from mailflow.domain.confirmations import AnswerToConfirm, record_pending_answers
 from mailflow.domain.models import Alert, Base, Delivery, OutgoingEmail, User
 from mailflow.domain.statuses import AnswerStatus
 from mailflow.domain.verified_sessions import start_verified_session
-from mailflow.mail.alert_email import answer_tokens
 from mailflow.mail.replies import confirmation_link
 from mailflow.web import create_app
 from mailflow.web.security import session_cookie_name, session_secret
@@ -83,7 +83,7 @@ def answer_link(
     org_id = session.scalar(
         sa.text("select id from organisations where code = :c"), {"c": org_code}
     )
-    token = answer_tokens(settings).sign(
+    token = ANSWER_LINK.tokens(settings).sign(
         {"d": delivery.id, "u": uid, "a": alert.id, "o": org_id, "s": status.value}
     )
     return f"/r/{token}"
@@ -106,7 +106,7 @@ def pending_link(
         lifetime=timedelta(hours=24),
     )
     session.commit()
-    return confirmation_link(settings, confirmation).removeprefix(settings.base_url)
+    return confirmation_link(settings, confirmation, utc_now()).removeprefix(settings.base_url)
 
 
 # ------------------------------------------------- what the database holds
