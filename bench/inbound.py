@@ -77,8 +77,8 @@ from mailflow.domain.models import (
     Role,
     User,
 )
+from mailflow.gateway.answer_mail import CONFIRM_KIND
 from mailflow.intake.alert_files import parse_alert_spec
-from mailflow.workers.inbound import CONFIRM_KIND
 from mailflow.workers.queue import QueueWorker
 from mailflow.workers.runtime import Runtime
 
