@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from mailflow.config import Settings
 from mailflow.domain.confirmations import answerable_organisations
+from mailflow.domain.deliveries import reply_key_in_use
 from mailflow.domain.models import Alert, Delivery, User
 from mailflow.gateway.answer_mail import AlertReply
 from mailflow.gateway.context import KeyOwner, Outcome, PrepareAgain, ReplyContext
@@ -72,6 +73,10 @@ class DeliveryReplies:
     """The reply key of an alert email: it belongs to one delivery."""
 
     name = "delivery"
+
+    def accepts(self, session: Session, key: str, *, settings: Settings, now: datetime) -> bool:
+        lifetime = timedelta(days=settings.answer_link_days)
+        return reply_key_in_use(session, key, now=now, lifetime=lifetime)
 
     def owner(self, session: Session, key: str) -> KeyOwner | None:
         delivery = session.scalar(select(Delivery).where(Delivery.reply_key == key))

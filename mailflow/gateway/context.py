@@ -74,9 +74,13 @@ class PrepareAgain(Exception):
 
 
 class ReplyKeyKind(Protocol):
-    """A kind of reply key: register one in the worker's list of kinds."""
+    """A kind of reply key: register one in ``gateway.kinds``."""
 
     name: str
+
+    def accepts(self, session: Session, key: str, *, settings: Settings, now: datetime) -> bool:
+        """Whether mail to the key is taken at all (asked by the SMTP edge
+        at RCPT, so an unknown or expired key is refused there)."""
 
     def owner(self, session: Session, key: str) -> KeyOwner | None:
         """What the key belongs to, or None when it is not of this kind."""

@@ -38,6 +38,9 @@ class KeyKinds:
 
     kinds: Sequence[ReplyKeyKind]
 
+    def accepts(self, session: Session, key: str, *, settings: Settings, now: datetime) -> bool:
+        return any(k.accepts(session, key, settings=settings, now=now) for k in self.kinds)
+
     def owner(self, session: Session, key: str) -> KeyOwner | None:
         for kind in self.kinds:
             found = kind.owner(session, key)

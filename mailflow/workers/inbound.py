@@ -18,21 +18,15 @@ from dataclasses import dataclass
 from mailflow.domain.inbound import fail_inbound, finish_inbound
 from mailflow.domain.models import InboundMessage, InboundState
 from mailflow.domain.text import escape_controls
-from mailflow.gateway.answer_replies import DeliveryReplies
 from mailflow.gateway.context import InboundContext, PrepareAgain
-from mailflow.gateway.routing import KeyKinds, address_of, prepare, route
+from mailflow.gateway.kinds import REPLY_KEY_KINDS
+from mailflow.gateway.routing import address_of, prepare, route
 from mailflow.mail.inbound_mail import InboundReading
 from mailflow.workers.bounded_reading import ReadingTookTooLong
 from mailflow.workers.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-# What a reply key can belong to.  A new kind is one more line here.
-REPLY_KEY_KINDS = KeyKinds(
-    (
-        DeliveryReplies(),  # the Reply-To of an alert email
-    )
-)
 PREPARE_ATTEMPTS = 3
 
 
