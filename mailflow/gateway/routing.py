@@ -16,6 +16,7 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from mailflow.config import Settings
+from mailflow.gateway.bounces import record_bounce_report
 from mailflow.gateway.checks import automatic, untrusted_sender, unusable
 from mailflow.gateway.context import (
     InboundContext,
@@ -28,7 +29,6 @@ from mailflow.gateway.context import (
 )
 from mailflow.mail.addresses import AddressKind, ServiceAddress
 from mailflow.mail.inbound_mail import InboundReading, find_service_address
-from mailflow.workers.bounces import record_bounce_report
 
 
 @dataclass(frozen=True)
