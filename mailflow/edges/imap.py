@@ -53,12 +53,11 @@ from sqlalchemy.orm import Session
 from mailflow.config import ConfigError
 from mailflow.domain.inbound import ImapOrigin, imap_message_stored, store_inbound_message
 from mailflow.domain.models import ImapCheckpoint, InboundMessage
+from mailflow.mail.inbound_mail import DELIVERY_HEADERS
 from mailflow.workers.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-# Headers naming who a message was delivered to, most telling first.
-ENVELOPE_HEADERS = ("Delivered-To", "X-Original-To", "To", "Cc")
 # UIDs looked at per round, and at most this many bytes of messages held in
 # memory at once (a single larger message is still fetched, alone).
 BATCH_UIDS = 50
@@ -153,13 +152,14 @@ def _header_block(raw: bytes) -> bytes:
 
 def envelope_recipients(raw: bytes) -> list[str]:
     """The addresses a message was delivered to, as far as its headers say:
-    Delivered-To, X-Original-To, To, then Cc, each in the order written,
+    the delivery headers processing reads (``DELIVERY_HEADERS``: Delivered-To,
+    X-Original-To, Envelope-To, To, then Cc), each in the order written,
     without repeats.  IMAP keeps no envelope, so this is the nearest thing.
     Never fails: a header that does not parse gives no address."""
     text = _header_block(raw).decode("utf-8", "replace").replace("\x00", "")
     headers = HeaderParser(policy=compat32).parsestr(text, headersonly=True)
     found: list[str] = []
-    for name in ENVELOPE_HEADERS:
+    for name in DELIVERY_HEADERS:
         values = [str(value) for value in headers.get_all(name, [])]
         for _, address in getaddresses(values):
             address = address.strip()

@@ -32,14 +32,13 @@ import re
 import threading
 import weakref
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
 from typing import AnyStr
 
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, Envelope
 from aiosmtpd.smtp import Session as SMTPSession
 
-from mailflow.domain.deliveries import bounce_key_in_use, reply_key_in_use
+from mailflow.domain.deliveries import bounce_key_in_use
 from mailflow.domain.inbound import Received
 from mailflow.edges.group_commit import GroupCommitter
 from mailflow.edges.smtp_limits import (
@@ -49,6 +48,7 @@ from mailflow.edges.smtp_limits import (
     limit_resource_error_logs,
     raise_descriptor_limit,
 )
+from mailflow.gateway.kinds import REPLY_KEY_KINDS
 from mailflow.mail.addresses import AddressKind, ServiceAddress, parse_service_address
 from mailflow.mail.raw_headers import limits_problem
 from mailflow.workers.retention import PURGE_INTERVAL_SECONDS, purge_expired_inbound
@@ -198,8 +198,8 @@ class InboundHandler:
         now = self.runtime.clock()
         with self.runtime.readers() as session:
             if address.kind is AddressKind.REPLY:
-                lifetime = timedelta(days=self.runtime.settings.answer_link_days)
-                return reply_key_in_use(session, address.key, now=now, lifetime=lifetime)
+                settings = self.runtime.settings
+                return REPLY_KEY_KINDS.accepts(session, address.key, settings=settings, now=now)
             return bounce_key_in_use(session, address.key, now=now)
 
     async def handle_DATA(self, server: SMTP, session: SMTPSession, envelope: Envelope) -> str:

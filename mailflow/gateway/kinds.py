@@ -1,0 +1,14 @@
+"""What a reply key can belong to: the one list the SMTP edge (at RCPT)
+and the inbound job (to route a reply) both ask.  A new kind of key (an
+access request, a conversation with an administrator) is one more line."""
+
+from __future__ import annotations
+
+from mailflow.gateway.answer_replies import DeliveryReplies
+from mailflow.gateway.routing import KeyKinds
+
+REPLY_KEY_KINDS = KeyKinds(
+    (
+        DeliveryReplies(),  # the Reply-To of an alert email
+    )
+)
