@@ -79,9 +79,10 @@ from mailflow.domain.models import (
     Answer,
     Delivery,
     OutgoingEmail,
+    PendingAction,
     Role,
-    UsedToken,
 )
+from mailflow.domain.pending import ANSWER_LINK
 from mailflow.domain.statuses import AnswerStatus
 from mailflow.intake.alert_files import parse_alert_spec
 from mailflow.mail.alert_email import answer_tokens
@@ -442,7 +443,9 @@ def counts(fixture: Fixture) -> Counts:
 
         return Counts(
             answers=count(Answer.user_id.in_(fixture.user_ids)),
-            used_tokens=count(UsedToken.user_id.in_(fixture.user_ids)),
+            used_tokens=count(
+                PendingAction.kind == ANSWER_LINK, PendingAction.user_id.in_(fixture.user_ids)
+            ),
             receipts=count(
                 OutgoingEmail.kind == RECEIPT_KIND,
                 OutgoingEmail.recipient.like(f"%.{fixture.tag}@{USER_DOMAIN}"),

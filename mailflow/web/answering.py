@@ -19,7 +19,6 @@ from starlette.responses import RedirectResponse, Response
 from mailflow.domain.answers import (
     alert_status_lines,
     record_answers,
-    token_digest,
     use_confirmation,
     use_token_once,
 )
@@ -31,9 +30,9 @@ from mailflow.domain.models import (
     Confirmation,
     Organisation,
     PendingAnswer,
-    UsedToken,
     User,
 )
+from mailflow.domain.pending import is_expired, link_used
 from mailflow.domain.statuses import AnswerStatus
 from mailflow.domain.users import link_predates_removal
 from mailflow.mail.alert_email import answer_tokens
@@ -227,7 +226,7 @@ def _load_link(session: Session, payload: dict[str, Any], token: str) -> LinkCon
         organisation=org,
         status=status,
         others=[o for o in answerable if o.id != org.id],
-        used=session.get(UsedToken, token_digest(token)) is not None,
+        used=link_used(session, token),
         enrolled=is_enrolled(session, user.id),
     )
 
@@ -278,7 +277,7 @@ def _load_confirmation(
         )
     if confirmation.superseded_at is not None:
         raise Refusal(410, "This link has been replaced", SUPERSEDED)
-    if confirmation.expires_at <= now:
+    if is_expired(confirmation, now):
         raise Refusal(410, "This link has expired", EXPIRED)
     user = _active_user(session, user_id)
     alert = session.get_one(Alert, confirmation.alert_id)

@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from mailflow.domain.answers import token_digest, use_token_once
+from mailflow.domain.answers import use_token_once
 from mailflow.domain.mfa import (
     LockedOut,
     MfaError,
@@ -31,7 +31,8 @@ from mailflow.domain.mfa import (
     provisioning_uri,
     start_enrolment,
 )
-from mailflow.domain.models import AuditEvent, UsedToken, User
+from mailflow.domain.models import AuditEvent, User
+from mailflow.domain.pending import link_used
 from mailflow.domain.verified_sessions import start_verified_session
 from mailflow.mail.tokens import Purpose
 from mailflow.mail.welcome import enrol_tokens
@@ -120,7 +121,7 @@ class EnrolmentPages:
                     403, "Your access has been removed", "You can no longer use this service."
                 )
             refuse_links_from_before_removal(self.tokens, token, user)
-            if session.get(UsedToken, token_digest(token)) is not None:
+            if link_used(session, token):
                 # Not 200: the link no longer works, whoever opens it.
                 raise Refusal(409 if posted else 410, "This link has been used", USED)
             issued = payload.get("i")
