@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from mailflow.domain import pending
 from mailflow.domain.audit import record_event
 from mailflow.domain.confirmations import answerable_organisations
-from mailflow.domain.errors import InvalidInput
+from mailflow.domain.errors import InvalidInput, NotAllowed
 from mailflow.domain.models import (
     Alert,
     AlertAudience,
@@ -28,7 +28,7 @@ from mailflow.domain.statuses import AnswerStatus
 MAX_TEXT = 4000
 
 
-class AccessRefused(Exception):
+class AccessRefused(NotAllowed):
     """The person no longer answers for an organisation named."""
 
 

@@ -17,8 +17,10 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mailflow.domain.verified_sessions import end_verified_session
-from mailflow.web.answering import FORM_EXPIRED, SETUP_LINK_SUFFIX, AnswerPages, form_dict
+from mailflow.web.answer_pages import AnswerPages
+from mailflow.web.answering import SETUP_LINK_SUFFIX
 from mailflow.web.enrolment import EnrolmentPages
+from mailflow.web.refusals import FORM_EXPIRED, form_dict
 from mailflow.web.rendering import Pages, web_root
 from mailflow.web.security import (
     SESSION_MAX_AGE_SECONDS,
