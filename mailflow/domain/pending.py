@@ -106,7 +106,8 @@ def use(
             PendingAction.expires_at > now,
         )
         .values(used_at=now)
-        .execution_options(synchronize_session=False)
+        # An action already loaded in this session sees its new state.
+        .execution_options(synchronize_session="fetch")
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
