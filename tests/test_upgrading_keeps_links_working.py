@@ -175,3 +175,26 @@ def test_a_reply_after_the_upgrade_gets_a_new_number_of_its_own(
     ids = upgraded.session.scalars(select(PendingAction.id)).all()
     assert confirmation.id != upgraded.links.confirmation_id
     assert len(ids) == len(set(ids)) == 4
+
+
+def test_going_back_to_the_schema_before_gives_every_row_back(
+    upgraded: Upgraded, engine: sa.Engine
+) -> None:
+    upgraded.session.close()
+    migrate.downgrade(engine, "0006")
+    try:
+        with engine.connect() as conn:
+            confirmations = conn.execute(
+                sa.text("select id, user_id, used_at, superseded_at from confirmations")
+            ).all()
+            used = conn.execute(sa.text("select purpose from used_tokens order by purpose")).all()
+            pending_answers = conn.scalar(sa.text("select count(*) from pending_answers"))
+    finally:
+        # The PostgreSQL database is shared by the tests that follow.
+        migrate.upgrade(engine)
+    li = user_id(upgraded.session, LI)
+    assert [tuple(row) for row in confirmations] == [
+        (upgraded.links.confirmation_id, li, None, None)
+    ]
+    assert [row[0] for row in used] == ["answer", "enrol"]
+    assert pending_answers == 1
