@@ -74,14 +74,14 @@ from bench.common import (
 from mailflow.core.links import ANSWER_LINK
 from mailflow.db.engine import make_engine, make_sessionmaker
 from mailflow.db.migrate import upgrade
-from mailflow.domain import mfa
+from mailflow.domain import mfa, pending
 from mailflow.domain.alerts import issue_alert
 from mailflow.domain.models import (
     Answer,
     Delivery,
     OutgoingEmail,
+    PendingAction,
     Role,
-    UsedToken,
 )
 from mailflow.domain.statuses import AnswerStatus
 from mailflow.intake.alert_files import parse_alert_spec
@@ -442,7 +442,10 @@ def counts(fixture: Fixture) -> Counts:
 
         return Counts(
             answers=count(Answer.user_id.in_(fixture.user_ids)),
-            used_tokens=count(UsedToken.user_id.in_(fixture.user_ids)),
+            used_tokens=count(
+                PendingAction.kind == pending.ANSWER_LINK,
+                PendingAction.user_id.in_(fixture.user_ids),
+            ),
             receipts=count(
                 OutgoingEmail.kind == RECEIPT_KIND,
                 OutgoingEmail.recipient.like(f"%.{fixture.tag}@{USER_DOMAIN}"),

@@ -3,17 +3,17 @@ status, and the single use of the links that commit them."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from mailflow.domain import pending
 from mailflow.domain.audit import record_event
 from mailflow.domain.confirmations import answerable_organisations
-from mailflow.domain.errors import InvalidInput
+from mailflow.domain.errors import InvalidInput, NotAllowed
 from mailflow.domain.models import (
     Alert,
     AlertAudience,
@@ -21,7 +21,6 @@ from mailflow.domain.models import (
     Answer,
     Confirmation,
     Organisation,
-    UsedToken,
     User,
 )
 from mailflow.domain.statuses import AnswerStatus
@@ -29,7 +28,7 @@ from mailflow.domain.statuses import AnswerStatus
 MAX_TEXT = 4000
 
 
-class AccessRefused(Exception):
+class AccessRefused(NotAllowed):
     """The person no longer answers for an organisation named."""
 
 
@@ -144,21 +143,18 @@ def record_answers(
     return recorded
 
 
-def token_digest(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+# The kind of pending action that keeps the single use of each link
+# purpose ("answer", "enrol").
+LINK_KINDS = {"answer": pending.ANSWER_LINK, "enrol": pending.ENROL_LINK}
 
 
 def use_token_once(
     session: Session, *, token: str, purpose: str, user_id: int, now: datetime
 ) -> bool:
-    """Mark a committing link used; False if it was used before.  The
-    primary key makes the second of two racing uses fail at commit too."""
-    digest = token_digest(token)
-    if session.get(UsedToken, digest) is not None:
-        return False
-    session.add(UsedToken(digest=digest, purpose=purpose, user_id=user_id, used_at=now))
-    session.flush()
-    return True
+    """Mark a committing link used; False if it was used before."""
+    return pending.use_link_once(
+        session, kind=LINK_KINDS[purpose], token=token, user_id=user_id, now=now
+    )
 
 
 def use_confirmation(
@@ -167,20 +163,14 @@ def use_confirmation(
     """Take a reply's confirmation for committing, once: None when it was
     used already, was replaced by a newer one, has expired, or is not this
     person's."""
-    result = session.execute(
-        update(Confirmation)
-        .where(
-            Confirmation.id == confirmation_id,
-            Confirmation.nonce == nonce,
-            Confirmation.user_id == user_id,
-            Confirmation.used_at.is_(None),
-            Confirmation.superseded_at.is_(None),
-            Confirmation.expires_at > now,
-        )
-        .values(used_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    if not result.rowcount:  # type: ignore[attr-defined]
+    if not pending.use(
+        session,
+        action_id=confirmation_id,
+        kind=pending.REPLY_ANSWERS,
+        token=nonce,
+        user_id=user_id,
+        now=now,
+    ):
         return None
     confirmation = session.get_one(Confirmation, confirmation_id)
     session.refresh(confirmation)

@@ -3,7 +3,6 @@ a second factor (the web page commits them; nothing here does)."""
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -11,6 +10,7 @@ from datetime import date, datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from mailflow.domain import pending
 from mailflow.domain.audit import record_event
 from mailflow.domain.models import (
     AlertAudience,
@@ -76,13 +76,12 @@ def record_pending_answers(
     if not answers:
         raise ValueError("no answers to record")
     confirmation = Confirmation(
-        user_id=user_id,
-        alert_id=alert_id,
-        delivery_id=delivery_id,
-        inbound_message_id=inbound_message_id,
-        nonce=secrets.token_urlsafe(24),
-        created_at=now,
-        expires_at=now + lifetime,
+        alert_id=alert_id, delivery_id=delivery_id, inbound_message_id=inbound_message_id
+    )
+    # The nonce is the action's token: the link carries it, the row keeps
+    # it (the "confirm your answer" email is composed from the row).
+    confirmation.nonce = pending.open_action(
+        confirmation, kind=pending.REPLY_ANSWERS, user_id=user_id, now=now, lifetime=lifetime
     )
     session.add(confirmation)
     session.flush()
@@ -135,7 +134,7 @@ def _supersede_older(
             Confirmation.expires_at > now,
         )
     ).all()
-    retired = []
+    retired: list[Confirmation] = []
     for confirmation in older:
         named = set(
             session.scalars(
@@ -145,9 +144,9 @@ def _supersede_older(
             )
         )
         if named <= covering:
-            confirmation.superseded_at = now
-            retired.append(confirmation.id)
-    return retired
+            retired.append(confirmation)
+    pending.supersede(retired, now=now)
+    return [confirmation.id for confirmation in retired]
 
 
 def confirmations_sent_since(session: Session, *, user_id: int, since: datetime) -> int:

@@ -17,3 +17,8 @@ class InvalidInput(Exception):
 
 class NotFound(Exception):
     pass
+
+
+class NotAllowed(Exception):
+    """The person may not make this change (any more): for example they no
+    longer hold the access it needs.  Raised inside a commit, it undoes it."""

@@ -322,28 +322,47 @@ class InboundMessage(Base):
     processed_at: Mapped[datetime | None]
 
 
-class Confirmation(Base):
+class PendingAction(Base):
+    """An action waiting for its person, and the single use of a link.
+
+    Every kind lives here: answers read from a reply (a ``Confirmation``
+    adds what they are), and the use of a link that commits something (an
+    alert's status link, an enrolment link), kept as a row whose digest
+    is unique.  Only the digest of a token is stored; the conditional
+    update that uses an action (or the unique digest of a used link) makes
+    the second of two racing uses fail in the database."""
+
+    __tablename__ = "pending_actions"
+    __table_args__ = (Index("ix_pending_actions_user_id_created_at", "user_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(30))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    token_digest: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+    # None for the use of a signed link: the link carries its own expiry.
+    expires_at: Mapped[datetime | None]
+    used_at: Mapped[datetime | None]
+    # Set when a newer action of the same person replaced this one: only
+    # the newest link works, so a flood of replies leaves one live link.
+    superseded_at: Mapped[datetime | None]
+
+
+class Confirmation(PendingAction):
     """Answers read from one reply, waiting for the person to confirm them
-    with a second factor.  Its link works once: ``used_at`` is set in the
-    transaction that commits the answers."""
+    with a second factor: a pending action of kind ``reply-answers``.  Its
+    link names the row's id and its nonce (the action's token)."""
 
     __tablename__ = "confirmations"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    id: Mapped[int] = mapped_column(ForeignKey("pending_actions.id"), primary_key=True)
     alert_id: Mapped[int] = mapped_column(ForeignKey("alerts.id"))
     delivery_id: Mapped[int | None] = mapped_column(ForeignKey("deliveries.id"))
     inbound_message_id: Mapped[int | None] = mapped_column(ForeignKey("inbound_messages.id"))
     # Random, and part of the signed link, so a link names exactly one
     # confirmation and cannot be forged from the row id.
     nonce: Mapped[str] = mapped_column(String(64), unique=True)
-    created_at: Mapped[datetime]
-    expires_at: Mapped[datetime]
-    used_at: Mapped[datetime | None]
-    # Set when a newer reply about the same alert covered all of this one's
-    # organisations: only the newest link works, so a flood of replies
-    # leaves one live link, not many.
-    superseded_at: Mapped[datetime | None]
 
     answers: Mapped[list[PendingAnswer]] = relationship(
         back_populates="confirmation", order_by="PendingAnswer.id"
@@ -463,19 +482,6 @@ class AlertStatus(Base):
     first_answered_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     within_deadline: Mapped[bool] = mapped_column(Boolean)
-
-
-class UsedToken(Base):
-    """Links that commit something work once: the digest of each used one
-    is kept, and the unique key makes a second use fail in the database
-    even when two requests race."""
-
-    __tablename__ = "used_tokens"
-
-    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
-    purpose: Mapped[str] = mapped_column(String(20))
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
-    used_at: Mapped[datetime]
 
 
 class MfaCredential(Base):

@@ -18,8 +18,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mailflow.core.links import ANSWER_LINK, CONFIRM_LINK, ENROL_LINK, SETUP_LINK_SUFFIX
 from mailflow.domain.verified_sessions import end_verified_session
-from mailflow.web.answering import FORM_EXPIRED, AnswerPages, form_dict
+from mailflow.web.answer_pages import AnswerPages
 from mailflow.web.enrolment import EnrolmentPages
+from mailflow.web.refusals import FORM_EXPIRED, form_dict
 from mailflow.web.rendering import Pages, web_root
 from mailflow.web.security import (
     SESSION_MAX_AGE_SECONDS,

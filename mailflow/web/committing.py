@@ -19,8 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 
-from mailflow.domain.answers import AccessRefused
-from mailflow.domain.errors import InvalidInput
+from mailflow.domain.errors import InvalidInput, NotAllowed
 from mailflow.domain.mfa import LockedOut, MfaError, verify_second_factor
 from mailflow.domain.models import User
 from mailflow.domain.verified_sessions import start_verified_session, verified_session_holds
@@ -38,7 +37,9 @@ NEEDS_CODE = (
 
 @dataclass(frozen=True)
 class Committed:
-    answer_ids: list[int]
+    # What the page after the commit shows (the ids of what was recorded,
+    # codes to show once): each kind says.
+    result: object = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,11 @@ class _Undo(Exception):
         self.outcome = outcome
 
 
+# Checks a code for a person in the caller's transaction, raising MfaError
+# when it is wrong (the default checks their authenticator app).
+CodeCheck = Callable[[Session, str, str], None]
+
+
 def commit_with_second_factor(
     runtime: Runtime,
     request: Request,
@@ -81,12 +87,15 @@ def commit_with_second_factor(
     code: str | None,
     now: datetime,
     change: Callable[[Session], Outcome],
+    check_code: CodeCheck | None = None,
 ) -> Outcome:
     """Run ``change`` after the second factor, all in one transaction.
 
     ``code`` is None when the session is already verified for this person.
     ``change`` returns ``AlreadyUsed`` (the link was used: nothing of it is
     kept) or ``Committed``; the domain's refusals undo it too.
+    ``check_code(session, code, source)`` replaces the check of the
+    person's app (setting one up checks the first code of the new app).
     """
     new_key: str | None = None
     try:
@@ -99,7 +108,7 @@ def commit_with_second_factor(
                     forget_verified(request)
                     return CodeRefused(NEEDS_CODE, locked_out=False)
             else:
-                refused = _check_code(runtime, request, session, user_id, code, now)
+                refused = _check_code(runtime, request, session, user_id, code, now, check_code)
                 if refused is not None:
                     # Committed as it is: the failure counts towards the lock-out.
                     return refused
@@ -111,7 +120,7 @@ def commit_with_second_factor(
                         raise _Undo(outcome)
             except _Undo as undo:
                 outcome = undo.outcome
-            except AccessRefused as exc:
+            except NotAllowed as exc:
                 outcome = Refused(str(exc))
             except InvalidInput as exc:
                 outcome = Invalid(exc.where, exc.problem)
@@ -125,19 +134,29 @@ def commit_with_second_factor(
 
 
 def _check_code(
-    runtime: Runtime, request: Request, session: Session, user_id: int, code: str, now: datetime
+    runtime: Runtime,
+    request: Request,
+    session: Session,
+    user_id: int,
+    code: str,
+    now: datetime,
+    check_code: CodeCheck | None,
 ) -> CodeRefused | None:
     """Check the code in the caller's transaction; a refusal to show, or
     None.  When a wrong code makes its source wait, the person is told."""
+    source = client_source(request)
     try:
-        verify_second_factor(
-            session,
-            user_id=user_id,
-            code=code,
-            secret_key=runtime.settings.secret_key,
-            now=now,
-            source=client_source(request),
-        )
+        if check_code is not None:
+            check_code(session, code, source)
+        else:
+            verify_second_factor(
+                session,
+                user_id=user_id,
+                code=code,
+                secret_key=runtime.settings.secret_key,
+                now=now,
+                source=source,
+            )
     except LockedOut as exc:
         if exc.started:
             warn_locked_out(runtime, session, user_id, exc, now)

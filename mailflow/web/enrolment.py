@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import io
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -22,9 +23,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from mailflow.core.links import ENROL_LINK, Purpose
-from mailflow.domain.answers import token_digest, use_token_once
+from mailflow.domain.answers import use_token_once
 from mailflow.domain.mfa import (
-    LockedOut,
     MfaError,
     finish_enrolment,
     is_enrolled,
@@ -32,21 +32,22 @@ from mailflow.domain.mfa import (
     provisioning_uri,
     start_enrolment,
 )
-from mailflow.domain.models import AuditEvent, UsedToken, User
-from mailflow.domain.verified_sessions import start_verified_session
-from mailflow.web.answering import (
-    CODE_FIELD,
+from mailflow.domain.models import AuditEvent, User
+from mailflow.domain.pending import link_used
+from mailflow.web.commit_flow import Change, CommitFlow
+from mailflow.web.committing import AlreadyUsed, CodeCheck, Committed, Outcome
+from mailflow.web.forms import Problems
+from mailflow.web.refusals import (
     FORM_EXPIRED,
     Refusal,
     check_session_user,
     form_dict,
+    guarded,
     refuse_links_from_before_removal,
     verify_token,
 )
-from mailflow.web.committing import warn_locked_out
-from mailflow.web.forms import Problems, text
 from mailflow.web.rendering import Pages
-from mailflow.web.security import client_source, csrf_ok, mark_verified
+from mailflow.web.security import csrf_ok
 from mailflow.workers.runtime import Runtime
 
 USED = (
@@ -87,23 +88,13 @@ class EnrolmentPages:
         self.runtime = runtime
         self.pages = pages
         self.tokens = ENROL_LINK.tokens(runtime.settings)
+        self.flow = CommitFlow(runtime)
+        self.kind = EnrolmentKind(runtime, self)
 
     async def enrol(self, request: Request) -> Response:
         token = request.path_params["token"]
         form = form_dict(await request.form()) if request.method == "POST" else None
-        return await run_in_threadpool(self._guard, request, token, form)
-
-    def _guard(self, request: Request, token: str, form: dict[str, Any] | None) -> Response:
-        try:
-            return self._enrol(request, token, form)
-        except Refusal as refusal:
-            return self.pages.problem(
-                request,
-                refusal.status_code,
-                refusal.title,
-                refusal.message,
-                sign_out=refusal.sign_out,
-            )
+        return await run_in_threadpool(guarded, self.pages, request, self._enrol, token, form)
 
     def _user(self, token: str, now: datetime, posted: bool) -> User:
         payload = verify_token(self.tokens, token, now)
@@ -119,7 +110,7 @@ class EnrolmentPages:
                     403, "Your access has been removed", "You can no longer use this service."
                 )
             refuse_links_from_before_removal(self.tokens, token, user)
-            if session.get(UsedToken, token_digest(token)) is not None:
+            if link_used(session, token):
                 # Not 200: the link no longer works, whoever opens it.
                 raise Refusal(409 if posted else 410, "This link has been used", USED)
             issued = payload.get("i")
@@ -147,7 +138,7 @@ class EnrolmentPages:
                 {"title": "Set up your authenticator app", "user": user},
             )
         if form.get("action") == "finish" and request.session.get("enrol_uid") == user.id:
-            return self._finish(request, token, user, text(form, CODE_FIELD), now)
+            return self._finish(request, token, user, form, now)
         with self.runtime.sessions.begin() as session:
             try:
                 secret = start_enrolment(
@@ -159,9 +150,9 @@ class EnrolmentPages:
         # in the database, encrypted (the session cookie is signed, not
         # encrypted, and an abandoned one lives for hours).
         request.session["enrol_uid"] = user.id
-        return self._scan_page(request, user, secret, Problems())
+        return self.scan_page(request, user, secret, Problems())
 
-    def _scan_page(
+    def scan_page(
         self, request: Request, user: User, secret: str, problems: Problems, status_code: int = 200
     ) -> Response:
         uri = provisioning_uri(secret, email=user.email, issuer=self.runtime.settings.service_name)
@@ -180,8 +171,9 @@ class EnrolmentPages:
         )
 
     def _finish(
-        self, request: Request, token: str, user: User, code: str, now: datetime
+        self, request: Request, token: str, user: User, form: dict[str, Any], now: datetime
     ) -> Response:
+        """The code from the new app, through the one commit flow."""
         with self.runtime.readers() as session:
             try:
                 secret = pending_enrolment_secret(
@@ -191,45 +183,88 @@ class EnrolmentPages:
                 raise Refusal(409, "Cannot set up", exc.message) from None
         if secret is None:
             raise Refusal(403, "This form has expired", FORM_EXPIRED)
-        problems = Problems()
-        if not code:
-            problems.add(CODE_FIELD, "Enter the 6-digit code from your authenticator app")
-            return self._scan_page(request, user, secret, problems, 400)
-        codes: list[str] | None = None
-        refused: MfaError | None = None
-        key = ""
-        with self.runtime.sessions.begin() as session:
-            try:
-                codes = finish_enrolment(
-                    session,
-                    user_id=user.id,
-                    code=code,
-                    secret_key=self.runtime.settings.secret_key,
-                    now=now,
-                    source=client_source(request),
-                )
-            except MfaError as exc:
-                # Committed as it is: the failure counts towards the lock-out.
-                refused = exc
-                if isinstance(exc, LockedOut) and exc.started:
-                    warn_locked_out(self.runtime, session, user.id, exc, now)
-            if codes is not None and not use_token_once(
-                session, token=token, purpose=Purpose.ENROL.value, user_id=user.id, now=now
+        return self.flow.commit(request, self.kind, Enrolling(user, secret), form, token, now)
+
+
+@dataclass
+class Enrolling:
+    user: User
+    secret: str
+    # Filled in by the code check: the recovery codes, to show once.
+    codes: list[str] = field(default_factory=list)
+
+
+class EnrolmentKind:
+    """Setting up an app: the code checked is the new app's first one (so
+    no earlier verified session stands in for it), and the change is the
+    single use of the link."""
+
+    missing_code = "Enter the 6-digit code from your authenticator app"
+    verified_session_counts = False
+
+    def __init__(self, runtime: Runtime, pages: EnrolmentPages) -> None:
+        self.runtime = runtime
+        self.pages = pages
+
+    def user_id(self, context: Enrolling) -> int:
+        return context.user.id
+
+    def page(
+        self,
+        request: Request,
+        context: Enrolling,
+        *,
+        verified: bool,
+        form: dict[str, Any] | None,
+        problems: Problems,
+        status_code: int = 200,
+    ) -> Response:
+        return self.pages.scan_page(request, context.user, context.secret, problems, status_code)
+
+    def read(
+        self,
+        context: Enrolling,
+        form: dict[str, Any],
+        problems: Problems,
+        token: str,
+        now: datetime,
+    ) -> Change:
+        def change(session: Session) -> Outcome:
+            if not use_token_once(
+                session, token=token, purpose=Purpose.ENROL.value, user_id=context.user.id, now=now
             ):
-                session.rollback()
-                raise Refusal(409, "This link has been used", USED)
-            if codes is not None:
-                key = start_verified_session(session, user_id=user.id, now=now)
-        if refused is not None or codes is None:
-            message = refused.message if refused else "Try again."
-            problems.add(CODE_FIELD, message)
-            return self._scan_page(
-                request, user, secret, problems, 429 if isinstance(refused, LockedOut) else 400
+                return AlreadyUsed()
+            return Committed(list(context.codes))
+
+        return change
+
+    def code_check(self, context: Enrolling, now: datetime) -> CodeCheck:
+        def check(session: Session, code: str, source: str) -> None:
+            context.codes = finish_enrolment(
+                session,
+                user_id=context.user.id,
+                code=code,
+                secret_key=self.runtime.settings.secret_key,
+                now=now,
+                source=source,
             )
+
+        return check
+
+    def committed(self, request: Request, context: Enrolling, outcome: Committed) -> Response:
         request.session.pop("enrol_uid", None)
-        mark_verified(request, user.id, now, key)
-        return self.pages.render(
+        return self.pages.pages.render(
             request,
             "enrol_done.html",
-            {"title": "Your authenticator app is set up", "user": user, "codes": codes},
+            {
+                "title": "Your authenticator app is set up",
+                "user": context.user,
+                "codes": outcome.result,
+            },
         )
+
+    def already_used(self, context: Enrolling) -> Refusal:
+        return Refusal(409, "This link has been used", USED)
+
+    def refused(self, context: Enrolling, message: str) -> Refusal:
+        return Refusal(409, "Cannot set up", message)

@@ -24,11 +24,12 @@ from mailflow.domain.mfa import is_enrolled
 from mailflow.domain.models import User
 from mailflow.domain.outgoing import recent_count
 from mailflow.mail.welcome import WELCOME_KIND, queue_welcome_email
-from mailflow.web.answering import (
+from mailflow.web.refusals import (
     FORM_EXPIRED,
     Refusal,
     check_session_user,
     form_dict,
+    guarded,
     refuse_links_from_before_removal,
     verify_token,
 )
@@ -58,21 +59,9 @@ class SetupLinkPages:
     async def _request(self, request: Request, tokens: TokenService) -> Response:
         token = request.path_params["token"]
         form = form_dict(await request.form())
-        return await run_in_threadpool(self._guard, request, tokens, token, form)
-
-    def _guard(
-        self, request: Request, tokens: TokenService, token: str, form: dict[str, Any]
-    ) -> Response:
-        try:
-            return self._send(request, tokens, token, form)
-        except Refusal as refusal:
-            return self.pages.problem(
-                request,
-                refusal.status_code,
-                refusal.title,
-                refusal.message,
-                sign_out=refusal.sign_out,
-            )
+        return await run_in_threadpool(
+            guarded, self.pages, request, self._send, tokens, token, form
+        )
 
     def _send(
         self, request: Request, tokens: TokenService, token: str, form: dict[str, Any]

@@ -43,7 +43,7 @@ from mailflow.workers.runtime import Runtime, utc_now
 from tests.support.seed import issue, seed_people
 
 BASE = "https://mailflow.test"
-ANSWER_TABLES = ("answers", "alert_statuses", "used_tokens", "outgoing_emails", "jobs")
+ANSWER_TABLES = ("answers", "alert_statuses", "pending_actions", "outgoing_emails", "jobs")
 ENROLLED = ("raj@riverside.example", "li@itservices.example", "bea@brookfield.example")
 
 
