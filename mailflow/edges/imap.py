@@ -35,12 +35,11 @@ import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email.parser import HeaderParser
 from email.policy import compat32
 from email.utils import getaddresses
 from typing import Any, Literal
-from urllib.parse import unquote, urlsplit
 
 from imapclient import IMAPClient  # type: ignore[import-untyped]
 from imapclient.exceptions import (  # type: ignore[import-untyped]
@@ -80,46 +79,6 @@ class ImapPassError(Exception):
 
 
 # -------------------------------------------------------------- settings
-
-
-@dataclass(frozen=True)
-class ImapTarget:
-    """The mailbox named by ``imap[s]://user:password@host[:port]/MAILBOX``."""
-
-    host: str
-    port: int
-    use_tls: bool
-    username: str
-    password: str = field(repr=False)
-    mailbox: str = "INBOX"
-
-    @property
-    def server(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
-
-    @property
-    def key(self) -> str:
-        """The mailbox without the password (``user@host:port/MAILBOX``):
-        the checkpoint's key and what stored messages record as their
-        mailbox."""
-        return f"{self.username}@{self.server}/{self.mailbox}"
-
-
-def parse_imap_url(url: str) -> ImapTarget:
-    parts = urlsplit(url)
-    if parts.scheme not in ("imap", "imaps") or not parts.hostname or not parts.username:
-        raise ValueError("expected imap[s]://user:password@host[:port]/MAILBOX")
-    use_tls = parts.scheme == "imaps"
-    mailbox = unquote(parts.path.lstrip("/")) or "INBOX"
-    return ImapTarget(
-        host=parts.hostname,
-        port=parts.port or (993 if use_tls else 143),
-        use_tls=use_tls,
-        username=unquote(parts.username),
-        password=unquote(parts.password or ""),
-        mailbox=mailbox,
-    )
 
 
 @dataclass(frozen=True)
@@ -186,12 +145,9 @@ class PassResult:
 class ImapPoller:
     def __init__(self, runtime: Runtime) -> None:
         settings = runtime.settings
-        if not settings.imap_url:
+        if settings.imap_url is None:
             raise ConfigError("MAILFLOW_IMAP_URL", "not set")
-        try:
-            self.target = parse_imap_url(settings.imap_url)
-        except ValueError as exc:
-            raise ConfigError("MAILFLOW_IMAP_URL", str(exc)) from exc
+        self.target = settings.imap_url
         try:
             self.after = AfterStore.parse(settings.imap_after)
         except ValueError as exc:
