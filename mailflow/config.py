@@ -18,7 +18,7 @@ from email.headerregistry import Address
 from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 DEFAULT_CONFIG_FILE = Path("config/mailflow.toml")
@@ -58,6 +58,42 @@ class RelayConfig:
         user = f"{self.username}:***@" if self.username else ""
         query = "?starttls=true" if self.start_tls else ""
         return f"{scheme}://{user}{self.host}:{self.port}{query}"
+
+
+@dataclass(frozen=True)
+class ImapConfig:
+    """The mailbox the IMAP poller reads, from
+    ``imap[s]://user:password@host[:port]/MAILBOX`` (user and password
+    URL-encoded; ``imaps`` is TLS from the first byte)."""
+
+    host: str
+    port: int
+    use_tls: bool
+    username: str
+    password: str = field(repr=False)
+    mailbox: str = "INBOX"
+    # The URL as the operator wrote it, password hidden: what `mailflow
+    # config` shows, so that it reads back exactly as it was set.
+    written_as: str = field(default="", compare=False)
+
+    @property
+    def server(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    @property
+    def key(self) -> str:
+        """The mailbox without the password (``user@host:port/MAILBOX``):
+        the poller's checkpoint key and what stored messages record as
+        their mailbox."""
+        return f"{self.username}@{self.server}/{self.mailbox}"
+
+    def redacted(self) -> str:
+        if self.written_as:
+            return self.written_as
+        scheme = "imaps" if self.use_tls else "imap"
+        mailbox = quote(self.mailbox, safe="")
+        return f"{scheme}://{quote(self.username, safe='')}:***@{self.server}/{mailbox}"
 
 
 @dataclass(frozen=True)
@@ -110,7 +146,7 @@ class Settings:
     # Messages processing ignored (unknown sender, automatic mail, junk to
     # the service addresses) are deleted this many days after arriving.
     inbound_retention_days: int = 30
-    imap_url: str | None = field(default=None, repr=False)
+    imap_url: ImapConfig | None = None
     # After a message is stored: "seen" sets \Seen, "move:FOLDER" moves it,
     # "delete" expunges it.
     imap_after: str = "seen"
@@ -149,7 +185,7 @@ class Settings:
             value = getattr(self, f.name)
             if f.name == "secret_key":
                 text = f"(hidden; from {self.key_origin})" if value else "(missing)"
-            elif f.name in ("database_url", "broker_url", "imap_url") and value:
+            elif f.name in ("database_url", "broker_url") and value:
                 text = _redact_url(str(value))
             else:
                 text = _as_setting_text(value)
@@ -162,7 +198,7 @@ def _as_setting_text(value: object) -> str:
     Python tuple; a list comma-separated; 60, not 60.0."""
     if value is None:
         return ""
-    if isinstance(value, RelayConfig):
+    if isinstance(value, RelayConfig | ImapConfig):
         return value.redacted()
     if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], int):
         host, port = value
@@ -366,15 +402,24 @@ def parse_host_port(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def _parse_imap_url(text: str) -> str:
+def parse_imap_url(text: str) -> ImapConfig:
     parts = urlsplit(text)
     if parts.scheme not in ("imap", "imaps") or not parts.hostname or not parts.username:
         raise ValueError("expected imap[s]://user:password@host[:port]/MAILBOX")
     try:
-        parts.port  # noqa: B018 - raises for a port that is not a number
+        port = parts.port
     except ValueError as exc:
         raise ValueError("the port is not a number") from exc
-    return text
+    use_tls = parts.scheme == "imaps"
+    return ImapConfig(
+        host=parts.hostname,
+        port=port or (993 if use_tls else 143),
+        use_tls=use_tls,
+        username=unquote(parts.username),
+        password=unquote(parts.password or ""),
+        mailbox=unquote(parts.path.lstrip("/")) or "INBOX",
+        written_as=_redact_url(text),
+    )
 
 
 def _parse_imap_after(text: str) -> str:
@@ -411,7 +456,7 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "inbound_idle_seconds": _parse_positive_float,
     "inbound_max_recipients": _parse_positive_int,
     "inbound_retention_days": _parse_positive_int,
-    "imap_url": lambda t: _parse_imap_url(t) if t else None,
+    "imap_url": lambda t: parse_imap_url(t) if t else None,
     "imap_after": lambda t: _parse_imap_after(t),
     "imap_poll_seconds": _parse_positive_float,
     "authserv_id": lambda t: t or None,

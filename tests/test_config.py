@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from mailflow.config import ConfigError, Settings, load_settings, parse_relay, unknown_variables
+from mailflow.config import (
+    ConfigError,
+    Settings,
+    load_settings,
+    parse_imap_url,
+    parse_relay,
+    unknown_variables,
+)
 from tests.support.cli import mailflow
 
 SECRET = "an-operator-secret-0123456789-abcdefghijklmnop"
@@ -152,6 +159,10 @@ def test_a_short_secret_key_is_refused_by_name() -> None:
         ("MAILFLOW_MAIL_DOMAIN", "not a domain"),
         ("MAILFLOW_FROM", "nobody"),
         ("MAILFLOW_TIMEZONE", "Europe/Atlantis"),
+        ("MAILFLOW_IMAP_URL", "pop3://u:p@mail.example.org/"),
+        ("MAILFLOW_IMAP_URL", "imap://mail.example.org/INBOX"),
+        ("MAILFLOW_IMAP_URL", "imap://u:p@mail.example.org:onefourthree/INBOX"),
+        ("MAILFLOW_IMAP_AFTER", "archive"),
     ],
 )
 def test_a_malformed_environment_variable_is_refused_by_name(variable: str, value: str) -> None:
@@ -260,6 +271,41 @@ def test_describing_the_settings_never_shows_a_secret() -> None:
     )
     assert "db.example.org/mailflow" in described["MAILFLOW_DATABASE_URL"]
     assert set(described) >= {"MAILFLOW_DATABASE_URL", "MAILFLOW_FROM", "MAILFLOW_QUEUE_NAME"}
+
+
+def test_an_imap_url_is_read_once_into_the_mailbox_it_names() -> None:
+    settings = load_settings(
+        environ={
+            "MAILFLOW_SECRET_KEY": SECRET,
+            "MAILFLOW_IMAP_URL": "imaps://replies%40example.org:imap%40pw%2F7@Mail.Example.org"
+            "/Replies%20In",
+        }
+    )
+
+    imap = settings.imap_url
+    assert imap is not None
+    assert (imap.host, imap.port, imap.use_tls) == ("mail.example.org", 993, True)
+    assert (imap.username, imap.password) == ("replies@example.org", "imap@pw/7")
+    assert imap.mailbox == "Replies In"
+    assert imap.key == "replies@example.org@mail.example.org:993/Replies In"
+
+
+def test_an_imap_url_without_port_or_mailbox_uses_143_and_the_inbox() -> None:
+    imap = parse_imap_url("imap://analyst:pw@127.0.0.1")
+
+    assert (imap.host, imap.port, imap.use_tls, imap.mailbox) == ("127.0.0.1", 143, False, "INBOX")
+    assert imap.key == "analyst@127.0.0.1:143/INBOX"
+
+
+def test_the_imap_url_is_described_as_it_was_written_with_the_password_hidden() -> None:
+    written = "imap://replies%40example.org:imap-pw-2468@Mail.Example.org:1143/Replies%20In"
+    settings = load_settings(environ={"MAILFLOW_SECRET_KEY": SECRET, "MAILFLOW_IMAP_URL": written})
+
+    described = settings.describe()["MAILFLOW_IMAP_URL"]
+
+    assert described == "imap://replies%40example.org:***@Mail.Example.org:1143/Replies%20In"
+    assert "imap-pw-2468" not in repr(settings)
+    assert "imap-pw-2468" not in repr(settings.imap_url)
 
 
 def test_settings_objects_do_not_show_secrets_in_their_repr() -> None:

@@ -21,11 +21,11 @@ import sqlalchemy as sa
 from imapclient import IMAPClient
 from sqlalchemy.orm import Session
 
-from mailflow.config import Settings
+from mailflow.config import Settings, parse_imap_url
 from mailflow.domain.inbound import PROCESS_INBOUND
 from mailflow.domain.models import ImapCheckpoint, InboundMessage, Job
 from mailflow.edges import imap as imap_edge
-from mailflow.edges.imap import ImapPoller, envelope_recipients, parse_imap_url
+from mailflow.edges.imap import ImapPoller, envelope_recipients
 from mailflow.workers.runtime import Runtime
 from tests.support.dovecot import DovecotAccount
 from tests.support.environment import SECRET_KEY
@@ -86,7 +86,7 @@ def make_poller(
     made: list[tuple[ImapPoller, Runtime]] = []
 
     def make(after: str = "seen", **overrides: Any) -> ImapPoller:
-        values: dict[str, Any] = {"imap_url": dovecot.url(), "imap_poll_seconds": 1}
+        values: dict[str, Any] = {"imap_url": parse_imap_url(dovecot.url()), "imap_poll_seconds": 1}
         values.update(overrides)
         settings = settings_for(database_url, imap_after=after, **values)
         runtime = Runtime(settings)
@@ -484,7 +484,7 @@ def test_a_wrong_password_is_logged_without_it_and_retried(
     dovecot.append(reply(1))
     wrong = "Wr0ng-" + dovecot.password
     url = dovecot.url().replace(f":{dovecot.password}@", f":{wrong}@")
-    poller = make_poller("seen", imap_url=url)
+    poller = make_poller("seen", imap_url=parse_imap_url(url))
     caplog.set_level(logging.DEBUG)
     stop = threading.Event()
     thread = threading.Thread(target=poller.run, args=(stop,))

@@ -7,7 +7,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from mailflow.config import Settings
+from mailflow.config import Settings, parse_imap_url
 from mailflow.domain.models import Confirmation, Delivery, InboundMessage, InboundState
 from mailflow.edges.imap import ImapPoller
 from mailflow.workers.inbound import process_inbound
@@ -50,7 +50,7 @@ def test_a_mailbox_read_again_after_a_uidvalidity_change_records_nothing_twice(
     )
     dovecot.append(raw)
     settings: Settings = settings_for(  # type: ignore[operator]
-        database_url, imap_url=dovecot.url(), imap_after="seen", imap_poll_seconds=1
+        database_url, imap_url=parse_imap_url(dovecot.url()), imap_after="seen", imap_poll_seconds=1
     )
     runtime = Runtime(settings)
     poller = ImapPoller(runtime)

@@ -8,7 +8,9 @@ import secrets
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Annotated
 
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -22,12 +24,63 @@ from mailflow.domain.models import (
     DeliveryState,
     Membership,
     Organisation,
+    Severity,
     User,
 )
-from mailflow.intake.alert_files import AlertSpec
 
 REFERENCE_PREFIX = "CC-"
 DELIVER_ALERT = "deliver_alert"
+REFERENCE_PATTERN = r"^[A-Z]{2,6}-[0-9]{1,6}$"
+CVE_PATTERN = re.compile(r"^CVE-\d{4}-\d{4,}$")
+MAX_DEADLINE_HOURS = 24 * 30
+
+# An alert as its publisher writes it is checked here, in the domain, so
+# that every way in (a TOML or JSON file today) checks it the same way.
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+
+
+class AudienceSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    organisations: list[Text] = Field(default_factory=list)
+    types: list[Text] = Field(default_factory=list)
+
+
+class AlertSpec(BaseModel):
+    """What a publisher writes to issue an alert."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reference: (
+        Annotated[str, StringConstraints(strip_whitespace=True, pattern=REFERENCE_PATTERN)] | None
+    ) = None
+    title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=300)]
+    severity: Severity
+    summary: Text
+    affected: list[Text] = Field(default_factory=list)
+    cves: list[str] = Field(default_factory=list)
+    remediation: Text
+    references: list[str] = Field(default_factory=list)
+    deadline_hours: int = Field(default=48, ge=1, le=MAX_DEADLINE_HOURS)
+    audience: AudienceSpec = Field(default_factory=AudienceSpec)
+
+    @field_validator("cves")
+    @classmethod
+    def _cves_look_like_cves(cls, values: list[str]) -> list[str]:
+        cleaned = [v.strip().upper() for v in values]
+        for value in cleaned:
+            if not CVE_PATTERN.match(value):
+                raise ValueError(f"{value!r} is not a CVE identifier like CVE-2026-12345")
+        return cleaned
+
+    @field_validator("references")
+    @classmethod
+    def _references_are_web_links(cls, values: list[str]) -> list[str]:
+        cleaned = [v.strip() for v in values]
+        for value in cleaned:
+            if not re.match(r"^https?://[^\s/$.?#][^\s]*$", value):
+                raise ValueError(f"{value!r} is not an http(s) link")
+        return cleaned
 
 
 def new_key() -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -12,7 +12,20 @@ from sqlalchemy.orm import Session
 from mailflow.domain.audit import record_event
 from mailflow.domain.errors import InvalidInput
 from mailflow.domain.models import Organisation
-from mailflow.intake.organisation_files import OrganisationRecord
+
+
+@dataclass(frozen=True)
+class OrganisationRecord:
+    """One organisation as a list names it; ``line`` is where, so that an
+    error can point at it."""
+
+    line: int
+    code: str
+    name: str
+    type: str
+    parent_code: str | None = None
+    opened_on: date | None = None
+    closed_on: date | None = None
 
 
 @dataclass

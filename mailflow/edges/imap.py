@@ -30,31 +30,45 @@ for a person to look at, with one log line, and the checkpoint moves past it.
 
 from __future__ import annotations
 
-import ast
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from email.parser import HeaderParser
-from email.policy import compat32
-from email.utils import getaddresses
-from typing import Any, Literal
-from urllib.parse import unquote, urlsplit
+from collections.abc import Sequence
+from typing import Any
 
 from imapclient import IMAPClient  # type: ignore[import-untyped]
-from imapclient.exceptions import (  # type: ignore[import-untyped]
-    IMAPClientError,
-    LoginError,
-)
+from imapclient.exceptions import IMAPClientError  # type: ignore[import-untyped]
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailflow.config import ConfigError
 from mailflow.domain.inbound import ImapOrigin, imap_message_stored, store_inbound_message
 from mailflow.domain.models import ImapCheckpoint, InboundMessage
-from mailflow.mail.inbound_mail import DELIVERY_HEADERS
+from mailflow.edges.imap_mailbox import (
+    FLAGGED,
+    SEEN,
+    AfterStore,
+    ImapPassError,
+    PassResult,
+    announces_mail,
+    apply_after,
+    chunks,
+    create_folder,
+    describe_failure,
+    envelope_recipients,
+    groups_within,
+    message_bodies,
+    message_sizes,
+    redacted,
+    search_uids,
+    shut_down,
+    unfinished_uids,
+)
 from mailflow.workers.runtime import Runtime
+
+# What callers (the command line, tests) read from the poller's module,
+# though some of it is written in imap_mailbox.py.
+__all__ = ["AfterStore", "ImapPoller", "PassResult", "envelope_recipients"]
 
 log = logging.getLogger(__name__)
 
@@ -70,128 +84,15 @@ IDLE_MAX_SECONDS = 25 * 60.0
 # How often a waiting poller looks at its stop event.
 STOP_CHECK_SECONDS = 1.0
 
-SEEN = b"\\Seen"
-DELETED = b"\\Deleted"
-FLAGGED = b"\\Flagged"
-
-
-class ImapPassError(Exception):
-    """The server answered something a pass cannot work with."""
-
-
-# -------------------------------------------------------------- settings
-
-
-@dataclass(frozen=True)
-class ImapTarget:
-    """The mailbox named by ``imap[s]://user:password@host[:port]/MAILBOX``."""
-
-    host: str
-    port: int
-    use_tls: bool
-    username: str
-    password: str = field(repr=False)
-    mailbox: str = "INBOX"
-
-    @property
-    def server(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
-
-    @property
-    def key(self) -> str:
-        """The mailbox without the password (``user@host:port/MAILBOX``):
-        the checkpoint's key and what stored messages record as their
-        mailbox."""
-        return f"{self.username}@{self.server}/{self.mailbox}"
-
-
-def parse_imap_url(url: str) -> ImapTarget:
-    parts = urlsplit(url)
-    if parts.scheme not in ("imap", "imaps") or not parts.hostname or not parts.username:
-        raise ValueError("expected imap[s]://user:password@host[:port]/MAILBOX")
-    use_tls = parts.scheme == "imaps"
-    mailbox = unquote(parts.path.lstrip("/")) or "INBOX"
-    return ImapTarget(
-        host=parts.hostname,
-        port=parts.port or (993 if use_tls else 143),
-        use_tls=use_tls,
-        username=unquote(parts.username),
-        password=unquote(parts.password or ""),
-        mailbox=mailbox,
-    )
-
-
-@dataclass(frozen=True)
-class AfterStore:
-    """What to do to a message once it is stored (MAILFLOW_IMAP_AFTER)."""
-
-    action: Literal["seen", "delete", "move"]
-    folder: str | None = None
-
-    @classmethod
-    def parse(cls, text: str) -> AfterStore:
-        if text == "seen":
-            return cls("seen")
-        if text == "delete":
-            return cls("delete")
-        if text.startswith("move:") and len(text) > len("move:"):
-            return cls("move", text[len("move:") :])
-        raise ValueError('expected "seen", "delete" or "move:FOLDER"')
-
-    def describe(self) -> str:
-        return f"move to {self.folder}" if self.action == "move" else self.action
-
-
-# ----------------------------------------------------------- the headers
-
-
-def _header_block(raw: bytes) -> bytes:
-    return raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
-
-
-def envelope_recipients(raw: bytes) -> list[str]:
-    """The addresses a message was delivered to, as far as its headers say:
-    the delivery headers processing reads (``DELIVERY_HEADERS``: Delivered-To,
-    X-Original-To, Envelope-To, To, then Cc), each in the order written,
-    without repeats.  IMAP keeps no envelope, so this is the nearest thing.
-    Never fails: a header that does not parse gives no address."""
-    text = _header_block(raw).decode("utf-8", "replace").replace("\x00", "")
-    headers = HeaderParser(policy=compat32).parsestr(text, headersonly=True)
-    found: list[str] = []
-    for name in DELIVERY_HEADERS:
-        values = [str(value) for value in headers.get_all(name, [])]
-        for _, address in getaddresses(values):
-            address = address.strip()
-            if address and address not in found:
-                found.append(address)
-    return found
-
-
 # ------------------------------------------------------------ the poller
-
-
-@dataclass
-class PassResult:
-    """What one pass did: messages newly stored, and messages the
-    after-store action was applied to (including ones stored earlier whose
-    action had not been done)."""
-
-    stored: int = 0
-    finished: int = 0
-    # Too large to store: flagged and left in the mailbox.
-    set_aside: int = 0
 
 
 class ImapPoller:
     def __init__(self, runtime: Runtime) -> None:
         settings = runtime.settings
-        if not settings.imap_url:
+        if settings.imap_url is None:
             raise ConfigError("MAILFLOW_IMAP_URL", "not set")
-        try:
-            self.target = parse_imap_url(settings.imap_url)
-        except ValueError as exc:
-            raise ConfigError("MAILFLOW_IMAP_URL", str(exc)) from exc
+        self.target = settings.imap_url
         try:
             self.after = AfterStore.parse(settings.imap_after)
         except ValueError as exc:
@@ -264,23 +165,23 @@ class ImapPoller:
 
         # Stored (at or below the checkpoint) but not yet flagged, moved or
         # deleted: a process stopped between the commit and the action.
-        unfinished = self._unfinished(client, last_uid) if last_uid else []
+        unfinished = unfinished_uids(client, self.after, last_uid) if last_uid else []
         # UID SEARCH UID n:* always matches the highest UID, even below n.
-        new = [uid for uid in self._search(client, ["UID", f"{last_uid + 1}:*"]) if uid > last_uid]
+        new = [uid for uid in search_uids(client, ["UID", f"{last_uid + 1}:*"]) if uid > last_uid]
         candidates = sorted(set(unfinished) | set(new))
 
         result = PassResult()
         max_bytes = self.runtime.settings.inbound_max_bytes
-        for batch in _chunks(candidates, BATCH_UIDS):
+        for batch in chunks(candidates, BATCH_UIDS):
             stored = self._stored_uids(uidvalidity, batch)
             to_fetch = [uid for uid in batch if uid not in stored]
-            sizes = self._sizes(client, to_fetch)
+            sizes = message_sizes(client, to_fetch)
             too_large = {uid for uid in to_fetch if sizes.get(uid, 0) > max_bytes}
             for uid in too_large:
                 sizes[uid] = 0  # never fetched: takes no room in a group
-            for group in _groups(batch, sizes, FETCH_BYTES):
+            for group in groups_within(batch, sizes, FETCH_BYTES):
                 wanted = [uid for uid in group if uid not in stored and uid not in too_large]
-                bodies = self._bodies(client, wanted)
+                bodies = message_bodies(client, wanted)
                 for uid in group:
                     if uid in too_large or len(bodies.get(uid, b"")) > max_bytes:
                         if uid > last_uid:
@@ -418,7 +319,7 @@ class ImapPoller:
             try:
                 client.login(target.username, target.password)
             except BaseException:
-                _shutdown(client)
+                shut_down(client)
                 raise
             self._client = client
             self._folder_ready = False
@@ -435,78 +336,15 @@ class ImapPoller:
                 return
             except Exception:  # already broken: close it below
                 log.debug("IMAP %s: logout failed", self.key, exc_info=True)
-        _shutdown(client)
-
-    def _search(self, client: Any, criteria: list[str]) -> list[int]:
-        return sorted(int(uid) for uid in client.search(criteria))
-
-    def _unfinished(self, client: Any, last_uid: int) -> list[int]:
-        below = f"1:{last_uid}"
-        if self.after.action == "seen":
-            return self._search(client, ["UID", below, "UNSEEN"])
-        if self.after.action == "move":
-            # Copied and marked deleted already, when the server has no
-            # MOVE: copying again would leave two copies.
-            return self._search(client, ["UID", below, "NOT", "DELETED"])
-        return self._search(client, ["UID", below])
-
-    def _sizes(self, client: Any, uids: Sequence[int]) -> dict[int, int]:
-        if not uids:
-            return {}
-        fetched = client.fetch(list(uids), ["RFC822.SIZE"])
-        return {
-            int(uid): int(data.get(b"RFC822.SIZE") or 0)
-            for uid, data in fetched.items()
-            if isinstance(data, dict)
-        }
-
-    def _bodies(self, client: Any, uids: Sequence[int]) -> dict[int, bytes]:
-        if not uids:
-            return {}
-        fetched = client.fetch(list(uids), ["BODY.PEEK[]"])
-        bodies: dict[int, bytes] = {}
-        for uid, data in fetched.items():
-            raw = data.get(b"BODY[]") if isinstance(data, dict) else None
-            if not isinstance(raw, bytes):
-                raise ImapPassError(f"FETCH BODY.PEEK[] of UID {uid} gave no message")
-            bodies[int(uid)] = raw
-        return bodies
+        shut_down(client)
 
     def _apply_after(self, client: Any, uid: int) -> None:
-        if self.after.action == "seen":
-            client.add_flags([uid], [SEEN], silent=True)
-        elif self.after.action == "delete":
-            client.add_flags([uid], [DELETED], silent=True)
-            self._expunge(client, uid)
-        else:
-            folder = self.after.folder
-            self._ensure_folder(client)
-            if client.has_capability("MOVE"):
-                client.move([uid], folder)
-            else:
-                client.copy([uid], folder)
-                client.add_flags([uid], [DELETED], silent=True)
-                self._expunge(client, uid)
-
-    def _expunge(self, client: Any, uid: int) -> None:
-        if client.has_capability("UIDPLUS"):
-            client.uid_expunge([uid])
-        else:
-            client.expunge()
-
-    def _ensure_folder(self, client: Any) -> None:
-        if self._folder_ready:
-            return
         folder = self.after.folder
-        if not client.folder_exists(folder):
-            try:
-                client.create_folder(folder)
+        if folder is not None and not self._folder_ready:
+            if create_folder(client, folder):
                 log.info("IMAP %s: created folder %s", self.key, folder)
-            except IMAPClientError:
-                # Another client may have created it meanwhile.
-                if not client.folder_exists(folder):
-                    raise
-        self._folder_ready = True
+            self._folder_ready = True
+        apply_after(client, uid, self.after)
 
     # ------------------------------------------------------------- waiting
 
@@ -527,7 +365,7 @@ class ImapPoller:
                     break
                 started = time.monotonic()
                 responses = client.idle_check(timeout=timeout)
-                if any(_announces_mail(response) for response in responses):
+                if any(announces_mail(response) for response in responses):
                     break
                 if not responses and time.monotonic() - started < timeout / 2:
                     # Readable with nothing to read: the server has most
@@ -538,20 +376,10 @@ class ImapPoller:
 
     def describe_failure(self, exc: BaseException) -> str:
         """One line saying what went wrong, never showing the password."""
-        text = self.redacted(_plain(str(exc)))
-        if isinstance(exc, LoginError):
-            return (
-                f"IMAP login to {self.target.server} as {self.target.username} was refused "
-                f"({text}); check MAILFLOW_IMAP_URL"
-            )
-        if isinstance(exc, IMAPClientError):
-            # The server's own words (imaplib's class names say nothing).
-            return f"IMAP {self.key}: {text}"
-        return f"IMAP {self.key}: {type(exc).__name__}: {text}"
+        return describe_failure(exc, self.target)
 
     def redacted(self, text: str) -> str:
-        password = self.target.password
-        return text.replace(password, "***") if password else text
+        return redacted(text, self.target)
 
     def _log_failure(self, exc: Exception, delay: float) -> None:
         message = self.describe_failure(exc)
@@ -560,51 +388,3 @@ class ImapPoller:
         else:
             # Not the server's doing (the database, or a bug): the traceback.
             log.error("%s; retrying in %.0f s", message, delay, exc_info=True)
-
-
-def _announces_mail(response: Any) -> bool:
-    """An IDLE response saying the mailbox has grown (``* n EXISTS``) or
-    that the server is leaving (``* BYE``)."""
-    if not isinstance(response, tuple) or len(response) < 2:
-        return False
-    return bool(response[1] == b"EXISTS" or response[0] == b"BYE")
-
-
-def _plain(text: str) -> str:
-    """A server reply that imaplib passed on as ``b'...'``, as text."""
-    if len(text) >= 3 and text[:2] in ("b'", 'b"') and text[-1] == text[1]:
-        try:
-            value = ast.literal_eval(text)
-        except (SyntaxError, ValueError):
-            return text
-        if isinstance(value, bytes):
-            return value.decode("utf-8", "replace")
-    return text
-
-
-def _shutdown(client: Any) -> None:
-    try:
-        client.shutdown()
-    except Exception:  # the socket is gone either way
-        log.debug("IMAP connection shutdown failed", exc_info=True)
-
-
-def _chunks(items: Sequence[int], size: int) -> Iterator[list[int]]:
-    for start in range(0, len(items), size):
-        yield list(items[start : start + size])
-
-
-def _groups(uids: Sequence[int], sizes: dict[int, int], limit: int) -> Iterator[list[int]]:
-    """Consecutive runs of ``uids`` whose messages together stay within
-    ``limit`` bytes (a run holds at least one UID)."""
-    group: list[int] = []
-    total = 0
-    for uid in uids:
-        size = sizes.get(uid, 0)
-        if group and total + size > limit:
-            yield group
-            group, total = [], 0
-        group.append(uid)
-        total += size
-    if group:
-        yield group

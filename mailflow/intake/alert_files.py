@@ -3,72 +3,14 @@
 from __future__ import annotations
 
 import json
-import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    StringConstraints,
-    ValidationError,
-    field_validator,
-)
+from pydantic import ValidationError
 
+from mailflow.domain.alerts import AlertSpec
 from mailflow.domain.errors import InvalidInput
-from mailflow.domain.models import Severity
-
-REFERENCE_PATTERN = r"^[A-Z]{2,6}-[0-9]{1,6}$"
-CVE_PATTERN = re.compile(r"^CVE-\d{4}-\d{4,}$")
-MAX_DEADLINE_HOURS = 24 * 30
-
-Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
-
-
-class AudienceSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    organisations: list[Text] = Field(default_factory=list)
-    types: list[Text] = Field(default_factory=list)
-
-
-class AlertSpec(BaseModel):
-    """What a publisher writes to issue an alert."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    reference: (
-        Annotated[str, StringConstraints(strip_whitespace=True, pattern=REFERENCE_PATTERN)] | None
-    ) = None
-    title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=300)]
-    severity: Severity
-    summary: Text
-    affected: list[Text] = Field(default_factory=list)
-    cves: list[str] = Field(default_factory=list)
-    remediation: Text
-    references: list[str] = Field(default_factory=list)
-    deadline_hours: int = Field(default=48, ge=1, le=MAX_DEADLINE_HOURS)
-    audience: AudienceSpec = Field(default_factory=AudienceSpec)
-
-    @field_validator("cves")
-    @classmethod
-    def _cves_look_like_cves(cls, values: list[str]) -> list[str]:
-        cleaned = [v.strip().upper() for v in values]
-        for value in cleaned:
-            if not CVE_PATTERN.match(value):
-                raise ValueError(f"{value!r} is not a CVE identifier like CVE-2026-12345")
-        return cleaned
-
-    @field_validator("references")
-    @classmethod
-    def _references_are_web_links(cls, values: list[str]) -> list[str]:
-        cleaned = [v.strip() for v in values]
-        for value in cleaned:
-            if not re.match(r"^https?://[^\s/$.?#][^\s]*$", value):
-                raise ValueError(f"{value!r} is not an http(s) link")
-        return cleaned
 
 
 def read_alert_file(path: Path) -> AlertSpec:

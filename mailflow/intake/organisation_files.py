@@ -13,11 +13,11 @@ from __future__ import annotations
 import csv
 import io
 import re
-from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 
 from mailflow.domain.errors import InvalidInput
+from mailflow.domain.organisations import OrganisationRecord
 
 CODE_PATTERN = re.compile(r"^[A-Z0-9]{3,10}$")
 TYPE_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
@@ -26,17 +26,6 @@ OPTIONAL_COLUMNS = ("parent",)
 ODS_TYPES = {"etr": "trust", "eccg": "icb"}
 ODS_MIN_COLUMNS = 12
 MAX_NAME_LENGTH = 200
-
-
-@dataclass(frozen=True)
-class OrganisationRecord:
-    line: int
-    code: str
-    name: str
-    type: str
-    parent_code: str | None = None
-    opened_on: date | None = None
-    closed_on: date | None = None
 
 
 def read_organisation_file(path: Path, org_type: str | None = None) -> list[OrganisationRecord]:
