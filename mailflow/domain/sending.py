@@ -40,6 +40,11 @@ class SendPolicy:
     retry_base_seconds: float
     max_attempts: int
 
+    def retry_delay(self, attempts: int) -> timedelta:
+        """Exponential backoff: base, 2 x base, 4 x base ... up to six hours."""
+        doubled = self.retry_base_seconds * 2 ** max(attempts - 1, 0)
+        return min(timedelta(seconds=doubled), MAX_RETRY_DELAY)
+
 
 @dataclass(frozen=True)
 class NextState:
@@ -48,11 +53,6 @@ class NextState:
     next_attempt_at: datetime | None
     # What went wrong, kept with the email (None once sent).
     error: str | None
-
-
-def retry_delay(attempts: int, base_seconds: float) -> timedelta:
-    """Exponential backoff: base, 2 x base, 4 x base ... up to six hours."""
-    return min(timedelta(seconds=base_seconds * 2 ** max(attempts - 1, 0)), MAX_RETRY_DELAY)
 
 
 def next_state(
@@ -67,6 +67,4 @@ def next_state(
         return NextState(Step.FAILED, None, result.reply)
     if attempts >= policy.max_attempts:
         return NextState(Step.FAILED, None, f"gave up after {attempts} attempts: {result.reply}")
-    return NextState(
-        Step.DEFERRED, now + retry_delay(attempts, policy.retry_base_seconds), result.reply
-    )
+    return NextState(Step.DEFERRED, now + policy.retry_delay(attempts), result.reply)
