@@ -12,15 +12,15 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from mailflow.config import Settings
+from mailflow.domain.answer_values import AnswerValue
 from mailflow.domain.answers import (
     AccessRefused,
-    AnswerInput,
     alert_status_lines,
     record_answers,
     use_confirmation,
     use_token_once,
 )
-from mailflow.domain.confirmations import AnswerToConfirm, record_pending_answers
+from mailflow.domain.confirmations import record_pending_answers
 from mailflow.domain.errors import InvalidInput
 from mailflow.domain.models import (
     AlertStatus,
@@ -57,7 +57,7 @@ def test_answers_keep_their_history_and_the_newest_is_current(
         alert_id=world["alert"],
         via="link",
         now=NOW,
-        answers=[AnswerInput(world["RXA"], AnswerStatus.IN_PROGRESS, note="patching tonight")],
+        answers=[AnswerValue("RXA", AnswerStatus.IN_PROGRESS, note="patching tonight")],
     )
     later = NOW + timedelta(days=3)  # after the 48-hour deadline
     record_answers(
@@ -66,7 +66,7 @@ def test_answers_keep_their_history_and_the_newest_is_current(
         alert_id=world["alert"],
         via="reply",
         now=later,
-        answers=[AnswerInput(world["RXA"], AnswerStatus.COMPLETE)],
+        answers=[AnswerValue("RXA", AnswerStatus.COMPLETE)],
     )
     session.commit()
 
@@ -111,7 +111,7 @@ def test_required_further_information_is_required(
             alert_id=world["alert"],
             via="link",
             now=NOW,
-            answers=[AnswerInput(world["RXA"], status, reason=reason, mitigations=mitigations)],
+            answers=[AnswerValue("RXA", status, reason=reason, mitigations=mitigations)],
         )
     assert refused.value.where == field
     session.rollback()
@@ -129,7 +129,7 @@ def test_no_answer_for_an_organisation_the_person_does_not_answer_for(
             alert_id=world["alert"],
             via="link",
             now=NOW,
-            answers=[AnswerInput(world["RXC"], AnswerStatus.COMPLETE)],
+            answers=[AnswerValue("RXC", AnswerStatus.COMPLETE)],
         )
     with pytest.raises(AccessRefused):  # someone else's organisation
         record_answers(
@@ -138,7 +138,7 @@ def test_no_answer_for_an_organisation_the_person_does_not_answer_for(
             alert_id=world["alert"],
             via="link",
             now=NOW,
-            answers=[AnswerInput(world["RXB"], AnswerStatus.COMPLETE)],
+            answers=[AnswerValue("RXB", AnswerStatus.COMPLETE)],
         )
     remove_user(session, email="raj@riverside.example", org_code="RXA", now=NOW, actor="test")
     with pytest.raises(AccessRefused):  # access removed after the email was sent
@@ -148,7 +148,7 @@ def test_no_answer_for_an_organisation_the_person_does_not_answer_for(
             alert_id=world["alert"],
             via="link",
             now=NOW,
-            answers=[AnswerInput(world["RXA"], AnswerStatus.COMPLETE)],
+            answers=[AnswerValue("RXA", AnswerStatus.COMPLETE)],
         )
 
 
@@ -169,7 +169,7 @@ def test_a_confirmation_is_used_once_by_its_own_person_before_it_expires(
         alert_id=world["alert"],
         delivery_id=None,
         inbound_message_id=None,
-        answers=[AnswerToConfirm("RXB", AnswerStatus.COMPLETE)],
+        answers=[AnswerValue("RXB", AnswerStatus.COMPLETE)],
         now=NOW,
         lifetime=timedelta(hours=24),
     )
@@ -201,7 +201,7 @@ def test_receipts_go_to_the_person_and_their_organisations_administrators(
         alert_id=world["alert"],
         via="link",
         now=NOW,
-        answers=[AnswerInput(world["RXA"], AnswerStatus.NOT_APPLICABLE, reason="no VPN here")],
+        answers=[AnswerValue("RXA", AnswerStatus.NOT_APPLICABLE, reason="no VPN here")],
     )
     from mailflow.domain.models import Alert
 

@@ -14,7 +14,8 @@ from sqlalchemy.orm import Session
 
 from mailflow.cli.main import cli
 from mailflow.config import Settings
-from mailflow.domain.answers import AnswerInput, record_answers
+from mailflow.domain.answer_values import AnswerValue
+from mailflow.domain.answers import record_answers
 from mailflow.domain.models import Alert, Delivery, Organisation, OutgoingEmail, User
 from mailflow.domain.statuses import AnswerStatus
 from mailflow.mail.receipts import queue_receipts
@@ -112,7 +113,7 @@ def raj_answers_by_link(session: Session, settings: Settings) -> None:
         alert_id=alert.id,
         via="link",
         now=NOW,
-        answers=[AnswerInput(rxa.id, AnswerStatus.COMPLETE)],
+        answers=[AnswerValue(rxa.code, AnswerStatus.COMPLETE)],
     )
     queue_receipts(session, settings, user=raj, alert=alert, answers=answers, now=NOW)
     session.commit()

@@ -26,8 +26,9 @@ from pathlib import Path
 
 import pytest
 
+from mailflow.domain.answer_values import AnswerValue
 from mailflow.domain.statuses import AnswerStatus
-from mailflow.mail.reply_form import Answer, ReplyNotUnderstood, parse_reply
+from mailflow.mail.reply_form import ReplyNotUnderstood, parse_reply
 from mailflow.mail.reply_text import reply_subject, subject_of, written_text
 
 CORPUS = Path(__file__).parent / "corpus" / "replies"
@@ -66,7 +67,7 @@ def load(name: str) -> tuple[EmailMessage, Case]:
     return message, case
 
 
-def read(message: EmailMessage, held: list[str]) -> list[Answer]:
+def read(message: EmailMessage, held: list[str]) -> list[AnswerValue]:
     """The reading path of the inbound job: the written text, then the
     subject as a last resort."""
     subject = reply_subject(subject_of(message), reference=REFERENCE, title=TITLE)
@@ -86,7 +87,7 @@ def expected(code: str, status: AnswerStatus, values: dict[str, str]) -> dict[st
     }
 
 
-def actual(answer: Answer, with_line: bool) -> dict[str, object]:
+def actual(answer: AnswerValue, with_line: bool) -> dict[str, object]:
     return {
         "organisation": answer.organisation,
         "status": answer.status,

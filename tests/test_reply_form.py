@@ -12,9 +12,9 @@ from datetime import date
 
 import pytest
 
+from mailflow.domain.answer_values import AnswerValue
 from mailflow.domain.statuses import AnswerStatus
 from mailflow.mail.reply_form import (
-    Answer,
     ReplyNotUnderstood,
     build_reply_form,
     find_date,
@@ -25,11 +25,11 @@ TODAY = date(2026, 11, 26)
 THREE = ["RXA", "RXB", "RXC"]
 
 
-def read(text: str, held: list[str] | None = None, today: date = TODAY) -> list[Answer]:
+def read(text: str, held: list[str] | None = None, today: date = TODAY) -> list[AnswerValue]:
     return parse_reply(text, held=THREE if held is None else held, today=today)
 
 
-def statuses(answers: list[Answer]) -> dict[str, AnswerStatus]:
+def statuses(answers: list[AnswerValue]) -> dict[str, AnswerStatus]:
     return {a.organisation: a.status for a in answers}
 
 
@@ -98,7 +98,7 @@ def test_every_status_the_form_lists_reads_back(shown: int, status: AnswerStatus
 def test_one_organisation_complete() -> None:
     answers = read("RXA: complete")
 
-    assert answers == [Answer("RXA", AnswerStatus.COMPLETE, line=1)]
+    assert answers == [AnswerValue("RXA", AnswerStatus.COMPLETE, line=1)]
 
 
 def test_several_organisations_in_progress_with_an_expected_date() -> None:
@@ -187,7 +187,7 @@ def test_case_bullets_bold_blank_lines_and_non_breaking_spaces_do_not_matter() -
 
 
 def test_a_bold_answer_line_reads_like_a_plain_one() -> None:
-    assert read("**RXA: complete**", ["RXA"]) == [Answer("RXA", AnswerStatus.COMPLETE, line=1)]
+    assert read("**RXA: complete**", ["RXA"]) == [AnswerValue("RXA", AnswerStatus.COMPLETE, line=1)]
 
 
 def test_prose_around_the_answers_is_passed_over() -> None:
@@ -195,13 +195,13 @@ def test_prose_around_the_answers_is_passed_over() -> None:
 
     answers = read(text)
 
-    assert answers == [Answer("RXA", AnswerStatus.COMPLETE, line=3)]
+    assert answers == [AnswerValue("RXA", AnswerStatus.COMPLETE, line=3)]
 
 
 def test_an_untouched_line_of_the_form_is_not_an_answer() -> None:
     answers = read("RXA:\nRXB: complete\nRXC:")
 
-    assert answers == [Answer("RXB", AnswerStatus.COMPLETE, line=2)]
+    assert answers == [AnswerValue("RXB", AnswerStatus.COMPLETE, line=2)]
 
 
 def test_the_signature_ends_the_answers() -> None:

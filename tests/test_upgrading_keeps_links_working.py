@@ -21,7 +21,8 @@ from starlette.testclient import TestClient
 from mailflow.config import Settings
 from mailflow.core.links import ANSWER_LINK, CONFIRM_LINK, ENROL_LINK
 from mailflow.db import migrate
-from mailflow.domain.confirmations import AnswerToConfirm, record_pending_answers
+from mailflow.domain.answer_values import AnswerValue
+from mailflow.domain.confirmations import record_pending_answers
 from mailflow.domain.models import Alert, Answer, Delivery, PendingAction
 from mailflow.domain.statuses import AnswerStatus
 from mailflow.web import create_app
@@ -165,7 +166,7 @@ def test_a_reply_after_the_upgrade_gets_a_new_number_of_its_own(
         alert_id=alert.id,
         delivery_id=None,
         inbound_message_id=None,
-        answers=[AnswerToConfirm("RXC", AnswerStatus.COMPLETE)],
+        answers=[AnswerValue("RXC", AnswerStatus.COMPLETE)],
         now=utc_now(),
         lifetime=timedelta(hours=24),
     )

@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 from starlette.testclient import TestClient
 
 from mailflow.domain import mfa
-from mailflow.domain.confirmations import AnswerToConfirm
+from mailflow.domain.answer_values import AnswerValue
 from mailflow.domain.models import Answer, Confirmation, OutgoingEmail
 from mailflow.domain.statuses import AnswerStatus
 from mailflow.domain.users import remove_user
@@ -143,7 +143,7 @@ def test_gets_and_heads_change_nothing_and_the_link_still_works(web: Web, kind: 
             web.db(),
             web.settings,
             "raj@riverside.example",
-            [AnswerToConfirm("RXA", AnswerStatus.COMPLETE)],
+            [AnswerValue("RXA", AnswerStatus.COMPLETE)],
         )
     before = row_counts(web.engine)
 
@@ -311,8 +311,8 @@ def test_a_replys_answers_are_confirmed_with_edited_information_once(web: Web) -
         web.settings,
         "li@itservices.example",
         [
-            AnswerToConfirm("RXB", AnswerStatus.NOT_APPLICABLE, reason="We do not run it"),
-            AnswerToConfirm("RXC", AnswerStatus.IN_PROGRESS),
+            AnswerValue("RXB", AnswerStatus.NOT_APPLICABLE, reason="We do not run it"),
+            AnswerValue("RXC", AnswerStatus.IN_PROGRESS),
         ],
     )
     page = web.client.get(path)
@@ -372,8 +372,8 @@ def test_a_bad_date_in_a_confirmation_is_linked_to_its_organisations_field(web: 
         web.settings,
         "li@itservices.example",
         [
-            AnswerToConfirm("RXB", AnswerStatus.UNABLE, reason="r", mitigations="m"),
-            AnswerToConfirm("RXC", AnswerStatus.IN_PROGRESS),
+            AnswerValue("RXB", AnswerStatus.UNABLE, reason="r", mitigations="m"),
+            AnswerValue("RXC", AnswerStatus.IN_PROGRESS),
         ],
     )
     before = row_counts(web.engine)

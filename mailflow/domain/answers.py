@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailflow.domain import pending
+from mailflow.domain.answer_values import AnswerValue
 from mailflow.domain.audit import record_event
 from mailflow.domain.confirmations import answerable_organisations
 from mailflow.domain.errors import InvalidInput, NotAllowed
@@ -30,16 +31,6 @@ MAX_TEXT = 4000
 
 class AccessRefused(NotAllowed):
     """The person no longer answers for an organisation named."""
-
-
-@dataclass(frozen=True)
-class AnswerInput:
-    organisation_id: int
-    status: AnswerStatus
-    note: str | None = None
-    reason: str | None = None
-    mitigations: str | None = None
-    expected_on: date | None = None
 
 
 def _text(value: str | None) -> str | None:
@@ -68,7 +59,7 @@ def record_answers(
     *,
     user_id: int,
     alert_id: int,
-    answers: Sequence[AnswerInput],
+    answers: Sequence[AnswerValue],
     via: str,
     confirmation_id: int | None = None,
     now: datetime,
@@ -77,16 +68,16 @@ def record_answers(
     the history and becomes its organisation's current status."""
     user = session.get_one(User, user_id)
     alert = session.get_one(Alert, alert_id)
-    allowed = {o.id for o in answerable_organisations(session, user_id=user_id, alert_id=alert_id)}
+    allowed = {
+        o.code: o.id for o in answerable_organisations(session, user_id=user_id, alert_id=alert_id)
+    }
     if not user.active:
         raise AccessRefused("your access has been removed")
     if not answers:
         raise InvalidInput("organisations", "Choose at least one organisation")
     for answer in answers:
-        if answer.organisation_id not in allowed:
-            org = session.get(Organisation, answer.organisation_id)
-            name = org.code if org else str(answer.organisation_id)
-            raise AccessRefused(f"you no longer answer for {name}")
+        if answer.organisation not in allowed:
+            raise AccessRefused(f"you no longer answer for {answer.organisation}")
         validate_further_information(
             answer.status, note=answer.note, reason=answer.reason, mitigations=answer.mitigations
         )
@@ -94,9 +85,10 @@ def record_answers(
     within = now <= alert.deadline_at
     recorded = []
     for answer in answers:
+        organisation_id = allowed[answer.organisation]
         row = Answer(
             alert_id=alert_id,
-            organisation_id=answer.organisation_id,
+            organisation_id=organisation_id,
             user_id=user_id,
             status=answer.status.value,
             note=_text(answer.note),
@@ -110,12 +102,12 @@ def record_answers(
         )
         session.add(row)
         session.flush()
-        current = session.get(AlertStatus, (alert_id, answer.organisation_id))
+        current = session.get(AlertStatus, (alert_id, organisation_id))
         if current is None:
             session.add(
                 AlertStatus(
                     alert_id=alert_id,
-                    organisation_id=answer.organisation_id,
+                    organisation_id=organisation_id,
                     answer_id=row.id,
                     status=row.status,
                     first_answered_at=now,
@@ -133,7 +125,7 @@ def record_answers(
             actor=f"user:{user_id}",
             action="answer.recorded",
             subject=f"alert:{alert.reference}",
-            organisation_id=answer.organisation_id,
+            organisation_id=organisation_id,
             status=row.status,
             via=via,
             answer_id=row.id,

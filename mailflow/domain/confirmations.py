@@ -4,13 +4,13 @@ a second factor (the web page commits them; nothing here does)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from mailflow.domain import pending
+from mailflow.domain.answer_values import AnswerValue
 from mailflow.domain.audit import record_event
 from mailflow.domain.models import (
     AlertAudience,
@@ -20,18 +20,7 @@ from mailflow.domain.models import (
     PendingAnswer,
     Role,
 )
-from mailflow.domain.statuses import AnswerStatus
 from mailflow.domain.users import lock_person
-
-
-@dataclass(frozen=True)
-class AnswerToConfirm:
-    organisation_code: str
-    status: AnswerStatus
-    note: str | None = None
-    reason: str | None = None
-    mitigations: str | None = None
-    expected_on: date | None = None
 
 
 def answerable_organisations(
@@ -61,7 +50,7 @@ def record_pending_answers(
     alert_id: int,
     delivery_id: int | None,
     inbound_message_id: int | None,
-    answers: Sequence[AnswerToConfirm],
+    answers: Sequence[AnswerValue],
     now: datetime,
     lifetime: timedelta,
 ) -> Confirmation:
@@ -70,7 +59,7 @@ def record_pending_answers(
     allowed = {
         o.code: o for o in answerable_organisations(session, user_id=user_id, alert_id=alert_id)
     }
-    missing = [a.organisation_code for a in answers if a.organisation_code not in allowed]
+    missing = [a.organisation for a in answers if a.organisation not in allowed]
     if missing:
         raise PermissionError(f"not an organisation this person answers for: {', '.join(missing)}")
     if not answers:
@@ -89,7 +78,7 @@ def record_pending_answers(
         session.add(
             PendingAnswer(
                 confirmation_id=confirmation.id,
-                organisation_id=allowed[answer.organisation_code].id,
+                organisation_id=allowed[answer.organisation].id,
                 status=answer.status.value,
                 note=answer.note,
                 reason=answer.reason,
@@ -101,7 +90,7 @@ def record_pending_answers(
     superseded = _supersede_older(
         session,
         confirmation,
-        covering={allowed[a.organisation_code].id for a in answers},
+        covering={allowed[a.organisation].id for a in answers},
         now=now,
     )
     record_event(
@@ -111,7 +100,7 @@ def record_pending_answers(
         action="answers.pending",
         subject=f"confirmation:{confirmation.id}",
         alert_id=alert_id,
-        answers={a.organisation_code: a.status.value for a in answers},
+        answers={a.organisation: a.status.value for a in answers},
         superseded=superseded,
     )
     return confirmation

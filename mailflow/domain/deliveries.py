@@ -4,6 +4,7 @@ deferred for a retry, failed, or (later) bounced."""
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -20,14 +21,9 @@ from mailflow.domain.models import (
     Role,
     User,
 )
+from mailflow.domain.sending import NextState, Outcome, SendPolicy, SendResult, Step, next_state
 
-MAX_RETRY_DELAY = timedelta(hours=6)
 SENDER = "worker"
-
-
-def retry_delay(attempts: int, base_seconds: float) -> timedelta:
-    """Exponential backoff: base, 2 x base, 4 x base ... up to six hours."""
-    return min(timedelta(seconds=base_seconds * 2 ** max(attempts - 1, 0)), MAX_RETRY_DELAY)
 
 
 def _due_ids(session: Session, alert_id: int, now: datetime, limit: int) -> list[int]:
@@ -132,7 +128,31 @@ def _finish_sending(session: Session, delivery_id: int, now: datetime, **values:
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def record_sent(session: Session, replies: dict[int, str], *, now: datetime) -> None:
+def record_outcomes(
+    session: Session,
+    outcomes: Sequence[tuple[ClaimedDelivery, SendResult]],
+    *,
+    now: datetime,
+    policy: SendPolicy,
+) -> list[NextState]:
+    """Record what became of each delivery sent together: those the relay
+    took in one statement, each other one in its own.  Returns the state
+    each is left in, in the order given."""
+    _record_sent(
+        session,
+        {d.id: r.reply for d, r in outcomes if r.outcome is Outcome.SENT},
+        now=now,
+    )
+    states = []
+    for delivery, result in outcomes:
+        state = next_state(result, attempts=delivery.attempts, now=now, policy=policy)
+        if state.step is not Step.SENT:
+            _record_unsent(session, delivery.id, state, now=now)
+        states.append(state)
+    return states
+
+
+def _record_sent(session: Session, replies: dict[int, str], *, now: datetime) -> None:
     """Mark deliveries sent, with the relay's reply to each, in one
     statement: fan-out records whatever finished together in one commit."""
     if not replies:
@@ -166,55 +186,22 @@ def record_sent(session: Session, replies: dict[int, str], *, now: datetime) -> 
         )
 
 
-def record_deferred(
-    session: Session,
-    delivery: ClaimedDelivery,
-    *,
-    now: datetime,
-    error: str,
-    retry_base_seconds: float,
-    max_attempts: int,
-) -> DeliveryState:
-    """A temporary failure: try again later, or give up after
-    ``max_attempts``.  Returns the state the delivery is left in."""
-    if delivery.attempts >= max_attempts:
-        record_failed(
-            session,
-            delivery.id,
-            now=now,
-            error=f"gave up after {delivery.attempts} attempts: {error}",
-        )
-        return DeliveryState.FAILED
-    next_at = now + retry_delay(delivery.attempts, retry_base_seconds)
-    if _finish_sending(
-        session,
-        delivery.id,
-        now,
-        state=DeliveryState.DEFERRED,
-        last_error=error,
-        next_attempt_at=next_at,
-    ):
+def _record_unsent(session: Session, delivery_id: int, state: NextState, *, now: datetime) -> None:
+    """A delivery deferred (with when to try again) or failed, unless its
+    hold ran out and another sender has taken it since."""
+    values: dict[str, object] = {"state": DeliveryState(state.step), "last_error": state.error}
+    details: dict[str, object] = {"error": state.error}
+    if state.next_attempt_at is not None:
+        values["next_attempt_at"] = state.next_attempt_at
+        details["next_attempt_at"] = state.next_attempt_at.isoformat()
+    if _finish_sending(session, delivery_id, now, **values):
         record_event(
             session,
             at=now,
             actor=SENDER,
-            action="delivery.deferred",
-            subject=f"delivery:{delivery.id}",
-            error=error,
-            next_attempt_at=next_at.isoformat(),
-        )
-    return DeliveryState.DEFERRED
-
-
-def record_failed(session: Session, delivery_id: int, *, now: datetime, error: str) -> None:
-    if _finish_sending(session, delivery_id, now, state=DeliveryState.FAILED, last_error=error):
-        record_event(
-            session,
-            at=now,
-            actor=SENDER,
-            action="delivery.failed",
+            action=f"delivery.{state.step}",
             subject=f"delivery:{delivery_id}",
-            error=error,
+            **details,
         )
 
 

@@ -12,9 +12,9 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from mailflow.domain.audit import record_event
-from mailflow.domain.deliveries import retry_delay
 from mailflow.domain.jobs import add_job
 from mailflow.domain.models import OutgoingEmail, OutgoingState
+from mailflow.domain.sending import SendPolicy, SendResult, Step, next_state
 
 SEND_EMAIL = "send_email"
 
@@ -63,60 +63,39 @@ def recent_count(session: Session, *, recipient: str, kinds: list[str], since: d
     )
 
 
-def record_outgoing_sent(
-    session: Session, email: OutgoingEmail, *, now: datetime, reply: str
-) -> None:
-    email.state = OutgoingState.SENT
-    email.sent_at = now
-    email.attempts += 1
-    email.last_error = None
-    record_event(
-        session,
-        at=now,
-        actor="worker",
-        action="email.sent",
-        subject=f"email:{email.id}",
-        kind=email.kind,
-        relay_reply=reply,
-    )
-
-
-def record_outgoing_failed(
-    session: Session, email: OutgoingEmail, *, now: datetime, error: str
-) -> None:
-    email.state = OutgoingState.FAILED
-    email.attempts += 1
-    email.last_error = error
-    record_event(
-        session,
-        at=now,
-        actor="worker",
-        action="email.failed",
-        subject=f"email:{email.id}",
-        kind=email.kind,
-        error=error,
-    )
-
-
-def record_outgoing_deferred(
-    session: Session,
-    email: OutgoingEmail,
-    *,
-    now: datetime,
-    error: str,
-    retry_base_seconds: float,
-    max_attempts: int,
+def record_outgoing_result(
+    session: Session, email: OutgoingEmail, result: SendResult, *, now: datetime, policy: SendPolicy
 ) -> datetime | None:
-    """A temporary failure: when to try again, or None after giving up."""
+    """Record one try at sending the email.  Returns when to try again
+    after a temporary failure, else None.  A deferred email stays queued
+    with a later ``next_attempt_at``."""
     email.attempts += 1
-    if email.attempts >= max_attempts:
-        record_outgoing_failed(
-            session, email, now=now, error=f"gave up after {email.attempts} attempts: {error}"
-        )
-        return None
-    email.last_error = error
-    email.next_attempt_at = now + retry_delay(email.attempts, retry_base_seconds)
-    return email.next_attempt_at
+    state = next_state(result, attempts=email.attempts, now=now, policy=policy)
+    email.last_error = state.error
+    if state.step is Step.SENT:
+        email.state = OutgoingState.SENT
+        email.sent_at = now
+        _record(session, email, now, "email.sent", relay_reply=result.reply)
+    elif state.step is Step.FAILED:
+        email.state = OutgoingState.FAILED
+        _record(session, email, now, "email.failed", error=state.error)
+    elif state.next_attempt_at is not None:
+        email.next_attempt_at = state.next_attempt_at
+    return state.next_attempt_at
+
+
+def _record(
+    session: Session, email: OutgoingEmail, now: datetime, action: str, **details: object
+) -> None:
+    record_event(
+        session,
+        at=now,
+        actor="worker",
+        action=action,
+        subject=f"email:{email.id}",
+        kind=email.kind,
+        **details,
+    )
 
 
 def claim_outgoing(

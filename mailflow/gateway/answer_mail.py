@@ -9,11 +9,8 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from mailflow.domain.confirmations import (
-    AnswerToConfirm,
-    confirmations_sent_since,
-    record_pending_answers,
-)
+from mailflow.domain.answer_values import AnswerValue
+from mailflow.domain.confirmations import confirmations_sent_since, record_pending_answers
 from mailflow.domain.models import Alert, Delivery, Organisation, PendingAnswer, User
 from mailflow.domain.outgoing import recent_count
 from mailflow.domain.users import lock_person
@@ -24,19 +21,7 @@ from mailflow.mail.replies import (
     queue_confirmation_email,
     queue_reply_problem_email,
 )
-from mailflow.mail.reply_form import Answer, LineProblem
-
-
-def to_confirm(answer: Answer) -> AnswerToConfirm:
-    """The one place a reply's answer becomes a pending one."""
-    return AnswerToConfirm(
-        answer.organisation,
-        answer.status,
-        answer.note,
-        answer.reason,
-        answer.mitigations,
-        answer.expected_on,
-    )
+from mailflow.mail.reply_form import LineProblem
 
 
 @dataclass(frozen=True)
@@ -89,7 +74,7 @@ class AlertReply:
         )
         return processed(f"{outcome}; told the sender")
 
-    def pending(self, answers: Sequence[Answer]) -> Outcome:
+    def pending(self, answers: Sequence[AnswerValue]) -> Outcome:
         """Record the answers as pending and send the link that confirms
         them, unless the person has had too many such links this hour."""
         context, person = self.context, self.person
@@ -105,7 +90,7 @@ class AlertReply:
             alert_id=self.alert.id,
             delivery_id=self.delivery.id,
             inbound_message_id=context.message.id,
-            answers=[to_confirm(a) for a in answers],
+            answers=answers,
             now=context.now,
             lifetime=timedelta(hours=context.settings.confirm_link_hours),
         )

@@ -14,13 +14,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailflow.config import Settings
+from mailflow.domain.answer_values import AnswerValue
 from mailflow.domain.confirmations import answerable_organisations
 from mailflow.domain.deliveries import reply_key_in_use
 from mailflow.domain.models import Alert, Delivery, User
 from mailflow.gateway.answer_mail import AlertReply
 from mailflow.gateway.context import KeyOwner, Outcome, PrepareAgain, ReplyContext
 from mailflow.mail.inbound_mail import InboundReading
-from mailflow.mail.reply_form import Answer, ReplyNotUnderstood, parse_reply
+from mailflow.mail.reply_form import ReplyNotUnderstood, parse_reply
 from mailflow.mail.reply_text import reply_subject
 
 
@@ -39,7 +40,7 @@ class _ParsedReply:
 
     held: tuple[str, ...]
     today: date
-    answers: list[Answer]
+    answers: list[AnswerValue]
     not_understood: ReplyNotUnderstood | None = None
 
 

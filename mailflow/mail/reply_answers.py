@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 
+from mailflow.domain.answer_values import AnswerValue
 from mailflow.domain.statuses import AnswerStatus
 from mailflow.mail.reply_dates import NotADate, find_date
 from mailflow.mail.reply_words import (
@@ -21,7 +22,7 @@ from mailflow.mail.reply_words import (
 )
 
 __all__ = [
-    "Answer",
+    "AnswerValue",
     "Found",
     "LineError",
     "LineProblem",
@@ -31,19 +32,6 @@ __all__ = [
 ]
 
 _UNREADABLE = "\ufffd"
-
-
-@dataclass(frozen=True)
-class Answer:
-    """One organisation's answer as the person wrote it."""
-
-    organisation: str
-    status: AnswerStatus
-    line: int
-    note: str | None = None
-    reason: str | None = None
-    mitigations: str | None = None
-    expected_on: date | None = None
 
 
 @dataclass(frozen=True)
@@ -143,9 +131,9 @@ class ReplyAnswers:
                 self.problems.append(problem)
                 return
 
-    def finish(self, today: date) -> tuple[list[Answer], list[LineProblem]]:
+    def finish(self, today: date) -> tuple[list[AnswerValue], list[LineProblem]]:
         problems = self.problems + _check_uncoded(self.uncoded, self.drafts, self.held)
-        answers: list[Answer] = []
+        answers: list[AnswerValue] = []
         for code in self.held:
             if code in self.drafts:
                 try:
@@ -231,7 +219,7 @@ def _check_uncoded(
     return problems
 
 
-def _answer(code: str, draft: _Draft, today: date) -> Answer:
+def _answer(code: str, draft: _Draft, today: date) -> AnswerValue:
     found = draft.found
     status, number = found.status, found.line
     info = joined_information(draft.texts)
@@ -239,18 +227,18 @@ def _answer(code: str, draft: _Draft, today: date) -> Answer:
         reason = reason_of(info)
         if not reason:
             raise LineError(f"say why it does not apply: {code}: not applicable: REASON")
-        return Answer(code, status, number, reason=reason)
+        return AnswerValue(code, status, number, reason=reason)
     if status is AnswerStatus.UNABLE:
         reason, mitigations = reason_and_mitigations(info)
         if not reason or not mitigations:
             raise LineError(
                 f"say why and what you have done instead: {code}: unable: REASON; mitigations: WHAT"
             )
-        return Answer(code, status, number, reason=reason, mitigations=mitigations)
+        return AnswerValue(code, status, number, reason=reason, mitigations=mitigations)
     if status is AnswerStatus.IN_PROGRESS:
         try:
             expected = find_date(info, today) if info else None
         except NotADate as exc:
             raise LineError(str(exc)) from exc
-        return Answer(code, status, number, note=info, expected_on=expected)
-    return Answer(code, status, number, note=info)
+        return AnswerValue(code, status, number, note=info, expected_on=expected)
+    return AnswerValue(code, status, number, note=info)

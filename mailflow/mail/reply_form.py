@@ -59,9 +59,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
 
+from mailflow.domain.answer_values import AnswerValue
 from mailflow.domain.statuses import AnswerStatus
 from mailflow.mail.reply_answers import (
-    Answer,
     Found,
     LineError,
     LineProblem,
@@ -84,7 +84,6 @@ __all__ = [
     "MONTHS",
     "STATUS_WORDS",
     "WORD_TO_STATUS",
-    "Answer",
     "FormOrganisation",
     "LineProblem",
     "ReplyForm",
@@ -166,11 +165,11 @@ def _clean(line: str) -> str:
 
 def parse_reply(
     text: str, *, held: Sequence[str], today: date, subject: str | None = None
-) -> list[Answer]:
+) -> list[AnswerValue]:
     """Read the answers in what the person wrote (quoted text already cut
     away).  ``held`` is the codes of the organisations they answer for;
     ``subject`` is what they wrote in the subject, read only when the text
-    holds no answer.  Returns one Answer per organisation, or raises
+    holds no answer.  Returns one AnswerValue per organisation, or raises
     ReplyNotUnderstood listing every line that could not be read."""
     held_codes = [c.upper() for c in held]
     answers, problems = _read(text.splitlines(), held_codes, today, first=1)
@@ -188,7 +187,7 @@ def parse_reply(
 
 def _read(
     lines: Sequence[str], held: list[str], today: date, *, first: int
-) -> tuple[list[Answer], list[LineProblem]]:
+) -> tuple[list[AnswerValue], list[LineProblem]]:
     reply = ReplyAnswers(held)
     in_disclaimer = False
     for number, raw in enumerate(lines, start=first):

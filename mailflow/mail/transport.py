@@ -8,7 +8,6 @@ as soon as it is known while further messages are still being sent.
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import mailbox
 import os
@@ -21,16 +20,26 @@ from typing import Any, Protocol, TypeVar
 import aiosmtplib
 
 from mailflow.config import RelayConfig
+from mailflow.domain.sending import Outcome, SendResult
 from mailflow.private_files import PRIVATE_FILE, make_private_folder
+
+# Outcome and SendResult are the domain's words for a try at sending;
+# senders may name them from here.
+__all__ = [
+    "Envelope",
+    "MaildirTransport",
+    "Outcome",
+    "OutgoingMessage",
+    "Prepared",
+    "SendResult",
+    "SmtpRelayPool",
+    "Transport",
+    "classify_failure",
+    "send_now",
+]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-class Outcome(enum.StrEnum):
-    SENT = "sent"
-    TEMPORARY = "temporary"  # 4xx or no connection: try again later
-    PERMANENT = "permanent"  # 5xx: the relay will never take it
 
 
 @dataclass(frozen=True)
@@ -43,12 +52,6 @@ class Envelope:
 class OutgoingMessage:
     envelope: Envelope
     data: bytes
-
-
-@dataclass(frozen=True)
-class SendResult:
-    outcome: Outcome
-    reply: str
 
 
 # A message, or a function that makes it.  Given a function, the transport

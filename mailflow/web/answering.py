@@ -13,7 +13,8 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from mailflow.domain.answers import AnswerInput, alert_status_lines, record_answers
+from mailflow.domain.answer_values import AnswerValue
+from mailflow.domain.answers import alert_status_lines, record_answers
 from mailflow.domain.models import Alert, Organisation, User
 from mailflow.domain.statuses import AnswerStatus
 from mailflow.mail.receipts import queue_receipts
@@ -103,7 +104,7 @@ class AnswerKind:
         *,
         user_id: int,
         alert_id: int,
-        answers: Sequence[AnswerInput],
+        answers: Sequence[AnswerValue],
         via: str,
         now: datetime,
         confirmation_id: int | None = None,

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from mailflow.domain.answers import AnswerInput, validate_further_information
+from mailflow.domain.answer_values import AnswerValue
+from mailflow.domain.answers import validate_further_information
 from mailflow.domain.errors import InvalidInput
 from mailflow.domain.statuses import AnswerStatus
 
@@ -49,10 +50,10 @@ class Information:
     # The three parts of the date as typed, to show them again.
     expected_parts: tuple[str, str, str] = ("", "", "")
 
-    def answer(self, organisation_id: int, status: AnswerStatus) -> AnswerInput:
+    def answer(self, organisation_code: str, status: AnswerStatus) -> AnswerValue:
         """This information as one organisation's answer."""
-        return AnswerInput(
-            organisation_id=organisation_id,
+        return AnswerValue(
+            organisation=organisation_code,
             status=status,
             note=self.note,
             reason=self.reason,

@@ -14,7 +14,8 @@ from starlette.responses import Response
 
 from mailflow.core.links import CONFIRM_LINK, SETUP_LINK_SUFFIX
 from mailflow.domain import pending
-from mailflow.domain.answers import AnswerInput, use_confirmation
+from mailflow.domain.answer_values import AnswerValue
+from mailflow.domain.answers import use_confirmation
 from mailflow.domain.confirmations import answerable_organisations
 from mailflow.domain.mfa import is_enrolled
 from mailflow.domain.models import Alert, Confirmation, Organisation, PendingAnswer, User
@@ -158,10 +159,10 @@ class ReplyAnswersKind(AnswerKind):
         token: str,
         now: datetime,
     ) -> Change:
-        inputs: list[AnswerInput] = []
+        inputs: list[AnswerValue] = []
         for item in context.items:
             information = read_information(form, item.status, item.prefix, problems)
-            inputs.append(information.answer(item.organisation.id, item.status))
+            inputs.append(information.answer(item.organisation.code, item.status))
         user_id, alert_id = context.user.id, context.alert.id
         confirmation_id, nonce = context.confirmation.id, context.confirmation.nonce
 

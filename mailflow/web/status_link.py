@@ -118,7 +118,7 @@ class StatusLinkKind(AnswerKind):
                 session,
                 user_id=user_id,
                 alert_id=alert_id,
-                answers=[information.answer(org.id, context.status) for org in targets],
+                answers=[information.answer(org.code, context.status) for org in targets],
                 via="link",
                 now=now,
             )

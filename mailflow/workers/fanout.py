@@ -13,18 +13,15 @@ from functools import partial
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mailflow.config import Settings
 from mailflow.domain.deliveries import (
     ClaimedDelivery,
     claim_due_deliveries,
     next_due_time,
-    record_deferred,
-    record_failed,
-    record_sent,
+    record_outcomes,
 )
 from mailflow.domain.models import Alert, AlertAudience, Organisation
+from mailflow.domain.sending import Outcome, SendPolicy, SendResult
 from mailflow.mail.alert_email import AlertEmailComposer
-from mailflow.mail.transport import Outcome, SendResult
 from mailflow.workers.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -81,7 +78,7 @@ async def _fan_out(
         if claiming or finished:
             now = runtime.clock()
             with runtime.sessions.begin() as session:
-                _record(session, settings, finished, now)
+                _record(session, runtime.send_policy, finished, now)
                 finished = []
                 claimed = (
                     claim_due_deliveries(
@@ -124,21 +121,11 @@ def _outcome(task: asyncio.Task[SendResult]) -> SendResult:
 
 def _record(
     session: Session,
-    settings: Settings,
+    policy: SendPolicy,
     outcomes: list[tuple[ClaimedDelivery, SendResult]],
     now: datetime,
 ) -> None:
-    record_sent(session, {d.id: r.reply for d, r in outcomes if r.outcome is Outcome.SENT}, now=now)
-    for delivery, result in outcomes:
-        if result.outcome is Outcome.PERMANENT:
-            record_failed(session, delivery.id, now=now, error=result.reply)
-        elif result.outcome is Outcome.TEMPORARY:
-            state = record_deferred(
-                session,
-                delivery,
-                now=now,
-                error=result.reply,
-                retry_base_seconds=settings.send_retry_base_seconds,
-                max_attempts=settings.send_max_attempts,
-            )
-            log.info("delivery %s %s: %s", delivery.id, state, result.reply)
+    states = record_outcomes(session, outcomes, now=now, policy=policy)
+    for (delivery, result), state in zip(outcomes, states, strict=True):
+        if result.outcome is Outcome.TEMPORARY:
+            log.info("delivery %s %s: %s", delivery.id, state.step, result.reply)

@@ -5,13 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from mailflow.domain.models import OutgoingEmail, OutgoingState
-from mailflow.domain.outgoing import (
-    claim_outgoing,
-    record_outgoing_deferred,
-    record_outgoing_failed,
-    record_outgoing_sent,
-)
-from mailflow.mail.transport import Envelope, Outcome, OutgoingMessage, send_now
+from mailflow.domain.outgoing import claim_outgoing, record_outgoing_result
+from mailflow.mail.transport import Envelope, OutgoingMessage, send_now
 from mailflow.workers.runtime import Runtime
 
 
@@ -35,21 +30,7 @@ def send_outgoing(runtime: Runtime, email_id: int) -> datetime | None:
             return current.next_attempt_at if current.state == OutgoingState.QUEUED else None
         message = OutgoingMessage(Envelope(email.mail_from, email.recipient), email.raw)
     result = send_now(runtime.transport, message)
-    settings = runtime.settings
     now = runtime.clock()
     with runtime.sessions.begin() as session:
         email = session.get_one(OutgoingEmail, email_id)
-        if result.outcome is Outcome.SENT:
-            record_outgoing_sent(session, email, now=now, reply=result.reply)
-            return None
-        if result.outcome is Outcome.PERMANENT:
-            record_outgoing_failed(session, email, now=now, error=result.reply)
-            return None
-        return record_outgoing_deferred(
-            session,
-            email,
-            now=now,
-            error=result.reply,
-            retry_base_seconds=settings.send_retry_base_seconds,
-            max_attempts=settings.send_max_attempts,
-        )
+        return record_outgoing_result(session, email, result, now=now, policy=runtime.send_policy)

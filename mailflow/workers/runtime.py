@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailflow.config import Settings
 from mailflow.db.engine import make_engine, make_sessionmaker
+from mailflow.domain.sending import SendPolicy
 from mailflow.mail.transport import MaildirTransport, SmtpRelayPool, Transport
 from mailflow.workers.bounded_reading import BoundedReader
 
@@ -54,6 +55,11 @@ class Runtime:
     def reader(self) -> BoundedReader:
         """Reads inbound messages in child processes, bounded in time."""
         return BoundedReader(self.settings.inbound_read_seconds)
+
+    @property
+    def send_policy(self) -> SendPolicy:
+        """How every email, alert or one-off, is tried again."""
+        return SendPolicy(self.settings.send_retry_base_seconds, self.settings.send_max_attempts)
 
     @property
     def transport(self) -> Transport:

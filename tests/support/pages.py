@@ -32,7 +32,8 @@ from starlette.testclient import TestClient
 from mailflow.config import Settings
 from mailflow.core.links import ANSWER_LINK
 from mailflow.domain import mfa
-from mailflow.domain.confirmations import AnswerToConfirm, record_pending_answers
+from mailflow.domain.answer_values import AnswerValue
+from mailflow.domain.confirmations import record_pending_answers
 from mailflow.domain.models import Alert, Base, Delivery, OutgoingEmail, User
 from mailflow.domain.statuses import AnswerStatus
 from mailflow.domain.verified_sessions import start_verified_session
@@ -90,7 +91,7 @@ def answer_link(
 
 
 def pending_link(
-    session: Session, settings: Settings, email: str, answers: list[AnswerToConfirm]
+    session: Session, settings: Settings, email: str, answers: list[AnswerValue]
 ) -> str:
     """The path of a "confirm your answer" link, as for a reply."""
     uid = user_id(session, email)
