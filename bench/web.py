@@ -74,7 +74,7 @@ from bench.common import (
 from mailflow.core.links import ANSWER_LINK
 from mailflow.db.engine import make_engine, make_sessionmaker
 from mailflow.db.migrate import upgrade
-from mailflow.domain import mfa, pending
+from mailflow.domain import mfa, pending, recovery_codes
 from mailflow.domain.alerts import issue_alert
 from mailflow.domain.models import (
     Answer,
@@ -372,7 +372,7 @@ def populate(database_url: str, people: int, links_each: int) -> Fixture:
     # Set up ten minutes ago, so that codes of now are unused.  Recovery
     # codes (never used here) are hashed at a low scrypt cost, as in tests.
     then = now - timedelta(minutes=10)
-    scrypt_n, mfa.SCRYPT_N = mfa.SCRYPT_N, 2**10
+    scrypt_n, recovery_codes.SCRYPT_N = recovery_codes.SCRYPT_N, 2**10
     totp_secrets = {}
     try:
         with sessions.begin() as session:
@@ -389,7 +389,7 @@ def populate(database_url: str, people: int, links_each: int) -> Fixture:
                 )
                 totp_secrets[user_id] = secret
     finally:
-        mfa.SCRYPT_N = scrypt_n
+        recovery_codes.SCRYPT_N = scrypt_n
 
     spec = parse_alert_spec({**ALERT, "audience": {"types": [org_type]}}, source="bench")
     alert_ids = []

@@ -13,7 +13,7 @@ from cryptography.fernet import Fernet
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mailflow.domain import mfa
+from mailflow.domain import mfa, recovery_codes
 from mailflow.domain.models import AuditEvent, MfaCredential, MfaFailure, RecoveryCode
 from mailflow.domain.users import add_user
 from tests.support.environment import SECRET_KEY
@@ -23,7 +23,7 @@ ENROLLED_AT = datetime(2026, 3, 2, 8, 0, 0, tzinfo=UTC)
 NOW = datetime(2026, 3, 2, 9, 0, 0, tzinfo=UTC)
 STEP = timedelta(seconds=30)
 WRONG_CODE = re.escape(mfa.WrongCode.default_message)
-FULL_SCRYPT_N = mfa.SCRYPT_N
+FULL_SCRYPT_N = recovery_codes.SCRYPT_N
 RECOVERY_FORMAT = re.compile(r"[2-9a-hjkmnp-z]{4}-[2-9a-hjkmnp-z]{4}-[2-9a-hjkmnp-z]{4}")
 
 
@@ -31,7 +31,7 @@ RECOVERY_FORMAT = re.compile(r"[2-9a-hjkmnp-z]{4}-[2-9a-hjkmnp-z]{4}-[2-9a-hjkmn
 def quick_scrypt(monkeypatch: pytest.MonkeyPatch) -> None:
     # Each stored hash names its own cost, so a cheaper one only makes the
     # tests faster; the first enrolment test puts the real cost back.
-    monkeypatch.setattr(mfa, "SCRYPT_N", 2**10)
+    monkeypatch.setattr(recovery_codes, "SCRYPT_N", 2**10)
 
 
 def new_user(session: Session, email: str = "ola@oversight.example") -> int:
@@ -80,7 +80,7 @@ def audit_text(session: Session) -> str:
 def test_enrolment_keeps_the_secret_encrypted_and_only_hashes_of_recovery_codes(
     session: Session, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(mfa, "SCRYPT_N", FULL_SCRYPT_N)
+    monkeypatch.setattr(recovery_codes, "SCRYPT_N", FULL_SCRYPT_N)
     user_id = new_user(session)
 
     secret = mfa.start_enrolment(session, user_id=user_id, secret_key=SECRET_KEY, now=ENROLLED_AT)
@@ -105,7 +105,7 @@ def test_enrolment_keeps_the_secret_encrypted_and_only_hashes_of_recovery_codes(
     assert len(set(codes)) == 10
     assert all(RECOVERY_FORMAT.fullmatch(c) for c in codes), codes
     assert mfa.is_enrolled(session, user_id)
-    assert mfa.recovery_codes_left(session, user_id) == 10
+    assert recovery_codes.recovery_codes_left(session, user_id) == 10
     session.refresh(credential)
     assert credential.enrolled_at == ENROLLED_AT
     assert credential.last_step == pyotp.TOTP(secret).timecode(ENROLLED_AT)
@@ -142,7 +142,7 @@ def test_a_wrong_code_at_enrolment_is_refused_and_a_right_one_then_works(
     session.commit()
 
     assert not mfa.is_enrolled(session, user_id)
-    assert mfa.recovery_codes_left(session, user_id) == 0
+    assert recovery_codes.recovery_codes_left(session, user_id) == 0
     assert len(session.scalars(select(MfaFailure)).all()) == 1
 
     codes = mfa.finish_enrolment(
@@ -411,7 +411,7 @@ def test_a_recovery_code_counts_as_a_failure_when_wrong_and_is_refused_when_lock
         verify(session, user_id, "2222-2222-2222")
     with pytest.raises(mfa.LockedOut):
         verify(session, user_id, codes[0])
-    assert mfa.recovery_codes_left(session, user_id) == 10
+    assert recovery_codes.recovery_codes_left(session, user_id) == 10
 
 
 # ------------------------------------------------------------- recovery codes
@@ -423,7 +423,7 @@ def test_a_recovery_code_works_once_however_it_is_typed(session: Session) -> Non
     typed = " " + codes[3].upper().replace("-", " ") + " "
 
     assert verify(session, user_id, typed) == "recovery"
-    assert mfa.recovery_codes_left(session, user_id) == 9
+    assert recovery_codes.recovery_codes_left(session, user_id) == 9
     used = session.scalars(
         select(RecoveryCode).where(
             RecoveryCode.user_id == user_id, RecoveryCode.used_at.isnot(None)
@@ -434,11 +434,11 @@ def test_a_recovery_code_works_once_however_it_is_typed(session: Session) -> Non
     # Used before: refused, but not a guess, so not counted.
     with pytest.raises(mfa.CodeAlreadyUsed, match="already been used"):
         verify(session, user_id, codes[3])
-    assert mfa.recovery_codes_left(session, user_id) == 9
+    assert recovery_codes.recovery_codes_left(session, user_id) == 9
     assert session.scalars(select(MfaFailure)).all() == []
 
     assert verify(session, user_id, codes[4].replace("-", "")) == "recovery"
-    assert mfa.recovery_codes_left(session, user_id) == 8
+    assert recovery_codes.recovery_codes_left(session, user_id) == 8
 
     log = audit_text(session)
     assert '"method": "recovery"' in log
@@ -459,7 +459,7 @@ def test_reset_removes_the_secret_and_the_recovery_codes(session: Session) -> No
 
     assert not mfa.is_enrolled(session, user_id)
     assert session.get(MfaCredential, user_id) is None
-    assert mfa.recovery_codes_left(session, user_id) == 0
+    assert recovery_codes.recovery_codes_left(session, user_id) == 0
     assert session.scalars(select(RecoveryCode).where(RecoveryCode.user_id == user_id)).all() == []
     with pytest.raises(mfa.NotEnrolled):
         verify(session, user_id, pyotp.TOTP(secret).at(NOW))
@@ -467,7 +467,7 @@ def test_reset_removes_the_secret_and_the_recovery_codes(session: Session) -> No
 
     # Someone else's second factor is untouched.
     assert mfa.is_enrolled(session, other_id)
-    assert mfa.recovery_codes_left(session, other_id) == 10
+    assert recovery_codes.recovery_codes_left(session, other_id) == 10
 
     # And the person can enrol again.
     enrol(session, user_id)

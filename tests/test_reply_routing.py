@@ -82,7 +82,7 @@ def requests(session: Session, monkeypatch: pytest.MonkeyPatch) -> AccessRequest
     kind = AccessRequestReplies()
     kinds = KeyKinds((DeliveryReplies(), kind))
     monkeypatch.setattr("mailflow.workers.inbound.REPLY_KEY_KINDS", kinds)
-    monkeypatch.setattr("mailflow.edges.smtpd.REPLY_KEY_KINDS", kinds)
+    monkeypatch.setattr("mailflow.edges.inbound_handler.REPLY_KEY_KINDS", kinds)
     return kind
 
 

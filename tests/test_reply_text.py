@@ -22,7 +22,8 @@ import pytest
 
 from mailflow.domain.statuses import AnswerStatus
 from mailflow.mail.reply_form import parse_reply
-from mailflow.mail.reply_text import MAX_CHARS, reply_subject, subject_of, written_text
+from mailflow.mail.reply_subject import reply_subject, subject_of
+from mailflow.mail.reply_text import MAX_CHARS, written_text
 from tests.support.mail import html_message, plain_message
 from tests.support.reply_corpus import (
     ANSWER,

@@ -2,8 +2,8 @@
 
 The TOTP secret is stored encrypted with a key derived from the app's
 secret key, so a copy of the database alone cannot produce codes.  Recovery
-codes are stored only as salted scrypt hashes.  Neither secrets nor codes are
-ever logged or written to the audit log.
+codes are stored only as salted scrypt hashes (see ``recovery_codes``).
+Neither secrets nor codes are ever logged or written to the audit log.
 
 Nothing here commits.  A wrong code adds an ``MfaFailure`` row to the session
 *before* the error is raised: the caller must commit the session even when
@@ -18,49 +18,37 @@ would work later, which made guessing about four times easier.
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import re
-import secrets
 from datetime import datetime
-from typing import Any, cast
 
 import pyotp
 from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from sqlalchemy import CursorResult, delete, func, select, update
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from mailflow.domain.audit import record_event
 from mailflow.domain.errors import NotFound
 from mailflow.domain.mfa_throttle import next_try_at, record_failure
-from mailflow.domain.models import MfaCredential, RecoveryCode, User
+from mailflow.domain.models import MfaCredential, User
+from mailflow.domain.recovery_codes import (
+    delete_recovery_codes,
+    looks_like_recovery_code,
+    recovery_codes_left,
+    replace_recovery_codes,
+    use_recovery_code,
+)
 from mailflow.domain.verified_sessions import end_verified_sessions
 
 # Codes from the step before or after the current one are accepted, for
 # clocks a little out and people a little slow; any other is wrong.
 DRIFT_STEPS = 1
 
-RECOVERY_CODE_COUNT = 10
-# No 0/o, 1/l/i: nothing that reads as another character.  Twelve of these
-# 31 characters make about 59 bits, too many to guess in five tries.
-RECOVERY_ALPHABET = "23456789abcdefghjkmnpqrstuvwxyz"
-RECOVERY_GROUPS = 3
-RECOVERY_GROUP_LENGTH = 4
-
-# scrypt parameters, kept in each stored hash so they can change later
-# without making existing codes unusable.
-SCRYPT_N = 2**14
-SCRYPT_R = 8
-SCRYPT_P = 1
-SCRYPT_SALT_BYTES = 16
-SCRYPT_LENGTH = 32
-
 HKDF_INFO = b"mailflow mfa totp secret encryption v1"
 
 _TOTP_CODE = re.compile(r"[0-9]{6}")
-_RECOVERY_CODE = re.compile(f"[{RECOVERY_ALPHABET}]{{{RECOVERY_GROUPS * RECOVERY_GROUP_LENGTH}}}")
 
 
 class MfaError(Exception):
@@ -137,40 +125,6 @@ def _decrypt(token: str, secret_key: str) -> str:
             "Your authenticator app cannot be checked just now. "
             "Use a recovery code, or ask an administrator to reset your second factor."
         ) from exc
-
-
-def _hash_recovery_code(code: str) -> str:
-    salt = secrets.token_bytes(SCRYPT_SALT_BYTES)
-    digest = hashlib.scrypt(
-        code.encode("ascii"), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=SCRYPT_LENGTH
-    )
-    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${salt.hex()}${digest.hex()}"
-
-
-def _recovery_code_matches(code: str, stored: str) -> bool:
-    try:
-        scheme, n, r, p, salt, digest = stored.split("$")
-        if scheme != "scrypt":
-            return False
-        expected = bytes.fromhex(digest)
-        actual = hashlib.scrypt(
-            code.encode("ascii"),
-            salt=bytes.fromhex(salt),
-            n=int(n),
-            r=int(r),
-            p=int(p),
-            dklen=len(expected),
-        )
-    except ValueError:
-        return False
-    return hmac.compare_digest(actual, expected)
-
-
-def _new_recovery_code() -> str:
-    return "-".join(
-        "".join(secrets.choice(RECOVERY_ALPHABET) for _ in range(RECOVERY_GROUP_LENGTH))
-        for _ in range(RECOVERY_GROUPS)
-    )
 
 
 def _normalise(code: str) -> str:
@@ -311,17 +265,7 @@ def finish_enrolment(
     _check_totp(session, credential, normalised, secret_key, source, now)
     credential.enrolled_at = now
 
-    session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user_id))
-    codes = [_new_recovery_code() for _ in range(RECOVERY_CODE_COUNT)]
-    session.add_all(
-        RecoveryCode(
-            user_id=user_id,
-            code_hash=_hash_recovery_code(_normalise(plain)),
-            used_at=None,
-            created_at=now,
-        )
-        for plain in codes
-    )
+    codes = replace_recovery_codes(session, user_id=user_id, now=now, normalise=_normalise)
     session.flush()
     record_event(
         session,
@@ -339,30 +283,6 @@ def is_enrolled(session: Session, user_id: int) -> bool:
         select(MfaCredential.enrolled_at).where(MfaCredential.user_id == user_id)
     )
     return enrolled_at is not None
-
-
-def _use_recovery_code(session: Session, user_id: int, code: str, now: datetime) -> bool | None:
-    """True if ``code`` is one of the person's unused recovery codes (it is
-    now used), False if it is one they used before, None if neither."""
-    stored = session.execute(
-        select(RecoveryCode.id, RecoveryCode.code_hash, RecoveryCode.used_at)
-        .where(RecoveryCode.user_id == user_id)
-        # Unused first: a right code is found without hashing the used ones.
-        .order_by(RecoveryCode.used_at.is_not(None), RecoveryCode.id)
-    ).all()
-    for code_id, code_hash, used_at in stored:
-        if _recovery_code_matches(code, code_hash):
-            if used_at is not None:
-                return False
-            # Conditional, so that of two requests racing with one code
-            # only one marks it used (the other is told it was used).
-            marked = session.execute(
-                update(RecoveryCode)
-                .where(RecoveryCode.id == code_id, RecoveryCode.used_at.is_(None))
-                .values(used_at=now)
-            )
-            return cast("CursorResult[Any]", marked).rowcount == 1
-    return None
 
 
 def verify_second_factor(
@@ -388,8 +308,8 @@ def verify_second_factor(
         raise NotEnrolled()
     normalised = _normalise(code)
     recovery = (
-        _use_recovery_code(session, user_id, normalised, now)
-        if _RECOVERY_CODE.fullmatch(normalised)
+        use_recovery_code(session, user_id, normalised, now)
+        if looks_like_recovery_code(normalised)
         else None
     )
     if _TOTP_CODE.fullmatch(normalised):
@@ -421,16 +341,7 @@ def reset_mfa(session: Session, *, user_id: int, now: datetime, actor: str) -> N
     can enrol again (an administrator's action, for a lost phone), and end
     every session verified with them."""
     end_verified_sessions(session, user_id=user_id)
-    session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user_id))
+    delete_recovery_codes(session, user_id=user_id)
     session.execute(delete(MfaCredential).where(MfaCredential.user_id == user_id))
     session.flush()
     record_event(session, at=now, actor=actor, action="mfa.reset", subject=f"user:{user_id}")
-
-
-def recovery_codes_left(session: Session, user_id: int) -> int:
-    count = session.scalar(
-        select(func.count())
-        .select_from(RecoveryCode)
-        .where(RecoveryCode.user_id == user_id, RecoveryCode.used_at.is_(None))
-    )
-    return int(count or 0)

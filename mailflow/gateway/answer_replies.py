@@ -22,7 +22,7 @@ from mailflow.gateway.answer_mail import AlertReply
 from mailflow.gateway.context import KeyOwner, Outcome, PrepareAgain, ReplyContext
 from mailflow.mail.inbound_mail import InboundReading
 from mailflow.mail.reply_form import ReplyNotUnderstood, parse_reply
-from mailflow.mail.reply_text import reply_subject
+from mailflow.mail.reply_subject import reply_subject
 
 
 @dataclass(frozen=True)

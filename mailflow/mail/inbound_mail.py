@@ -18,7 +18,8 @@ from email.utils import getaddresses
 
 from mailflow.mail.addresses import ServiceAddress, parse_service_address
 from mailflow.mail.raw_headers import limits_problem, mime_limits_problem, read_header_block
-from mailflow.mail.reply_text import subject_of, written_text
+from mailflow.mail.reply_subject import subject_of
+from mailflow.mail.reply_text import written_text
 from mailflow.mail.sender_check import dmarc_problem, message_id, strict_sender
 
 # Headers that name where a message was delivered, most reliable first:

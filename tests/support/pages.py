@@ -31,7 +31,7 @@ from starlette.testclient import TestClient
 
 from mailflow.config import Settings
 from mailflow.core.links import ANSWER_LINK
-from mailflow.domain import mfa
+from mailflow.domain import mfa, recovery_codes
 from mailflow.domain.answer_values import AnswerValue
 from mailflow.domain.confirmations import record_pending_answers
 from mailflow.domain.models import Alert, Base, Delivery, OutgoingEmail, User
@@ -293,7 +293,7 @@ def running_web(settings: Settings, session: Session, engine: sa.Engine) -> Iter
 @pytest.fixture
 def quick_scrypt(monkeypatch: pytest.MonkeyPatch) -> None:
     # Recovery codes are hashed with scrypt; its full cost only slows tests.
-    monkeypatch.setattr(mfa, "SCRYPT_N", 2**10)
+    monkeypatch.setattr(recovery_codes, "SCRYPT_N", 2**10)
 
 
 @pytest.fixture
