@@ -28,9 +28,9 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
+from mailflow.alerts.issuing import DELIVER_ALERT
 from mailflow.config import Settings, load_settings, parse_relay
-from mailflow.domain.alerts import DELIVER_ALERT
-from mailflow.domain.models import (
+from mailflow.core.models import (
     Delivery,
     DeliveryState,
     Job,

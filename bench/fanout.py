@@ -49,23 +49,23 @@ from bench.common import (
     make_parser,
     relay_settings,
 )
+from mailflow.alerts.alert_email import AlertEmailComposer
+from mailflow.alerts.alert_files import parse_alert_spec
+from mailflow.alerts.deliveries import count_by_state, describe_deliveries
+from mailflow.alerts.fanout import deliver_alert
+from mailflow.alerts.issuing import issue_alert
 from mailflow.config import Settings
-from mailflow.db.engine import make_engine, make_sessionmaker
-from mailflow.db.migrate import upgrade
-from mailflow.domain.alerts import issue_alert
-from mailflow.domain.deliveries import count_by_state, describe_deliveries
-from mailflow.domain.models import (
+from mailflow.core.models import (
     AlertAudience,
     Delivery,
     DeliveryState,
     Organisation,
     Role,
 )
-from mailflow.intake.alert_files import parse_alert_spec
-from mailflow.mail.alert_email import AlertEmailComposer
-from mailflow.workers.fanout import deliver_alert
+from mailflow.core.runtime import Runtime
+from mailflow.db.engine import make_engine, make_sessionmaker
+from mailflow.db.migrate import upgrade
 from mailflow.workers.queue import QueueWorker
-from mailflow.workers.runtime import Runtime
 
 MAIL_FROM = f"bounces@{MAIL_DOMAIN}"
 SAMPLE_MESSAGES = 16

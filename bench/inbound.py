@@ -64,11 +64,11 @@ from bench.common import (
     stop_process_group,
     wait_until_serving,
 )
+from mailflow.alerts.alert_files import parse_alert_spec
+from mailflow.alerts.issuing import issue_alert
+from mailflow.answers.reply_emails import CONFIRM_KIND
 from mailflow.config import Settings
-from mailflow.db.engine import make_engine, make_sessionmaker
-from mailflow.db.migrate import upgrade
-from mailflow.domain.alerts import issue_alert
-from mailflow.domain.models import (
+from mailflow.core.models import (
     Delivery,
     InboundMessage,
     InboundState,
@@ -77,10 +77,10 @@ from mailflow.domain.models import (
     Role,
     User,
 )
-from mailflow.intake.alert_files import parse_alert_spec
-from mailflow.mail.replies import CONFIRM_KIND
+from mailflow.core.runtime import Runtime
+from mailflow.db.engine import make_engine, make_sessionmaker
+from mailflow.db.migrate import upgrade
 from mailflow.workers.queue import QueueWorker
-from mailflow.workers.runtime import Runtime
 
 TARGET_RATIO = 0.5
 CLIENT_HOSTNAME = "client.bench.example"

@@ -71,21 +71,22 @@ from bench.common import (
     wait_until_serving,
     web_settings,
 )
+from mailflow.alerts.alert_files import parse_alert_spec
+from mailflow.alerts.issuing import issue_alert
+from mailflow.answers.statuses import AnswerStatus
+from mailflow.core import pending
 from mailflow.core.links import ANSWER_LINK
-from mailflow.db.engine import make_engine, make_sessionmaker
-from mailflow.db.migrate import upgrade
-from mailflow.domain import mfa, pending, recovery_codes
-from mailflow.domain.alerts import issue_alert
-from mailflow.domain.models import (
+from mailflow.core.models import (
     Answer,
     Delivery,
     OutgoingEmail,
     PendingAction,
     Role,
 )
-from mailflow.domain.statuses import AnswerStatus
-from mailflow.intake.alert_files import parse_alert_spec
-from mailflow.web.security import session_cookie_name
+from mailflow.core.pages.security import session_cookie_name
+from mailflow.core.second_factor import mfa, recovery_codes
+from mailflow.db.engine import make_engine, make_sessionmaker
+from mailflow.db.migrate import upgrade
 
 RECEIPT_KIND = "receipt"
 NOTE = "Patched to 9.4.2 on all gateways"
@@ -105,7 +106,7 @@ def serve_bare(port: int) -> None:
     ``web_server``, with the app it builds swapped for one bare route."""
     import mailflow.web
     from mailflow.cli.web_command import web_server
-    from mailflow.workers.runtime import Runtime
+    from mailflow.core.runtime import Runtime
 
     app = Starlette(routes=[Route("/", _bare, methods=["GET"])])
 

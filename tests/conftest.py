@@ -21,9 +21,9 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from mailflow.config import Settings, load_settings, parse_relay
+from mailflow.core.models import Base
 from mailflow.db import migrate
 from mailflow.db.engine import make_engine
-from mailflow.domain.models import Base
 from tests.support.browser import browser  # noqa: F401
 from tests.support.dovecot_fixture import dovecot, dovecot_server  # noqa: F401
 from tests.support.environment import POSTGRES_ADMIN_URL, SECRET_KEY, missing_component

@@ -15,13 +15,13 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from mailflow.alerts.alert_email import AlertEmailComposer
+from mailflow.alerts.deliveries import ClaimedDelivery, describe_deliveries
 from mailflow.config import Settings
 from mailflow.core.links import ANSWER_LINK
-from mailflow.domain.deliveries import ClaimedDelivery, describe_deliveries
-from mailflow.domain.models import Alert, AlertAudience, Delivery, Organisation
-from mailflow.domain.users import add_user
-from mailflow.mail.alert_email import AlertEmailComposer
-from mailflow.mail.transport import OutgoingMessage
+from mailflow.core.mail.transport import OutgoingMessage
+from mailflow.core.models import Alert, AlertAudience, Delivery, Organisation
+from mailflow.people.users import add_user
 from tests.support.seed import NOW, issue, seed_people
 
 TOKEN = re.compile(r"/r/([A-Za-z0-9_.\-]+)")

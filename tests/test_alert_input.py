@@ -17,9 +17,10 @@ from click.testing import CliRunner, Result
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from mailflow.alerts.alert_files import parse_alert_spec
+from mailflow.alerts.issuing import issue_alert
 from mailflow.cli.main import cli
-from mailflow.domain.alerts import issue_alert
-from mailflow.domain.models import (
+from mailflow.core.models import (
     Alert,
     AuditEvent,
     Delivery,
@@ -28,10 +29,9 @@ from mailflow.domain.models import (
     JobState,
     User,
 )
-from mailflow.domain.organisations import import_organisations
-from mailflow.domain.users import add_user, remove_user
-from mailflow.intake.alert_files import parse_alert_spec
-from mailflow.intake.organisation_files import parse_organisations
+from mailflow.people.organisation_files import parse_organisations
+from mailflow.people.organisations import import_organisations
+from mailflow.people.users import add_user, remove_user
 
 PROJECT = Path(__file__).resolve().parent.parent
 DEMO_ORGS = PROJECT / "demo" / "orgs.csv"

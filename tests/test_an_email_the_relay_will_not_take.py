@@ -8,9 +8,9 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mailflow.domain.models import AuditEvent, OutgoingState
-from mailflow.domain.outgoing import queue_email, record_outgoing_result
-from mailflow.domain.sending import Outcome, SendPolicy, SendResult, Step, next_state
+from mailflow.core.models import AuditEvent, OutgoingState
+from mailflow.core.outgoing import queue_email, record_outgoing_result
+from mailflow.core.sending import Outcome, SendPolicy, SendResult, Step, next_state
 from tests.support.seed import NOW
 
 POLICY = SendPolicy(retry_base_seconds=60, max_attempts=4)

@@ -11,18 +11,20 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from mailflow.config import Settings
-from mailflow.domain.answer_values import AnswerValue
-from mailflow.domain.answers import (
+from mailflow.answers.answer_values import AnswerValue
+from mailflow.answers.pending_answers import record_pending_answers
+from mailflow.answers.receipts import queue_receipts
+from mailflow.answers.recording import (
     AccessRefused,
     alert_status_lines,
     record_answers,
     use_confirmation,
     use_token_once,
 )
-from mailflow.domain.confirmations import record_pending_answers
-from mailflow.domain.errors import InvalidInput
-from mailflow.domain.models import (
+from mailflow.answers.statuses import AnswerStatus
+from mailflow.config import Settings
+from mailflow.core.errors import InvalidInput
+from mailflow.core.models import (
     AlertStatus,
     Answer,
     AuditEvent,
@@ -30,9 +32,7 @@ from mailflow.domain.models import (
     OutgoingEmail,
     User,
 )
-from mailflow.domain.statuses import AnswerStatus
-from mailflow.domain.users import remove_user
-from mailflow.mail.receipts import queue_receipts
+from mailflow.people.users import remove_user
 from tests.support.seed import NOW, issue, seed_people
 
 
@@ -203,7 +203,7 @@ def test_receipts_go_to_the_person_and_their_organisations_administrators(
         now=NOW,
         answers=[AnswerValue("RXA", AnswerStatus.NOT_APPLICABLE, reason="no VPN here")],
     )
-    from mailflow.domain.models import Alert
+    from mailflow.core.models import Alert
 
     count = queue_receipts(
         session,

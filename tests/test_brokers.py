@@ -11,9 +11,9 @@ from sqlalchemy.orm import Session
 
 from mailflow.cli.main import cli
 from mailflow.config import Settings, parse_relay
-from mailflow.domain.models import Job
+from mailflow.core.models import Job
+from mailflow.core.runtime import Runtime
 from mailflow.workers.queue import QueueWorker
-from mailflow.workers.runtime import Runtime
 from tests.support.environment import RABBITMQ_URL, REDIS_URL, missing_component, port_open
 from tests.support.relay import CapturingRelay
 from tests.support.seed import AUDIENCE_RECIPIENTS, alert_spec_data, seed_people

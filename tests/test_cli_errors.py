@@ -16,9 +16,9 @@ import sqlalchemy as sa
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from mailflow.core.models import AuditEvent, InboundMessage, InboundState, Job, User
 from mailflow.db import migrate
-from mailflow.domain.inbound import fail_inbound, store_inbound_message
-from mailflow.domain.models import AuditEvent, InboundMessage, InboundState, Job, User
+from mailflow.gateway.inbound_messages import fail_inbound, store_inbound_message
 from tests.support.cli import SECRET_KEY, mailflow, one_error_line
 
 NOW = datetime(2026, 11, 26, 9, 30, tzinfo=UTC)

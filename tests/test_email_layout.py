@@ -15,10 +15,10 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from mailflow.alerts.alert_email import AlertEmailComposer
+from mailflow.alerts.deliveries import describe_deliveries
 from mailflow.config import Settings
-from mailflow.domain.deliveries import describe_deliveries
-from mailflow.domain.models import Alert, Delivery, Organisation
-from mailflow.mail.alert_email import AlertEmailComposer
+from mailflow.core.models import Alert, Delivery, Organisation
 from tests.support.seed import NOW, issue, seed_people
 
 SUMMARY = """

@@ -12,14 +12,14 @@ from click.testing import CliRunner
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from mailflow.answers.answer_values import AnswerValue
+from mailflow.answers.receipts import queue_receipts
+from mailflow.answers.recording import record_answers
+from mailflow.answers.statuses import AnswerStatus
 from mailflow.cli.main import cli
 from mailflow.config import Settings
-from mailflow.domain.answer_values import AnswerValue
-from mailflow.domain.answers import record_answers
-from mailflow.domain.models import Alert, Delivery, Organisation, OutgoingEmail, User
-from mailflow.domain.statuses import AnswerStatus
-from mailflow.mail.receipts import queue_receipts
-from mailflow.workers.runtime import Runtime
+from mailflow.core.models import Alert, Delivery, Organisation, OutgoingEmail, User
+from mailflow.core.runtime import Runtime
 from tests.support.environment import SECRET_KEY
 from tests.support.mail import a_reply, html_text, parsed, plain_text, receive
 from tests.support.seed import NOW, issue, seed_people

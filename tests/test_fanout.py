@@ -11,15 +11,15 @@ from click.testing import CliRunner
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from mailflow.alerts.fanout import deliver_alert
+from mailflow.answers.reply_form import parse_reply
+from mailflow.answers.statuses import AnswerStatus
 from mailflow.cli.main import cli
 from mailflow.config import Settings
 from mailflow.core.links import ANSWER_LINK
-from mailflow.domain.models import AuditEvent, Delivery, DeliveryState, Job, JobState, User
-from mailflow.domain.statuses import AnswerStatus
-from mailflow.mail.reply_form import parse_reply
-from mailflow.workers.fanout import deliver_alert
+from mailflow.core.models import AuditEvent, Delivery, DeliveryState, Job, JobState, User
+from mailflow.core.runtime import Runtime
 from mailflow.workers.queue import JobQueue
-from mailflow.workers.runtime import Runtime
 from tests.support.relay import CapturingRelay
 from tests.support.seed import AUDIENCE_RECIPIENTS, NOW, issue, seed_people
 from tests.support.waiting import run_worker_until_settled, states

@@ -11,14 +11,14 @@ import smtplib
 import pytest
 from sqlalchemy import select
 
+from mailflow.answers.recording import use_token_once
+from mailflow.answers.statuses import AnswerStatus
 from mailflow.core.links import Purpose
-from mailflow.domain.answers import use_token_once
-from mailflow.domain.models import Answer, AuditEvent, OutgoingEmail
-from mailflow.domain.statuses import AnswerStatus
-from mailflow.edges.smtpd import InboundServer
-from mailflow.mail.welcome import enrolment_link
+from mailflow.core.models import Answer, AuditEvent, OutgoingEmail
+from mailflow.core.runtime import utc_now
+from mailflow.gateway.smtpd import InboundServer
+from mailflow.people.welcome_email import enrolment_link
 from mailflow.workers.queue import QueueWorker
-from mailflow.workers.runtime import utc_now
 from tests.support.mail import a_reply
 from tests.support.pages import (
     BASE,

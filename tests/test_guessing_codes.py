@@ -14,10 +14,10 @@ from typing import Any
 import pyotp
 import pytest
 
-from mailflow.domain import mfa
-from mailflow.domain.statuses import AnswerStatus
-from mailflow.web import committing
-from mailflow.workers.runtime import utc_now
+from mailflow.answers.statuses import AnswerStatus
+from mailflow.core.pages import committing
+from mailflow.core.runtime import utc_now
+from mailflow.core.second_factor import mfa
 from tests.support.pages import (
     Web,
     answer_counts,

@@ -18,8 +18,7 @@ from sqlalchemy.orm import Session
 
 from mailflow.cli.main import cli
 from mailflow.config import parse_relay
-from mailflow.domain.inbound import PROCESS_INBOUND
-from mailflow.domain.models import (
+from mailflow.core.models import (
     Delivery,
     InboundMessage,
     InboundState,
@@ -28,9 +27,10 @@ from mailflow.domain.models import (
     OutgoingEmail,
     PendingAnswer,
 )
-from mailflow.edges.smtpd import InboundServer
+from mailflow.core.runtime import Runtime
+from mailflow.gateway.inbound_messages import PROCESS_INBOUND
+from mailflow.gateway.smtpd import InboundServer
 from mailflow.workers.queue import QueueWorker
-from mailflow.workers.runtime import Runtime
 from tests.support.relay import CapturingRelay
 from tests.support.seed import issue, seed_people
 from tests.support.waiting import wait_until

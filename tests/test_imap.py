@@ -22,11 +22,11 @@ from imapclient import IMAPClient
 from sqlalchemy.orm import Session
 
 from mailflow.config import Settings, parse_imap_url
-from mailflow.domain.inbound import PROCESS_INBOUND
-from mailflow.domain.models import ImapCheckpoint, InboundMessage, Job
-from mailflow.edges import imap as imap_edge
-from mailflow.edges.imap import ImapPoller, envelope_recipients
-from mailflow.workers.runtime import Runtime
+from mailflow.core.models import ImapCheckpoint, InboundMessage, Job
+from mailflow.core.runtime import Runtime
+from mailflow.gateway import imap as imap_edge
+from mailflow.gateway.imap import ImapPoller, envelope_recipients
+from mailflow.gateway.inbound_messages import PROCESS_INBOUND
 from tests.support.dovecot import DovecotAccount
 from tests.support.environment import SECRET_KEY
 from tests.support.waiting import wait_until
@@ -380,7 +380,7 @@ def test_a_message_over_the_size_limit_is_never_stored_but_flagged_and_left_in_t
     uids = [dovecot.append(small[0]), dovecot.append(huge), dovecot.append(small[1])]
     poller = make_poller(after, inbound_max_bytes=limit)
 
-    with caplog.at_level(logging.WARNING, logger="mailflow.edges.imap"):
+    with caplog.at_level(logging.WARNING, logger="mailflow.gateway.imap"):
         result = poller.poll_once()
         # Later passes find it again (below the checkpoint) and let it be.
         again = poller.poll_once()
@@ -583,7 +583,7 @@ SLOW_STORE_HOOK = """\
 import os, time
 _delay = float(os.environ.get("MAILFLOW_TEST_STORE_DELAY") or 0)
 if _delay:
-    import mailflow.domain.inbound as _inbound
+    import mailflow.gateway.inbound_messages as _inbound
     _store = _inbound.store_inbound_message
     def _slow_store(*args, **kwargs):
         time.sleep(_delay)

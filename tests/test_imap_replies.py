@@ -8,10 +8,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from mailflow.config import Settings, parse_imap_url
-from mailflow.domain.models import Confirmation, Delivery, InboundMessage, InboundState
-from mailflow.edges.imap import ImapPoller
+from mailflow.core.models import Confirmation, Delivery, InboundMessage, InboundState
+from mailflow.core.runtime import Runtime
+from mailflow.gateway.imap import ImapPoller
 from mailflow.workers.inbound import process_inbound
-from mailflow.workers.runtime import Runtime
 from tests.support.dovecot import DovecotAccount
 from tests.support.mail import reply
 from tests.support.seed import issue, seed_people

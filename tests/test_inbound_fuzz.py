@@ -11,7 +11,7 @@ import time
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mailflow.mail.inbound_mail import InboundReading, read_inbound
+from mailflow.gateway.reading import InboundReading, read_inbound
 
 # Generous for a loaded CI machine: a normal message reads in milliseconds,
 # and the hostile ones the size limits exist for took minutes.

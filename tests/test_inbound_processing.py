@@ -19,8 +19,7 @@ from sqlalchemy.orm import Session
 from mailflow.cli.main import cli
 from mailflow.config import Settings
 from mailflow.core.links import CONFIRM_LINK
-from mailflow.domain.inbound import store_inbound_message
-from mailflow.domain.models import (
+from mailflow.core.models import (
     Confirmation,
     Delivery,
     DeliveryState,
@@ -30,9 +29,10 @@ from mailflow.domain.models import (
     OutgoingEmail,
     PendingAnswer,
 )
+from mailflow.core.runtime import Runtime
+from mailflow.gateway.inbound_messages import store_inbound_message
 from mailflow.workers.inbound import process_inbound
 from mailflow.workers.queue import QueueWorker
-from mailflow.workers.runtime import Runtime
 from tests.support.mail import delivery_status_notification, html_message, receive, reply
 from tests.support.relay import CapturingRelay
 from tests.support.reply_corpus import (
@@ -497,7 +497,7 @@ def test_a_processing_error_leaves_the_message_failed_for_retry(
     def broken(text: str, **_: object) -> list[object]:
         raise RuntimeError("the reply parser broke")
 
-    monkeypatch.setattr("mailflow.gateway.answer_replies.parse_reply", broken)
+    monkeypatch.setattr("mailflow.answers.answer_replies.parse_reply", broken)
     message = receive(runtime, reply("ann@riverside.example", "RXA: complete"), to=reply_to(ann))
     assert message.state == InboundState.FAILED
     assert "the reply parser broke" in (message.error or "")
@@ -657,7 +657,7 @@ def parsing_while_someone_writes(runtime: Runtime, finished_at_once: list[bool])
     ``finished_at_once``) only if parsing holds no write transaction."""
     import threading
 
-    from mailflow.mail.reply_form import parse_reply
+    from mailflow.answers.reply_form import parse_reply
 
     def parse(text: str, **kwargs: object) -> object:
         def write() -> None:
@@ -683,7 +683,7 @@ def test_a_reply_is_parsed_while_no_write_transaction_waits_for_it(
     finished_at_once: list[bool] = []
     parse_while_someone_writes = parsing_while_someone_writes(runtime, finished_at_once)
 
-    monkeypatch.setattr("mailflow.gateway.answer_replies.parse_reply", parse_while_someone_writes)
+    monkeypatch.setattr("mailflow.answers.answer_replies.parse_reply", parse_while_someone_writes)
     message = receive(runtime, reply("ann@riverside.example", "RXA: complete"), to=reply_to(ann))
 
     assert finished_at_once == [True]
@@ -697,7 +697,7 @@ def test_a_reply_parsed_before_the_persons_access_changed_is_parsed_again_outsid
     session: Session,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from mailflow.gateway import answer_replies
+    from mailflow.answers import answer_replies
 
     li = keys["li@itservices.example"]
     finished_at_once: list[bool] = []

@@ -13,11 +13,11 @@ import pytest
 from itsdangerous import URLSafeTimedSerializer
 from sqlalchemy import select
 
+from mailflow.answers.statuses import AnswerStatus
 from mailflow.config import Settings
 from mailflow.core import links
 from mailflow.core.links import ANSWER_LINK, CONFIRM_LINK, ENROL_LINK, LinkKind
-from mailflow.domain.models import Delivery, Organisation
-from mailflow.domain.statuses import AnswerStatus
+from mailflow.core.models import Delivery, Organisation
 from tests.support.environment import SECRET_KEY
 from tests.support.pages import Web, user_id
 

@@ -13,9 +13,9 @@ from cryptography.fernet import Fernet
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mailflow.domain import mfa, recovery_codes
-from mailflow.domain.models import AuditEvent, MfaCredential, MfaFailure, RecoveryCode
-from mailflow.domain.users import add_user
+from mailflow.core.models import AuditEvent, MfaCredential, MfaFailure, RecoveryCode
+from mailflow.core.second_factor import mfa, recovery_codes
+from mailflow.people.users import add_user
 from tests.support.environment import SECRET_KEY
 
 # On a 30-second step boundary, so "one step later" is unambiguous.

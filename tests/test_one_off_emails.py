@@ -11,11 +11,11 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from mailflow.alerts.issuing import new_key
 from mailflow.config import Settings
-from mailflow.domain.alerts import new_key
-from mailflow.domain.models import OutgoingEmail, User
-from mailflow.mail.one_off import TheirMessage, ThreadHeaders, send_one_off
-from mailflow.mail.templates import render_service_email
+from mailflow.core.mail.one_off import TheirMessage, ThreadHeaders, send_one_off
+from mailflow.core.mail.templates import render_service_email
+from mailflow.core.models import OutgoingEmail, User
 from tests.support.mail import html_text, parsed, plain_text
 from tests.support.seed import NOW, seed_people
 

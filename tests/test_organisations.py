@@ -14,10 +14,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from mailflow.cli.main import cli
-from mailflow.domain.errors import InvalidInput
-from mailflow.domain.models import AuditEvent, Organisation
-from mailflow.domain.organisations import import_organisations
-from mailflow.intake.organisation_files import read_organisation_file
+from mailflow.core.errors import InvalidInput
+from mailflow.core.models import AuditEvent, Organisation
+from mailflow.people.organisation_files import read_organisation_file
+from mailflow.people.organisations import import_organisations
 
 PROJECT = Path(__file__).resolve().parent.parent
 DEMO_ORGS = PROJECT / "demo" / "orgs.csv"

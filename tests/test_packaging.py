@@ -37,7 +37,7 @@ def test_the_wheel_carries_the_templates_and_uses_them(tmp_path: Path) -> None:
     zipfile.ZipFile(wheel).extractall(installed)
     # Run from the unpacked wheel, away from the source tree: the templates
     # must be found inside the package.
-    probe = "from mailflow.mail.templates import template_root;print(template_root())"
+    probe = "from mailflow.core.mail.templates import template_root;print(template_root())"
     result = subprocess.run(
         [sys.executable, "-c", probe],
         cwd=tmp_path,

@@ -10,8 +10,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from mailflow.domain import pending
-from mailflow.domain.models import PendingAction
+from mailflow.core import pending
+from mailflow.core.models import PendingAction
 from tests.support.pages import user_id
 from tests.support.seed import NOW, seed_people
 

@@ -15,9 +15,9 @@ from sqlalchemy import select
 
 from mailflow.cli.main import cli
 from mailflow.config import load_settings
-from mailflow.domain.models import OutgoingEmail, OutgoingState
+from mailflow.core.models import OutgoingEmail, OutgoingState
+from mailflow.core.runtime import Runtime
 from mailflow.workers.queue import QueueWorker
-from mailflow.workers.runtime import Runtime
 from tests.support.environment import SECRET_KEY
 from tests.support.waiting import wait_until
 

@@ -12,12 +12,12 @@ import sqlalchemy as sa
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from mailflow.answers.statuses import AnswerStatus
 from mailflow.config import Settings
 from mailflow.core.links import ANSWER_LINK, ENROL_LINK
-from mailflow.domain.models import User
-from mailflow.domain.statuses import AnswerStatus
-from mailflow.mail.welcome import queue_welcome_email
-from mailflow.workers.runtime import Runtime
+from mailflow.core.models import User
+from mailflow.core.runtime import Runtime
+from mailflow.people.welcome_email import queue_welcome_email
 from tests.support.cli import mailflow, one_error_line
 from tests.support.seed import AUDIENCE_RECIPIENTS, NOW, issue, seed_people
 from tests.support.waiting import run_worker_until_settled, wait_until

@@ -26,11 +26,11 @@ from pathlib import Path
 
 import pytest
 
-from mailflow.domain.answer_values import AnswerValue
-from mailflow.domain.statuses import AnswerStatus
-from mailflow.mail.reply_form import ReplyNotUnderstood, parse_reply
-from mailflow.mail.reply_subject import reply_subject, subject_of
-from mailflow.mail.reply_text import written_text
+from mailflow.answers.answer_values import AnswerValue
+from mailflow.answers.reply_form import ReplyNotUnderstood, parse_reply
+from mailflow.answers.statuses import AnswerStatus
+from mailflow.gateway.reply_subject import reply_subject, subject_of
+from mailflow.gateway.reply_text import written_text
 
 CORPUS = Path(__file__).parent / "corpus" / "replies"
 TODAY = date(2026, 11, 26)

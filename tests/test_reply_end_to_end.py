@@ -14,10 +14,10 @@ from sqlalchemy.orm import Session
 
 from mailflow.config import Settings
 from mailflow.core.links import CONFIRM_LINK
-from mailflow.domain.models import Delivery, DeliveryState, InboundMessage, PendingAnswer
-from mailflow.edges.smtpd import InboundServer
+from mailflow.core.models import Delivery, DeliveryState, InboundMessage, PendingAnswer
+from mailflow.core.runtime import Runtime
+from mailflow.gateway.smtpd import InboundServer
 from mailflow.workers.queue import QueueWorker
-from mailflow.workers.runtime import Runtime
 from tests.support.mail import delivery_status_notification, reply
 from tests.support.relay import CapturingRelay
 from tests.support.seed import issue, seed_people

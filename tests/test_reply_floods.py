@@ -16,10 +16,10 @@ from email.utils import make_msgid
 import pytest
 from sqlalchemy import select
 
-from mailflow.domain.models import Confirmation, Delivery, InboundMessage, OutgoingEmail, User
-from mailflow.edges.smtpd import InboundServer
+from mailflow.core.models import Confirmation, Delivery, InboundMessage, OutgoingEmail, User
+from mailflow.core.runtime import Runtime
+from mailflow.gateway.smtpd import InboundServer
 from mailflow.workers.queue import QueueWorker
-from mailflow.workers.runtime import Runtime
 from tests.support.pages import Web
 from tests.support.relay import CapturingRelay
 from tests.support.waiting import wait_until

@@ -12,14 +12,14 @@ from datetime import date
 
 import pytest
 
-from mailflow.domain.answer_values import AnswerValue
-from mailflow.domain.statuses import AnswerStatus
-from mailflow.mail.reply_form import (
+from mailflow.answers.answer_values import AnswerValue
+from mailflow.answers.reply_form import (
     ReplyNotUnderstood,
     build_reply_form,
     find_date,
     parse_reply,
 )
+from mailflow.answers.statuses import AnswerStatus
 
 TODAY = date(2026, 11, 26)
 THREE = ["RXA", "RXB", "RXC"]

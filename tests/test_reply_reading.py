@@ -18,10 +18,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailflow.config import Settings
-from mailflow.domain.models import Organisation, PendingAnswer
-from mailflow.edges.smtpd import InboundServer
+from mailflow.core.models import Organisation, PendingAnswer
+from mailflow.core.runtime import Runtime
+from mailflow.gateway.smtpd import InboundServer
 from mailflow.workers.queue import QueueWorker
-from mailflow.workers.runtime import Runtime
 from tests.support.relay import CapturingRelay, Received
 from tests.support.seed import issue, seed_people
 

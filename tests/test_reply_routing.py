@@ -13,15 +13,15 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from mailflow.answers.answer_replies import DeliveryReplies
 from mailflow.config import Settings
-from mailflow.domain.models import Delivery, InboundState, User
-from mailflow.edges.imap import envelope_recipients
-from mailflow.edges.smtpd import InboundServer
-from mailflow.gateway.answer_replies import DeliveryReplies
+from mailflow.core.models import Delivery, InboundState, User
+from mailflow.core.runtime import Runtime
 from mailflow.gateway.context import KeyOwner, Outcome, ReplyContext, processed
+from mailflow.gateway.imap import envelope_recipients
+from mailflow.gateway.reading import DELIVERY_HEADERS, InboundReading
 from mailflow.gateway.routing import KeyKinds
-from mailflow.mail.inbound_mail import DELIVERY_HEADERS, InboundReading
-from mailflow.workers.runtime import Runtime
+from mailflow.gateway.smtpd import InboundServer
 from tests.support.mail import MAIL_DOMAIN, receive, reply
 from tests.support.seed import issue, seed_people
 
@@ -82,7 +82,7 @@ def requests(session: Session, monkeypatch: pytest.MonkeyPatch) -> AccessRequest
     kind = AccessRequestReplies()
     kinds = KeyKinds((DeliveryReplies(), kind))
     monkeypatch.setattr("mailflow.workers.inbound.REPLY_KEY_KINDS", kinds)
-    monkeypatch.setattr("mailflow.edges.inbound_handler.REPLY_KEY_KINDS", kinds)
+    monkeypatch.setattr("mailflow.gateway.inbound_handler.REPLY_KEY_KINDS", kinds)
     return kind
 
 
@@ -139,7 +139,7 @@ def test_a_strangers_reply_to_an_alert_is_refused_without_its_words_being_parsed
     def must_not_parse(text: str, **_: object) -> list[object]:
         raise AssertionError("a stranger's reply was parsed")
 
-    monkeypatch.setattr("mailflow.gateway.answer_replies.parse_reply", must_not_parse)
+    monkeypatch.setattr("mailflow.answers.answer_replies.parse_reply", must_not_parse)
     with runtime.sessions() as session:
         ann = session.scalars(select(Delivery).join(User).where(User.email == ANN)).one()
         key = ann.reply_key

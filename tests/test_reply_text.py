@@ -20,10 +20,10 @@ from email.message import EmailMessage, Message
 
 import pytest
 
-from mailflow.domain.statuses import AnswerStatus
-from mailflow.mail.reply_form import parse_reply
-from mailflow.mail.reply_subject import reply_subject, subject_of
-from mailflow.mail.reply_text import MAX_CHARS, written_text
+from mailflow.answers.reply_form import parse_reply
+from mailflow.answers.statuses import AnswerStatus
+from mailflow.gateway.reply_subject import reply_subject, subject_of
+from mailflow.gateway.reply_text import MAX_CHARS, written_text
 from tests.support.mail import html_message, plain_message
 from tests.support.reply_corpus import (
     ANSWER,

@@ -9,9 +9,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy.orm import Session
 
+from mailflow.core.audit import record_event
+from mailflow.core.models import AuditEvent, Base
 from mailflow.db import migrate
-from mailflow.domain.audit import record_event
-from mailflow.domain.models import AuditEvent, Base
 from tests.support.seed import NOW
 
 

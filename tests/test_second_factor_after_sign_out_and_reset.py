@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
+from mailflow.answers.statuses import AnswerStatus
 from mailflow.config import Settings
-from mailflow.domain import mfa
-from mailflow.domain.statuses import AnswerStatus
-from mailflow.web.committing import NEEDS_CODE
-from mailflow.web.security import session_cookie_name
+from mailflow.core.pages.committing import NEEDS_CODE
+from mailflow.core.pages.security import session_cookie_name
+from mailflow.core.second_factor import mfa
 from tests.support.cli import mailflow_with
 from tests.support.pages import (
     Web,

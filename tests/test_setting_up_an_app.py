@@ -9,8 +9,8 @@ import re
 
 import pyotp
 
-from mailflow.domain import mfa
-from mailflow.mail.welcome import enrolment_link
+from mailflow.core.second_factor import mfa
+from mailflow.people.welcome_email import enrolment_link
 from tests.support.pages import Web, post_form, read_session_cookie, user_id
 
 

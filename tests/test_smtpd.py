@@ -26,11 +26,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailflow.cli.main import cli
+from mailflow.core.models import InboundMessage, Job, JobState
+from mailflow.core.runtime import Runtime, utc_now
 from mailflow.db.engine import make_sessionmaker
-from mailflow.domain.inbound import PROCESS_INBOUND, store_inbound_message
-from mailflow.domain.models import InboundMessage, Job, JobState
-from mailflow.edges.smtpd import InboundServer
-from mailflow.workers.runtime import Runtime, utc_now
+from mailflow.gateway.inbound_messages import PROCESS_INBOUND, store_inbound_message
+from mailflow.gateway.smtpd import InboundServer
 from tests.support.environment import SECRET_KEY
 from tests.support.relay import free_port
 from tests.support.seed import delivery_with_keys

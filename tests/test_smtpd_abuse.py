@@ -31,11 +31,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailflow.cli.main import cli
-from mailflow.domain.inbound import finish_inbound, store_inbound_message
-from mailflow.domain.models import AuditEvent, InboundMessage, InboundState, OutgoingEmail
-from mailflow.edges.smtp_limits import limit_resource_error_logs, raise_descriptor_limit
-from mailflow.edges.smtpd import InboundServer
-from mailflow.workers.runtime import Runtime, utc_now
+from mailflow.core.models import AuditEvent, InboundMessage, InboundState, OutgoingEmail
+from mailflow.core.runtime import Runtime, utc_now
+from mailflow.gateway.inbound_messages import finish_inbound, store_inbound_message
+from mailflow.gateway.smtp_limits import limit_resource_error_logs, raise_descriptor_limit
+from mailflow.gateway.smtpd import InboundServer
 from tests.support.environment import SECRET_KEY
 from tests.support.relay import CapturingRelay, free_port
 from tests.support.seed import NOW, delivery_with_keys

@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from mailflow.alerts.issuing import new_key
 from mailflow.core.links import Purpose, TokenExpired, TokenInvalid, TokenService
-from mailflow.domain.alerts import new_key
-from mailflow.mail.addresses import (
+from mailflow.core.mail.addresses import (
     AddressKind,
     ServiceAddress,
     bounce_address,

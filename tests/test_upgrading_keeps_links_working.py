@@ -18,15 +18,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 
+from mailflow.answers.answer_values import AnswerValue
+from mailflow.answers.pending_answers import record_pending_answers
+from mailflow.answers.statuses import AnswerStatus
 from mailflow.config import Settings
 from mailflow.core.links import ANSWER_LINK, CONFIRM_LINK, ENROL_LINK
+from mailflow.core.models import Alert, Answer, Delivery, PendingAction
+from mailflow.core.runtime import Runtime, utc_now
 from mailflow.db import migrate
-from mailflow.domain.answer_values import AnswerValue
-from mailflow.domain.confirmations import record_pending_answers
-from mailflow.domain.models import Alert, Answer, Delivery, PendingAction
-from mailflow.domain.statuses import AnswerStatus
 from mailflow.web import create_app
-from mailflow.workers.runtime import Runtime, utc_now
 from tests.support.pages import BASE, ENROLLED, enrol, post_form, user_id
 from tests.support.seed import issue, seed_people
 

@@ -13,17 +13,17 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from mailflow.cli.main import cli
-from mailflow.domain.errors import InvalidInput, NotFound
-from mailflow.domain.models import (
+from mailflow.core.errors import InvalidInput, NotFound
+from mailflow.core.models import (
     AuditEvent,
     Membership,
     NationalRole,
     Role,
     User,
 )
-from mailflow.domain.organisations import import_organisations
-from mailflow.domain.users import add_user, list_users, remove_user
-from mailflow.intake.organisation_files import parse_organisations
+from mailflow.people.organisation_files import parse_organisations
+from mailflow.people.organisations import import_organisations
+from mailflow.people.users import add_user, list_users, remove_user
 
 PROJECT = Path(__file__).resolve().parent.parent
 DEMO_ORGS = PROJECT / "demo" / "orgs.csv"

@@ -20,14 +20,14 @@ import sqlalchemy as sa
 from sqlalchemy import func, select
 from starlette.testclient import TestClient
 
-from mailflow.domain import mfa
-from mailflow.domain.answer_values import AnswerValue
-from mailflow.domain.models import Answer, Confirmation, OutgoingEmail
-from mailflow.domain.statuses import AnswerStatus
-from mailflow.domain.users import remove_user
-from mailflow.mail.welcome import enrolment_link
+from mailflow.answers.answer_values import AnswerValue
+from mailflow.answers.statuses import AnswerStatus
+from mailflow.core.models import Answer, Confirmation, OutgoingEmail
+from mailflow.core.runtime import Runtime, utc_now
+from mailflow.core.second_factor import mfa
+from mailflow.people.users import remove_user
+from mailflow.people.welcome_email import enrolment_link
 from mailflow.web import create_app
-from mailflow.workers.runtime import Runtime, utc_now
 from tests.support.cli import mailflow_with
 from tests.support.pages import (
     ANSWER_TABLES,

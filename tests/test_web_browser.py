@@ -21,10 +21,10 @@ from sqlalchemy.orm import Session
 
 from mailflow.config import Settings, parse_relay
 from mailflow.core.links import ANSWER_LINK
-from mailflow.edges.smtpd import InboundServer
+from mailflow.core.runtime import Runtime, utc_now
+from mailflow.gateway.smtpd import InboundServer
 from mailflow.web import create_app
 from mailflow.workers.queue import QueueWorker
-from mailflow.workers.runtime import Runtime, utc_now
 from tests.support.cli import mailflow_with
 from tests.support.mail import reply
 from tests.support.relay import CapturingRelay, Received, free_port

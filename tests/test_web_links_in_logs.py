@@ -13,9 +13,9 @@ import urllib.request
 
 import pytest
 
+from mailflow.answers import answering
+from mailflow.answers.statuses import AnswerStatus
 from mailflow.cli.web_command import web_server
-from mailflow.domain.statuses import AnswerStatus
-from mailflow.web import answering
 from tests.support.pages import Web, answer_counts, answer_link, csrf_of, post_form
 from tests.support.relay import free_port
 from tests.support.waiting import wait_until

@@ -18,12 +18,12 @@ from sqlalchemy.orm import Session
 
 from mailflow.cli.main import cli
 from mailflow.config import Settings
-from mailflow.domain.models import InboundMessage, InboundState, OutgoingEmail, User
-from mailflow.domain.users import add_user
-from mailflow.edges.smtpd import InboundServer
-from mailflow.mail.welcome import queue_welcome_email
+from mailflow.core.models import InboundMessage, InboundState, OutgoingEmail, User
+from mailflow.core.runtime import Runtime
+from mailflow.gateway.smtpd import InboundServer
+from mailflow.people.users import add_user
+from mailflow.people.welcome_email import queue_welcome_email
 from mailflow.workers.queue import QueueWorker
-from mailflow.workers.runtime import Runtime
 from tests.support.environment import SECRET_KEY
 from tests.support.mail import delivery_report, html_text, parsed, plain_text
 from tests.support.relay import CapturingRelay

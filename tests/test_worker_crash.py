@@ -15,8 +15,8 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailflow.domain.models import Delivery, DeliveryState, User
-from mailflow.workers.fanout import BATCHES_IN_FLIGHT, CLAIM_PER_CONNECTION
+from mailflow.alerts.fanout import BATCHES_IN_FLIGHT, CLAIM_PER_CONNECTION
+from mailflow.core.models import Delivery, DeliveryState, User
 from tests.support.environment import SECRET_KEY
 from tests.support.relay import CapturingRelay
 from tests.support.seed import issue, seed_crowd

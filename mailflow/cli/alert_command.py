@@ -10,19 +10,19 @@ from zoneinfo import ZoneInfo
 
 import click
 
-from mailflow.cli.context import Context, actor_name, pass_context, reported_errors
-from mailflow.domain.alert_reports import (
+from mailflow.alerts.alert_files import read_alert_file
+from mailflow.alerts.issuing import IssuedAlert, issue_alert
+from mailflow.alerts.reports import (
     DeliveryLine,
     DeliveryReport,
     StatusReport,
     delivery_report,
     status_report,
 )
-from mailflow.domain.alerts import IssuedAlert, issue_alert
-from mailflow.domain.answers import StatusLine
-from mailflow.domain.statuses import AnswerStatus
-from mailflow.intake.alert_files import read_alert_file
-from mailflow.mail.templates import counted, format_time
+from mailflow.answers.recording import StatusLine
+from mailflow.answers.statuses import AnswerStatus
+from mailflow.cli.context import Context, actor_name, pass_context, reported_errors
+from mailflow.core.mail.templates import counted, format_time
 from mailflow.workers.queue import JobQueue
 
 

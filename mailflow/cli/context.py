@@ -16,9 +16,9 @@ from sqlalchemy.orm import Session
 
 from mailflow.cli.failures import database_problem
 from mailflow.config import ConfigError, Settings, load_settings, unknown_variables
+from mailflow.core.errors import InvalidInput, NotFound
+from mailflow.core.runtime import Runtime
 from mailflow.db import migrate
-from mailflow.domain.errors import InvalidInput, NotFound
-from mailflow.workers.runtime import Runtime
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

@@ -12,7 +12,7 @@ from mailflow.cli.running import run_until_stopped
 from mailflow.config import ConfigError
 
 if TYPE_CHECKING:
-    from mailflow.edges.imap import ImapPoller
+    from mailflow.gateway.imap import ImapPoller
 
 
 @click.command("imap")
@@ -44,7 +44,7 @@ def imap(ctx: Context, once: bool) -> None:
     Stop it with SIGTERM or Ctrl-C."""
     # Imported here: only the commands that poll pay for loading
     # imapclient.
-    from mailflow.edges.imap import ImapPoller
+    from mailflow.gateway.imap import ImapPoller
 
     if not ctx.settings.imap_url:
         fail(

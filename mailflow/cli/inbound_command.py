@@ -7,11 +7,11 @@ from __future__ import annotations
 import click
 
 from mailflow.cli.context import Context, actor_name, fail, pass_context, reported_errors
-from mailflow.domain.errors import NotFound
-from mailflow.domain.inbound import recent_inbound_messages, retry_inbound
-from mailflow.domain.models import InboundMessage, InboundState
-from mailflow.domain.text import escape_controls
-from mailflow.workers.retention import purge_expired_inbound
+from mailflow.core.errors import NotFound
+from mailflow.core.models import InboundMessage, InboundState
+from mailflow.core.text import escape_controls
+from mailflow.gateway.inbound_messages import recent_inbound_messages, retry_inbound
+from mailflow.gateway.retention import purge_expired_inbound
 
 
 @click.group()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import click
 
 from mailflow.cli.context import Context, fail, pass_context
-from mailflow.mail.maildir_reader import (
+from mailflow.core.mail.maildir_reader import (
     MaildirMissing,
     StoredEmail,
     kind_of,

@@ -7,9 +7,9 @@ from pathlib import Path
 import click
 
 from mailflow.cli.context import Context, actor_name, pass_context, reported_errors
-from mailflow.domain.organisations import import_organisations, list_organisations
-from mailflow.intake.organisation_files import read_organisation_file
-from mailflow.mail.templates import counted
+from mailflow.core.mail.templates import counted
+from mailflow.people.organisation_files import read_organisation_file
+from mailflow.people.organisations import import_organisations, list_organisations
 
 
 @click.group()

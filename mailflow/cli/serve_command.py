@@ -13,8 +13,8 @@ from mailflow.cli.context import Context, fail, pass_context
 from mailflow.cli.running import run_until_stopped, show_addr
 from mailflow.cli.web_command import listening_socket, web_server
 from mailflow.config import Settings
+from mailflow.core.runtime import Runtime
 from mailflow.workers.queue import QueueWorker
-from mailflow.workers.runtime import Runtime
 
 log = logging.getLogger("mailflow")
 
@@ -81,7 +81,7 @@ def serve(ctx: Context, threads: int, no_smtpd: bool, no_web: bool) -> None:
 def add_inbound_server(supervisor: Supervisor, runtime: Runtime, settings: Settings) -> None:
     # Imported here, as in `mailflow smtpd`: only the commands that run
     # the server pay for loading aiosmtpd.
-    from mailflow.edges.smtpd import InboundServer
+    from mailflow.gateway.smtpd import InboundServer
 
     host, port = settings.inbound_addr
     server = InboundServer(runtime, host, port)
@@ -91,7 +91,7 @@ def add_inbound_server(supervisor: Supervisor, runtime: Runtime, settings: Setti
 def add_imap_poller(supervisor: Supervisor, runtime: Runtime) -> None:
     # Imported here, as in `mailflow imap`: only the commands that poll
     # pay for loading imapclient.
-    from mailflow.edges.imap import ImapPoller
+    from mailflow.gateway.imap import ImapPoller
 
     stop_polling = threading.Event()
     poller_thread = threading.Thread(

@@ -50,7 +50,7 @@ def smtpd(ctx: Context, lmtp: bool, listen: tuple[str, int] | None) -> None:
     finish."""
     # Imported here: only the commands that run the server pay for
     # loading aiosmtpd.
-    from mailflow.edges.smtpd import InboundServer
+    from mailflow.gateway.smtpd import InboundServer
 
     ctx.require_schema()
     settings = ctx.settings

@@ -5,11 +5,11 @@ from __future__ import annotations
 import click
 
 from mailflow.cli.context import Context, actor_name, pass_context, reported_errors
-from mailflow.domain.mfa import reset_mfa
-from mailflow.domain.models import User
-from mailflow.domain.outgoing import Bounce, latest_bounces
-from mailflow.domain.users import ROLE_NAMES, add_user, get_user, list_users, remove_user
-from mailflow.mail.welcome import WELCOME_KIND, queue_welcome_email
+from mailflow.core.models import User
+from mailflow.core.outgoing import Bounce, latest_bounces
+from mailflow.core.second_factor.mfa import reset_mfa
+from mailflow.people.users import ROLE_NAMES, add_user, get_user, list_users, remove_user
+from mailflow.people.welcome_email import WELCOME_KIND, queue_welcome_email
 
 
 @click.group()

@@ -10,7 +10,7 @@ import click
 
 from mailflow.cli.context import Context, fail
 from mailflow.cli.running import HostPort
-from mailflow.workers.runtime import Runtime
+from mailflow.core.runtime import Runtime
 
 if TYPE_CHECKING:
     import uvicorn

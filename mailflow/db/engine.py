@@ -13,7 +13,7 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailflow.private_files import create_private_file, make_private_folder
+from mailflow.core.private_files import create_private_file, make_private_folder
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 

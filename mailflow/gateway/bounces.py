@@ -13,11 +13,11 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
+from mailflow.alerts.deliveries import record_bounce
 from mailflow.config import Settings
-from mailflow.domain.deliveries import record_bounce
-from mailflow.domain.models import User
-from mailflow.domain.outgoing import find_by_bounce_key, record_outgoing_bounce
-from mailflow.mail.welcome import WELCOME_KIND, queue_welcome_bounced_notices
+from mailflow.core.models import User
+from mailflow.core.outgoing import find_by_bounce_key, record_outgoing_bounce
+from mailflow.people.welcome_email import WELCOME_KIND, queue_welcome_bounced_notices
 
 
 def record_bounce_report(

@@ -3,10 +3,10 @@ one place, each giving the outcome stored with a message it stops."""
 
 from __future__ import annotations
 
-from mailflow.domain.inbound import is_duplicate
-from mailflow.domain.models import User
+from mailflow.core.models import User
 from mailflow.gateway.context import InboundContext
-from mailflow.mail.inbound_mail import InboundReading
+from mailflow.gateway.inbound_messages import is_duplicate
+from mailflow.gateway.reading import InboundReading
 
 
 def unusable(context: InboundContext) -> str | None:

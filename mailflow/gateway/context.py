@@ -17,8 +17,8 @@ from typing import Protocol
 from sqlalchemy.orm import Session
 
 from mailflow.config import Settings
-from mailflow.domain.models import InboundMessage, InboundState, User
-from mailflow.mail.inbound_mail import InboundReading
+from mailflow.core.models import InboundMessage, InboundState, User
+from mailflow.gateway.reading import InboundReading
 
 # What became of a message: its state and the outcome stored with it.
 Outcome = tuple[InboundState, str]

@@ -16,6 +16,7 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from mailflow.config import Settings
+from mailflow.core.mail.addresses import AddressKind, ServiceAddress
 from mailflow.gateway.bounces import record_bounce_report
 from mailflow.gateway.checks import automatic, untrusted_sender, unusable
 from mailflow.gateway.context import (
@@ -27,8 +28,7 @@ from mailflow.gateway.context import (
     ignored,
     processed,
 )
-from mailflow.mail.addresses import AddressKind, ServiceAddress
-from mailflow.mail.inbound_mail import InboundReading, find_service_address
+from mailflow.gateway.reading import InboundReading, find_service_address
 
 
 @dataclass(frozen=True)

@@ -16,13 +16,11 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mailflow.answers.answer_pages import AnswerPages
 from mailflow.core.links import ANSWER_LINK, CONFIRM_LINK, ENROL_LINK, SETUP_LINK_SUFFIX
-from mailflow.domain.verified_sessions import end_verified_session
-from mailflow.web.answer_pages import AnswerPages
-from mailflow.web.enrolment import EnrolmentPages
-from mailflow.web.refusals import FORM_EXPIRED, form_dict
-from mailflow.web.rendering import Pages, web_root
-from mailflow.web.security import (
+from mailflow.core.pages.refusals import FORM_EXPIRED, form_dict
+from mailflow.core.pages.rendering import Pages, web_root
+from mailflow.core.pages.security import (
     SESSION_MAX_AGE_SECONDS,
     SecurityHeaders,
     csrf_ok,
@@ -32,8 +30,10 @@ from mailflow.web.security import (
     uses_https,
     verified_key,
 )
-from mailflow.web.setup_link import SetupLinkPages
-from mailflow.workers.runtime import Runtime
+from mailflow.core.runtime import Runtime
+from mailflow.core.second_factor.verified_sessions import end_verified_session
+from mailflow.people.enrolment import EnrolmentPages
+from mailflow.people.setup_link import SetupLinkPages
 
 log = logging.getLogger(__name__)
 

@@ -15,15 +15,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from mailflow.domain.inbound import fail_inbound, finish_inbound
-from mailflow.domain.models import InboundMessage, InboundState
-from mailflow.domain.text import escape_controls
+from mailflow.core.models import InboundMessage, InboundState
+from mailflow.core.runtime import Runtime
+from mailflow.core.text import escape_controls
+from mailflow.gateway.bounded_reading import ReadingTookTooLong
 from mailflow.gateway.context import InboundContext, PrepareAgain
+from mailflow.gateway.inbound_messages import fail_inbound, finish_inbound
 from mailflow.gateway.kinds import REPLY_KEY_KINDS
+from mailflow.gateway.reading import InboundReading
 from mailflow.gateway.routing import address_of, prepare, route
-from mailflow.mail.inbound_mail import InboundReading
-from mailflow.workers.bounded_reading import ReadingTookTooLong
-from mailflow.workers.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

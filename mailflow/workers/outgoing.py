@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from mailflow.domain.models import OutgoingEmail, OutgoingState
-from mailflow.domain.outgoing import claim_outgoing, record_outgoing_result
-from mailflow.mail.transport import Envelope, OutgoingMessage, send_now
-from mailflow.workers.runtime import Runtime
+from mailflow.core.mail.transport import Envelope, OutgoingMessage, send_now
+from mailflow.core.models import OutgoingEmail, OutgoingState
+from mailflow.core.outgoing import claim_outgoing, record_outgoing_result
+from mailflow.core.runtime import Runtime
 
 
 def send_outgoing(runtime: Runtime, email_id: int) -> datetime | None:

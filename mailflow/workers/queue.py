@@ -17,10 +17,10 @@ from typing import Any
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
 
+from mailflow.alerts.fanout import deliver_alert
+from mailflow.alerts.issuing import DELIVER_ALERT
 from mailflow.config import Settings
-from mailflow.domain.alerts import DELIVER_ALERT
-from mailflow.domain.inbound import PROCESS_INBOUND
-from mailflow.domain.jobs import (
+from mailflow.core.jobs import (
     any_jobs_for_dispatch,
     fail_job,
     finish_job,
@@ -29,12 +29,12 @@ from mailflow.domain.jobs import (
     start_job,
     take_jobs_for_dispatch,
 )
-from mailflow.domain.models import Job
-from mailflow.domain.outgoing import SEND_EMAIL
-from mailflow.workers.fanout import deliver_alert
+from mailflow.core.models import Job
+from mailflow.core.outgoing import SEND_EMAIL
+from mailflow.core.runtime import Runtime
+from mailflow.gateway.inbound_messages import PROCESS_INBOUND
 from mailflow.workers.inbound import process_inbound
 from mailflow.workers.outgoing import send_outgoing
-from mailflow.workers.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

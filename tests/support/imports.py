@@ -10,7 +10,7 @@ from pathlib import Path
 
 
 def module_name(path: Path, package_folder: Path, package: str) -> str:
-    """``mailflow/domain/alerts.py`` is ``mailflow.domain.alerts``; an
+    """``mailflow/alerts/issuing.py`` is ``mailflow.alerts.issuing``; an
     ``__init__.py`` is its package."""
     parts = path.relative_to(package_folder).with_suffix("").parts
     if parts[-1] == "__init__":

@@ -8,10 +8,10 @@ from email.message import EmailMessage
 from email.policy import SMTP, default
 from email.utils import make_msgid
 
-from mailflow.domain.inbound import store_inbound_message
-from mailflow.domain.models import InboundMessage
+from mailflow.core.models import InboundMessage
+from mailflow.core.runtime import Runtime
+from mailflow.gateway.inbound_messages import store_inbound_message
 from mailflow.workers.inbound import process_inbound
-from mailflow.workers.runtime import Runtime
 
 # The mail domain of the tests' settings (tests/conftest.py).
 MAIL_DOMAIN = "alerts.test"

@@ -29,18 +29,18 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.testclient import TestClient
 
+from mailflow.answers.answer_values import AnswerValue
+from mailflow.answers.pending_answers import record_pending_answers
+from mailflow.answers.reply_emails import confirmation_link
+from mailflow.answers.statuses import AnswerStatus
 from mailflow.config import Settings
 from mailflow.core.links import ANSWER_LINK
-from mailflow.domain import mfa, recovery_codes
-from mailflow.domain.answer_values import AnswerValue
-from mailflow.domain.confirmations import record_pending_answers
-from mailflow.domain.models import Alert, Base, Delivery, OutgoingEmail, User
-from mailflow.domain.statuses import AnswerStatus
-from mailflow.domain.verified_sessions import start_verified_session
-from mailflow.mail.replies import confirmation_link
+from mailflow.core.models import Alert, Base, Delivery, OutgoingEmail, User
+from mailflow.core.pages.security import session_cookie_name, session_secret
+from mailflow.core.runtime import Runtime, utc_now
+from mailflow.core.second_factor import mfa, recovery_codes
+from mailflow.core.second_factor.verified_sessions import start_verified_session
 from mailflow.web import create_app
-from mailflow.web.security import session_cookie_name, session_secret
-from mailflow.workers.runtime import Runtime, utc_now
 from tests.support.seed import issue, seed_people
 
 BASE = "https://mailflow.test"

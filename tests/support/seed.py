@@ -9,12 +9,12 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from mailflow.domain.alerts import IssuedAlert, issue_alert
-from mailflow.domain.models import Delivery, Membership, Organisation, Role, User
-from mailflow.domain.organisations import import_organisations
-from mailflow.domain.users import add_user
-from mailflow.intake.alert_files import parse_alert_spec
-from mailflow.intake.organisation_files import parse_organisations
+from mailflow.alerts.alert_files import parse_alert_spec
+from mailflow.alerts.issuing import IssuedAlert, issue_alert
+from mailflow.core.models import Delivery, Membership, Organisation, Role, User
+from mailflow.people.organisation_files import parse_organisations
+from mailflow.people.organisations import import_organisations
+from mailflow.people.users import add_user
 
 # Just before the test run: records made "now" are due at once for the
 # worker, which reads the real clock.

@@ -8,10 +8,10 @@ from collections.abc import Callable
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailflow.domain.deliveries import count_by_state
-from mailflow.domain.models import DeliveryState
+from mailflow.alerts.deliveries import count_by_state
+from mailflow.core.models import DeliveryState
+from mailflow.core.runtime import Runtime
 from mailflow.workers.queue import QueueWorker
-from mailflow.workers.runtime import Runtime
 
 END_STATES = {DeliveryState.SENT, DeliveryState.FAILED, DeliveryState.BOUNCED}
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from alembic import context
 
+from mailflow.core.models import Base
 from mailflow.db.engine import make_engine
-from mailflow.domain.models import Base
 
 config = context.config
 target_metadata = Base.metadata

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import mailflow.domain.models
+import mailflow.core.models
 
 revision = "0001"
 down_revision = None
@@ -44,8 +44,8 @@ def upgrade() -> None:
         sa.Column("remediation", sa.Text(), nullable=False),
         sa.Column("references", sa.JSON(), nullable=False),
         sa.Column("response_required", sa.Boolean(), nullable=False),
-        sa.Column("issued_at", mailflow.domain.models.UTCDateTime(), nullable=False),
-        sa.Column("deadline_at", mailflow.domain.models.UTCDateTime(), nullable=False),
+        sa.Column("issued_at", mailflow.core.models.UTCDateTime(), nullable=False),
+        sa.Column("deadline_at", mailflow.core.models.UTCDateTime(), nullable=False),
         sa.Column("issued_by", sa.String(length=200), nullable=False),
         sa.Column("audience_spec", sa.JSON(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_alerts")),
@@ -54,7 +54,7 @@ def upgrade() -> None:
     op.create_table(
         "audit_events",
         sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("at", mailflow.domain.models.UTCDateTime(), nullable=False),
+        sa.Column("at", mailflow.core.models.UTCDateTime(), nullable=False),
         sa.Column("actor", sa.String(length=254), nullable=False),
         sa.Column("action", sa.String(length=60), nullable=False),
         sa.Column("subject", sa.String(length=120), nullable=False),
@@ -84,11 +84,11 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.Column("attempts", sa.Integer(), nullable=False),
-        sa.Column("run_after", mailflow.domain.models.UTCDateTime(), nullable=False),
-        sa.Column("enqueued_at", mailflow.domain.models.UTCDateTime(), nullable=True),
+        sa.Column("run_after", mailflow.core.models.UTCDateTime(), nullable=False),
+        sa.Column("enqueued_at", mailflow.core.models.UTCDateTime(), nullable=True),
         sa.Column("last_error", sa.Text(), nullable=True),
-        sa.Column("created_at", mailflow.domain.models.UTCDateTime(), nullable=False),
-        sa.Column("finished_at", mailflow.domain.models.UTCDateTime(), nullable=True),
+        sa.Column("created_at", mailflow.core.models.UTCDateTime(), nullable=False),
+        sa.Column("finished_at", mailflow.core.models.UTCDateTime(), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_jobs")),
     )
     with op.batch_alter_table("jobs", schema=None) as batch_op:
@@ -103,8 +103,8 @@ def upgrade() -> None:
         sa.Column("parent_id", sa.Integer(), nullable=True),
         sa.Column("opened_on", sa.Date(), nullable=True),
         sa.Column("closed_on", sa.Date(), nullable=True),
-        sa.Column("created_at", mailflow.domain.models.UTCDateTime(), nullable=False),
-        sa.Column("updated_at", mailflow.domain.models.UTCDateTime(), nullable=False),
+        sa.Column("created_at", mailflow.core.models.UTCDateTime(), nullable=False),
+        sa.Column("updated_at", mailflow.core.models.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["parent_id"],
             ["organisations.id"],
@@ -130,7 +130,7 @@ def upgrade() -> None:
             nullable=True,
         ),
         sa.Column("active", sa.Boolean(), nullable=False),
-        sa.Column("created_at", mailflow.domain.models.UTCDateTime(), nullable=False),
+        sa.Column("created_at", mailflow.core.models.UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_users")),
         sa.UniqueConstraint("email", name=op.f("uq_users_email")),
     )
@@ -179,11 +179,11 @@ def upgrade() -> None:
         sa.Column("message_id", sa.String(length=250), nullable=False),
         sa.Column("reply_key", sa.String(length=64), nullable=False),
         sa.Column("bounce_key", sa.String(length=64), nullable=False),
-        sa.Column("next_attempt_at", mailflow.domain.models.UTCDateTime(), nullable=False),
-        sa.Column("claimed_until", mailflow.domain.models.UTCDateTime(), nullable=True),
-        sa.Column("sent_at", mailflow.domain.models.UTCDateTime(), nullable=True),
-        sa.Column("created_at", mailflow.domain.models.UTCDateTime(), nullable=False),
-        sa.Column("updated_at", mailflow.domain.models.UTCDateTime(), nullable=False),
+        sa.Column("next_attempt_at", mailflow.core.models.UTCDateTime(), nullable=False),
+        sa.Column("claimed_until", mailflow.core.models.UTCDateTime(), nullable=True),
+        sa.Column("sent_at", mailflow.core.models.UTCDateTime(), nullable=True),
+        sa.Column("created_at", mailflow.core.models.UTCDateTime(), nullable=False),
+        sa.Column("updated_at", mailflow.core.models.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["alert_id"], ["alerts.id"], name=op.f("fk_deliveries_alert_id_alerts")
         ),
@@ -222,7 +222,7 @@ def upgrade() -> None:
             ),
             nullable=False,
         ),
-        sa.Column("created_at", mailflow.domain.models.UTCDateTime(), nullable=False),
+        sa.Column("created_at", mailflow.core.models.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["organisation_id"],
             ["organisations.id"],

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import mailflow.domain.models
+import mailflow.core.models
 
 revision = "0002"
 down_revision = "0001"
@@ -25,14 +25,14 @@ def upgrade() -> None:
         sa.Column("mailbox", sa.String(length=300), nullable=False),
         sa.Column("uidvalidity", sa.BigInteger(), nullable=False),
         sa.Column("last_uid", sa.BigInteger(), nullable=False),
-        sa.Column("updated_at", mailflow.domain.models.UTCDateTime(), nullable=False),
+        sa.Column("updated_at", mailflow.core.models.UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_imap_checkpoints")),
         sa.UniqueConstraint("mailbox", name=op.f("uq_imap_checkpoints_mailbox")),
     )
     op.create_table(
         "inbound_messages",
         sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("received_at", mailflow.domain.models.UTCDateTime(), nullable=False),
+        sa.Column("received_at", mailflow.core.models.UTCDateTime(), nullable=False),
         sa.Column("source", sa.String(length=10), nullable=False),
         sa.Column("envelope_from", sa.String(length=512), nullable=True),
         sa.Column("envelope_to", sa.JSON(), nullable=False),
@@ -60,7 +60,7 @@ def upgrade() -> None:
         sa.Column("outcome", sa.Text(), nullable=True),
         sa.Column("error", sa.Text(), nullable=True),
         sa.Column("attempts", sa.Integer(), nullable=False),
-        sa.Column("processed_at", mailflow.domain.models.UTCDateTime(), nullable=True),
+        sa.Column("processed_at", mailflow.core.models.UTCDateTime(), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_inbound_messages")),
         sa.UniqueConstraint(
             "imap_mailbox",
@@ -100,10 +100,10 @@ def upgrade() -> None:
         ),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("last_error", sa.Text(), nullable=True),
-        sa.Column("next_attempt_at", mailflow.domain.models.UTCDateTime(), nullable=False),
+        sa.Column("next_attempt_at", mailflow.core.models.UTCDateTime(), nullable=False),
         sa.Column("inbound_message_id", sa.Integer(), nullable=True),
-        sa.Column("created_at", mailflow.domain.models.UTCDateTime(), nullable=False),
-        sa.Column("sent_at", mailflow.domain.models.UTCDateTime(), nullable=True),
+        sa.Column("created_at", mailflow.core.models.UTCDateTime(), nullable=False),
+        sa.Column("sent_at", mailflow.core.models.UTCDateTime(), nullable=True),
         sa.ForeignKeyConstraint(
             ["inbound_message_id"],
             ["inbound_messages.id"],
@@ -124,9 +124,9 @@ def upgrade() -> None:
         sa.Column("delivery_id", sa.Integer(), nullable=True),
         sa.Column("inbound_message_id", sa.Integer(), nullable=True),
         sa.Column("nonce", sa.String(length=64), nullable=False),
-        sa.Column("created_at", mailflow.domain.models.UTCDateTime(), nullable=False),
-        sa.Column("expires_at", mailflow.domain.models.UTCDateTime(), nullable=False),
-        sa.Column("used_at", mailflow.domain.models.UTCDateTime(), nullable=True),
+        sa.Column("created_at", mailflow.core.models.UTCDateTime(), nullable=False),
+        sa.Column("expires_at", mailflow.core.models.UTCDateTime(), nullable=False),
+        sa.Column("used_at", mailflow.core.models.UTCDateTime(), nullable=True),
         sa.ForeignKeyConstraint(
             ["alert_id"], ["alerts.id"], name=op.f("fk_confirmations_alert_id_alerts")
         ),

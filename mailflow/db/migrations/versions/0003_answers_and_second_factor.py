@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import mailflow.domain.models
+import mailflow.core.models
 
 revision = "0003"
 down_revision = "0002"
@@ -23,9 +23,9 @@ def upgrade() -> None:
         "mfa_credentials",
         sa.Column("user_id", sa.Integer(), nullable=False),
         sa.Column("secret_encrypted", sa.Text(), nullable=False),
-        sa.Column("enrolled_at", mailflow.domain.models.UTCDateTime(), nullable=True),
+        sa.Column("enrolled_at", mailflow.core.models.UTCDateTime(), nullable=True),
         sa.Column("last_step", sa.BigInteger(), nullable=True),
-        sa.Column("created_at", mailflow.domain.models.UTCDateTime(), nullable=False),
+        sa.Column("created_at", mailflow.core.models.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["user_id"], ["users.id"], name=op.f("fk_mfa_credentials_user_id_users")
         ),
@@ -35,7 +35,7 @@ def upgrade() -> None:
         "mfa_failures",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("user_id", sa.Integer(), nullable=False),
-        sa.Column("at", mailflow.domain.models.UTCDateTime(), nullable=False),
+        sa.Column("at", mailflow.core.models.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["user_id"], ["users.id"], name=op.f("fk_mfa_failures_user_id_users")
         ),
@@ -49,8 +49,8 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("user_id", sa.Integer(), nullable=False),
         sa.Column("code_hash", sa.String(length=128), nullable=False),
-        sa.Column("used_at", mailflow.domain.models.UTCDateTime(), nullable=True),
-        sa.Column("created_at", mailflow.domain.models.UTCDateTime(), nullable=False),
+        sa.Column("used_at", mailflow.core.models.UTCDateTime(), nullable=True),
+        sa.Column("created_at", mailflow.core.models.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["user_id"], ["users.id"], name=op.f("fk_recovery_codes_user_id_users")
         ),
@@ -64,7 +64,7 @@ def upgrade() -> None:
         sa.Column("digest", sa.String(length=64), nullable=False),
         sa.Column("purpose", sa.String(length=20), nullable=False),
         sa.Column("user_id", sa.Integer(), nullable=False),
-        sa.Column("used_at", mailflow.domain.models.UTCDateTime(), nullable=False),
+        sa.Column("used_at", mailflow.core.models.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["user_id"], ["users.id"], name=op.f("fk_used_tokens_user_id_users")
         ),
@@ -83,7 +83,7 @@ def upgrade() -> None:
         sa.Column("expected_on", sa.Date(), nullable=True),
         sa.Column("via", sa.String(length=10), nullable=False),
         sa.Column("confirmation_id", sa.Integer(), nullable=True),
-        sa.Column("recorded_at", mailflow.domain.models.UTCDateTime(), nullable=False),
+        sa.Column("recorded_at", mailflow.core.models.UTCDateTime(), nullable=False),
         sa.Column("within_deadline", sa.Boolean(), nullable=False),
         sa.ForeignKeyConstraint(
             ["alert_id"], ["alerts.id"], name=op.f("fk_answers_alert_id_alerts")
@@ -112,8 +112,8 @@ def upgrade() -> None:
         sa.Column("organisation_id", sa.Integer(), nullable=False),
         sa.Column("answer_id", sa.Integer(), nullable=False),
         sa.Column("status", sa.String(length=20), nullable=False),
-        sa.Column("first_answered_at", mailflow.domain.models.UTCDateTime(), nullable=False),
-        sa.Column("updated_at", mailflow.domain.models.UTCDateTime(), nullable=False),
+        sa.Column("first_answered_at", mailflow.core.models.UTCDateTime(), nullable=False),
+        sa.Column("updated_at", mailflow.core.models.UTCDateTime(), nullable=False),
         sa.Column("within_deadline", sa.Boolean(), nullable=False),
         sa.ForeignKeyConstraint(
             ["alert_id"], ["alerts.id"], name=op.f("fk_alert_statuses_alert_id_alerts")

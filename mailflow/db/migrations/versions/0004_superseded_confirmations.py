@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import mailflow.domain.models
+import mailflow.core.models
 
 revision = "0004"
 down_revision = "0003"
@@ -21,7 +21,7 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("confirmations") as batch:
         batch.add_column(
-            sa.Column("superseded_at", mailflow.domain.models.UTCDateTime(), nullable=True)
+            sa.Column("superseded_at", mailflow.core.models.UTCDateTime(), nullable=True)
         )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import mailflow.domain.models
+import mailflow.core.models
 
 revision = "0005"
 down_revision = "0004"
@@ -23,8 +23,8 @@ def upgrade() -> None:
         "verified_sessions",
         sa.Column("key_digest", sa.String(length=64), nullable=False),
         sa.Column("user_id", sa.Integer(), nullable=False),
-        sa.Column("credential_enrolled_at", mailflow.domain.models.UTCDateTime(), nullable=False),
-        sa.Column("verified_at", mailflow.domain.models.UTCDateTime(), nullable=False),
+        sa.Column("credential_enrolled_at", mailflow.core.models.UTCDateTime(), nullable=False),
+        sa.Column("verified_at", mailflow.core.models.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["user_id"], ["users.id"], name=op.f("fk_verified_sessions_user_id_users")
         ),
@@ -38,7 +38,7 @@ def upgrade() -> None:
         )
     with op.batch_alter_table("users", schema=None) as batch_op:
         batch_op.add_column(
-            sa.Column("links_valid_after", mailflow.domain.models.UTCDateTime(), nullable=True)
+            sa.Column("links_valid_after", mailflow.core.models.UTCDateTime(), nullable=True)
         )
 
 

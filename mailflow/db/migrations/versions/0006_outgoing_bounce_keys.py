@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import mailflow.domain.models
+import mailflow.core.models
 
 revision = "0006"
 down_revision = "0005"
@@ -23,7 +23,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("user_id", sa.Integer(), nullable=True))
         batch_op.add_column(sa.Column("bounce_key", sa.String(length=64), nullable=True))
         batch_op.add_column(
-            sa.Column("bounced_at", mailflow.domain.models.UTCDateTime(), nullable=True)
+            sa.Column("bounced_at", mailflow.core.models.UTCDateTime(), nullable=True)
         )
         batch_op.create_foreign_key(
             batch_op.f("fk_outgoing_emails_user_id_users"), "users", ["user_id"], ["id"]

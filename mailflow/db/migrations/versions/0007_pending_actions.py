@@ -21,14 +21,14 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import op
 
-import mailflow.domain.models
+import mailflow.core.models
 
 revision = "0007_pending_actions"
 down_revision = "0006"
 branch_labels = None
 depends_on = None
 
-UTC_DATETIME = mailflow.domain.models.UTCDateTime
+UTC_DATETIME = mailflow.core.models.UTCDateTime
 REPLY_ANSWERS = "reply-answers"
 LINK_SUFFIX = "-link"
 LIFECYCLE = ("created_at", "expires_at", "used_at", "superseded_at")

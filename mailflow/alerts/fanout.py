@@ -1,0 +1,131 @@
+"""Sending an alert's emails: claim due deliveries, compose each, hand it to
+the transport, and record every outcome the moment it is known."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from datetime import datetime, timedelta
+from functools import partial
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mailflow.alerts.alert_email import AlertEmailComposer
+from mailflow.alerts.deliveries import (
+    ClaimedDelivery,
+    claim_due_deliveries,
+    next_due_time,
+    record_outcomes,
+)
+from mailflow.core.models import Alert, AlertAudience, Organisation
+from mailflow.core.runtime import Runtime
+from mailflow.core.sending import Outcome, SendPolicy, SendResult
+
+log = logging.getLogger(__name__)
+
+# One run of the job sends for at most this long, then leaves the rest to a
+# fresh run, so a large alert never trips the queue's time limit and other
+# jobs get a turn.
+TIME_SLICE_SECONDS = 60.0
+CLAIM_PER_CONNECTION = 8
+BATCHES_IN_FLIGHT = 3
+
+
+def deliver_alert(runtime: Runtime, alert_id: int) -> datetime | None:
+    """Send every due delivery of the alert.  Returns when the job should
+    run again (a retry is due later, or the time slice ran out), or None
+    when every delivery has reached an end state."""
+    settings = runtime.settings
+    with runtime.sessions() as session:
+        alert = session.get(Alert, alert_id)
+        if alert is None:
+            log.error("deliver_alert: no alert %s", alert_id)
+            return None
+        audience = {
+            org.id: org
+            for org in session.scalars(
+                select(Organisation)
+                .join(AlertAudience, AlertAudience.organisation_id == Organisation.id)
+                .where(AlertAudience.alert_id == alert_id)
+            )
+        }
+    composer = AlertEmailComposer(alert, audience, settings, runtime.clock())
+    return runtime.transport.run(_fan_out(runtime, composer, alert_id))
+
+
+async def _fan_out(
+    runtime: Runtime, composer: AlertEmailComposer, alert_id: int
+) -> datetime | None:
+    """Runs on the transport's event loop.  The database calls block the
+    loop for a moment each; that costs less than handing every outcome
+    between threads."""
+    settings = runtime.settings
+    hold = timedelta(seconds=settings.send_lease_seconds)
+    # Keep every relay connection busy: while one batch goes out, the next
+    # is being sent too.  When the oldest batch is done, its outcomes are
+    # recorded and the next batch claimed in one commit.
+    claim_size = CLAIM_PER_CONNECTION * settings.smtp_connections
+    batches: deque[list[tuple[asyncio.Task[SendResult], ClaimedDelivery]]] = deque()
+    finished: list[tuple[ClaimedDelivery, SendResult]] = []
+    stop_at = time.monotonic() + TIME_SLICE_SECONDS
+    more = True
+
+    while True:
+        claiming = more and len(batches) < BATCHES_IN_FLIGHT and time.monotonic() < stop_at
+        if claiming or finished:
+            now = runtime.clock()
+            with runtime.sessions.begin() as session:
+                _record(session, runtime.send_policy, finished, now)
+                finished = []
+                claimed = (
+                    claim_due_deliveries(
+                        session, alert_id=alert_id, now=now, hold=hold, limit=claim_size
+                    )
+                    if claiming
+                    else []
+                )
+            if claiming:
+                more = bool(claimed)
+            if claimed:
+                send = runtime.transport.send
+                batches.append(
+                    [
+                        (asyncio.ensure_future(send(partial(composer.compose, d))), d)
+                        for d in claimed
+                    ]
+                )
+            continue
+        if not batches:
+            break
+        # A message the relay has taken but that is not yet recorded is what
+        # a crash at this moment could send twice: at most these batches.
+        oldest = batches.popleft()
+        await asyncio.wait([task for task, _ in oldest])
+        finished = [(delivery, _outcome(task)) for task, delivery in oldest]
+
+    with runtime.sessions() as session:
+        return next_due_time(session, alert_id=alert_id)
+
+
+def _outcome(task: asyncio.Task[SendResult]) -> SendResult:
+    try:
+        return task.result()
+    except Exception as exc:
+        # Composing failed: a fault of ours, which no retry will mend.
+        log.error("could not compose an alert email", exc_info=exc)
+        return SendResult(Outcome.PERMANENT, f"could not compose the email: {exc!r}")
+
+
+def _record(
+    session: Session,
+    policy: SendPolicy,
+    outcomes: list[tuple[ClaimedDelivery, SendResult]],
+    now: datetime,
+) -> None:
+    states = record_outcomes(session, outcomes, now=now, policy=policy)
+    for (delivery, result), state in zip(outcomes, states, strict=True):
+        if result.outcome is Outcome.TEMPORARY:
+            log.info("delivery %s %s: %s", delivery.id, state.step, result.reply)

@@ -1,0 +1,2 @@
+"""Statuses, the reply grammar, recording answers and pending ones,
+receipts, and the answer pages."""

@@ -1,0 +1,173 @@
+"""A status link from an alert email (``/r/TOKEN``): one status for one
+organisation (and, if the person chooses, the others they answer for),
+committed once after a second factor."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+from starlette.requests import Request
+from starlette.responses import Response
+
+from mailflow.answers.answering import (
+    AnswerKind,
+    active_user,
+    already_recorded,
+    no_longer,
+)
+from mailflow.answers.forms import FIELDS, Information, Problems, read_information, text
+from mailflow.answers.pending_answers import answerable_organisations
+from mailflow.answers.recording import use_token_once
+from mailflow.answers.statuses import AnswerStatus
+from mailflow.core.links import ANSWER_LINK, SETUP_LINK_SUFFIX, Purpose
+from mailflow.core.models import Alert, Organisation, User
+from mailflow.core.pages.commit_flow import Change
+from mailflow.core.pages.committing import AlreadyUsed, Outcome
+from mailflow.core.pages.refusals import (
+    INVALID,
+    Refusal,
+    int_field,
+    refuse_links_from_before_removal,
+)
+from mailflow.core.pages.rendering import Pages
+from mailflow.core.pending import link_used
+from mailflow.core.runtime import Runtime
+from mailflow.core.second_factor.mfa import is_enrolled
+
+
+@dataclass(frozen=True)
+class LinkContext:
+    user: User
+    alert: Alert
+    organisation: Organisation
+    status: AnswerStatus
+    others: list[Organisation]
+    enrolled: bool
+
+
+class StatusLinkKind(AnswerKind):
+    def __init__(self, runtime: Runtime, pages: Pages) -> None:
+        super().__init__(runtime, pages)
+        self.tokens = ANSWER_LINK.tokens(runtime.settings)
+
+    def user_id(self, context: LinkContext) -> int:
+        return context.user.id
+
+    def answering(self, context: object) -> tuple[int, list[int]]:
+        assert isinstance(context, LinkContext)
+        return context.alert.id, [context.organisation.id]
+
+    def load(
+        self, session: Session, payload: dict[str, Any], token: str, now: datetime, posted: bool
+    ) -> LinkContext:
+        try:
+            status = AnswerStatus(str(payload.get("s")))
+        except ValueError:
+            raise Refusal(400, "This link is not valid", INVALID) from None
+        user = active_user(session, int_field(payload, "u"))
+        alert = session.get(Alert, int_field(payload, "a"))
+        org = session.get(Organisation, int_field(payload, "o"))
+        if alert is None or org is None:
+            raise Refusal(400, "This link is not valid", INVALID)
+        answerable = answerable_organisations(session, user_id=user.id, alert_id=alert.id)
+        if org.id not in {o.id for o in answerable}:
+            raise no_longer(org)
+        refuse_links_from_before_removal(self.tokens, token, user)
+        if link_used(session, token):
+            raise already_recorded(
+                session,
+                self.zone,
+                alert_id=alert.id,
+                organisation_ids=[org.id],
+                status_code=409 if posted else 200,
+            )
+        return LinkContext(
+            user=user,
+            alert=alert,
+            organisation=org,
+            status=status,
+            others=[o for o in answerable if o.id != org.id],
+            enrolled=is_enrolled(session, user.id),
+        )
+
+    def read(
+        self,
+        context: LinkContext,
+        form: dict[str, Any],
+        problems: Problems,
+        token: str,
+        now: datetime,
+    ) -> Change:
+        information = read_information(form, context.status, "", problems)
+        chosen = {code for code in form.get("also") or [] if isinstance(code, str)}
+        others = {o.code: o for o in context.others}
+        if chosen - set(others):
+            raise Refusal(
+                403,
+                "You do not answer for that organisation",
+                "You chose an organisation you do not answer for in this alert "
+                f"({', '.join(sorted(chosen - set(others)))}). Nothing has been recorded.",
+            )
+        targets = [context.organisation] + [others[c] for c in sorted(chosen)]
+        user_id, alert_id = context.user.id, context.alert.id
+
+        def change(session: Session) -> Outcome:
+            if not use_token_once(
+                session, token=token, purpose=Purpose.ANSWER.value, user_id=user_id, now=now
+            ):
+                return AlreadyUsed()
+            return self.record(
+                session,
+                user_id=user_id,
+                alert_id=alert_id,
+                answers=[information.answer(org.code, context.status) for org in targets],
+                via="link",
+                now=now,
+            )
+
+        return change
+
+    def page(
+        self,
+        request: Request,
+        context: LinkContext,
+        *,
+        verified: bool,
+        form: dict[str, Any] | None,
+        problems: Problems,
+        status_code: int = 200,
+    ) -> Response:
+        posted = form or {}
+        information = Information(
+            note=text(posted, "note"),
+            reason=text(posted, "reason"),
+            mitigations=text(posted, "mitigations"),
+            expected_parts=(
+                text(posted, "expected-day"),
+                text(posted, "expected-month"),
+                text(posted, "expected-year"),
+            ),
+        )
+        return self.pages.render(
+            request,
+            "answer.html",
+            {
+                "title": f"Record your answer to {context.alert.reference}",
+                "alert": context.alert,
+                "organisation": context.organisation,
+                "status": context.status,
+                "fields": FIELDS[context.status],
+                "information": information,
+                "others": context.others,
+                "also": set(posted.get("also") or []),
+                "verified": verified,
+                "enrolled": context.enrolled,
+                "setup_action": request.url.path.rstrip("/") + SETUP_LINK_SUFFIX,
+                "errors": problems.by_field,
+                "error_list": problems.listed(),
+            },
+            status_code=status_code,
+        )

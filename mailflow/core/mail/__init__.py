@@ -1,0 +1,1 @@
+"""Composing and sending email: templates, headers, one-off emails, the transport."""

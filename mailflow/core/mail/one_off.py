@@ -1,0 +1,126 @@
+"""One-off emails to one person (a welcome, a receipt, a reply to their
+reply): an email is a template folder (``templates/email/NAME/`` with
+subject.txt, body.txt and body.html) and a function returning its context;
+``send_one_off`` renders it, adds the headers every such email carries and
+queues it, with an envelope sender of its own so that a bounce is traced to
+the email and the person it was for."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from mailflow.alerts.issuing import new_key
+from mailflow.config import Settings
+from mailflow.core.mail.addresses import bounce_address, reply_address
+from mailflow.core.mail.messages import (
+    AUTO_SUBMITTED_GENERATED,
+    AUTO_SUBMITTED_REPLIED,
+    build_message,
+    notification_headers,
+    thread_headers,
+)
+from mailflow.core.mail.templates import render_service_email
+from mailflow.core.models import OutgoingEmail, User
+from mailflow.core.outgoing import queue_email
+
+
+@dataclass(frozen=True)
+class TheirMessage:
+    """A message of the person's that an email answers: its Message-ID as
+    received (kept only if well formed), and the reply key it was sent to,
+    so that they can answer our answer in turn."""
+
+    message_id: str | None
+    reply_key: str | None
+
+
+@dataclass(frozen=True)
+class ThreadHeaders:
+    """Where an email sits in its reader's mailbox: in the thread of the
+    alert email they received (its Message-ID without angle brackets),
+    after the message of theirs it answers, if any."""
+
+    alert_message_id: str | None
+    answering: TheirMessage | None = None
+
+
+def send_one_off(
+    session: Session,
+    settings: Settings,
+    *,
+    template: str,
+    context: dict[str, object],
+    to: User,
+    kind: str,
+    now: datetime,
+    thread: ThreadHeaders | None = None,
+    inbound_message_id: int | None = None,
+) -> OutgoingEmail:
+    """Render the email in ``templates/email/TEMPLATE/`` and queue it, in
+    the caller's transaction, to one person."""
+    rendered = render_service_email(settings, template, context)
+    answering = thread.answering if thread else None
+    headers = notification_headers(
+        settings,
+        to,
+        now,
+        reply_to=(
+            reply_address(answering.reply_key, settings.mail_domain)
+            if answering and answering.reply_key
+            else None
+        ),
+        # An answer to a person's message says so (RFC 3834), so that
+        # their auto-responder does not answer it back.
+        auto_submitted=AUTO_SUBMITTED_REPLIED if answering else AUTO_SUBMITTED_GENERATED,
+        extra=(
+            thread_headers(thread.alert_message_id, answering.message_id if answering else None)
+            if thread
+            else None
+        ),
+    )
+    return queue_email_to_person(
+        session,
+        settings,
+        kind=kind,
+        user=to,
+        raw=bytes(build_message(rendered, headers)),
+        now=now,
+        inbound_message_id=inbound_message_id,
+    )
+
+
+def queue_email_to_person(
+    session: Session,
+    settings: Settings,
+    *,
+    kind: str,
+    user: User,
+    raw: bytes,
+    now: datetime,
+    inbound_message_id: int | None = None,
+) -> OutgoingEmail:
+    """Queue, in the caller's transaction, an email to one person, sent from
+    ``bounce+KEY@MAIL_DOMAIN`` with a key of its own.
+
+    Replies to a person's reply ("confirm your answer", "not recorded") are
+    sent from a bounce address too, not the null sender RFC 3834 allows for
+    auto-replies: they go to a person, and a mistyped or closed mailbox
+    should be seen.  This cannot loop: a report sent to a bounce address is
+    only recorded, and inbound processing never answers a delivery report,
+    automatic mail or mail without a sender.
+    """
+    key = new_key()
+    return queue_email(
+        session,
+        kind=kind,
+        recipient=user.email,
+        user_id=user.id,
+        mail_from=bounce_address(key, settings.mail_domain),
+        bounce_key=key,
+        raw=raw,
+        now=now,
+        inbound_message_id=inbound_message_id,
+    )

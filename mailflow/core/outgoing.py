@@ -1,0 +1,166 @@
+"""Emails other than alerts (welcomes, receipts, confirmation requests,
+error replies): each is rendered when the change that needs it is
+committed, in the same transaction, and sent by a job.  Each has its own
+bounce key, so a delivery report about it marks it bounced."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from mailflow.core.audit import record_event
+from mailflow.core.jobs import add_job
+from mailflow.core.models import OutgoingEmail, OutgoingState
+from mailflow.core.sending import SendPolicy, SendResult, Step, next_state
+
+SEND_EMAIL = "send_email"
+
+
+def queue_email(
+    session: Session,
+    *,
+    kind: str,
+    recipient: str,
+    mail_from: str,
+    raw: bytes,
+    now: datetime,
+    user_id: int | None = None,
+    bounce_key: str | None = None,
+    inbound_message_id: int | None = None,
+) -> OutgoingEmail:
+    email = OutgoingEmail(
+        kind=kind,
+        recipient=recipient,
+        user_id=user_id,
+        mail_from=mail_from,
+        bounce_key=bounce_key,
+        raw=raw,
+        state=OutgoingState.QUEUED,
+        attempts=0,
+        next_attempt_at=now,
+        inbound_message_id=inbound_message_id,
+        created_at=now,
+    )
+    session.add(email)
+    session.flush()
+    add_job(session, SEND_EMAIL, {"outgoing_email_id": email.id}, now=now)
+    return email
+
+
+def recent_count(session: Session, *, recipient: str, kinds: list[str], since: datetime) -> int:
+    return (
+        session.scalar(
+            select(func.count()).where(
+                OutgoingEmail.recipient == recipient,
+                OutgoingEmail.kind.in_(kinds),
+                OutgoingEmail.created_at >= since,
+            )
+        )
+        or 0
+    )
+
+
+def record_outgoing_result(
+    session: Session, email: OutgoingEmail, result: SendResult, *, now: datetime, policy: SendPolicy
+) -> datetime | None:
+    """Record one try at sending the email.  Returns when to try again
+    after a temporary failure, else None.  A deferred email stays queued
+    with a later ``next_attempt_at``."""
+    email.attempts += 1
+    state = next_state(result, attempts=email.attempts, now=now, policy=policy)
+    email.last_error = state.error
+    if state.step is Step.SENT:
+        email.state = OutgoingState.SENT
+        email.sent_at = now
+        _record(session, email, now, "email.sent", relay_reply=result.reply)
+    elif state.step is Step.FAILED:
+        email.state = OutgoingState.FAILED
+        _record(session, email, now, "email.failed", error=state.error)
+    elif state.next_attempt_at is not None:
+        email.next_attempt_at = state.next_attempt_at
+    return state.next_attempt_at
+
+
+def _record(
+    session: Session, email: OutgoingEmail, now: datetime, action: str, **details: object
+) -> None:
+    record_event(
+        session,
+        at=now,
+        actor="worker",
+        action=action,
+        subject=f"email:{email.id}",
+        kind=email.kind,
+        **details,
+    )
+
+
+def claim_outgoing(
+    session: Session, email_id: int, *, now: datetime, hold: timedelta
+) -> OutgoingEmail | None:
+    """Take a queued, due email for sending, or None when it is not due or
+    another sender has it (its hold runs until ``next_attempt_at``)."""
+    result = session.execute(
+        update(OutgoingEmail)
+        .where(
+            OutgoingEmail.id == email_id,
+            OutgoingEmail.state == OutgoingState.QUEUED,
+            OutgoingEmail.next_attempt_at <= now,
+        )
+        .values(next_attempt_at=now + hold)
+        .execution_options(synchronize_session=False)
+    )
+    if not result.rowcount:  # type: ignore[attr-defined]
+        return None
+    return session.get_one(OutgoingEmail, email_id, populate_existing=True)
+
+
+def find_by_bounce_key(session: Session, bounce_key: str) -> OutgoingEmail | None:
+    return session.scalar(select(OutgoingEmail).where(OutgoingEmail.bounce_key == bounce_key))
+
+
+def record_outgoing_bounce(
+    session: Session, email: OutgoingEmail, *, description: str, now: datetime
+) -> bool:
+    """Mark the email bounced, with what the delivery report said.  False
+    when it was already marked (a second report about the same email)."""
+    first = email.bounced_at is None
+    email.bounced_at = now
+    email.last_error = description
+    record_event(
+        session,
+        at=now,
+        actor="inbound",
+        action="email.bounced",
+        subject=f"email:{email.id}",
+        kind=email.kind,
+        report=description,
+    )
+    return first
+
+
+@dataclass(frozen=True)
+class Bounce:
+    at: datetime
+    report: str
+
+
+def latest_bounces(session: Session, *, kind: str, user_ids: list[int]) -> dict[int, Bounce]:
+    """For each person whose latest email of this kind bounced, when and why."""
+    latest: dict[int, tuple[datetime | None, str | None]] = {}
+    # Columns only: the raw messages are not needed, and can be large.
+    for user_id, bounced_at, error in session.execute(
+        select(OutgoingEmail.user_id, OutgoingEmail.bounced_at, OutgoingEmail.last_error)
+        .where(OutgoingEmail.kind == kind, OutgoingEmail.user_id.in_(user_ids))
+        .order_by(OutgoingEmail.id)
+    ):
+        if user_id is not None:
+            latest[user_id] = (bounced_at, error)
+    return {
+        user_id: Bounce(bounced_at, error or "")
+        for user_id, (bounced_at, error) in latest.items()
+        if bounced_at is not None
+    }

@@ -1,0 +1,86 @@
+"""What every process of mailflow shares: settings, the database, the
+outbound transport and a clock."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import cached_property
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from mailflow.config import Settings
+from mailflow.core.mail.transport import MaildirTransport, SmtpRelayPool, Transport
+from mailflow.core.sending import SendPolicy
+from mailflow.db.engine import make_engine, make_sessionmaker
+from mailflow.gateway.bounded_reading import BoundedReader
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Runtime:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        transport: Transport | None = None,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self._transport = transport
+
+    @cached_property
+    def engine(self) -> Engine:
+        return make_engine(self.settings.database_url)
+
+    @cached_property
+    def sessions(self) -> sessionmaker[Session]:
+        return make_sessionmaker(self.engine)
+
+    @cached_property
+    def reader_engine(self) -> Engine:
+        # On SQLite the main engine takes the write lock at BEGIN; pollers
+        # that only look use this one, so they never hold up a writer.
+        return make_engine(self.settings.database_url, immediate=False)
+
+    @cached_property
+    def readers(self) -> sessionmaker[Session]:
+        return make_sessionmaker(self.reader_engine)
+
+    @cached_property
+    def reader(self) -> BoundedReader:
+        """Reads inbound messages in child processes, bounded in time."""
+        return BoundedReader(self.settings.inbound_read_seconds)
+
+    @property
+    def send_policy(self) -> SendPolicy:
+        """How every email, alert or one-off, is tried again."""
+        return SendPolicy(self.settings.send_retry_base_seconds, self.settings.send_max_attempts)
+
+    @property
+    def transport(self) -> Transport:
+        if self._transport is None:
+            relay = self.settings.smtp_relay
+            if relay is not None:
+                self._transport = SmtpRelayPool(
+                    relay,
+                    connections=self.settings.smtp_connections,
+                    timeout=self.settings.smtp_timeout_seconds,
+                )
+            else:
+                self._transport = MaildirTransport(self.settings.maildir)
+        return self._transport
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+        if "reader" in self.__dict__:
+            self.__dict__.pop("reader").close()
+        for name in ("engine", "reader_engine"):
+            if name in self.__dict__:
+                self.__dict__[name].dispose()

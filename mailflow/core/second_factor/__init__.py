@@ -1,0 +1,2 @@
+"""The second factor: authenticator apps, recovery codes, throttling of
+wrong codes and verified sessions."""
