@@ -14,8 +14,10 @@ import jinja2
 
 from mailflow.config import Settings
 
-PACKAGE_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
-SOURCE_TEMPLATES = Path(__file__).resolve().parent.parent.parent / "templates"
+# This module is mailflow/core/mail/templates.py: the package is two folders
+# up, and the source tree three.
+PACKAGE_TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+SOURCE_TEMPLATES = Path(__file__).resolve().parents[3] / "templates"
 
 
 def template_root() -> Path:
