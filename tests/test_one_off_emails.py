@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mailflow.alerts.issuing import new_key
 from mailflow.config import Settings
+from mailflow.core.mail.addresses import new_key
 from mailflow.core.mail.one_off import TheirMessage, ThreadHeaders, send_one_off
 from mailflow.core.mail.templates import render_service_email
 from mailflow.core.models import OutgoingEmail, User

@@ -8,12 +8,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from mailflow.alerts.issuing import new_key
 from mailflow.core.links import Purpose, TokenExpired, TokenInvalid, TokenService
 from mailflow.core.mail.addresses import (
     AddressKind,
     ServiceAddress,
     bounce_address,
+    new_key,
     parse_service_address,
     reply_address,
 )

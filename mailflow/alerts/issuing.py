@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import base64
 import re
-import secrets
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -17,6 +15,7 @@ from sqlalchemy.orm import Session
 from mailflow.core.audit import record_event
 from mailflow.core.errors import InvalidInput, NotFound
 from mailflow.core.jobs import add_job
+from mailflow.core.mail.addresses import new_key
 from mailflow.core.models import (
     Alert,
     AlertAudience,
@@ -81,13 +80,6 @@ class AlertSpec(BaseModel):
             if not re.match(r"^https?://[^\s/$.?#][^\s]*$", value):
                 raise ValueError(f"{value!r} is not an http(s) link")
         return cleaned
-
-
-def new_key() -> str:
-    """An unguessable key for a reply or bounce address: 160 random bits,
-    lower-case base32 so that mail systems that fold the case of local parts
-    keep it intact."""
-    return base64.b32encode(secrets.token_bytes(20)).decode("ascii").lower()
 
 
 @dataclass(frozen=True)

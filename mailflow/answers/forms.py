@@ -3,7 +3,7 @@ each problem named by the id of the field it belongs to."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
@@ -11,6 +11,7 @@ from mailflow.answers.answer_values import AnswerValue
 from mailflow.answers.recording import validate_further_information
 from mailflow.answers.statuses import AnswerStatus
 from mailflow.core.errors import InvalidInput
+from mailflow.core.pages.forms import Problems, text
 
 # What each status asks for, in the order the page shows it.
 FIELDS: dict[AnswerStatus, tuple[str, ...]] = {
@@ -22,23 +23,6 @@ FIELDS: dict[AnswerStatus, tuple[str, ...]] = {
     AnswerStatus.NOT_APPLICABLE: ("reason",),
     AnswerStatus.UNABLE: ("reason", "mitigations"),
 }
-
-
-@dataclass
-class Problems:
-    """Errors by field id, in the order they were found (the order of the
-    error summary)."""
-
-    by_field: dict[str, str] = field(default_factory=dict)
-
-    def add(self, field_id: str, message: str) -> None:
-        self.by_field.setdefault(field_id, message)
-
-    def __bool__(self) -> bool:
-        return bool(self.by_field)
-
-    def listed(self) -> list[tuple[str, str]]:
-        return list(self.by_field.items())
 
 
 @dataclass(frozen=True)
@@ -60,11 +44,6 @@ class Information:
             mitigations=self.mitigations,
             expected_on=self.expected_on,
         )
-
-
-def text(form: dict[str, Any], name: str) -> str:
-    value = form.get(name)
-    return value.strip() if isinstance(value, str) else ""
 
 
 def field_id(prefix: str, name: str) -> str:

@@ -19,7 +19,7 @@ from mailflow.answers.answering import (
     already_recorded,
     no_longer,
 )
-from mailflow.answers.forms import FIELDS, Information, Problems, read_information, text
+from mailflow.answers.forms import FIELDS, Information, read_information
 from mailflow.answers.pending_answers import answerable_organisations
 from mailflow.answers.recording import use_confirmation
 from mailflow.answers.statuses import AnswerStatus
@@ -28,6 +28,7 @@ from mailflow.core.links import CONFIRM_LINK, SETUP_LINK_SUFFIX
 from mailflow.core.models import Alert, Confirmation, Organisation, PendingAnswer, User
 from mailflow.core.pages.commit_flow import Change
 from mailflow.core.pages.committing import AlreadyUsed, Outcome
+from mailflow.core.pages.forms import Problems, text
 from mailflow.core.pages.refusals import (
     EXPIRED,
     INVALID,

@@ -18,7 +18,7 @@ from mailflow.answers.answering import (
     already_recorded,
     no_longer,
 )
-from mailflow.answers.forms import FIELDS, Information, Problems, read_information, text
+from mailflow.answers.forms import FIELDS, Information, read_information
 from mailflow.answers.pending_answers import answerable_organisations
 from mailflow.answers.recording import use_token_once
 from mailflow.answers.statuses import AnswerStatus
@@ -26,6 +26,7 @@ from mailflow.core.links import ANSWER_LINK, SETUP_LINK_SUFFIX, Purpose
 from mailflow.core.models import Alert, Organisation, User
 from mailflow.core.pages.commit_flow import Change
 from mailflow.core.pages.committing import AlreadyUsed, Outcome
+from mailflow.core.pages.forms import Problems, text
 from mailflow.core.pages.refusals import (
     INVALID,
     Refusal,

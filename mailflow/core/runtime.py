@@ -6,15 +6,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import cached_property
+from typing import Any
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailflow.config import Settings
+from mailflow.core.bounded_calls import BoundedCalls, Result
 from mailflow.core.mail.transport import MaildirTransport, SmtpRelayPool, Transport
 from mailflow.core.sending import SendPolicy
 from mailflow.db.engine import make_engine, make_sessionmaker
-from mailflow.gateway.bounded_reading import BoundedReader
 
 
 def utc_now() -> datetime:
@@ -32,6 +33,7 @@ class Runtime:
         self.settings = settings
         self.clock = clock
         self._transport = transport
+        self._bounded: dict[Callable[..., object], BoundedCalls[Any]] = {}
 
     @cached_property
     def engine(self) -> Engine:
@@ -51,10 +53,17 @@ class Runtime:
     def readers(self) -> sessionmaker[Session]:
         return make_sessionmaker(self.reader_engine)
 
-    @cached_property
-    def reader(self) -> BoundedReader:
-        """Reads inbound messages in child processes, bounded in time."""
-        return BoundedReader(self.settings.inbound_read_seconds)
+    def bounded(
+        self, function: Callable[..., Result], result: type[Result], seconds: float
+    ) -> BoundedCalls[Result]:
+        """``function`` run in child processes, at most ``seconds`` a call
+        (the gateway reads inbound mail so); the children are kept for the
+        next call until ``close``."""
+        calls = self._bounded.get(function)
+        if calls is None:
+            calls = self._bounded[function] = BoundedCalls(function, result, seconds)
+        assert calls.result is result
+        return calls
 
     @property
     def send_policy(self) -> SendPolicy:
@@ -79,8 +88,9 @@ class Runtime:
         if self._transport is not None:
             self._transport.close()
             self._transport = None
-        if "reader" in self.__dict__:
-            self.__dict__.pop("reader").close()
+        bounded, self._bounded = self._bounded, {}
+        for calls in bounded.values():
+            calls.close()
         for name in ("engine", "reader_engine"):
             if name in self.__dict__:
                 self.__dict__[name].dispose()

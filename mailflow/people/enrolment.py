@@ -22,12 +22,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from mailflow.answers.forms import Problems
 from mailflow.answers.recording import use_token_once
 from mailflow.core.links import ENROL_LINK, Purpose
 from mailflow.core.models import AuditEvent, User
 from mailflow.core.pages.commit_flow import Change, CommitFlow
 from mailflow.core.pages.committing import AlreadyUsed, CodeCheck, Committed, Outcome
+from mailflow.core.pages.forms import Problems
 from mailflow.core.pages.refusals import (
     FORM_EXPIRED,
     Refusal,

@@ -173,15 +173,6 @@ def lock_person(session: Session, user_id: int) -> None:
     session.execute(select(User.id).where(User.id == user_id).with_for_update())
 
 
-def link_predates_removal(user: User, issued_at: datetime) -> bool:
-    """Whether a link signed at ``issued_at`` was sent before the person
-    was last removed (and so must not work even if they were added again).
-    Whole seconds, as links carry them."""
-    if user.links_valid_after is None:
-        return False
-    return int(issued_at.timestamp()) < int(user.links_valid_after.timestamp())
-
-
 def list_users(session: Session, *, org_code: str | None = None) -> list[User]:
     query = (
         select(User)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from mailflow.core.models import InboundMessage, InboundState
 from mailflow.core.runtime import Runtime
 from mailflow.core.text import escape_controls
-from mailflow.gateway.bounded_reading import ReadingTookTooLong
+from mailflow.gateway.bounded_reading import ReadingTookTooLong, read_within_bound
 from mailflow.gateway.context import InboundContext, PrepareAgain
 from mailflow.gateway.inbound_messages import fail_inbound, finish_inbound
 from mailflow.gateway.kinds import REPLY_KEY_KINDS
@@ -49,11 +49,8 @@ def process_inbound(runtime: Runtime, message_id: int) -> None:
         if stored is None:
             return  # already processed: a redelivered job does nothing
         try:
-            reading: InboundReading | ReadingTookTooLong = runtime.reader.read(
-                stored.raw,
-                envelope_from=stored.envelope_from,
-                source=stored.source,
-                authserv_id=runtime.settings.authserv_id,
+            reading: InboundReading | ReadingTookTooLong = read_within_bound(
+                runtime, stored.raw, envelope_from=stored.envelope_from, source=stored.source
             )
         except ReadingTookTooLong as exc:
             reading = exc

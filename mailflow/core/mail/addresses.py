@@ -6,11 +6,20 @@ is its envelope sender, so a bounce names the delivery it is about.
 
 from __future__ import annotations
 
+import base64
 import enum
 import re
+import secrets
 from dataclasses import dataclass
 
 KEY_PATTERN = re.compile(r"^[a-z2-7]{32}$")
+
+
+def new_key() -> str:
+    """An unguessable key for a reply or bounce address: 160 random bits,
+    lower-case base32 so that mail systems that fold the case of local parts
+    keep it intact."""
+    return base64.b32encode(secrets.token_bytes(20)).decode("ascii").lower()
 
 
 class AddressKind(enum.StrEnum):

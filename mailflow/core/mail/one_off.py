@@ -12,9 +12,8 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from mailflow.alerts.issuing import new_key
 from mailflow.config import Settings
-from mailflow.core.mail.addresses import bounce_address, reply_address
+from mailflow.core.mail.addresses import bounce_address, new_key, reply_address
 from mailflow.core.mail.messages import (
     AUTO_SUBMITTED_GENERATED,
     AUTO_SUBMITTED_REPLIED,

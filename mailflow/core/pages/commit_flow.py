@@ -19,7 +19,6 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import Response
 
-from mailflow.answers.forms import Problems, text
 from mailflow.core.links import TokenService
 from mailflow.core.pages.committing import (
     AlreadyUsed,
@@ -31,6 +30,7 @@ from mailflow.core.pages.committing import (
     Refused,
     commit_with_second_factor,
 )
+from mailflow.core.pages.forms import Problems, text
 from mailflow.core.pages.refusals import (
     CODE_FIELD,
     FORM_EXPIRED,

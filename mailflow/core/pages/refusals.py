@@ -15,7 +15,6 @@ from mailflow.core.links import TokenExpired, TokenInvalid, TokenService
 from mailflow.core.models import User
 from mailflow.core.pages.rendering import Pages
 from mailflow.core.pages.security import session_user
-from mailflow.people.users import link_predates_removal
 
 CODE_FIELD = "code"
 
@@ -59,6 +58,15 @@ class Refusal(Exception):
         self.message = message
         self.sign_out = sign_out
         self.details = details or []
+
+
+def link_predates_removal(user: User, issued_at: datetime) -> bool:
+    """Whether a link signed at ``issued_at`` was sent before the person
+    was last removed (and so must not work even if they were added again).
+    Whole seconds, as links carry them."""
+    if user.links_valid_after is None:
+        return False
+    return int(issued_at.timestamp()) < int(user.links_valid_after.timestamp())
 
 
 def guarded(
