@@ -19,7 +19,7 @@ from tests.support.imports import imported_names, is_within, module_name
 PACKAGE_FOLDER = Path(mailflow.__file__).parent
 SHELLS = ("mailflow.cli", "mailflow.web", "mailflow.workers", "mailflow.__main__")
 CAPABILITIES = ("mailflow.people", "mailflow.alerts", "mailflow.answers", "mailflow.gateway")
-CORE = ("mailflow.core", "mailflow.config", "mailflow.db")
+CORE = ("mailflow.core", "mailflow.config", "mailflow.settings_values", "mailflow.db")
 ROOT = "mailflow"
 
 
