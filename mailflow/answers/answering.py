@@ -1,6 +1,6 @@
 """Committing answers: what the two kinds that record them share (a status
-link, ``/r/``, in web/status_link.py, and a reply's answers, ``/c/``, in
-web/reply_answers.py): who may answer, the page for a link already used,
+link, ``/r/``, in status_link.py, and a reply's answers, ``/c/``, in
+reply_pages.py): who may answer, the page for a link already used,
 recording with its receipts, and the page after the commit."""
 
 from __future__ import annotations

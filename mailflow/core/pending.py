@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from mailflow.core.models import PendingAction
 
 # The kinds there are today.  A new kind is a new name here and a module
-# that says what it records (see web/commit_flow.py).
+# that says what it records (see core/pages/commit_flow.py).
 REPLY_ANSWERS = "reply-answers"
 ANSWER_LINK = "answer-link"
 ENROL_LINK = "enrol-link"

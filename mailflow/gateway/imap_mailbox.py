@@ -1,4 +1,4 @@
-"""What the IMAP poller (``edges/imap.py``) says to the server, and the
+"""What the IMAP poller (``gateway/imap.py``) says to the server, and the
 plain values around it: what is done to a message once it is stored, where
 a message was delivered to, how UIDs are grouped into fetches, and how a
 failure is told without the password.

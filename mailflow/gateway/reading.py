@@ -23,7 +23,7 @@ from mailflow.gateway.reply_text import written_text
 from mailflow.gateway.sender_check import dmarc_problem, message_id, strict_sender
 
 # Headers that name where a message was delivered, most reliable first:
-# the one list, read here and by the IMAP poller (edges/imap_mailbox.py).
+# the one list, read here and by the IMAP poller (gateway/imap_mailbox.py).
 DELIVERY_HEADERS = ("Delivered-To", "X-Original-To", "Envelope-To", "To", "Cc")
 AUTOMATIC_PRECEDENCE = {"bulk", "junk", "list", "auto_reply"}
 MAX_REPORT_PARTS = 50
