@@ -11,9 +11,8 @@ import smtplib
 import pytest
 from sqlalchemy import select
 
-from mailflow.answers.recording import use_token_once
 from mailflow.answers.statuses import AnswerStatus
-from mailflow.core.links import Purpose
+from mailflow.core import pending
 from mailflow.core.models import Answer, AuditEvent, OutgoingEmail
 from mailflow.core.runtime import utc_now
 from mailflow.gateway.smtpd import InboundServer
@@ -238,10 +237,10 @@ def test_a_used_set_up_link_is_gone_not_ok(web: Web) -> None:
     raj = user_id(web.db(), "raj@riverside.example")
     link = enrolment_link(web.settings, raj).removeprefix(BASE)
     # Used up, as finishing enrolment with it does.
-    use_token_once(
+    pending.use_link_once(
         web.db(),
+        kind=pending.ENROL_LINK,
         token=link.rsplit("/", 1)[1],
-        purpose=Purpose.ENROL.value,
         user_id=raj,
         now=utc_now(),
     )

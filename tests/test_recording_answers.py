@@ -19,10 +19,10 @@ from mailflow.answers.recording import (
     alert_status_lines,
     record_answers,
     use_confirmation,
-    use_token_once,
 )
 from mailflow.answers.statuses import AnswerStatus
 from mailflow.config import Settings
+from mailflow.core import pending
 from mailflow.core.errors import InvalidInput
 from mailflow.core.models import (
     AlertStatus,
@@ -153,10 +153,15 @@ def test_no_answer_for_an_organisation_the_person_does_not_answer_for(
 
 
 def test_a_committing_link_works_once(session: Session, world: dict[str, int]) -> None:
-    assert use_token_once(session, token="abc", purpose="answer", user_id=world["raj"], now=NOW)
+    def use(token: str) -> bool:
+        return pending.use_link_once(
+            session, kind=pending.ANSWER_LINK, token=token, user_id=world["raj"], now=NOW
+        )
+
+    assert use("abc")
     session.commit()
-    assert not use_token_once(session, token="abc", purpose="answer", user_id=world["raj"], now=NOW)
-    assert use_token_once(session, token="abd", purpose="answer", user_id=world["raj"], now=NOW)
+    assert not use("abc")
+    assert use("abd")
 
 
 def test_a_confirmation_is_used_once_by_its_own_person_before_it_expires(

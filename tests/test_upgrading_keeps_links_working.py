@@ -197,3 +197,38 @@ def test_going_back_to_the_schema_before_gives_every_row_back(
     ]
     assert [row[0] for row in used] == ["answer", "enrol"]
     assert pending_answers == 1
+
+
+def test_after_going_back_a_new_reply_takes_a_number_no_reply_has(
+    upgraded: Upgraded, engine: sa.Engine
+) -> None:
+    # A reply confirmed after the upgrade took its number from the pending
+    # actions; going back, the old numbering must start after it.
+    alert = upgraded.session.scalars(select(Alert)).one()
+    li = user_id(upgraded.session, LI)
+    made_since = record_pending_answers(
+        upgraded.session,
+        user_id=li,
+        alert_id=alert.id,
+        delivery_id=None,
+        inbound_message_id=None,
+        answers=[AnswerValue("RXC", AnswerStatus.COMPLETE)],
+        now=utc_now(),
+        lifetime=timedelta(hours=24),
+    ).id
+    upgraded.session.commit()
+    upgraded.session.close()
+    migrate.downgrade(engine, "0006")
+    try:
+        with engine.begin() as conn:
+            new_id = conn.scalar(
+                sa.text(
+                    "insert into confirmations (user_id, alert_id, nonce, created_at, expires_at)"
+                    " values (:u, :a, :n, :t, :t) returning id"
+                ),
+                {"u": li, "a": alert.id, "n": secrets.token_urlsafe(24), "t": utc_now()},
+            )
+            conn.execute(sa.text("delete from confirmations where id = :i"), {"i": new_id})
+    finally:
+        migrate.upgrade(engine)
+    assert new_id > made_since

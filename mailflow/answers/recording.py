@@ -137,18 +137,6 @@ def record_answers(
 
 # The kind of pending action that keeps the single use of each link
 # purpose ("answer", "enrol").
-LINK_KINDS = {"answer": pending.ANSWER_LINK, "enrol": pending.ENROL_LINK}
-
-
-def use_token_once(
-    session: Session, *, token: str, purpose: str, user_id: int, now: datetime
-) -> bool:
-    """Mark a committing link used; False if it was used before."""
-    return pending.use_link_once(
-        session, kind=LINK_KINDS[purpose], token=token, user_id=user_id, now=now
-    )
-
-
 def use_confirmation(
     session: Session, *, confirmation_id: int, nonce: str, user_id: int, now: datetime
 ) -> Confirmation | None:

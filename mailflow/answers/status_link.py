@@ -20,9 +20,9 @@ from mailflow.answers.answering import (
 )
 from mailflow.answers.forms import FIELDS, Information, read_information
 from mailflow.answers.pending_answers import answerable_organisations
-from mailflow.answers.recording import use_token_once
 from mailflow.answers.statuses import AnswerStatus
-from mailflow.core.links import ANSWER_LINK, SETUP_LINK_SUFFIX, Purpose
+from mailflow.core import pending
+from mailflow.core.links import ANSWER_LINK, SETUP_LINK_SUFFIX
 from mailflow.core.models import Alert, Organisation, User
 from mailflow.core.pages.commit_flow import Change
 from mailflow.core.pages.committing import AlreadyUsed, Outcome
@@ -116,8 +116,8 @@ class StatusLinkKind(AnswerKind):
         user_id, alert_id = context.user.id, context.alert.id
 
         def change(session: Session) -> Outcome:
-            if not use_token_once(
-                session, token=token, purpose=Purpose.ANSWER.value, user_id=user_id, now=now
+            if not pending.use_link_once(
+                session, kind=pending.ANSWER_LINK, token=token, user_id=user_id, now=now
             ):
                 return AlreadyUsed()
             return self.record(

@@ -22,8 +22,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from mailflow.answers.recording import use_token_once
-from mailflow.core.links import ENROL_LINK, Purpose
+from mailflow.core import pending
+from mailflow.core.links import ENROL_LINK
 from mailflow.core.models import AuditEvent, User
 from mailflow.core.pages.commit_flow import Change, CommitFlow
 from mailflow.core.pages.committing import AlreadyUsed, CodeCheck, Committed, Outcome
@@ -230,8 +230,8 @@ class EnrolmentKind:
         now: datetime,
     ) -> Change:
         def change(session: Session) -> Outcome:
-            if not use_token_once(
-                session, token=token, purpose=Purpose.ENROL.value, user_id=context.user.id, now=now
+            if not pending.use_link_once(
+                session, kind=pending.ENROL_LINK, token=token, user_id=context.user.id, now=now
             ):
                 return AlreadyUsed()
             return Committed(list(context.codes))

@@ -22,7 +22,8 @@ class PendingAction(Base):
     Every kind lives here: answers read from a reply (a ``Confirmation``
     adds what they are), and the use of a link that commits something (an
     alert's status link, an enrolment link), kept as a row whose digest
-    is unique.  Only the digest of a token is stored; the conditional
+    is unique.  Only the digest of a token is stored here (a reply's
+    confirmation still keeps its nonce, which its link carries); the conditional
     update that uses an action (or the unique digest of a used link) makes
     the second of two racing uses fail in the database."""
 

@@ -188,3 +188,10 @@ def downgrade() -> None:
     with op.batch_alter_table("pending_actions", schema=None) as batch_op:
         batch_op.drop_index("ix_pending_actions_user_id_created_at")
     op.drop_table("pending_actions")
+    if op.get_bind().dialect.name == "postgresql":
+        # Confirmations made since the upgrade took their ids from
+        # pending_actions; the old sequence must start after them too.
+        op.execute(
+            "SELECT setval(pg_get_serial_sequence('confirmations', 'id'), "
+            "COALESCE(MAX(id), 0) + 1, false) FROM confirmations"
+        )
