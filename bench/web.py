@@ -444,7 +444,7 @@ def counts(fixture: Fixture) -> Counts:
         return Counts(
             answers=count(Answer.user_id.in_(fixture.user_ids)),
             used_tokens=count(
-                PendingAction.kind == pending.ANSWER_LINK,
+                PendingAction.kind == pending.ANSWER_LINK_USE,
                 PendingAction.user_id.in_(fixture.user_ids),
             ),
             receipts=count(

@@ -239,7 +239,7 @@ def test_a_used_set_up_link_is_gone_not_ok(web: Web) -> None:
     # Used up, as finishing enrolment with it does.
     pending.use_link_once(
         web.db(),
-        kind=pending.ENROL_LINK,
+        kind=pending.ENROL_LINK_USE,
         token=link.rsplit("/", 1)[1],
         user_id=raj,
         now=utc_now(),

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from mailflow.answers.statuses import AnswerStatus
 from mailflow.config import Settings
 from mailflow.core import links
-from mailflow.core.links import ANSWER_LINK, CONFIRM_LINK, ENROL_LINK, LinkKind
+from mailflow.core.links import ANSWER_LINK, CONFIRM_LINK, ENROL_LINK, LinkSpec
 from mailflow.core.models import Delivery, Organisation
 from tests.support.environment import SECRET_KEY
 from tests.support.pages import Web, user_id
@@ -25,7 +25,7 @@ from tests.support.pages import Web, user_id
 # (mail/alert_email.py, mail/replies.py and mail/welcome.py), with the
 # test secret, at SIGNED_AT: they must read the same for ever.
 SIGNED_AT = datetime(2026, 11, 18, 11, 6, 40, tzinfo=UTC)
-EARLIER_TOKENS: dict[str, tuple[LinkKind, dict[str, Any], str]] = {
+EARLIER_TOKENS: dict[str, tuple[LinkSpec, dict[str, Any], str]] = {
     "answer": (
         ANSWER_LINK,
         {"d": 7, "u": 3, "a": 2, "o": 5, "s": "complete"},
@@ -129,7 +129,7 @@ def test_a_status_link_signed_the_earlier_way_opens_the_answer_page(web: Web) ->
     "kind", [ANSWER_LINK, CONFIRM_LINK, ENROL_LINK], ids=lambda kind: kind.purpose.value
 )
 def test_a_tampered_link_of_each_kind_reaches_its_page_and_is_refused(
-    web: Web, kind: LinkKind
+    web: Web, kind: LinkSpec
 ) -> None:
     page = web.fresh_client().get(f"{kind.path_prefix}not-a-token")
 

@@ -155,7 +155,7 @@ def test_no_answer_for_an_organisation_the_person_does_not_answer_for(
 def test_a_committing_link_works_once(session: Session, world: dict[str, int]) -> None:
     def use(token: str) -> bool:
         return pending.use_link_once(
-            session, kind=pending.ANSWER_LINK, token=token, user_id=world["raj"], now=NOW
+            session, kind=pending.ANSWER_LINK_USE, token=token, user_id=world["raj"], now=NOW
         )
 
     assert use("abc")

@@ -497,7 +497,7 @@ def test_a_processing_error_leaves_the_message_failed_for_retry(
     def broken(text: str, **_: object) -> list[object]:
         raise RuntimeError("the reply parser broke")
 
-    monkeypatch.setattr("mailflow.answers.answer_replies.parse_reply", broken)
+    monkeypatch.setattr("mailflow.answers.alert_reply_key.parse_reply", broken)
     message = receive(runtime, reply("ann@riverside.example", "RXA: complete"), to=reply_to(ann))
     assert message.state == InboundState.FAILED
     assert "the reply parser broke" in (message.error or "")
@@ -683,7 +683,7 @@ def test_a_reply_is_parsed_while_no_write_transaction_waits_for_it(
     finished_at_once: list[bool] = []
     parse_while_someone_writes = parsing_while_someone_writes(runtime, finished_at_once)
 
-    monkeypatch.setattr("mailflow.answers.answer_replies.parse_reply", parse_while_someone_writes)
+    monkeypatch.setattr("mailflow.answers.alert_reply_key.parse_reply", parse_while_someone_writes)
     message = receive(runtime, reply("ann@riverside.example", "RXA: complete"), to=reply_to(ann))
 
     assert finished_at_once == [True]
@@ -697,21 +697,21 @@ def test_a_reply_parsed_before_the_persons_access_changed_is_parsed_again_outsid
     session: Session,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from mailflow.answers import answer_replies
+    from mailflow.answers import alert_reply_key
 
     li = keys["li@itservices.example"]
     finished_at_once: list[bool] = []
     parse_while_someone_writes = parsing_while_someone_writes(runtime, finished_at_once)
 
     # The first parse saw Li holding only RXB (her RXC access came later).
-    real_beforehand = answer_replies._parse_beforehand
+    real_beforehand = alert_reply_key._parse_beforehand
 
     def stale(*args: Any, **kwargs: Any) -> Any:
         parsed = real_beforehand(*args, **kwargs)
         return dataclasses.replace(parsed, held=("RXB",)) if parsed else None
 
-    monkeypatch.setattr(answer_replies, "_parse_beforehand", stale)
-    monkeypatch.setattr(answer_replies, "parse_reply", parse_while_someone_writes)
+    monkeypatch.setattr(alert_reply_key, "_parse_beforehand", stale)
+    monkeypatch.setattr(alert_reply_key, "parse_reply", parse_while_someone_writes)
     message = receive(
         runtime, reply("li@itservices.example", "RXB, RXC: complete"), to=reply_to(li)
     )

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mailflow.answers.answer_replies import DeliveryReplies
+from mailflow.answers.alert_reply_key import DeliveryReplies
 from mailflow.config import Settings
 from mailflow.core.models import Delivery, InboundState, User
 from mailflow.core.runtime import Runtime
@@ -139,7 +139,7 @@ def test_a_strangers_reply_to_an_alert_is_refused_without_its_words_being_parsed
     def must_not_parse(text: str, **_: object) -> list[object]:
         raise AssertionError("a stranger's reply was parsed")
 
-    monkeypatch.setattr("mailflow.answers.answer_replies.parse_reply", must_not_parse)
+    monkeypatch.setattr("mailflow.answers.alert_reply_key.parse_reply", must_not_parse)
     with runtime.sessions() as session:
         ann = session.scalars(select(Delivery).join(User).where(User.email == ANN)).one()
         key = ann.reply_key

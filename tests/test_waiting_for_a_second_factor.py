@@ -77,18 +77,18 @@ def test_a_link_is_used_once_and_a_racing_second_use_fails_in_the_database(
     session: Session, people: dict[str, int]
 ) -> None:
     assert pending.use_link_once(
-        session, kind=pending.ANSWER_LINK, token="t1", user_id=people["raj"], now=NOW
+        session, kind=pending.ANSWER_LINK_USE, token="t1", user_id=people["raj"], now=NOW
     )
     session.commit()
     assert pending.link_used(session, "t1") and not pending.link_used(session, "t2")
     assert not pending.use_link_once(
-        session, kind=pending.ANSWER_LINK, token="t1", user_id=people["raj"], now=NOW
+        session, kind=pending.ANSWER_LINK_USE, token="t1", user_id=people["raj"], now=NOW
     )
     # A second use that did not see the first (two requests at once) is
     # refused by the unique digest.
     session.add(
         PendingAction(
-            kind=pending.ANSWER_LINK,
+            kind=pending.ANSWER_LINK_USE,
             user_id=people["raj"],
             payload={},
             token_digest=pending.token_digest("t1"),

@@ -263,16 +263,6 @@ def record_bounce(
 BOUNCE_KEY_LIFETIME = timedelta(days=14)
 
 
-def reply_key_in_use(session: Session, key: str, *, now: datetime, lifetime: timedelta) -> bool:
-    """Whether ``key`` is the reply key of a delivery made within
-    ``lifetime`` (the answer links' lifetime): the inbound edge takes mail
-    for reply+KEY only then."""
-    found = session.scalar(
-        select(Delivery.id).where(Delivery.reply_key == key, Delivery.created_at >= now - lifetime)
-    )
-    return found is not None
-
-
 def bounce_key_in_use(session: Session, key: str, *, now: datetime) -> bool:
     """Whether ``key`` is the bounce key of an alert email or of a one-off
     email (a welcome, a receipt) sent recently enough for a bounce about

@@ -60,14 +60,14 @@ from dataclasses import dataclass, field
 from datetime import date
 
 from mailflow.answers.answer_values import AnswerValue
-from mailflow.answers.reply_answers import (
+from mailflow.answers.reply_dates import MONTHS, find_date
+from mailflow.answers.reply_lines import (
     Found,
     LineError,
     LineProblem,
     ReplyAnswers,
     ReplyNotUnderstood,
 )
-from mailflow.answers.reply_dates import MONTHS, find_date
 from mailflow.answers.reply_words import (
     DISCLAIMER,
     NOT_DONE_YET,

@@ -117,7 +117,7 @@ class StatusLinkKind(AnswerKind):
 
         def change(session: Session) -> Outcome:
             if not pending.use_link_once(
-                session, kind=pending.ANSWER_LINK, token=token, user_id=user_id, now=now
+                session, kind=pending.ANSWER_LINK_USE, token=token, user_id=user_id, now=now
             ):
                 return AlreadyUsed()
             return self.record(

@@ -109,7 +109,7 @@ class TokenService:
 
 
 @dataclass(frozen=True)
-class LinkKind:
+class LinkSpec:
     """One kind of link: what it is for, where it points, how long it works."""
 
     purpose: Purpose
@@ -130,13 +130,13 @@ class LinkKind:
 
 ENROL_LINK_LIFETIME = timedelta(days=7)
 
-ANSWER_LINK = LinkKind(
+ANSWER_LINK = LinkSpec(
     Purpose.ANSWER, "/r/", lambda settings: timedelta(days=settings.answer_link_days)
 )
-CONFIRM_LINK = LinkKind(
+CONFIRM_LINK = LinkSpec(
     Purpose.CONFIRM, "/c/", lambda settings: timedelta(hours=settings.confirm_link_hours)
 )
-ENROL_LINK = LinkKind(Purpose.ENROL, "/enrol/", lambda _: ENROL_LINK_LIFETIME)
+ENROL_LINK = LinkSpec(Purpose.ENROL, "/enrol/", lambda _: ENROL_LINK_LIFETIME)
 LINK_KINDS = (ANSWER_LINK, CONFIRM_LINK, ENROL_LINK)
 
 # Appended to the path of an answer or confirm link: where the page's
@@ -144,12 +144,12 @@ LINK_KINDS = (ANSWER_LINK, CONFIRM_LINK, ENROL_LINK)
 SETUP_LINK_SUFFIX = "/setup-link"
 
 
-def make(settings: Settings, kind: LinkKind, payload: dict[str, Any], now: datetime) -> str:
+def make(settings: Settings, kind: LinkSpec, payload: dict[str, Any], now: datetime) -> str:
     """The whole address of a new link of this kind carrying ``payload``."""
     return kind.url(settings, kind.tokens(settings).sign(payload, now))
 
 
-def verify(settings: Settings, kind: LinkKind, token: str, now: datetime) -> dict[str, Any]:
+def verify(settings: Settings, kind: LinkSpec, token: str, now: datetime) -> dict[str, Any]:
     """The payload of a link of this kind; TokenInvalid or TokenExpired
     when it cannot be used."""
     return kind.tokens(settings).verify(token, now=now)

@@ -26,8 +26,8 @@ from mailflow.core.models import PendingAction
 # The kinds there are today.  A new kind is a new name here and a module
 # that says what it records (see core/pages/commit_flow.py).
 REPLY_ANSWERS = "reply-answers"
-ANSWER_LINK = "answer-link"
-ENROL_LINK = "enrol-link"
+ANSWER_LINK_USE = "answer-link"
+ENROL_LINK_USE = "enrol-link"
 
 
 def new_token() -> str:

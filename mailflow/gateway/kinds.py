@@ -4,7 +4,7 @@ access request, a conversation with an administrator) is one more line."""
 
 from __future__ import annotations
 
-from mailflow.answers.answer_replies import DeliveryReplies
+from mailflow.answers.alert_reply_key import DeliveryReplies
 from mailflow.gateway.routing import KeyKinds
 
 REPLY_KEY_KINDS = KeyKinds(

@@ -231,7 +231,7 @@ class EnrolmentKind:
     ) -> Change:
         def change(session: Session) -> Outcome:
             if not pending.use_link_once(
-                session, kind=pending.ENROL_LINK, token=token, user_id=context.user.id, now=now
+                session, kind=pending.ENROL_LINK_USE, token=token, user_id=context.user.id, now=now
             ):
                 return AlreadyUsed()
             return Committed(list(context.codes))

@@ -13,8 +13,7 @@ from datetime import date, datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mailflow.alerts.deliveries import reply_key_in_use
-from mailflow.answers.answer_mail import AlertReply
+from mailflow.answers.alert_reply import AlertReply
 from mailflow.answers.answer_values import AnswerValue
 from mailflow.answers.pending_answers import answerable_organisations
 from mailflow.answers.reply_form import ReplyNotUnderstood, parse_reply
@@ -23,6 +22,16 @@ from mailflow.core.models import Alert, Delivery, User
 from mailflow.gateway.context import KeyOwner, Outcome, PrepareAgain, ReplyContext
 from mailflow.gateway.reading import InboundReading
 from mailflow.gateway.reply_subject import reply_subject
+
+
+def reply_key_in_use(session: Session, key: str, *, now: datetime, lifetime: timedelta) -> bool:
+    """Whether ``key`` is the reply key of a delivery made within
+    ``lifetime`` (the answer links' lifetime): the inbound edge takes mail
+    for reply+KEY only then."""
+    found = session.scalar(
+        select(Delivery.id).where(Delivery.reply_key == key, Delivery.created_at >= now - lifetime)
+    )
+    return found is not None
 
 
 @dataclass(frozen=True)
