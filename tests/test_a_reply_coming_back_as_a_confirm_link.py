@@ -17,6 +17,7 @@ from mailflow.core.links import CONFIRM_LINK
 from mailflow.core.models import Delivery, DeliveryState, InboundMessage, PendingAnswer
 from mailflow.core.runtime import Runtime
 from mailflow.gateway.smtpd import InboundServer
+from mailflow.workers.key_kinds import REPLY_KEY_KINDS
 from mailflow.workers.queue import QueueWorker
 from tests.support.mail import delivery_status_notification, reply
 from tests.support.relay import CapturingRelay
@@ -30,7 +31,7 @@ def running(settings: Settings, session: Session) -> Iterator[tuple[Runtime, Inb
     issue(session)
     session.commit()
     runtime = Runtime(settings)
-    server = InboundServer(runtime, "127.0.0.1", 0)
+    server = InboundServer(runtime, "127.0.0.1", 0, key_kinds=REPLY_KEY_KINDS)
     worker = QueueWorker(runtime, poll_seconds=0.05)
     server.start()
     worker.start()

@@ -21,6 +21,7 @@ from mailflow.config import Settings
 from mailflow.core.models import Organisation, PendingAnswer
 from mailflow.core.runtime import Runtime
 from mailflow.gateway.smtpd import InboundServer
+from mailflow.workers.key_kinds import REPLY_KEY_KINDS
 from mailflow.workers.queue import QueueWorker
 from tests.support.relay import CapturingRelay, Received
 from tests.support.seed import issue, seed_people
@@ -39,7 +40,7 @@ def start(settings: Settings, session: Session) -> Iterator[Callable[..., Inboun
         issue(session, **alert)
         session.commit()
         runtime = Runtime(settings)
-        inbound = InboundServer(runtime, "127.0.0.1", 0)
+        inbound = InboundServer(runtime, "127.0.0.1", 0, key_kinds=REPLY_KEY_KINDS)
         worker = QueueWorker(runtime, poll_seconds=0.05)
         running.append((runtime, inbound, worker))
         inbound.start()

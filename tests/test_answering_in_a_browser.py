@@ -24,6 +24,7 @@ from mailflow.core.links import ANSWER_LINK
 from mailflow.core.runtime import Runtime, utc_now
 from mailflow.gateway.smtpd import InboundServer
 from mailflow.web import create_app
+from mailflow.workers.key_kinds import REPLY_KEY_KINDS
 from mailflow.workers.queue import QueueWorker
 from tests.support.cli import mailflow_with
 from tests.support.mail import reply
@@ -57,7 +58,7 @@ def service(
         uvicorn.Config(create_app(runtime), host="127.0.0.1", port=port, log_level="warning")
     )
     web_thread = threading.Thread(target=server.run, name="web", daemon=True)
-    inbound = InboundServer(runtime, "127.0.0.1", 0)
+    inbound = InboundServer(runtime, "127.0.0.1", 0, key_kinds=REPLY_KEY_KINDS)
     worker = QueueWorker(runtime, poll_seconds=0.05)
     web_thread.start()
     inbound.start()

@@ -31,6 +31,7 @@ from mailflow.core.runtime import Runtime, utc_now
 from mailflow.db.engine import make_sessionmaker
 from mailflow.gateway.inbound_messages import PROCESS_INBOUND, store_inbound_message
 from mailflow.gateway.smtpd import InboundServer
+from mailflow.workers.key_kinds import REPLY_KEY_KINDS
 from tests.support.environment import SECRET_KEY
 from tests.support.relay import free_port
 from tests.support.seed import delivery_with_keys
@@ -97,7 +98,9 @@ def start_server(
             inbound_max_bytes=MAX_BYTES,
             service_addresses=("alerts", "postmaster"),
         )
-        server = InboundServer(Runtime(settings, clock=clock), "127.0.0.1", 0, lmtp=lmtp)
+        server = InboundServer(
+            Runtime(settings, clock=clock), "127.0.0.1", 0, key_kinds=REPLY_KEY_KINDS, lmtp=lmtp
+        )
         server.start()
         started.append(server)
         return server

@@ -17,6 +17,7 @@ from mailflow.core.models import Answer, AuditEvent, OutgoingEmail
 from mailflow.core.runtime import utc_now
 from mailflow.gateway.smtpd import InboundServer
 from mailflow.people.welcome_email import enrolment_link
+from mailflow.workers.key_kinds import REPLY_KEY_KINDS
 from mailflow.workers.queue import QueueWorker
 from tests.support.mail import a_reply
 from tests.support.pages import (
@@ -58,7 +59,7 @@ def welcome_emails(web: Web, email: str) -> list[OutgoingEmail]:
 def test_the_readme_reply_keeps_its_note_and_date_when_confirmed(
     web: Web, relay: CapturingRelay
 ) -> None:
-    server = InboundServer(web.runtime, "127.0.0.1", 0)
+    server = InboundServer(web.runtime, "127.0.0.1", 0, key_kinds=REPLY_KEY_KINDS)
     worker = QueueWorker(web.runtime, poll_seconds=0.05)
     server.start()
     worker.start()

@@ -36,6 +36,7 @@ from mailflow.core.runtime import Runtime, utc_now
 from mailflow.gateway.inbound_messages import finish_inbound, store_inbound_message
 from mailflow.gateway.smtp_limits import limit_resource_error_logs, raise_descriptor_limit
 from mailflow.gateway.smtpd import InboundServer
+from mailflow.workers.key_kinds import REPLY_KEY_KINDS
 from tests.support.environment import SECRET_KEY
 from tests.support.relay import CapturingRelay, free_port
 from tests.support.seed import NOW, delivery_with_keys
@@ -61,7 +62,7 @@ def start_server(
 
     def start(**overrides: Any) -> InboundServer:
         settings = settings_for(database_url, **{"inbound_max_bytes": 64 * 1024, **overrides})
-        server = InboundServer(Runtime(settings), "127.0.0.1", 0)
+        server = InboundServer(Runtime(settings), "127.0.0.1", 0, key_kinds=REPLY_KEY_KINDS)
         server.start()
         started.append(server)
         return server
@@ -468,7 +469,10 @@ def test_a_client_that_hangs_up_while_its_message_is_stored_does_not_stop_the_se
         return utc_now()
 
     server = InboundServer(
-        Runtime(settings_for(database_url), clock=slow_in_the_store), "127.0.0.1", 0
+        Runtime(settings_for(database_url), clock=slow_in_the_store),
+        "127.0.0.1",
+        0,
+        key_kinds=REPLY_KEY_KINDS,
     )
     server.start()
     try:

@@ -30,6 +30,7 @@ from mailflow.core.models import (
 from mailflow.core.runtime import Runtime
 from mailflow.gateway.inbound_messages import PROCESS_INBOUND
 from mailflow.gateway.smtpd import InboundServer
+from mailflow.workers.key_kinds import REPLY_KEY_KINDS
 from mailflow.workers.queue import QueueWorker
 from tests.support.relay import CapturingRelay
 from tests.support.seed import issue, seed_people
@@ -95,7 +96,7 @@ def service(
         inbound_read_seconds=READ_SECONDS,
     )
     runtime = Runtime(settings)
-    server = InboundServer(runtime, "127.0.0.1", 0)
+    server = InboundServer(runtime, "127.0.0.1", 0, key_kinds=REPLY_KEY_KINDS)
     worker = QueueWorker(runtime, poll_seconds=0.05)
     server.start()
     worker.start()

@@ -2,7 +2,7 @@
 queue workers) use the capabilities (people, alerts, answers, the mail
 gateway), and the capabilities use the core (the shared mechanisms, the
 settings and the database).  Capabilities may use each other where they
-must, but the core imports no capability, and nothing outside the shells
+must, one way only (no circles but the listed ones), but the core imports no capability, and nothing outside the shells
 imports a shell.  An import that turns an arrow around, such as a core
 module reaching into ``alerts`` for a helper, or Runtime importing the
 gateway's reader, is easy to write and hard to see in review; these tests
@@ -63,6 +63,53 @@ def backwards(pairs: list[tuple[str, str]]) -> list[str]:
     return sorted(wrong)
 
 
+# Arrows between capabilities that may close a circle, each with why.
+# Every other arrow from one capability to another must be one way: the
+# capability imported does not import the importer back, directly or
+# through others.
+ALLOWED_CIRCLES = {
+    ("mailflow.gateway", "mailflow.alerts"): (
+        "a bounce report marks the alert delivery its bounce key names (gateway/bounces.py), "
+        "and the SMTP edge asks at RCPT whether a delivery holds that key; until bounce keys "
+        "are routed through a list the shells hand in, as reply keys are, this closes "
+        "alerts -> answers (the reply form, the status lines) -> gateway (reading replies) "
+        "-> alerts"
+    ),
+}
+
+
+def capability_of(name: str) -> str | None:
+    return next((c for c in CAPABILITIES if is_within(name, c)), None)
+
+
+def capability_arrows(pairs: list[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Which capability imports which other one, from module arrows."""
+    found = set()
+    for module, name in pairs:
+        source, target = capability_of(module), capability_of(name)
+        if source is not None and target is not None and source != target:
+            found.add((source, target))
+    return found
+
+
+def circles(pairs: list[tuple[str, str]]) -> list[str]:
+    """Each arrow between capabilities (but the allowed ones) whose target
+    leads back to its source, directly or through other capabilities."""
+    one_way = capability_arrows(pairs) - set(ALLOWED_CIRCLES)
+
+    def reachable(start: str) -> set[str]:
+        seen, todo = set(), [start]
+        while todo:
+            here = todo.pop()
+            for source, target in one_way:
+                if source == here and target not in seen:
+                    seen.add(target)
+                    todo.append(target)
+        return seen
+
+    return sorted(f"{a} -> {b} -> ... -> {a}" for a, b in one_way if a in reachable(b))
+
+
 def test_every_module_of_mailflow_belongs_to_a_layer() -> None:
     # A new folder must be placed in a layer, or the rule would skip it.
     assert [module for module in all_modules() if layer_of(module) is None] == []
@@ -111,3 +158,28 @@ def test_arrows_that_run_the_right_way_or_across_capabilities_are_allowed() -> N
 
     for source, module in allowed.items():
         assert backwards([(module, name) for name in imported_names(source, module)]) == []
+
+
+def test_no_capability_imports_one_that_imports_it_back() -> None:
+    assert circles(arrows(all_modules())) == []
+
+
+def test_each_allowed_circle_is_still_there() -> None:
+    # An allowed arrow that has gone must leave the list, so the list
+    # stays a true account of the circles left.
+    assert set(ALLOWED_CIRCLES) <= capability_arrows(arrows(all_modules()))
+
+
+def test_a_capability_importing_one_that_imports_it_back_is_seen() -> None:
+    # The gateway once built its list of reply keys from the answers,
+    # which read replies with the gateway.
+    pairs = [
+        ("mailflow.answers.alert_reply_key", "mailflow.gateway.reading.InboundReading"),
+        ("mailflow.gateway.kinds", "mailflow.answers.alert_reply_key.DeliveryReplies"),
+        ("mailflow.alerts.alert_email", "mailflow.answers.reply_form.build_reply_form"),
+    ]
+
+    assert circles(pairs) == [
+        "mailflow.answers -> mailflow.gateway -> ... -> mailflow.answers",
+        "mailflow.gateway -> mailflow.answers -> ... -> mailflow.gateway",
+    ]

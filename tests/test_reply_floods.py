@@ -19,6 +19,7 @@ from sqlalchemy import select
 from mailflow.core.models import Confirmation, Delivery, InboundMessage, OutgoingEmail, User
 from mailflow.core.runtime import Runtime
 from mailflow.gateway.smtpd import InboundServer
+from mailflow.workers.key_kinds import REPLY_KEY_KINDS
 from mailflow.workers.queue import QueueWorker
 from tests.support.pages import Web
 from tests.support.relay import CapturingRelay
@@ -33,7 +34,7 @@ def inbound(web: Web, relay: CapturingRelay) -> Iterator[tuple[Web, InboundServe
         web.settings, confirm_emails_per_hour=LIMIT, error_replies_per_hour=LIMIT
     )
     runtime = Runtime(limited)
-    server = InboundServer(runtime, "127.0.0.1", 0)
+    server = InboundServer(runtime, "127.0.0.1", 0, key_kinds=REPLY_KEY_KINDS)
     worker = QueueWorker(runtime, poll_seconds=0.05, threads=4)
     server.start()
     worker.start()

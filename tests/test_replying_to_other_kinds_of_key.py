@@ -80,10 +80,12 @@ def requests(session: Session, monkeypatch: pytest.MonkeyPatch) -> AccessRequest
     issue(session)
     session.commit()
     kind = AccessRequestReplies()
-    kinds = KeyKinds((DeliveryReplies(), kind))
-    monkeypatch.setattr("mailflow.workers.inbound.REPLY_KEY_KINDS", kinds)
-    monkeypatch.setattr("mailflow.gateway.inbound_handler.REPLY_KEY_KINDS", kinds)
+    monkeypatch.setattr("mailflow.workers.inbound.REPLY_KEY_KINDS", with_alert_replies(kind))
     return kind
+
+
+def with_alert_replies(kind: AccessRequestReplies) -> KeyKinds:
+    return KeyKinds((DeliveryReplies(), kind))
 
 
 def request_address() -> str:
@@ -156,7 +158,9 @@ def test_a_strangers_reply_to_an_alert_is_refused_without_its_words_being_parsed
 def test_the_inbound_server_takes_mail_for_a_key_any_kind_knows_and_refuses_others(
     runtime: Runtime, requests: AccessRequestReplies
 ) -> None:
-    server = InboundServer(runtime, "127.0.0.1", 0, lmtp=False)
+    server = InboundServer(
+        runtime, "127.0.0.1", 0, key_kinds=with_alert_replies(requests), lmtp=False
+    )
     server.start()
     try:
         with smtplib.SMTP("127.0.0.1", server.port, timeout=30) as client:

@@ -23,6 +23,7 @@ from mailflow.core.runtime import Runtime
 from mailflow.gateway.smtpd import InboundServer
 from mailflow.people.users import add_user
 from mailflow.people.welcome_email import queue_welcome_email
+from mailflow.workers.key_kinds import REPLY_KEY_KINDS
 from mailflow.workers.queue import QueueWorker
 from tests.support.environment import SECRET_KEY
 from tests.support.mail import delivery_report, html_text, parsed, plain_text
@@ -136,7 +137,7 @@ def test_every_welcome_says_whom_to_write_to_with_a_question(
 @pytest.fixture
 def running(settings: Settings, people: Session) -> Iterator[InboundServer]:
     runtime = Runtime(settings)
-    server = InboundServer(runtime, "127.0.0.1", 0)
+    server = InboundServer(runtime, "127.0.0.1", 0, key_kinds=REPLY_KEY_KINDS)
     worker = QueueWorker(runtime, poll_seconds=0.05)
     server.start()
     worker.start()

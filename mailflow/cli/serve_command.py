@@ -82,9 +82,10 @@ def add_inbound_server(supervisor: Supervisor, runtime: Runtime, settings: Setti
     # Imported here, as in `mailflow smtpd`: only the commands that run
     # the server pay for loading aiosmtpd.
     from mailflow.gateway.smtpd import InboundServer
+    from mailflow.workers.key_kinds import REPLY_KEY_KINDS
 
     host, port = settings.inbound_addr
-    server = InboundServer(runtime, host, port)
+    server = InboundServer(runtime, host, port, key_kinds=REPLY_KEY_KINDS)
     supervisor.add(server.start, server.stop)
 
 

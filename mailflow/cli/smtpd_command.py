@@ -51,11 +51,12 @@ def smtpd(ctx: Context, lmtp: bool, listen: tuple[str, int] | None) -> None:
     # Imported here: only the commands that run the server pay for
     # loading aiosmtpd.
     from mailflow.gateway.smtpd import InboundServer
+    from mailflow.workers.key_kinds import REPLY_KEY_KINDS
 
     ctx.require_schema()
     settings = ctx.settings
     host, port = listen or settings.inbound_addr
-    server = InboundServer(ctx.runtime, host, port, lmtp=lmtp)
+    server = InboundServer(ctx.runtime, host, port, key_kinds=REPLY_KEY_KINDS, lmtp=lmtp)
 
     def start() -> None:
         try:

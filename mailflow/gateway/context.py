@@ -74,7 +74,8 @@ class PrepareAgain(Exception):
 
 
 class ReplyKeyKind(Protocol):
-    """A kind of reply key: register one in ``gateway.kinds``."""
+    """A kind of reply key: register one in the shells' list,
+    ``workers/key_kinds.py``."""
 
     name: str
 

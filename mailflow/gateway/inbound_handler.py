@@ -27,8 +27,8 @@ from mailflow.core.mail.addresses import AddressKind, ServiceAddress, parse_serv
 from mailflow.core.runtime import Runtime
 from mailflow.gateway.group_commit import GroupCommitter
 from mailflow.gateway.inbound_messages import Received
-from mailflow.gateway.kinds import REPLY_KEY_KINDS
 from mailflow.gateway.raw_headers import limits_problem
+from mailflow.gateway.routing import KeyKinds
 
 log = logging.getLogger(__name__)
 
@@ -81,12 +81,18 @@ def _unstorable_sender(address: str) -> str | None:
 
 
 class InboundHandler:
-    """aiosmtpd handler: check recipients at RCPT, store at DATA."""
+    """aiosmtpd handler: check recipients at RCPT, store at DATA.  A reply
+    key is asked of ``key_kinds``, the shell's list of what keys belong to."""
 
     def __init__(
-        self, runtime: Runtime, committer: GroupCommitter, lookups: ThreadPoolExecutor
+        self,
+        runtime: Runtime,
+        committer: GroupCommitter,
+        lookups: ThreadPoolExecutor,
+        key_kinds: KeyKinds,
     ) -> None:
         self.runtime = runtime
+        self.key_kinds = key_kinds
         self.committer = committer
         self.lookups = lookups
         # Messages being committed now (touched only on the event loop).
@@ -169,7 +175,7 @@ class InboundHandler:
         with self.runtime.readers() as session:
             if address.kind is AddressKind.REPLY:
                 settings = self.runtime.settings
-                return REPLY_KEY_KINDS.accepts(session, address.key, settings=settings, now=now)
+                return self.key_kinds.accepts(session, address.key, settings=settings, now=now)
             return bounce_key_in_use(session, address.key, now=now)
 
     async def handle_DATA(self, server: SMTP, session: SMTPSession, envelope: Envelope) -> str:

@@ -43,6 +43,7 @@ from mailflow.core.runtime import Runtime
 from mailflow.gateway.group_commit import GroupCommitter
 from mailflow.gateway.inbound_handler import InboundHandler
 from mailflow.gateway.retention import PURGE_INTERVAL_SECONDS, purge_expired_inbound
+from mailflow.gateway.routing import KeyKinds
 from mailflow.gateway.smtp_limits import (
     GatedLMTP,
     GatedSMTP,
@@ -97,7 +98,8 @@ class InboundLMTP(GatedLMTP):
 
 class InboundServer:
     """The handler on a listening socket, served by an event loop in a
-    thread of its own; ``start()`` returns once it listens."""
+    thread of its own; ``start()`` returns once it listens.  ``key_kinds``
+    is the shell's list of what reply keys belong to, asked at RCPT."""
 
     def __init__(
         self,
@@ -105,9 +107,11 @@ class InboundServer:
         host: str,
         port: int,
         *,
+        key_kinds: KeyKinds,
         lmtp: bool = False,
     ) -> None:
         self.runtime = runtime
+        self.key_kinds = key_kinds
         self.host = host
         self.requested_port = port
         self.lmtp = lmtp
@@ -158,7 +162,7 @@ class InboundServer:
         loop = asyncio.new_event_loop()
         committer = GroupCommitter(self.runtime)
         lookups = ThreadPoolExecutor(LOOKUP_THREADS, thread_name_prefix="smtpd-lookup")
-        self._handler = InboundHandler(self.runtime, committer, lookups)
+        self._handler = InboundHandler(self.runtime, committer, lookups, self.key_kinds)
         self._lookups = lookups
         thread = threading.Thread(target=loop.run_forever, name="smtpd", daemon=True)
         thread.start()

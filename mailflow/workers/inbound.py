@@ -21,9 +21,9 @@ from mailflow.core.text import escape_controls
 from mailflow.gateway.bounded_reading import ReadingTookTooLong, read_within_bound
 from mailflow.gateway.context import InboundContext, PrepareAgain
 from mailflow.gateway.inbound_messages import fail_inbound, finish_inbound
-from mailflow.gateway.kinds import REPLY_KEY_KINDS
 from mailflow.gateway.reading import InboundReading
 from mailflow.gateway.routing import address_of, prepare, route
+from mailflow.workers.key_kinds import REPLY_KEY_KINDS
 
 log = logging.getLogger(__name__)
 
