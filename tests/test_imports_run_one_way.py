@@ -2,12 +2,13 @@
 queue workers) use the capabilities (people, alerts, answers, the mail
 gateway), and the capabilities use the core (the shared mechanisms, the
 settings and the database).  Capabilities may use each other where they
-must, one way only (no circles but the listed ones), but the core imports no capability, and nothing outside the shells
-imports a shell.  An import that turns an arrow around, such as a core
-module reaching into ``alerts`` for a helper, or Runtime importing the
-gateway's reader, is easy to write and hard to see in review; these tests
-see it.  They read every module with ``ast`` (no third-party tool needed),
-so imports inside functions and under ``TYPE_CHECKING`` count too."""
+must, one way only (no circles but the listed ones), but the core imports
+no capability, and nothing outside the shells imports a shell.  An import
+that turns an arrow around, such as a core module reaching into
+``alerts`` for a helper, or Runtime importing the gateway's reader, is
+easy to write and hard to see in review; these tests see it.  They read
+every module with ``ast`` (no third-party tool needed), so imports inside
+functions and under ``TYPE_CHECKING`` count too."""
 
 from __future__ import annotations
 
