@@ -12,16 +12,28 @@ from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 
 from mailflow.answers.reply_emails import describe_answer
 from mailflow.answers.reply_pages import ReplyAnswersKind
 from mailflow.answers.status_link import StatusLinkKind
+from mailflow.core.links import ANSWER_LINK, CONFIRM_LINK
 from mailflow.core.models import Alert, Answer, Organisation
 from mailflow.core.pages.commit_flow import CommitFlow, LinkKind
 from mailflow.core.pages.refusals import form_dict, guarded
 from mailflow.core.pages.rendering import Pages
 from mailflow.core.pages.security import session_user
 from mailflow.core.runtime import Runtime
+
+
+def routes(runtime: Runtime, pages: Pages) -> list[Route]:
+    """The answers' pages, for the web app to serve."""
+    answers = AnswerPages(runtime, pages)
+    return [
+        Route(ANSWER_LINK.route, answers.link, methods=["GET", "POST"]),
+        Route(CONFIRM_LINK.route, answers.confirm, methods=["GET", "POST"]),
+        Route("/recorded", answers.recorded, methods=["GET"]),
+    ]
 
 
 class AnswerPages:

@@ -1,5 +1,7 @@
-"""The web app: the pages where answers are committed with a second
-factor, and where people set up their authenticator app."""
+"""The web app: the shell that serves each capability's pages (where
+answers are committed with a second factor, and where people set up their
+authenticator app) beside its own: home, the stylesheet, signing out, and
+the error pages."""
 
 from __future__ import annotations
 
@@ -16,8 +18,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mailflow.answers.answer_pages import AnswerPages
-from mailflow.core.links import ANSWER_LINK, CONFIRM_LINK, ENROL_LINK, SETUP_LINK_SUFFIX
+from mailflow.answers import answer_pages
 from mailflow.core.pages.refusals import FORM_EXPIRED, form_dict
 from mailflow.core.pages.rendering import Pages, web_root
 from mailflow.core.pages.security import (
@@ -32,8 +33,7 @@ from mailflow.core.pages.security import (
 )
 from mailflow.core.runtime import Runtime
 from mailflow.core.second_factor.verified_sessions import end_verified_session
-from mailflow.people.enrolment import EnrolmentPages
-from mailflow.people.setup_link import SetupLinkPages
+from mailflow.people import people_pages
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +89,6 @@ def create_app(runtime: Runtime) -> ASGIApp:
         zone_name=settings.timezone,
         help_email=settings.help_email,
     )
-    answers = AnswerPages(runtime, pages)
-    enrolment = EnrolmentPages(runtime, pages)
-    setup_links = SetupLinkPages(runtime, pages)
     stylesheet = (web_root() / "static" / "mailflow.css").read_bytes()
 
     async def home(request: Request) -> Response:
@@ -148,16 +145,9 @@ def create_app(runtime: Runtime) -> ASGIApp:
     routes = [
         Route("/", home, methods=["GET"]),
         Route("/static/mailflow.css", css, methods=["GET"]),
-        Route(ANSWER_LINK.route, answers.link, methods=["GET", "POST"]),
-        Route(CONFIRM_LINK.route, answers.confirm, methods=["GET", "POST"]),
-        Route(
-            ANSWER_LINK.route + SETUP_LINK_SUFFIX, setup_links.from_answer_link, methods=["POST"]
-        ),
-        Route(
-            CONFIRM_LINK.route + SETUP_LINK_SUFFIX, setup_links.from_confirm_link, methods=["POST"]
-        ),
-        Route("/recorded", answers.recorded, methods=["GET"]),
-        Route(ENROL_LINK.route, enrolment.enrol, methods=["GET", "POST"]),
+        # Each capability registers its own pages.
+        *answer_pages.routes(runtime, pages),
+        *people_pages.routes(runtime, pages),
         Route("/sign-out", sign_out, methods=["POST"]),
         Route("/signed-out", signed_out, methods=["GET"]),
     ]
