@@ -31,14 +31,12 @@ from mailflow.core.pages.forms import Problems
 from mailflow.core.pages.refusals import (
     FORM_EXPIRED,
     Refusal,
-    check_session_user,
     form_dict,
     guarded,
+    open_link,
     refuse_links_from_before_removal,
-    verify_token,
 )
 from mailflow.core.pages.rendering import Pages
-from mailflow.core.pages.security import csrf_ok
 from mailflow.core.pending import link_used
 from mailflow.core.runtime import Runtime
 from mailflow.core.second_factor.mfa import (
@@ -96,10 +94,12 @@ class EnrolmentPages:
         form = form_dict(await request.form()) if request.method == "POST" else None
         return await run_in_threadpool(guarded, self.pages, request, self._enrol, token, form)
 
-    def _user(self, token: str, now: datetime, posted: bool) -> User:
-        payload = verify_token(self.tokens, token, now)
-        user_id = payload.get("u")
-        if not isinstance(user_id, int) or not isinstance(payload.get("n"), str):
+    def _user(
+        self, request: Request, token: str, form: dict[str, Any] | None, now: datetime
+    ) -> User:
+        payload, user_id = open_link(request, self.tokens, token, form, now)
+        posted = form is not None
+        if not isinstance(payload.get("n"), str):
             raise Refusal(400, "This link is not valid", "This link is not valid.")
         with self.runtime.readers() as session:
             user = session.get(User, user_id)
@@ -127,10 +127,7 @@ class EnrolmentPages:
 
     def _enrol(self, request: Request, token: str, form: dict[str, Any] | None) -> Response:
         now = self.runtime.clock()
-        if form is not None and not csrf_ok(request, form):
-            raise Refusal(403, "This form has expired", FORM_EXPIRED)
-        user = self._user(token, now, posted=form is not None)
-        check_session_user(request, user.id)
+        user = self._user(request, token, form, now)
         if form is None:
             return self.pages.render(
                 request,

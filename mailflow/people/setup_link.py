@@ -23,16 +23,13 @@ from mailflow.core.links import ANSWER_LINK, CONFIRM_LINK, SETUP_LINK_SUFFIX, To
 from mailflow.core.models import User
 from mailflow.core.outgoing import recent_count
 from mailflow.core.pages.refusals import (
-    FORM_EXPIRED,
     Refusal,
-    check_session_user,
     form_dict,
     guarded,
+    open_link,
     refuse_links_from_before_removal,
-    verify_token,
 )
 from mailflow.core.pages.rendering import Pages
-from mailflow.core.pages.security import csrf_ok
 from mailflow.core.runtime import Runtime
 from mailflow.core.second_factor.mfa import is_enrolled
 from mailflow.people.welcome_email import WELCOME_KIND, queue_welcome_email
@@ -67,12 +64,7 @@ class SetupLinkPages:
         self, request: Request, tokens: TokenService, token: str, form: dict[str, Any]
     ) -> Response:
         now = self.runtime.clock()
-        if not csrf_ok(request, form):
-            raise Refusal(403, "This form has expired", FORM_EXPIRED)
-        user_id = verify_token(tokens, token, now).get("u")
-        if not isinstance(user_id, int) or isinstance(user_id, bool):
-            raise Refusal(400, "This link is not valid", "This link is not valid.")
-        check_session_user(request, user_id)
+        _, user_id = open_link(request, tokens, token, form, now)
         back = request.url.path.removesuffix(SETUP_LINK_SUFFIX)
         title, message, status = self._queue(tokens, token, user_id, now)
         return self.pages.render(

@@ -31,15 +31,8 @@ from mailflow.core.pages.committing import (
     commit_with_second_factor,
 )
 from mailflow.core.pages.forms import Problems, text
-from mailflow.core.pages.refusals import (
-    CODE_FIELD,
-    FORM_EXPIRED,
-    Refusal,
-    check_session_user,
-    int_field,
-    verify_token,
-)
-from mailflow.core.pages.security import csrf_ok, is_verified
+from mailflow.core.pages.refusals import CODE_FIELD, Refusal, open_link
+from mailflow.core.pages.security import is_verified
 from mailflow.core.runtime import Runtime
 
 Context = TypeVar("Context")
@@ -119,10 +112,7 @@ class CommitFlow:
     ) -> Response:
         """GET (or HEAD) shows the page and changes nothing; POST commits."""
         now = self.runtime.clock()
-        if form is not None and not csrf_ok(request, form):
-            raise Refusal(403, "This form has expired", FORM_EXPIRED)
-        payload = verify_token(kind.tokens, token, now)
-        check_session_user(request, int_field(payload, "u"))
+        payload, _ = open_link(request, kind.tokens, token, form, now)
         with self.runtime.readers() as session:
             context = kind.load(session, payload, token, now, form is not None)
         if form is None:

@@ -1,6 +1,7 @@
 """What every page that opens a link shares: the refusal that stops a
 request (shown as a problem page by the one guard), the checks of a signed
-link and of the person signed in, and reading a posted form."""
+link and of the person signed in (``open_link``, run first by every such
+page), and reading a posted form."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from starlette.responses import Response
 from mailflow.core.links import TokenExpired, TokenInvalid, TokenService
 from mailflow.core.models import User
 from mailflow.core.pages.rendering import Pages
-from mailflow.core.pages.security import session_user
+from mailflow.core.pages.security import csrf_ok, session_user
 
 CODE_FIELD = "code"
 
@@ -112,6 +113,25 @@ def check_session_user(request: Request, user_id: int) -> None:
     signed_in = session_user(request)
     if signed_in is not None and signed_in != user_id:
         raise Refusal(403, "This link was sent to someone else", SOMEONE_ELSE, sign_out=True)
+
+
+def open_link(
+    request: Request,
+    tokens: TokenService,
+    token: str,
+    form: dict[str, Any] | None,
+    now: datetime,
+) -> tuple[dict[str, Any], int]:
+    """The checks every page opening a signed link makes first, before it
+    reads the database: a posted form's CSRF token, the link's signature
+    and age, the person it names ("u"), and that no one else is signed in
+    (a forwarded link).  Returns the link's payload and that person's id."""
+    if form is not None and not csrf_ok(request, form):
+        raise Refusal(403, "This form has expired", FORM_EXPIRED)
+    payload = verify_token(tokens, token, now)
+    user_id = int_field(payload, "u")
+    check_session_user(request, user_id)
+    return payload, user_id
 
 
 def form_dict(form: Any) -> dict[str, Any]:
