@@ -11,17 +11,11 @@ from pydantic import ValidationError
 
 from mailflow.alerts.issuing import AlertSpec
 from mailflow.core.errors import InvalidInput
+from mailflow.core.files import read_text_file
 
 
 def read_alert_file(path: Path) -> AlertSpec:
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise InvalidInput(str(path), f"cannot read the file: {exc.strerror}") from exc
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InvalidInput(str(path), f"not UTF-8 text (byte {exc.start})") from exc
+    text = read_text_file(path)
     data: Any
     if path.suffix.lower() == ".json":
         try:

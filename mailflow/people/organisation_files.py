@@ -17,6 +17,7 @@ from datetime import date, datetime
 from pathlib import Path
 
 from mailflow.core.errors import InvalidInput
+from mailflow.core.files import read_text_file
 from mailflow.people.organisations import OrganisationRecord
 
 CODE_PATTERN = re.compile(r"^[A-Z0-9]{3,10}$")
@@ -30,14 +31,7 @@ MAX_NAME_LENGTH = 200
 
 def read_organisation_file(path: Path, org_type: str | None = None) -> list[OrganisationRecord]:
     """Read and check every row; raise InvalidInput naming the first bad line."""
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise InvalidInput(str(path), f"cannot read the file: {exc.strerror}") from exc
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InvalidInput(str(path), f"not UTF-8 text (byte {exc.start})") from exc
+    text = read_text_file(path)
     return parse_organisations(text, source=path.name, org_type=org_type)
 
 
