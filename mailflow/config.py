@@ -96,7 +96,7 @@ class Settings:
     inbound_read_seconds: float = 10.0
     # Addresses at the mail domain, besides reply+KEY and bounce+KEY, that
     # the inbound server accepts (local parts, e.g. "alerts", "postmaster").
-    service_addresses: tuple[str, ...] = ("alerts", "postmaster")
+    service_addresses: tuple[str, ...] = ("alerts", "postmaster", "access", "people")
     # SMTP sessions open at once, in all and from one client address.  Each
     # holds a file descriptor (and, in DATA, up to inbound_max_bytes of
     # memory), so the total stays far below the usual soft limit of 1,024
@@ -133,6 +133,18 @@ class Settings:
     # shown on every error page and in every email footer.  Unset: the
     # address emails come from.
     help_email: str = ""
+    # Where a request for an organisation with no active administrator
+    # goes, to be decided with `mailflow access approve|deny`.  Unset: the
+    # help address.
+    service_desk: str = ""
+    # A confirmed access request not decided this many days after it was
+    # sent expires (its requester is told); one reminder goes to the
+    # administrators after access_reminder_days.
+    access_request_days: int = 7
+    access_reminder_days: int = 3
+    # Every this many days each administrator is asked whether the people
+    # who answer for their organisation are still right.
+    access_review_days: int = 90
 
     @property
     def zone(self) -> ZoneInfo:
@@ -216,6 +228,10 @@ ENV_NAMES: dict[str, str] = {
     "confirm_emails_per_hour": "MAILFLOW_CONFIRM_EMAILS_PER_HOUR",
     "web_addr": "MAILFLOW_WEB_ADDR",
     "help_email": "MAILFLOW_HELP_EMAIL",
+    "service_desk": "MAILFLOW_SERVICE_DESK",
+    "access_request_days": "MAILFLOW_ACCESS_REQUEST_DAYS",
+    "access_reminder_days": "MAILFLOW_ACCESS_REMINDER_DAYS",
+    "access_review_days": "MAILFLOW_ACCESS_REVIEW_DAYS",
 }
 
 # The keys a TOML file may use are the setting names without the prefix, in
@@ -336,4 +352,13 @@ def load_settings(
         )
     if not values.get("help_email"):
         values["help_email"] = parseaddr(values["from_address"])[1]
+    if not values.get("service_desk"):
+        values["service_desk"] = values["help_email"]
+    reminder = values.get("access_reminder_days", Settings.access_reminder_days)
+    if reminder >= values.get("access_request_days", Settings.access_request_days):
+        raise ConfigError(
+            "MAILFLOW_ACCESS_REMINDER_DAYS",
+            "must be fewer days than MAILFLOW_ACCESS_REQUEST_DAYS (the reminder comes "
+            "before the request expires)",
+        )
     return Settings(**values)

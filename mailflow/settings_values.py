@@ -260,4 +260,8 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "confirm_emails_per_hour": _parse_positive_int,
     "web_addr": lambda t: parse_host_port(t),
     "help_email": lambda t: _parse_address(t) if t else "",
+    "service_desk": lambda t: _parse_address(t) if t else "",
+    "access_request_days": _parse_positive_int,
+    "access_reminder_days": _parse_positive_int,
+    "access_review_days": _parse_positive_int,
 }

@@ -438,7 +438,7 @@ def test_the_config_command_writes_each_setting_as_it_would_be_set(tmp_path: Pat
         "MAILFLOW_SECRET_KEY_FILE=var/secret-key",
     ]
     assert "MAILFLOW_INBOUND_ADDR=127.0.0.1:8025" in lines
-    assert "MAILFLOW_SERVICE_ADDRESSES=alerts,postmaster" in lines
+    assert "MAILFLOW_SERVICE_ADDRESSES=alerts,postmaster,access,people" in lines
     assert "MAILFLOW_SMTP_TIMEOUT_SECONDS=60" in lines
     assert "MAILFLOW_MAILDIR=var/maildir" in lines
 

@@ -19,7 +19,13 @@ from tests.support.imports import imported_names, is_within, module_name
 
 PACKAGE_FOLDER = Path(mailflow.__file__).parent
 SHELLS = ("mailflow.cli", "mailflow.web", "mailflow.workers", "mailflow.__main__")
-CAPABILITIES = ("mailflow.people", "mailflow.alerts", "mailflow.answers", "mailflow.gateway")
+CAPABILITIES = (
+    "mailflow.people",
+    "mailflow.alerts",
+    "mailflow.answers",
+    "mailflow.access",
+    "mailflow.gateway",
+)
 CORE = ("mailflow.core", "mailflow.config", "mailflow.settings_values", "mailflow.db")
 ROOT = "mailflow"
 

@@ -19,6 +19,7 @@ from mailflow.cli.imap_command import imap
 from mailflow.cli.inbound_command import inbound
 from mailflow.cli.mail_command import mail
 from mailflow.cli.orgs_command import orgs
+from mailflow.cli.scheduler_command import scheduler
 from mailflow.cli.serve_command import serve
 from mailflow.cli.smtpd_command import smtpd
 from mailflow.cli.users_command import users
@@ -61,6 +62,7 @@ for command in (
     alert,
     worker,
     serve,
+    scheduler,
     smtpd,
     web,
     imap,

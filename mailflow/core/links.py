@@ -28,6 +28,13 @@ class Purpose(enum.StrEnum):
     ANSWER = "answer"  # /r/TOKEN: one status for one organisation, from an alert email
     CONFIRM = "confirm"  # /c/TOKEN: pending answers from a reply
     ENROL = "enrol"  # MFA enrolment from a welcome email
+    ACCESS_NEW = "access-new"  # /access/new/TOKEN: ask for another organisation (in footers)
+    ACCESS_CONFIRM = "access-confirm"  # /access/confirm/TOKEN: a request from an email, pending
+    ACCESS_DECIDE = "access-decide"  # /access/TOKEN/approve|deny: an administrator's decision
+    DECISION_CONFIRM = "decision-confirm"  # /access/decision/TOKEN: a decision from a reply
+    PEOPLE = "people"  # /people/TOKEN: an administrator's page of their organisation's people
+    PEOPLE_CONFIRM = "people-confirm"  # /people/confirm/TOKEN: people lines from an email
+    REVIEW = "review"  # /people/review/TOKEN: the periodic "still right?" of an organisation
 
 
 class TokenError(Exception):
@@ -137,7 +144,41 @@ CONFIRM_LINK = LinkSpec(
     Purpose.CONFIRM, "/c/", lambda settings: timedelta(hours=settings.confirm_link_hours)
 )
 ENROL_LINK = LinkSpec(Purpose.ENROL, "/enrol/", lambda _: ENROL_LINK_LIFETIME)
-LINK_KINDS = (ANSWER_LINK, CONFIRM_LINK, ENROL_LINK)
+
+
+def _confirm_lifetime(settings: Settings) -> timedelta:
+    return timedelta(hours=settings.confirm_link_hours)
+
+
+def _request_lifetime(settings: Settings) -> timedelta:
+    return timedelta(days=settings.access_request_days)
+
+
+# Access and people (mailflow/access/).  A decision link lives as long as
+# the request it decides; a request's confirm link as long as an answer's.
+ACCESS_NEW_LINK = LinkSpec(
+    Purpose.ACCESS_NEW, "/access/new/", lambda settings: timedelta(days=settings.answer_link_days)
+)
+ACCESS_CONFIRM_LINK = LinkSpec(Purpose.ACCESS_CONFIRM, "/access/confirm/", _confirm_lifetime)
+# Its pages are PATH_PREFIX + TOKEN + "/approve" or "/deny".
+ACCESS_DECIDE_LINK = LinkSpec(Purpose.ACCESS_DECIDE, "/access/", _request_lifetime)
+DECISION_CONFIRM_LINK = LinkSpec(Purpose.DECISION_CONFIRM, "/access/decision/", _confirm_lifetime)
+PEOPLE_LINK = LinkSpec(Purpose.PEOPLE, "/people/", lambda _: timedelta(days=7))
+PEOPLE_CONFIRM_LINK = LinkSpec(Purpose.PEOPLE_CONFIRM, "/people/confirm/", _confirm_lifetime)
+REVIEW_LINK = LinkSpec(Purpose.REVIEW, "/people/review/", lambda _: timedelta(days=30))
+
+LINK_KINDS = (
+    ANSWER_LINK,
+    CONFIRM_LINK,
+    ENROL_LINK,
+    ACCESS_NEW_LINK,
+    ACCESS_CONFIRM_LINK,
+    ACCESS_DECIDE_LINK,
+    DECISION_CONFIRM_LINK,
+    PEOPLE_LINK,
+    PEOPLE_CONFIRM_LINK,
+    REVIEW_LINK,
+)
 
 # Appended to the path of an answer or confirm link: where the page's
 # "email me a set-up link" button posts.

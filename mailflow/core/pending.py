@@ -28,6 +28,15 @@ from mailflow.core.models import PendingAction
 REPLY_ANSWERS = "reply-answers"
 ANSWER_LINK_USE = "answer-link"
 ENROL_LINK_USE = "enrol-link"
+# Access and people (mailflow/access/): waiting for their person...
+ACCESS_REQUEST = "access-request"  # a request read from an email to access@
+ACCESS_DECISION = "access-decision"  # an administrator's reply: APPROVE or DENY
+PEOPLE_CHANGES = "people-changes"  # people lines from an email to people@
+# ...and the single use of the links that commit one.
+ACCESS_NEW_LINK_USE = "access-new-link"
+ACCESS_DECIDE_LINK_USE = "access-decide-link"
+PEOPLE_LINK_USE = "people-link"
+REVIEW_LINK_USE = "review-link"
 
 
 def new_token() -> str:

@@ -62,6 +62,20 @@ class ReplyContext(InboundContext):
     owner: KeyOwner
 
 
+@dataclass(frozen=True)
+class MailboxContext(InboundContext):
+    """A message to one of our named mailboxes (``access@``, ``people@``)
+    that passed the shared checks: not automatic, a strict From that our
+    own server's DMARC verdict does not contradict.  ``person`` is the
+    active person with that address, or None for a stranger.  The From
+    alone proves nothing, so a mailbox's handler only ever records what
+    its person must then confirm with their second factor."""
+
+    mailbox: str
+    sender: str
+    person: User | None
+
+
 class PrepareAgain(Exception):
     """Raised by a handler, inside the write transaction, when what was
     read beforehand no longer holds (the person's access changed, or the
@@ -100,3 +114,26 @@ class ReplyKeyKind(Protocol):
 
     def handle(self, reply: ReplyContext, prepared: object) -> Outcome:
         """What the reply does, inside the write transaction."""
+
+
+class MailboxKind(Protocol):
+    """A named mailbox at the mail domain whose mail a capability reads:
+    register one in the shells' list, ``workers/key_kinds.py``."""
+
+    # The local part: "access" for access@MAIL_DOMAIN.
+    name: str
+
+    def prepare(
+        self,
+        session: Session,
+        person: User | None,
+        reading: InboundReading,
+        *,
+        settings: Settings,
+        now: datetime,
+    ) -> object:
+        """Read the message's words, in a read-only session and before the
+        write transaction (as ``ReplyKeyKind.prepare``)."""
+
+    def handle(self, message: MailboxContext, prepared: object) -> Outcome:
+        """What the message does, inside the write transaction."""

@@ -106,6 +106,7 @@ class InboundHandler:
             return True
         local, at, domain = address.strip().strip("<>").rpartition("@")
         service = {name.lower() for name in settings.service_addresses}
+        service.update(self.key_kinds.mailbox_names)
         if not at:
             # RFC 5321 4.5.1: <Postmaster> without a domain must be accepted.
             return domain.lower() == "postmaster" and "postmaster" in service

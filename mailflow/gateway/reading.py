@@ -234,3 +234,25 @@ def find_service_address(
         if found is not None:
             return found
     return None
+
+
+def find_mailbox(
+    envelope_to: Iterable[str],
+    reading: InboundReading,
+    mail_domain: str,
+    names: Iterable[str],
+    *,
+    source: str,
+) -> str | None:
+    """Which of our named mailboxes (``access@``, ``people@``) the message
+    came to, by the same rule as ``find_service_address``: the envelope
+    over SMTP and LMTP, the delivery headers too over IMAP."""
+    wanted = {name.lower() for name in names}
+    candidates = list(envelope_to)
+    if source == "imap":
+        candidates += reading.delivered_to
+    for candidate in candidates:
+        local, at, domain = candidate.strip().strip("<>").rpartition("@")
+        if at and domain.lower() == mail_domain.lower() and local.lower() in wanted:
+            return local.lower()
+    return None

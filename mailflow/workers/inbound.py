@@ -22,7 +22,7 @@ from mailflow.gateway.bounded_reading import ReadingTookTooLong, read_within_bou
 from mailflow.gateway.context import InboundContext, PrepareAgain
 from mailflow.gateway.inbound_messages import fail_inbound, finish_inbound
 from mailflow.gateway.reading import InboundReading
-from mailflow.gateway.routing import address_of, prepare, route
+from mailflow.gateway.routing import address_of, mailbox_of, prepare, route
 from mailflow.workers.key_kinds import REPLY_KEY_KINDS
 
 log = logging.getLogger(__name__)
@@ -81,9 +81,16 @@ def _prepare(runtime: Runtime, stored: _Stored, reading: InboundReading) -> obje
     session, before the write transaction."""
     settings = runtime.settings
     address = address_of(settings, stored.envelope_to, stored.source, reading)
+    mailbox = mailbox_of(settings, REPLY_KEY_KINDS, stored.envelope_to, stored.source, reading)
     with runtime.readers() as session:
         return prepare(
-            session, REPLY_KEY_KINDS, address, reading, settings=settings, now=runtime.clock()
+            session,
+            REPLY_KEY_KINDS,
+            address,
+            reading,
+            settings=settings,
+            now=runtime.clock(),
+            mailbox=mailbox,
         )
 
 

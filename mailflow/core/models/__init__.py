@@ -7,6 +7,13 @@ compare against) holds them all, and ``from mailflow.core.models import X``
 works whichever module ``X`` lives in.
 """
 
+from mailflow.core.models.access import (
+    AccessDecisionKey,
+    AccessRequest,
+    AccessReview,
+    AccessState,
+    PeopleKey,
+)
 from mailflow.core.models.alerts import Alert, AlertAudience, Delivery, DeliveryState, Severity
 from mailflow.core.models.answers import AlertStatus, Answer, Confirmation, PendingAnswer
 from mailflow.core.models.audit import AuditEvent
@@ -33,6 +40,10 @@ from mailflow.core.models.people import (
 )
 
 __all__ = [
+    "AccessDecisionKey",
+    "AccessRequest",
+    "AccessReview",
+    "AccessState",
     "Alert",
     "AlertAudience",
     "AlertStatus",
@@ -56,6 +67,7 @@ __all__ = [
     "OutgoingState",
     "PendingAction",
     "PendingAnswer",
+    "PeopleKey",
     "RecoveryCode",
     "Role",
     "Severity",

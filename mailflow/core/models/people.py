@@ -78,7 +78,7 @@ class User(Base):
     links_valid_after: Mapped[datetime | None]
 
     memberships: Mapped[list[Membership]] = relationship(
-        back_populates="user", cascade="all, delete-orphan"
+        back_populates="user", cascade="all, delete-orphan", foreign_keys="Membership.user_id"
     )
 
 
@@ -91,8 +91,13 @@ class Membership(Base):
     organisation_id: Mapped[int] = mapped_column(ForeignKey("organisations.id"), index=True)
     role: Mapped[Role] = mapped_column(text_enum(Role, "role"))
     created_at: Mapped[datetime]
+    # Who gave the role (an administrator, or the approver of a request);
+    # None for the command line and organisation files.
+    granted_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    # The approved request the role came from, if it did.
+    access_request_id: Mapped[int | None] = mapped_column(ForeignKey("access_requests.id"))
 
-    user: Mapped[User] = relationship(back_populates="memberships")
+    user: Mapped[User] = relationship(back_populates="memberships", foreign_keys=[user_id])
     organisation: Mapped[Organisation] = relationship()
 
 
