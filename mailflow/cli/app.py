@@ -10,6 +10,7 @@ import logging
 
 import click
 
+from mailflow.cli.access_command import access
 from mailflow.cli.alert_command import alert
 from mailflow.cli.config_command import show_config
 from mailflow.cli.context import Context
@@ -59,6 +60,7 @@ for command in (
     db,
     orgs,
     users,
+    access,
     alert,
     worker,
     serve,
