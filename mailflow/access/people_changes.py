@@ -143,7 +143,7 @@ def open_requests_for(session: Session, organisation_id: int) -> list[tuple[Acce
                 AccessRequest.state == AccessState.OPEN,
             )
             .order_by(AccessRequest.created_at)
-        ).tuples()
+        )
     ]
 
 
