@@ -13,7 +13,6 @@ from sqlalchemy import select
 from mailflow.access.people_lines import (
     PeopleLine,
     PeopleLinesNotUnderstood,
-    Verb,
     parse_people_lines,
     render_line,
 )
@@ -31,16 +30,17 @@ from mailflow.core.models import (
 )
 from mailflow.core.runtime import utc_now
 from tests.support.pages import Web, answer_link, pending_link, post_form, row_counts, user_id
-from tests.support.people_admin import (  # noqa: F401
+from tests.support.people_admin import (
     ANN,
-    PEOPLE,
-    admin_web,
+    admin_fixture,
     emails,
     link_in,
     reply_key_of,
     send_lines,
     text_of,
 )
+
+admin_web = admin_fixture()
 
 # ------------------------------------------------------------ the grammar
 
@@ -194,9 +194,7 @@ def test_the_code_is_needed_when_administering_several(admin_web: Web) -> None:
 @pytest.mark.parametrize("sender", ["raj@riverside.example", "stranger@elsewhere.example"])
 def test_a_non_administrator_is_refused_and_nothing_changes(admin_web: Web, sender: str) -> None:
     web = admin_web
-    before = (
-        row_counts(web.engine)["memberships"] if "memberships" in row_counts(web.engine) else None
-    )
+    before = row_counts(web.engine).get("memberships")
     message = send_lines(web, sender, "REMOVE ann@riverside.example")
     assert message.state == InboundState.PROCESSED
     [refused] = emails(web.db(), "people_refused")

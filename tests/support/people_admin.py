@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -22,8 +23,12 @@ PEOPLE = f"people@{DOMAIN}"
 ANN = "ann@riverside.example"
 
 
-@pytest.fixture
-def admin_web(
+def admin_fixture() -> Any:
+    """The ``admin_web`` fixture, for a test module to bind to that name."""
+    return pytest.fixture(name="admin_web")(_admin_web)
+
+
+def _admin_web(
     settings: Settings, session: Session, engine: sa.Engine, quick_scrypt: None
 ) -> Iterator[Web]:
     """The seeded people and alert, with Ann (administrator of RXA) able
