@@ -148,7 +148,7 @@ def send_due_reviews(runtime: Runtime, now: datetime) -> list[str]:
     one that another pass sent first is skipped and the others go on."""
     settings = runtime.settings
     with runtime.readers() as session:
-        due = due_reviews(session, now, settings.access_review_days)
+        due = due_reviews(session, now, settings.access_review_days, limit=BATCH)
     done = []
     for one in due:
         try:
