@@ -7,6 +7,7 @@ other at the same moment leave one."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import smtplib
 import threading
@@ -15,11 +16,11 @@ from typing import Any
 
 import pyotp
 import pytest
-import sqlalchemy as sa
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 
+from mailflow.access import people_changes
 from mailflow.access.people_changes import apply_changes
 from mailflow.access.people_lines import PeopleLine, Verb
 from mailflow.config import Settings, parse_relay
@@ -143,7 +144,7 @@ def test_a_forged_sender_to_people_records_and_sends_nothing(
 
 
 def test_the_last_two_administrators_removing_each_other_leave_one(
-    settings: Settings, session: Session, engine: sa.Engine, backend: str
+    settings: Settings, session: Session, backend: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seed_people(session)
     session.execute(
@@ -154,17 +155,26 @@ def test_the_last_two_administrators_removing_each_other_leave_one(
     session.commit()
     ann, raj = user_id(session, ANN), user_id(session, RAJ)
     runtime = Runtime(settings)
-    # On PostgreSQL both transactions are open before either looks; on
-    # SQLite a write transaction holds the lock from its start, so they
-    # can only take turns (the second must still see the first's removal).
-    both_in = threading.Barrier(2 if backend == "postgresql" else 1, timeout=10)
     outcomes: dict[int, str] = {}
+    # Each commit waits (a moment at most) just after taking the lock for
+    # the other to reach the same point: with the lock the second cannot
+    # get there until the first has committed, so the wait runs out; without
+    # it both would go on to check "another administrator is left" at once.
+    # SQLite's write transactions take turns from their start: no wait there.
+    both_locked = threading.Barrier(2 if backend == "postgresql" else 1, timeout=2)
+    lock = people_changes._lock_organisations
+
+    def lock_then_wait(*args: Any, **kwargs: Any) -> Any:
+        locked = lock(*args, **kwargs)
+        with contextlib.suppress(threading.BrokenBarrierError):
+            both_locked.wait()
+        return locked
+
+    monkeypatch.setattr(people_changes, "_lock_organisations", lock_then_wait)
 
     def remove(administrator: int, other: str) -> None:
         try:
             with runtime.sessions.begin() as own:
-                own.execute(select(1))
-                both_in.wait()
                 apply_changes(
                     own,
                     settings,
