@@ -7,11 +7,16 @@ conversation with an administrator) is one more line."""
 
 from __future__ import annotations
 
+from mailflow.access.people_mailbox import PeopleMailbox, PeopleReplies
 from mailflow.answers.alert_reply_key import DeliveryReplies
 from mailflow.gateway.routing import KeyKinds
 
 REPLY_KEY_KINDS = KeyKinds(
     (
         DeliveryReplies(),  # the Reply-To of an alert email
-    )
+        PeopleReplies(),  # the Reply-To of an email to an administrator about their people
+    ),
+    mailboxes=(
+        PeopleMailbox(),  # people@: administrators' people lines
+    ),
 )
