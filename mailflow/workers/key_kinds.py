@@ -7,11 +7,15 @@ conversation with an administrator) is one more line."""
 
 from __future__ import annotations
 
+from mailflow.access.request_mailbox import AccessRequests
 from mailflow.answers.alert_reply_key import DeliveryReplies
 from mailflow.gateway.routing import KeyKinds
 
 REPLY_KEY_KINDS = KeyKinds(
     (
         DeliveryReplies(),  # the Reply-To of an alert email
-    )
+    ),
+    mailboxes=(
+        AccessRequests(),  # access@: REQUEST lines
+    ),
 )
