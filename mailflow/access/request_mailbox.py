@@ -26,6 +26,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from mailflow.access import asking
 from mailflow.access.request_emails import (
     CONFIRM_KIND,
     REFUSED_KIND,
@@ -33,11 +34,10 @@ from mailflow.access.request_emails import (
     queue_refused_email,
 )
 from mailflow.access.request_lines import RequestLines, read_request_lines
-from mailflow.access.requests import open_request_for
 from mailflow.answers.reply_form import LineProblem
 from mailflow.config import Settings
 from mailflow.core import pending
-from mailflow.core.models import Membership, Organisation, Role, User
+from mailflow.core.models import Organisation, User
 from mailflow.core.outgoing import recent_count
 from mailflow.gateway.context import MailboxContext, Outcome, ignored, processed
 from mailflow.gateway.reading import InboundReading
@@ -59,36 +59,6 @@ class Wanted:
     refusals: list[str]
 
 
-def request_refusals(
-    session: Session, person: User, organisations: Sequence[Organisation]
-) -> list[str]:
-    """Why this person may not ask for each of these organisations: closed,
-    already answered for, already asked for (empty when all may go on)."""
-    held = held_organisation_ids(session, person.id)
-    refusals = []
-    for org in organisations:
-        if not org.is_open:
-            refusals.append(f"{org.code} ({org.name}) is closed.")
-        elif org.id in held:
-            refusals.append(f"You already answer for {org.code} ({org.name}).")
-        elif open_request_for(session, requester_id=person.id, organisation_id=org.id):
-            refusals.append(
-                f"You have already asked to answer for {org.code} ({org.name}): "
-                "its administrators are deciding."
-            )
-    return refusals
-
-
-def held_organisation_ids(session: Session, user_id: int) -> set[int]:
-    """The organisations the person answers for (alert-only does not)."""
-    rows = session.scalars(
-        select(Membership.organisation_id)
-        .where(Membership.user_id == user_id)
-        .where(Membership.role != Role.ALERT_ONLY)
-    )
-    return set(rows)
-
-
 def wanted_organisations(session: Session, person: User, codes: Sequence[str]) -> Wanted:
     found = {
         o.code: o
@@ -97,7 +67,7 @@ def wanted_organisations(session: Session, person: User, codes: Sequence[str]) -
     unknown = [c for c in codes if c not in found]
     organisations = [found[c] for c in codes if c in found]
     refusals = [f"{c} is not an organisation we know." for c in unknown]
-    refusals += request_refusals(session, person, organisations)
+    refusals += asking.refusals(session, person, organisations)
     return Wanted(organisations, refusals)
 
 
