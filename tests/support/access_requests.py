@@ -10,20 +10,27 @@ import smtplib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from email.message import EmailMessage
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from mailflow.access.request_emails import confirm_link
+from mailflow.config import Settings
+from mailflow.core import pending
+from mailflow.core.mail.one_off import access_new_link
 from mailflow.core.models import (
     AccessRequest,
     AuditEvent,
     InboundMessage,
     InboundState,
+    Organisation,
     OutgoingEmail,
     PendingAction,
+    User,
 )
-from mailflow.core.runtime import Runtime
+from mailflow.core.runtime import Runtime, utc_now
 from mailflow.gateway.smtpd import InboundServer
 from mailflow.workers.key_kinds import REPLY_KEY_KINDS
 from mailflow.workers.queue import QueueWorker
@@ -100,3 +107,29 @@ def pending_requests(session: Session) -> int:
 def audit_of(session: Session, action: str) -> list[AuditEvent]:
     session.rollback()
     return list(session.scalars(select(AuditEvent).where(AuditEvent.action == action)))
+
+
+def pending_request_link(
+    session: Session, settings: Settings, email: str, codes: list[str], reason: str = ""
+) -> str:
+    """The path of a "confirm your request" link, as if ``email`` had
+    asked for ``codes`` by email just now."""
+    person = session.scalars(select(User).where(User.email == email)).one()
+    ids = list(session.scalars(select(Organisation.id).where(Organisation.code.in_(codes))))
+    now = utc_now()
+    action, token = pending.add(
+        session,
+        kind=pending.ACCESS_REQUEST,
+        user_id=person.id,
+        payload={"organisation_ids": ids, "reason": reason, "via": "email"},
+        now=now,
+        lifetime=timedelta(hours=settings.confirm_link_hours),
+    )
+    session.commit()
+    return confirm_link(settings, action, token, now).removeprefix(settings.base_url)
+
+
+def new_request_link(session: Session, settings: Settings, email: str) -> str:
+    """The path of the footer link of an email to ``email``."""
+    person = session.scalars(select(User).where(User.email == email)).one()
+    return access_new_link(settings, person.id, utc_now()).removeprefix(settings.base_url)
