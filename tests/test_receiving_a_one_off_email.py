@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from mailflow.config import Settings
 from mailflow.core.mail.addresses import new_key
-from mailflow.core.mail.one_off import TheirMessage, ThreadHeaders, send_one_off
+from mailflow.core.mail.one_off import TheirMessage, ThreadHeaders, access_new_link, send_one_off
 from mailflow.core.mail.templates import render_service_email
 from mailflow.core.models import OutgoingEmail, User
 from tests.support.mail import html_text, parsed, plain_text
@@ -56,7 +56,9 @@ def test_a_notice_is_the_rendered_template_from_the_service_with_its_own_bounce_
     assert (email.kind, email.recipient, email.user_id) == ("locked_out", ANN, ann.id)
     assert email.mail_from == f"bounce+{email.bounce_key}@alerts.test"
     message = parsed(email.raw)
-    rendered = render_service_email(settings, "locked_out", CONTEXT | {"at": NOW})
+    # Every email to a person ends with their "Request access" link.
+    footer = {"access_new_link": access_new_link(settings, ann.id, NOW)}
+    rendered = render_service_email(settings, "locked_out", CONTEXT | {"at": NOW} | footer)
     assert message["Subject"] == rendered.subject
     # Read back with the CRLF line breaks a message carries.
     assert plain_text(message).replace("\r\n", "\n") == rendered.text

@@ -14,7 +14,7 @@ from mailflow.alerts.deliveries import ClaimedDelivery
 from mailflow.answers.reply_form import build_reply_form
 from mailflow.answers.statuses import AnswerStatus
 from mailflow.config import Settings
-from mailflow.core.links import ANSWER_LINK
+from mailflow.core.links import ACCESS_NEW_LINK, ANSWER_LINK
 from mailflow.core.mail.addresses import bounce_address, reply_address
 from mailflow.core.mail.messages import (
     AUTO_SUBMITTED_GENERATED,
@@ -72,6 +72,7 @@ class AlertEmailComposer:
         self.now = now
         # Made once: an alert email carries four links per organisation.
         self.tokens = ANSWER_LINK.tokens(settings)
+        self.access_tokens = ACCESS_NEW_LINK.tokens(settings)
         self.sender = settings.from_header
         self.skeleton = AlternativeSkeleton(
             {
@@ -98,6 +99,12 @@ class AlertEmailComposer:
         )
         return ANSWER_LINK.url(self.settings, token)
 
+    def access_new_link(self, delivery: ClaimedDelivery) -> str:
+        """The footer's "Request access for another organisation", bound
+        to the recipient: one more token signed per email."""
+        token = self.access_tokens.sign({"u": delivery.user_id}, self.now)
+        return ACCESS_NEW_LINK.url(self.settings, token)
+
     def _held(self, delivery: ClaimedDelivery) -> tuple[list[Organisation], list[Organisation]]:
         """The recipient's organisations in the audience: those they answer
         for, and those they only hear about, each in code order."""
@@ -118,9 +125,11 @@ class AlertEmailComposer:
         links: list[list[str]],
         info_only: list[OrganisationView],
         every: list[OrganisationView],
+        access_new_link: str,
     ) -> dict[str, object]:
         return {
             "alert": self.alert,
+            "access_new_link": access_new_link,
             "recipient_name": name,
             "can_answer": bool(answerable),
             "organisations": [
@@ -150,6 +159,7 @@ class AlertEmailComposer:
             [[self.answer_link(delivery, o, s) for s in AnswerStatus] for o in answerable],
             [view(o) for o in info_only],
             sorted((view(o) for o in answerable + info_only), key=lambda o: o.code),
+            self.access_new_link(delivery),
         )
         return render_service_email(self.settings, "alert", context)
 
@@ -164,7 +174,7 @@ class AlertEmailComposer:
         if stencil is None:
             stencil = self._stencils[shape] = self._make_stencil(*shape)
         every = sorted(answerable + info_only, key=lambda o: o.code)
-        values = {"name": delivery.recipient_name}
+        values = {"name": delivery.recipient_name, "access": self.access_new_link(delivery)}
         for i, org in enumerate(answerable):
             values[f"o{i}c"], values[f"o{i}n"] = org.code, org.name
             for status in AnswerStatus:
@@ -189,7 +199,7 @@ class AlertEmailComposer:
         every = [
             OrganisationView(slot(f"a{i}c"), slot(f"a{i}n")) for i in range(answering + informed)
         ]
-        context = self._context(slot("name"), answerable, links, info_only, every)
+        context = self._context(slot("name"), answerable, links, info_only, every, slot("access"))
         return render_service_email(self.settings, "alert", context)
 
     def _envelope(self, delivery: ClaimedDelivery) -> Envelope:

@@ -153,6 +153,12 @@ MAX_LINE_CHARS = 2000
 _HOW_TO_ANSWER = "use complete, in progress, not applicable or unable"
 
 
+def clean_line(line: str) -> str:
+    """A line as the reply form reads it: without bullets, emphasis and
+    odd spaces (other line grammars read lines the same way)."""
+    return _clean(line)
+
+
 def _clean(line: str) -> str:
     line = line.replace("\u00a0", " ").replace("\u200b", "").replace("\u2019", "'")
     line = line.replace("**", "").replace("__", "").strip()

@@ -6,7 +6,14 @@ from __future__ import annotations
 
 import click
 
+from mailflow.cli.access_request_command import access_list, access_request
+
 
 @click.group()
 def access() -> None:
     """Requests to answer for another organisation, and their decisions."""
+
+
+# The service desk's requests (mailflow/cli/access_request_command.py).
+access.add_command(access_request)
+access.add_command(access_list)

@@ -8,6 +8,7 @@ conversation with an administrator) is one more line."""
 from __future__ import annotations
 
 from mailflow.access.people_mailbox import PeopleMailbox, PeopleReplies
+from mailflow.access.request_mailbox import AccessRequests
 from mailflow.answers.alert_reply_key import DeliveryReplies
 from mailflow.gateway.routing import KeyKinds
 
@@ -17,6 +18,7 @@ REPLY_KEY_KINDS = KeyKinds(
         PeopleReplies(),  # the Reply-To of an email to an administrator about their people
     ),
     mailboxes=(
+        AccessRequests(),  # access@: REQUEST lines
         PeopleMailbox(),  # people@: administrators' people lines
     ),
 )

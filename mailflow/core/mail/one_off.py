@@ -13,6 +13,7 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from mailflow.config import Settings
+from mailflow.core import links
 from mailflow.core.mail.addresses import bounce_address, new_key, reply_address
 from mailflow.core.mail.messages import (
     AUTO_SUBMITTED_GENERATED,
@@ -60,7 +61,9 @@ def send_one_off(
 ) -> OutgoingEmail:
     """Render the email in ``templates/email/TEMPLATE/`` and queue it, in
     the caller's transaction, to one person."""
-    rendered = render_service_email(settings, template, context)
+    rendered = render_service_email(
+        settings, template, {"access_new_link": access_new_link(settings, to.id, now)} | context
+    )
     answering = thread.answering if thread else None
     headers = notification_headers(
         settings,
@@ -89,6 +92,12 @@ def send_one_off(
         now=now,
         inbound_message_id=inbound_message_id,
     )
+
+
+def access_new_link(settings: Settings, user_id: int, now: datetime) -> str:
+    """The footer link of every email to a person: "Request access for
+    another organisation", a page bound to them."""
+    return links.make(settings, links.ACCESS_NEW_LINK, {"u": user_id}, now)
 
 
 def queue_email_to_person(
