@@ -10,3 +10,10 @@ import click
 @click.group()
 def access() -> None:
     """Requests to answer for another organisation, and their decisions."""
+
+
+# Deciding (the service desk): mailflow/cli/access_decision_command.py.
+from mailflow.cli.access_decision_command import access_approve, access_deny  # noqa: E402
+
+access.add_command(access_approve)
+access.add_command(access_deny)

@@ -18,6 +18,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mailflow.access import decision_pages
 from mailflow.answers import answer_pages
 from mailflow.core.pages.refusals import FORM_EXPIRED, form_dict
 from mailflow.core.pages.rendering import Pages, web_root
@@ -148,6 +149,7 @@ def create_app(runtime: Runtime) -> ASGIApp:
         # Each capability registers its own pages.
         *answer_pages.routes(runtime, pages),
         *people_pages.routes(runtime, pages),
+        *decision_pages.routes(runtime, pages),
         Route("/sign-out", sign_out, methods=["POST"]),
         Route("/signed-out", signed_out, methods=["GET"]),
     ]

@@ -7,11 +7,13 @@ conversation with an administrator) is one more line."""
 
 from __future__ import annotations
 
+from mailflow.access.decision_replies import AccessDecisionReplies
 from mailflow.answers.alert_reply_key import DeliveryReplies
 from mailflow.gateway.routing import KeyKinds
 
 REPLY_KEY_KINDS = KeyKinds(
     (
         DeliveryReplies(),  # the Reply-To of an alert email
+        AccessDecisionReplies(),  # the Reply-To of an access decision email
     )
 )

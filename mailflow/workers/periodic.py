@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
+from mailflow.access.expiry import access_requests_due
 from mailflow.core.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -19,7 +20,9 @@ log = logging.getLogger(__name__)
 # and the log); it must not raise for one bad row and leave the others.
 Task = Callable[[Runtime, datetime], list[str]]
 
-TASKS: tuple[tuple[str, Task], ...] = ()
+TASKS: tuple[tuple[str, Task], ...] = (
+    ("access requests", access_requests_due),  # reminders and expiry (mailflow/access/)
+)
 
 
 def run_pass(
