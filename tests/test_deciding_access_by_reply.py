@@ -15,7 +15,13 @@ from sqlalchemy import select
 
 from mailflow.access.decision_lines import ReplyNotUnderstood, parse_decision
 from mailflow.access.decision_links import Verb
-from mailflow.core.models import AccessRequest, AccessState, Membership, PendingAction
+from mailflow.core.models import (
+    AccessRequest,
+    AccessState,
+    Membership,
+    OutgoingEmail,
+    PendingAction,
+)
 from mailflow.core.pending import ACCESS_DECISION
 from mailflow.gateway.smtpd import InboundServer
 from mailflow.workers.key_kinds import REPLY_KEY_KINDS
@@ -31,7 +37,7 @@ from tests.support.access_decisions import (
     sending,
     user,
 )
-from tests.support.mail import a_reply, plain_text
+from tests.support.mail import a_reply, plain_text, receive
 from tests.support.pages import Web, csrf_of, enrol
 from tests.support.relay import CapturingRelay, Received
 from tests.support.waiting import wait_until
@@ -170,6 +176,21 @@ def test_a_reply_key_of_one_request_never_decides_another(
     session = web.db()
     [action] = session.scalars(select(PendingAction).where(PendingAction.kind == ACCESS_DECISION))
     assert action.payload["request_id"] == first.id != second.id
+
+
+def test_replies_that_cannot_be_read_are_answered_a_few_times_an_hour(
+    web: Web, inbound: InboundServer, relay: CapturingRelay
+) -> None:
+    ask(web.runtime.sessions, web.settings)
+    reply_to = str(email_to(relay, ANN, "Access request: Li Chen").message["Reply-To"])
+    limit = web.settings.error_replies_per_hour
+    for _ in range(limit + 2):
+        receive(web.runtime, a_reply(ANN, reply_to, "maybe later"), to=reply_to, envelope_from=ANN)
+    session = web.db()
+    problems = session.scalars(
+        select(OutgoingEmail).where(OutgoingEmail.kind == "access_decision_problem")
+    ).all()
+    assert len(problems) == limit
 
 
 @pytest.mark.parametrize(

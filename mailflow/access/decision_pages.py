@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -66,7 +67,7 @@ class DecideContext:
 
 
 def already_decided(
-    session: Session, request: AccessRequest, zone: Any, status_code: int
+    session: Session, request: AccessRequest, zone: ZoneInfo, status_code: int
 ) -> Refusal:
     """Not a dead end: who decided, and when."""
     who = decided_by_name(session, request)

@@ -94,7 +94,7 @@ def _ask(
     return request
 
 
-def decision_emails(session: Session, request_id: int | None = None) -> dict[str, EmailMessage]:
+def decision_emails(session: Session) -> dict[str, EmailMessage]:
     """The decision emails queued, by recipient."""
     rows = session.scalars(
         select(OutgoingEmail)
