@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import click
 
+from mailflow.cli.access_decision_command import access_approve, access_deny
 from mailflow.cli.access_request_command import access_list, access_request
 
 
@@ -14,6 +15,9 @@ def access() -> None:
     """Requests to answer for another organisation, and their decisions."""
 
 
-# The service desk's requests (mailflow/cli/access_request_command.py).
+# The service desk's requests (mailflow/cli/access_request_command.py)
+# and decisions (mailflow/cli/access_decision_command.py).
 access.add_command(access_request)
 access.add_command(access_list)
+access.add_command(access_approve)
+access.add_command(access_deny)

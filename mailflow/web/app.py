@@ -18,7 +18,12 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mailflow.access import people_admin_pages, people_review_pages, request_pages
+from mailflow.access import (
+    decision_pages,
+    people_admin_pages,
+    people_review_pages,
+    request_pages,
+)
 from mailflow.answers import answer_pages
 from mailflow.core.pages.refusals import FORM_EXPIRED, form_dict
 from mailflow.core.pages.rendering import Pages, web_root
@@ -152,6 +157,7 @@ def create_app(runtime: Runtime) -> ASGIApp:
         *people_admin_pages.routes(runtime, pages),
         *people_review_pages.routes(runtime, pages),
         *request_pages.routes(runtime, pages),
+        *decision_pages.routes(runtime, pages),
         Route("/sign-out", sign_out, methods=["POST"]),
         Route("/signed-out", signed_out, methods=["GET"]),
     ]

@@ -7,6 +7,7 @@ conversation with an administrator) is one more line."""
 
 from __future__ import annotations
 
+from mailflow.access.decision_replies import AccessDecisionReplies
 from mailflow.access.people_mailbox import PeopleMailbox, PeopleReplies
 from mailflow.access.request_mailbox import AccessRequests
 from mailflow.answers.alert_reply_key import DeliveryReplies
@@ -15,6 +16,7 @@ from mailflow.gateway.routing import KeyKinds
 REPLY_KEY_KINDS = KeyKinds(
     (
         DeliveryReplies(),  # the Reply-To of an alert email
+        AccessDecisionReplies(),  # the Reply-To of an access decision email
         PeopleReplies(),  # the Reply-To of an email to an administrator about their people
     ),
     mailboxes=(

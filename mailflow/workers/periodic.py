@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
+from mailflow.access.expiry import access_requests_due
 from mailflow.access.people_review import send_due_reviews
 from mailflow.core.runtime import Runtime
 
@@ -20,7 +21,10 @@ log = logging.getLogger(__name__)
 # and the log); it must not raise for one bad row and leave the others.
 Task = Callable[[Runtime, datetime], list[str]]
 
-TASKS: tuple[tuple[str, Task], ...] = (("access review", send_due_reviews),)
+TASKS: tuple[tuple[str, Task], ...] = (
+    ("access requests", access_requests_due),  # reminders and expiry (mailflow/access/)
+    ("access review", send_due_reviews),  # administrators' reviews of their people
+)
 
 
 def run_pass(

@@ -58,22 +58,22 @@ def send_one_off(
     now: datetime,
     thread: ThreadHeaders | None = None,
     inbound_message_id: int | None = None,
+    reply_key: str | None = None,
 ) -> OutgoingEmail:
     """Render the email in ``templates/email/TEMPLATE/`` and queue it, in
-    the caller's transaction, to one person."""
+    the caller's transaction, to one person.  ``reply_key`` makes replies
+    go to ``reply+KEY@MAIL_DOMAIN`` (an email asking for a decision)."""
     rendered = render_service_email(
         settings, template, {"access_new_link": access_new_link(settings, to.id, now)} | context
     )
     answering = thread.answering if thread else None
+    if reply_key is None and answering is not None:
+        reply_key = answering.reply_key
     headers = notification_headers(
         settings,
         to,
         now,
-        reply_to=(
-            reply_address(answering.reply_key, settings.mail_domain)
-            if answering and answering.reply_key
-            else None
-        ),
+        reply_to=reply_address(reply_key, settings.mail_domain) if reply_key else None,
         # An answer to a person's message says so (RFC 3834), so that
         # their auto-responder does not answer it back.
         auto_submitted=AUTO_SUBMITTED_REPLIED if answering else AUTO_SUBMITTED_GENERATED,
