@@ -32,6 +32,7 @@ from tests.support.access_decisions import (
     LI,
     add_second_administrator,
     ask,
+    email_to,
     links_in,
     path_of,
     sending,
@@ -39,8 +40,7 @@ from tests.support.access_decisions import (
 )
 from tests.support.mail import a_reply, plain_text, receive
 from tests.support.pages import Web, csrf_of, enrol
-from tests.support.relay import CapturingRelay, Received
-from tests.support.waiting import wait_until
+from tests.support.relay import CapturingRelay
 
 
 @pytest.fixture
@@ -56,18 +56,6 @@ def inbound(web: Web, relay: CapturingRelay) -> Iterator[InboundServer]:
             yield server
     finally:
         server.stop()
-
-
-def email_to(relay: CapturingRelay, to: str, subject: str, *, after: int = 0) -> Received:
-    def found() -> list[Received]:
-        return [
-            r
-            for r in relay.received[after:]
-            if r.recipients == [to] and subject in str(r.message["Subject"])
-        ]
-
-    wait_until(lambda: bool(found()), timeout=20, what=f"an email to {to} about {subject!r}")
-    return found()[0]
 
 
 def send_reply(server: InboundServer, sender: str, to: str, body: str) -> None:
@@ -144,7 +132,9 @@ def test_a_reply_that_cannot_be_read_or_comes_too_late_is_told_why(
 
     send_reply(inbound, ANN, str(to_ann.message["Reply-To"]), "APPROVE")
     [link] = links_in(
-        email_to(relay, ANN, "Confirm your decision").message, web.settings.base_url, "/access/"
+        email_to(relay, ANN, "Confirm your decision").message,
+        web.settings.base_url,
+        "/access/decision/",
     )
     client = web.fresh_client()
     page = client.get(path_of(link, web.settings))

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from mailflow.answers.alert_reply_key import DeliveryReplies
@@ -22,7 +23,7 @@ from mailflow.gateway.context import MailboxContext, Outcome, processed
 from mailflow.gateway.reading import InboundReading
 from mailflow.gateway.routing import KeyKinds
 from mailflow.gateway.smtpd import InboundServer
-from tests.support.mail import MAIL_DOMAIN, a_reply, receive
+from tests.support.mail import MAIL_DOMAIN, a_reply, delivery_report, receive
 from tests.support.relay import CapturingRelay
 from tests.support.seed import seed_people
 
@@ -107,6 +108,26 @@ def test_an_auto_reply_to_access_is_neither_read_nor_handled(
     assert message.state == InboundState.IGNORED
     assert message.outcome == "automatic mail (Auto-Submitted: auto-replied): no answer"
     assert (mailbox.prepared, mailbox.handled) == ([], [])
+
+
+@pytest.mark.parametrize("mailbox_name", ["access", "people"])
+def test_a_bounce_to_a_named_mailbox_gets_nothing_and_records_nothing(
+    runtime: Runtime, session: Session, mailbox_name: str
+) -> None:
+    # The real readers of access@ and people@, not the stand-in.
+    seed_people(session)
+    session.commit()
+    address = f"{mailbox_name}@{MAIL_DOMAIN}"
+    # A report that mail "from" the mailbox did not arrive (forged, or
+    # misdirected), with the null sender reports use.
+    report = delivery_report(address, ANN)
+
+    message = receive(runtime, report, to=address, envelope_from=None)
+
+    assert message.state == InboundState.IGNORED
+    assert message.outcome is not None and message.outcome.startswith("automatic mail")
+    for table in ("pending_actions", "outgoing_emails", "access_requests"):
+        assert session.scalar(sa.text(f"select count(*) from {table}")) == 0
 
 
 def test_a_forged_from_to_access_is_neither_read_nor_handled(

@@ -23,6 +23,8 @@ from mailflow.core.runtime import Runtime, utc_now
 from mailflow.people.users import add_user
 from mailflow.workers.queue import QueueWorker
 from tests.support.mail import parsed, plain_text
+from tests.support.relay import CapturingRelay, Received
+from tests.support.waiting import wait_until
 
 ANN = "ann@riverside.example"
 ADA = "ada@riverside.example"
@@ -140,3 +142,15 @@ def sending(runtime: Runtime) -> Iterator[QueueWorker]:
         yield worker
     finally:
         worker.stop()
+
+
+def email_to(relay: CapturingRelay, to: str, subject: str, *, after: int = 0) -> Received:
+    def found() -> list[Received]:
+        return [
+            r
+            for r in relay.received[after:]
+            if r.recipients == [to] and subject in str(r.message["Subject"])
+        ]
+
+    wait_until(lambda: bool(found()), timeout=20, what=f"an email to {to} about {subject!r}")
+    return found()[0]
