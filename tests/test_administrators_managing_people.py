@@ -200,6 +200,8 @@ def test_a_non_administrator_is_refused_and_nothing_changes(admin_web: Web, send
     [refused] = emails(web.db(), "people_refused")
     assert refused.recipient == sender
     assert "Nothing was changed" in text_of(refused)
+    # Links are personal: someone we do not know is given none.
+    assert ("/access/new/" in text_of(refused)) is (sender == "raj@riverside.example")
     assert emails(web.db(), "people_confirm") == []
     assert before is None or row_counts(web.engine)["memberships"] == before
 

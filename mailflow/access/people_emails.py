@@ -67,12 +67,8 @@ def send_people_email(
 ) -> OutgoingEmail:
     """Queue one email to an administrator about their people, replying
     (when ``answering``, their message's Message-ID) in their thread, with
-    a reply key of its own; a stranger (no id) gets no key."""
-    key = (
-        new_people_key(session, user_id=to.id, organisation_id=organisation_id, now=now)
-        if to.id is not None
-        else None
-    )
+    a reply key of its own."""
+    key = new_people_key(session, user_id=to.id, organisation_id=organisation_id, now=now)
     return send_one_off(
         session,
         settings,

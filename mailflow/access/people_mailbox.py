@@ -42,6 +42,7 @@ from mailflow.access.people_lines import (
 )
 from mailflow.config import Settings
 from mailflow.core import links, pending
+from mailflow.core.mail.one_off import send_one_off_to_address
 from mailflow.core.models import Organisation, PeopleKey, User
 from mailflow.core.outgoing import recent_count
 from mailflow.gateway.context import (
@@ -302,22 +303,34 @@ def refuse(
     )
     if sent >= context.settings.error_replies_per_hour:
         return processed(f"{outcome}; no email (limit of error replies reached)")
-    # A stranger is written to at the address they wrote from, as no one.
-    to = person or User(email=sender, name="")
-    send_people_email(
-        session,
-        context.settings,
-        template=REFUSED_KIND,
-        context={
-            "reason": reason,
-            "problems": list(problems),
-            "recipient_name": to.name,
-            "example_lines": [],
-        }
-        | (help_context(context.settings, list(codes)) if codes else {}),
-        to=to,
-        now=now,
-        answering=context.reading.message_id,
-        inbound_message_id=context.message.id,
-    )
+    email_context = {
+        "reason": reason,
+        "problems": list(problems),
+        "recipient_name": person.name if person else None,
+        "example_lines": [],
+    } | (help_context(context.settings, list(codes)) if codes else {})
+    if person is None:
+        # A stranger is answered at the address they wrote from, as no one.
+        send_one_off_to_address(
+            session,
+            context.settings,
+            template=REFUSED_KIND,
+            context=email_context,
+            to=sender,
+            kind=REFUSED_KIND,
+            now=now,
+            their_message_id=context.reading.message_id,
+            inbound_message_id=context.message.id,
+        )
+    else:
+        send_people_email(
+            session,
+            context.settings,
+            template=REFUSED_KIND,
+            context=email_context,
+            to=person,
+            now=now,
+            answering=context.reading.message_id,
+            inbound_message_id=context.message.id,
+        )
     return processed(f"{outcome}; told the sender")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from email.utils import make_msgid
 
 from sqlalchemy.orm import Session
 
@@ -14,18 +13,13 @@ from mailflow.access.request_lines import MAX_CODES, example_line
 from mailflow.answers.reply_form import LineProblem
 from mailflow.config import Settings
 from mailflow.core import links
-from mailflow.core.mail.addresses import bounce_address, new_key
-from mailflow.core.mail.messages import (
-    AUTO_SUBMITTED_REPLIED,
-    MessageHeaders,
-    address,
-    build_message,
-    thread_headers,
+from mailflow.core.mail.one_off import (
+    TheirMessage,
+    ThreadHeaders,
+    send_one_off,
+    send_one_off_to_address,
 )
-from mailflow.core.mail.one_off import TheirMessage, ThreadHeaders, send_one_off
-from mailflow.core.mail.templates import render_service_email
 from mailflow.core.models import Organisation, PendingAction, User
-from mailflow.core.outgoing import queue_email
 
 CONFIRM_KIND = "access_confirm"
 REFUSED_KIND = "access_refused"
@@ -111,28 +105,14 @@ def queue_refused_email(
             inbound_message_id=inbound_message_id,
         )
         return
-    rendered = render_service_email(settings, "access_refused", context)
-    headers = MessageHeaders(
-        sender=settings.from_header,
-        to=address("", to),
-        message_id=new_message_id(settings),
-        date=now,
-        # An answer to their message (RFC 3834): their auto-responder stays quiet.
-        auto_submitted=AUTO_SUBMITTED_REPLIED,
-        extra=thread_headers(None, their_message_id),
-    )
-    key = new_key()
-    queue_email(
+    send_one_off_to_address(
         session,
+        settings,
+        template="access_refused",
+        context=context,
+        to=to,
         kind=REFUSED_KIND,
-        recipient=to,
-        mail_from=bounce_address(key, settings.mail_domain),
-        bounce_key=key,
-        raw=bytes(build_message(rendered, headers)),
         now=now,
+        their_message_id=their_message_id,
         inbound_message_id=inbound_message_id,
     )
-
-
-def new_message_id(settings: Settings) -> str:
-    return make_msgid(domain=settings.mail_domain).strip("<>")

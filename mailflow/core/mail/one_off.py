@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from email.utils import make_msgid
 
 from sqlalchemy.orm import Session
 
@@ -18,6 +19,8 @@ from mailflow.core.mail.addresses import bounce_address, new_key, reply_address
 from mailflow.core.mail.messages import (
     AUTO_SUBMITTED_GENERATED,
     AUTO_SUBMITTED_REPLIED,
+    MessageHeaders,
+    address,
     build_message,
     notification_headers,
     thread_headers,
@@ -129,6 +132,45 @@ def queue_email_to_person(
         mail_from=bounce_address(key, settings.mail_domain),
         bounce_key=key,
         raw=raw,
+        now=now,
+        inbound_message_id=inbound_message_id,
+    )
+
+
+def send_one_off_to_address(
+    session: Session,
+    settings: Settings,
+    *,
+    template: str,
+    context: dict[str, object],
+    to: str,
+    kind: str,
+    now: datetime,
+    their_message_id: str | None,
+    inbound_message_id: int | None = None,
+) -> OutgoingEmail:
+    """Queue, in the caller's transaction, an answer to someone we do not
+    know (a message to one of our mailboxes from an address no active
+    person has): no person, so no personal links and no footer link, no
+    reply key; in the thread of their message, and marked as an answer to
+    it (RFC 3834), so their auto-responder stays quiet."""
+    rendered = render_service_email(settings, template, context)
+    headers = MessageHeaders(
+        sender=settings.from_header,
+        to=address("", to),
+        message_id=make_msgid(domain=settings.mail_domain).strip("<>"),
+        date=now,
+        auto_submitted=AUTO_SUBMITTED_REPLIED,
+        extra=thread_headers(None, their_message_id),
+    )
+    key = new_key()
+    return queue_email(
+        session,
+        kind=kind,
+        recipient=to,
+        mail_from=bounce_address(key, settings.mail_domain),
+        bounce_key=key,
+        raw=bytes(build_message(rendered, headers)),
         now=now,
         inbound_message_id=inbound_message_id,
     )
