@@ -156,6 +156,24 @@ def test_a_line_by_email_is_made_after_the_second_factor(
     assert again.status_code in (403, 409)
 
 
+def test_adding_someone_already_here_gives_the_role_but_keeps_their_name(
+    admin_web: Web,
+) -> None:
+    web = admin_web
+    send_lines(web, ANN, "ADD bea@brookfield.example responder Mallory")
+
+    done = post_form(web.client, _confirm(web), {"code": web.code(ANN)})
+
+    assert done.status_code == 200, done.text
+    session = web.db()
+    bea = session.scalars(select(User).where(User.email == "bea@brookfield.example")).one()
+    assert bea.name == "Bea Clarke"
+    codes = {m.organisation.code: m.role for m in bea.memberships}
+    assert codes == {"RXB": Role.RESPONDER, "RXA": Role.RESPONDER}
+    # Not new here: no welcome (she has her app already).
+    assert [e for e in emails(session, "welcome") if e.recipient == bea.email] == []
+
+
 def test_list_answers_at_once_with_roles_second_factor_and_a_reply_key(admin_web: Web) -> None:
     web = admin_web
     send_lines(web, ANN, "LIST")

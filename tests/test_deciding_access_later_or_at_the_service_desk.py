@@ -77,6 +77,8 @@ def test_one_reminder_after_three_days_then_expiry_after_seven(
     assert session.get_one(AccessRequest, request.id).state is AccessState.EXPIRED
     [told] = emails_to(session, LI, "access_expired")
     assert "has expired" in str(told["Subject"]) and "Nothing has changed" in plain_text(told)
+    # How to ask again, with the address to write to.
+    assert f"REQUEST RXA: REASON to access@{settings.mail_domain}" in plain_text(told)
     # An expired request is decided by no one.
     late = mailflow_with(settings, "access", "approve", str(request.id))
     assert late.exit_code == 1 and "already expired" in one_error_line(late)

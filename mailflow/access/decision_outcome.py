@@ -190,6 +190,8 @@ def tell_expired(
             "recipient_name": requester.name,
             "organisation": session.get_one(Organisation, request.organisation_id),
             "expires_at": request.expires_at,
+            "access_address": f"access@{settings.mail_domain}",
+            "service_desk": settings.service_desk,
         },
         to=requester,
         kind=EXPIRED_KIND,

@@ -234,6 +234,13 @@ def _active_administrators(session: Session, organisation_id: int) -> list[int]:
     )
 
 
+def _active_person(session: Session, email: str) -> bool:
+    found = session.scalar(
+        select(User.id).where(User.email == email.lower(), User.active.is_(True))
+    )
+    return found is not None
+
+
 def _membership(session: Session, email: str, organisation_id: int) -> Membership | None:
     return session.scalar(
         select(Membership)
@@ -261,7 +268,9 @@ def _apply(
         added = add_user(
             session,
             email=email,
-            name=change.name,
+            # A person who is already here keeps their name: one
+            # organisation's administrator must not rename another's people.
+            name=None if _active_person(session, email) else change.name,
             role=str(change.role),
             org_code=organisation.code,
             now=now,
