@@ -321,11 +321,11 @@ def remove_from(
         pending.supersede(_open_actions_about(session, user.id, organisation.id), now=now)
         return
     remove_user(session, email=user.email, org_code=None, now=now, actor=actor)
-    pending.supersede(_open_actions(session, user.id, now), now=now)
+    pending.supersede(_open_actions(session, user.id), now=now)
     withdraw_requests(session, user_id=user.id, now=now, actor=actor)
 
 
-def _open_actions(session: Session, user_id: int, now: datetime) -> list[PendingAction]:
+def _open_actions(session: Session, user_id: int) -> list[PendingAction]:
     return list(
         session.scalars(
             select(PendingAction).where(
@@ -347,10 +347,16 @@ def _open_actions_about(
         session.scalars(
             select(Confirmation.id)
             .join(PendingAnswer, PendingAnswer.confirmation_id == Confirmation.id)
-            .where(PendingAnswer.organisation_id == organisation_id)
+            # A confirmation is a pending action of the same id.
+            .join(PendingAction, PendingAction.id == Confirmation.id)
+            .where(
+                PendingAnswer.organisation_id == organisation_id,
+                PendingAction.user_id == user_id,
+                PendingAction.used_at.is_(None),
+            )
         )
     )
-    for action in _open_actions(session, user_id, datetime.min):
+    for action in _open_actions(session, user_id):
         payload = action.payload or {}
         if action.id in answering or payload.get("o") == organisation_id:
             yield action
