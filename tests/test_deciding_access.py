@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -15,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailflow.access.deciding import AlreadyDecided, Decider
-from mailflow.access.decision_links import Verb
+from mailflow.access.decision_links import Verb, decision_link
 from mailflow.access.decision_outcome import commit_decision
 from mailflow.core.errors import NotAllowed
 from mailflow.core.links import ANSWER_LINK
@@ -257,6 +258,35 @@ def test_a_later_decision_is_told_who_decided_and_when_and_changes_nothing(
     assert "Ann Lee" in raised.value.decided_by
     assert decision_counts(web) == before
     assert state_of(session, request.id) is AccessState.APPROVED
+
+
+def test_a_request_past_its_time_is_decided_by_no_one_even_before_it_is_marked_expired(
+    deciding: Web,
+) -> None:
+    web, session = deciding, deciding.session
+    asked = utc_now() - timedelta(days=web.settings.access_request_days, minutes=1)
+    request = ask(web.runtime.sessions, web.settings, now=asked)
+    # A link signed a day ago (a reminder's) is still within its own lifetime.
+    path = path_of(
+        decision_link(web.settings, request.id, user(session, ANN).id, Verb.APPROVE,
+                      utc_now() - timedelta(days=1)),
+        web.settings,
+    )  # fmt: skip
+    before = decision_counts(web)
+
+    client = web.fresh_client()
+    page = client.get(path)
+    posted = client.post(path, data={"csrf_token": "x", "code": web.code(ANN)})
+
+    assert page.status_code == 410 and "expired" in page.text
+    assert posted.status_code in (403, 410)
+    with pytest.raises(NotAllowed, match="expired"), web.runtime.sessions.begin() as other:
+        commit_decision(
+            other, web.settings, request_id=request.id, decider=Decider(operator="cli:desk"),
+            approve=True, reason="", via="cli", now=utc_now(),
+        )  # fmt: skip
+    assert decision_counts(web) == before
+    assert membership(session, LI, "RXA") is None
 
 
 def test_a_used_link_does_not_decide_twice(deciding: Web) -> None:

@@ -121,7 +121,13 @@ def decide(
     state = AccessState.APPROVED if approve else AccessState.DENIED
     result = session.execute(
         update(AccessRequest)
-        .where(AccessRequest.id == request_id, AccessRequest.state == AccessState.OPEN)
+        .where(
+            AccessRequest.id == request_id,
+            AccessRequest.state == AccessState.OPEN,
+            # Past its time it is decided by no one, even before the
+            # periodic pass marks it expired.
+            AccessRequest.expires_at > now,
+        )
         .values(
             state=state,
             decided_at=now,
@@ -134,6 +140,8 @@ def decide(
     )
     session.refresh(request)
     if not result.rowcount:  # type: ignore[attr-defined]
+        if request.state is AccessState.OPEN:
+            raise NotAllowed("this request has expired: it can no longer be decided")
         raise AlreadyDecided(request, decided_by_name(session, request))
     record_event(
         session,

@@ -66,6 +66,12 @@ class DecideContext:
     nonce: str | None = None
 
 
+EXPIRED_REQUEST = (
+    "This request was not decided before it expired, so it can no longer be decided. "
+    "Nothing has been decided now; the person who asked may ask again."
+)
+
+
 def already_decided(
     session: Session, request: AccessRequest, zone: ZoneInfo, status_code: int
 ) -> Refusal:
@@ -111,6 +117,7 @@ class DecideKind:
         verb: Verb,
         reason: str,
         posted: bool,
+        now: datetime,
     ) -> DecideContext:
         """The context of an open request this person may decide, or the
         refusal to show."""
@@ -126,6 +133,9 @@ class DecideKind:
             )
         if request.state is not AccessState.OPEN:
             raise already_decided(session, request, self.zone, 409 if posted else 200)
+        if request.expires_at <= now:
+            # Expired, though the periodic pass has not marked it yet.
+            raise Refusal(410, "This request has expired", EXPIRED_REQUEST)
         try:
             check_may_decide(session, request, Decider(user_id=user.id))
         except NotAllowed as exc:
@@ -253,6 +263,7 @@ class DecideLinkKind(DecideKind):
             verb=self.verb,
             reason="",
             posted=posted,
+            now=now,
         )
         refuse_links_from_before_removal(self.tokens, token, context.user)
         if pending.link_used(session, token):
@@ -300,6 +311,7 @@ class DecisionConfirmKind(DecideKind):
             verb=verb,
             reason=str(data.get("reason") or ""),
             posted=posted,
+            now=now,
         )
         if action.used_at is not None:
             raise Refusal(409 if posted else 200, "Already used", ALREADY_USED)
