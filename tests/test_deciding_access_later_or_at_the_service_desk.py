@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import threading
 from datetime import datetime, timedelta
+from typing import Any
 
+import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from mailflow.access import expiry
 from mailflow.config import Settings
 from mailflow.core.models import AccessRequest, AccessState, AuditEvent, Membership, Role
 from mailflow.core.runtime import Runtime
@@ -19,6 +22,7 @@ from mailflow.workers.periodic import run_pass
 from tests.support.access_decisions import (
     ADA,
     ANN,
+    BEA,
     LI,
     add_second_administrator,
     ask,
@@ -155,3 +159,33 @@ def test_the_service_desk_denies_with_a_reason(session: Session, settings: Setti
     assert denied.exit_code == 0, denied.output
     [told] = emails_to(session, DEE, "access_decided")
     assert "Reason: ask your own trust" in plain_text(told)
+
+
+def test_a_request_whose_email_fails_is_left_for_the_next_pass_and_the_others_go_on(
+    session: Session, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    people(session)
+    first = ask(session, settings, now=NOW)
+    second = ask(session, settings, requester=BEA, now=NOW)
+    told = expiry.tell_expired
+
+    def fails_for_the_first(session: Session, settings: Settings, **kwargs: Any) -> None:
+        if kwargs["request"].id == first.id:
+            raise RuntimeError("the template would not render")
+        told(session, settings, **kwargs)
+
+    monkeypatch.setattr(expiry, "tell_expired", fails_for_the_first)
+    later = NOW + timedelta(days=7, minutes=1)
+    runtime = Runtime(settings)
+    try:
+        done = run_pass(runtime, later)
+        monkeypatch.setattr(expiry, "tell_expired", told)
+        then = run_pass(runtime, later)
+    finally:
+        runtime.close()
+
+    assert done == [f"access requests: access request {second.id} expired; requester told"]
+    assert then == [f"access requests: access request {first.id} expired; requester told"]
+    session.rollback()
+    states = session.scalars(select(AccessRequest.state).order_by(AccessRequest.id)).all()
+    assert states == [AccessState.EXPIRED, AccessState.EXPIRED]
