@@ -29,6 +29,7 @@ from mailflow.core.models import (
     User,
 )
 from mailflow.core.runtime import utc_now
+from tests.support.mail import html_text, parsed
 from tests.support.pages import Web, answer_link, pending_link, post_form, row_counts, user_id
 from tests.support.people_admin import (
     ANN,
@@ -154,6 +155,31 @@ def test_a_line_by_email_is_made_after_the_second_factor(
     # The link works once.
     again = web.client.post(path, data={"csrf_token": "x", "code": web.code(ANN)})
     assert again.status_code in (403, 409)
+
+
+def test_an_organisations_name_is_shown_as_text_in_the_html(admin_web: Web) -> None:
+    web = admin_web
+    session = web.db()
+    riverside = session.scalars(select(Organisation).where(Organisation.code == "RXA")).one()
+    riverside.name = "Riverside <b>Acute</b> & Co"
+    session.commit()
+
+    send_lines(web, ANN, "LIST")
+
+    [listed] = emails(web.db(), "people_list")
+    html = html_text(parsed(listed.raw))
+    assert "<b>Acute" not in html
+    assert "Riverside &lt;b&gt;Acute&lt;/b&gt; &amp; Co" in html
+
+
+def test_lists_are_limited_per_hour(admin_web: Web) -> None:
+    web = admin_web
+    limit = web.settings.confirm_emails_per_hour
+
+    outcomes = [send_lines(web, ANN, "LIST").outcome for _ in range(limit + 2)]
+
+    assert len(emails(web.db(), "people_list")) == limit
+    assert outcomes[-1] == "LIST asked for; no email (limit of lists an hour reached)"
 
 
 def test_adding_someone_already_here_gives_the_role_but_keeps_their_name(

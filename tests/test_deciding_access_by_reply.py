@@ -203,12 +203,22 @@ def test_decision_lines_are_read_as_people_write_them(text: str, verb: Verb, rea
     assert (words.verb, words.reason) == (verb, reason)
 
 
+def test_a_long_reply_is_read_only_as_far_as_a_decision_needs() -> None:
+    # 520 reason lines of 1,900 characters would otherwise make a reason of a megabyte.
+    text = "DENY\n" + ("Reason: " + "x" * 1900 + "\n") * 520
+    with pytest.raises(ReplyNotUnderstood) as raised:
+        parse_decision(text)
+    assert "give it in at most 1,000" in str(raised.value)
+    assert len(str(raised.value)) < 1000
+
+
 @pytest.mark.parametrize(
     ("text", "problem"),
     [
         ("Thanks", "no APPROVE or DENY"),
         ("APPROVE\nDENY: no", "both approves and denies"),
         ("We cannot approve this", "does not start with APPROVE or DENY"),
+        ("DENY\n" + "Reason: no contract with them\n" * 60, "give it in at most 1,000"),
     ],
 )
 def test_a_decision_that_is_not_clear_is_not_guessed(text: str, problem: str) -> None:

@@ -22,6 +22,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from mailflow.access.deciding import MAX_DECISION_REASON
 from mailflow.access.decision_links import Verb
 from mailflow.answers.reply_lines import LineProblem, ReplyNotUnderstood
 from mailflow.answers.reply_words import DISCLAIMER, joined_information, without_sign_off
@@ -32,6 +33,9 @@ __all__ = ["FORM_LINES", "DecisionWords", "LineProblem", "ReplyNotUnderstood", "
 FORM_LINES = ("APPROVE", "DENY: REASON")
 
 MAX_LINE_CHARS = 2000
+# A decision is a line and perhaps a reason: past this many readable
+# lines, the rest of the reply is not read.
+MAX_LINES = 50
 _SIGNATURE_DELIMITER = "-- "
 _DECORATION = re.compile(r"^(?:[-*•·\u2013>]+|\d{1,2}[.)])\s+")
 _WORDS = {
@@ -108,7 +112,20 @@ def parse_decision(text: str) -> DecisionWords:
     if problems:
         raise ReplyNotUnderstood(sorted(problems, key=lambda p: p.line))
     reasons = [text for _, _, _, texts in found for text in texts]
-    return DecisionWords(found[0][2], joined_information(reasons) or "")
+    written = joined_information(reasons) or ""
+    if len(written) > MAX_DECISION_REASON:
+        number, line, _, _ = found[0]
+        raise ReplyNotUnderstood(
+            [
+                LineProblem(
+                    number,
+                    line[:80],
+                    f"the reason is {len(written):,} characters long: "
+                    f"give it in at most {MAX_DECISION_REASON:,}",
+                )
+            ]
+        )
+    return DecisionWords(found[0][2], written)
 
 
 def _readable_lines(lines: Sequence[str]) -> list[tuple[int, str]]:
@@ -126,4 +143,6 @@ def _readable_lines(lines: Sequence[str]) -> list[tuple[int, str]]:
             in_disclaimer = True
         else:
             out.append((number, without_sign_off(line) or line))
+            if len(out) >= MAX_LINES:
+                break
     return out

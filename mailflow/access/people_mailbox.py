@@ -191,6 +191,8 @@ def handle_lines(
     )
     changes = [line for line in named if line.verb is not Verb.LIST]
     if not changes:
+        if not listed:
+            return processed("LIST asked for; no email (limit of lists an hour reached)")
         return processed(f"listed the people of {', '.join(listed)}")
     return _pending(context, person, changes, by_code)
 
@@ -198,11 +200,20 @@ def handle_lines(
 def _answer_lists(
     context: InboundContext, person: User, organisations: Sequence[Organisation]
 ) -> list[str]:
-    """Send the people of each organisation asked for (once each)."""
+    """Send the people of each organisation asked for (once each), up to
+    MAILFLOW_CONFIRM_EMAILS_PER_HOUR such lists an hour: each carries a
+    live page link, so a loop must not become a flood."""
+    session = context.session
+    lock_person(session, person.id)
+    allowed = context.settings.confirm_emails_per_hour - recent_count(
+        session, recipient=person.email, kinds=[LIST_KIND], since=context.now - timedelta(hours=1)
+    )
     done: list[str] = []
     for organisation in organisations:
         if organisation.code in done:
             continue
+        if len(done) >= allowed:
+            break
         done.append(organisation.code)
         send_people_email(
             context.session,
