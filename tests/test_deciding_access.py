@@ -289,6 +289,22 @@ def test_a_request_past_its_time_is_decided_by_no_one_even_before_it_is_marked_e
     assert membership(session, LI, "RXA") is None
 
 
+def test_an_organisation_closed_since_the_request_is_not_granted(deciding: Web) -> None:
+    web, session = deciding, deciding.session
+    request = ask(web.runtime.sessions, web.settings)
+    organisation(session, "RXA").closed_on = utc_now().date()
+    session.commit()
+
+    with pytest.raises(NotAllowed, match="closed"), web.runtime.sessions.begin() as other:
+        commit_decision(
+            other, web.settings, request_id=request.id, decider=Decider(operator="cli:desk"),
+            approve=True, reason="", via="cli", now=utc_now(),
+        )  # fmt: skip
+
+    assert state_of(session, request.id) is AccessState.OPEN
+    assert membership(session, LI, "RXA") is None
+
+
 def test_a_used_link_does_not_decide_twice(deciding: Web) -> None:
     web, session = deciding, deciding.session
     request = ask(web.runtime.sessions, web.settings)

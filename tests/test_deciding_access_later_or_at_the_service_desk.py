@@ -123,6 +123,9 @@ def test_a_request_with_no_administrator_goes_to_the_service_desk_who_decides_it
     assert "Dee Ross (dee@dunmore.example) asks to answer" in text
     assert f"mailflow access approve {request.id}" in text
     assert desk["Reply-To"] is None
+    # An address, not a person of ours: no personal link in its footer.
+    assert "/access/new/" not in text
+    assert desk["Auto-Submitted"] == "auto-generated"
 
     unknown = mailflow_with(settings, "access", "approve", "9999")
     assert unknown.exit_code == 1 and "no access request 9999" in one_error_line(unknown)

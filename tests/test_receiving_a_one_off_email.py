@@ -5,6 +5,7 @@ belongs and queues it with a bounce address of its own."""
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -12,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailflow.config import Settings
+from mailflow.core.links import ACCESS_NEW_LINK
 from mailflow.core.mail.addresses import new_key
 from mailflow.core.mail.one_off import TheirMessage, ThreadHeaders, access_new_link, send_one_off
 from mailflow.core.mail.templates import render_service_email
@@ -56,8 +58,13 @@ def test_a_notice_is_the_rendered_template_from_the_service_with_its_own_bounce_
     assert (email.kind, email.recipient, email.user_id) == ("locked_out", ANN, ann.id)
     assert email.mail_from == f"bounce+{email.bounce_key}@alerts.test"
     message = parsed(email.raw)
-    # Every email to a person ends with their "Request access" link.
-    footer = {"access_new_link": access_new_link(settings, ann.id, NOW)}
+    # Every email to a person ends with their "Request access" link (with
+    # a nonce of its own, so taken from the email and checked).
+    [link] = re.findall(r"https?://\S+/access/new/\S+", plain_text(message))
+    token = link.rsplit("/", 1)[1]
+    assert ACCESS_NEW_LINK.tokens(settings).verify(token, now=NOW)["u"] == ann.id
+    assert link != access_new_link(settings, ann.id, NOW)
+    footer = {"access_new_link": link}
     rendered = render_service_email(settings, "locked_out", CONTEXT | {"at": NOW} | footer)
     assert message["Subject"] == rendered.subject
     # Read back with the CRLF line breaks a message carries.

@@ -18,13 +18,14 @@ from sqlalchemy.orm import Session
 from mailflow.alerts.alert_email import AlertEmailComposer
 from mailflow.alerts.deliveries import ClaimedDelivery, describe_deliveries
 from mailflow.config import Settings
-from mailflow.core.links import ANSWER_LINK
+from mailflow.core.links import ACCESS_NEW_LINK, ANSWER_LINK
 from mailflow.core.mail.transport import OutgoingMessage
 from mailflow.core.models import Alert, AlertAudience, Delivery, Organisation
 from mailflow.people.users import add_user
 from tests.support.seed import NOW, issue, seed_people
 
 TOKEN = re.compile(r"/r/([A-Za-z0-9_.\-]+)")
+ACCESS_TOKEN = re.compile(r"/access/new/([A-Za-z0-9_.\-]+)")
 
 
 def parsed(message: OutgoingMessage) -> EmailMessage:
@@ -37,8 +38,13 @@ def with_payloads(text: str, settings: Settings) -> str:
     """Links carry a timestamp, so two renders a second apart differ: compare
     what each link says instead."""
     tokens = ANSWER_LINK.tokens(settings)
-    return TOKEN.sub(
+    answers = TOKEN.sub(
         lambda m: "/r/" + json.dumps(tokens.verify(m.group(1), now=NOW), sort_keys=True), text
+    )
+    # The footer's link carries a nonce of its own: compare whom it names.
+    access = ACCESS_NEW_LINK.tokens(settings)
+    return ACCESS_TOKEN.sub(
+        lambda m: f"/access/new/u={access.verify(m.group(1), now=NOW)['u']}", answers
     )
 
 

@@ -16,6 +16,7 @@ from mailflow.access.requests import open_request, open_request_for
 from mailflow.config import Settings
 from mailflow.core.errors import NotAllowed
 from mailflow.core.models import AccessRequest, Membership, Organisation, Role, User
+from mailflow.people.users import lock_person
 
 
 def held_organisation_ids(session: Session, user_id: int) -> set[int]:
@@ -62,6 +63,10 @@ def ask_for_access(
     (nothing written) when the person may not ask for it."""
     if not requester.active:
         raise NotAllowed(f"{requester.email} has been removed.")
+    # One at a time per person (on PostgreSQL; SQLite's writers take turns):
+    # the same request confirmed by email and on the page at one moment
+    # opens once.
+    lock_person(session, requester.id)
     problem = why_not(session, requester, organisation)
     if problem is not None:
         raise NotAllowed(problem)

@@ -19,7 +19,14 @@ from sqlalchemy.orm import Session
 
 from mailflow.core.audit import record_event
 from mailflow.core.errors import NotAllowed, NotFound
-from mailflow.core.models import AccessRequest, AccessState, Membership, Role, User
+from mailflow.core.models import (
+    AccessRequest,
+    AccessState,
+    Membership,
+    Organisation,
+    Role,
+    User,
+)
 
 MAX_DECISION_REASON = 1000
 
@@ -118,6 +125,8 @@ def decide(
     requester = session.get_one(User, request.requester_id)
     if approve and not requester.active:
         raise NotAllowed("the person who asked no longer has access to this service")
+    if approve and not session.get_one(Organisation, request.organisation_id).is_open:
+        raise NotAllowed("the organisation has closed since the request was made")
     state = AccessState.APPROVED if approve else AccessState.DENIED
     result = session.execute(
         update(AccessRequest)

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from mailflow.access.decision_lines import FORM_LINES
 from mailflow.access.decision_links import Verb, decision_link, new_decision_key
 from mailflow.config import Settings
-from mailflow.core.mail.one_off import send_one_off
+from mailflow.core.mail.one_off import send_one_off, send_one_off_to_address
 from mailflow.core.models import AccessRequest, Membership, Organisation, User
 from mailflow.people.users import administrators_of
 
@@ -89,15 +89,16 @@ def _send(
     administrators = deciders(session, request)
     if not administrators:
         request.to_service_desk = True
-        desk = User(name=SERVICE_DESK_NAME, email=settings.service_desk)
-        send_one_off(
+        # The service desk is an address, not a person of ours: no links.
+        send_one_off_to_address(
             session,
             settings,
             template="access_decide",
             context=common | {"recipient_name": SERVICE_DESK_NAME, "service_desk": True},
-            to=desk,
+            to=settings.service_desk,
             kind=kind,
             now=now,
+            their_message_id=None,
         )
         return
     for administrator in administrators:

@@ -23,6 +23,7 @@ from mailflow.core.mail.messages import (
     address,
     build_message,
 )
+from mailflow.core.mail.one_off import access_new_payload
 from mailflow.core.mail.templates import RenderedEmail, render_service_email
 from mailflow.core.mail.transport import Envelope, OutgoingMessage
 from mailflow.core.models import Alert, Organisation
@@ -102,7 +103,7 @@ class AlertEmailComposer:
     def access_new_link(self, delivery: ClaimedDelivery) -> str:
         """The footer's "Request access for another organisation", bound
         to the recipient: one more token signed per email."""
-        token = self.access_tokens.sign({"u": delivery.user_id}, self.now)
+        token = self.access_tokens.sign(access_new_payload(delivery.user_id), self.now)
         return ACCESS_NEW_LINK.url(self.settings, token)
 
     def _held(self, delivery: ClaimedDelivery) -> tuple[list[Organisation], list[Organisation]]:

@@ -7,6 +7,7 @@ the email and the person it was for."""
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import make_msgid
@@ -97,10 +98,17 @@ def send_one_off(
     )
 
 
+def access_new_payload(user_id: int) -> dict[str, object]:
+    """What the footer link's token carries: the person, and a nonce, so
+    that two emails signed in the same second carry different links and
+    using one (the link is single use) does not use up the other."""
+    return {"u": user_id, "n": secrets.token_urlsafe(6)}
+
+
 def access_new_link(settings: Settings, user_id: int, now: datetime) -> str:
     """The footer link of every email to a person: "Request access for
     another organisation", a page bound to them."""
-    return links.make(settings, links.ACCESS_NEW_LINK, {"u": user_id}, now)
+    return links.make(settings, links.ACCESS_NEW_LINK, access_new_payload(user_id), now)
 
 
 def queue_email_to_person(
@@ -149,19 +157,20 @@ def send_one_off_to_address(
     their_message_id: str | None,
     inbound_message_id: int | None = None,
 ) -> OutgoingEmail:
-    """Queue, in the caller's transaction, an answer to someone we do not
-    know (a message to one of our mailboxes from an address no active
-    person has): no person, so no personal links and no footer link, no
-    reply key; in the thread of their message, and marked as an answer to
-    it (RFC 3834), so their auto-responder stays quiet."""
+    """Queue, in the caller's transaction, an email to an address that is
+    no person's: an answer to someone we do not know who wrote to one of
+    our mailboxes, or a request sent to the service desk.  No person, so
+    no personal links, no footer link and no reply key.  An answer sits in
+    the thread of their message and says it answers it (RFC 3834), so
+    their auto-responder stays quiet."""
     rendered = render_service_email(settings, template, context)
     headers = MessageHeaders(
         sender=settings.from_header,
         to=address("", to),
         message_id=make_msgid(domain=settings.mail_domain).strip("<>"),
         date=now,
-        auto_submitted=AUTO_SUBMITTED_REPLIED,
-        extra=thread_headers(None, their_message_id),
+        auto_submitted=AUTO_SUBMITTED_REPLIED if their_message_id else AUTO_SUBMITTED_GENERATED,
+        extra=thread_headers(None, their_message_id) if their_message_id else {},
     )
     key = new_key()
     return queue_email(
