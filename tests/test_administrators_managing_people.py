@@ -356,3 +356,24 @@ def test_the_people_page_lists_and_commits_once(admin_web: Web) -> None:
     assert len(emails(session, "people_done")) == 1
     # Single use: the link now says so, and a fresh one was emailed.
     assert "Already used" in web.client.get(path).text
+
+
+def test_adding_someone_on_the_page_without_a_name_is_shown_beside_the_name(
+    admin_web: Web,
+) -> None:
+    web = admin_web
+    send_lines(web, ANN, "LIST")
+    path = link_in(emails(web.db(), "people_list")[0], "/people/")
+    web.client.get(path)
+    before = row_counts(web.engine)
+
+    page = post_form(
+        web.client,
+        path,
+        {"add-email": "kim@riverside.example", "add-role": "responder", "code": web.code(ANN)},
+    )
+
+    assert page.status_code == 400
+    assert 'id="add-name-error"' in page.text and "give the name" in page.text
+    assert 'href="#add-name"' in page.text  # the summary at the top leads to it
+    assert row_counts(web.engine) == before

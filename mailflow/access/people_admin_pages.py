@@ -347,7 +347,11 @@ def _changes_from_form(
         elif chosen:
             problems.add(f"change-{person.user.id}", f"choose a change for {person.user.email}")
     email = text(form, "add-email")
-    if email:
+    if email and not text(form, "add-name"):
+        # Asked for here, where it can be shown beside its field; someone
+        # already registered keeps their own name.
+        problems.add("add-name", "give the name of the person to add")
+    elif email:
         line = f"ADD {email} {text(form, 'add-role')} {text(form, 'add-name')}"
         try:
             added = read_line(line)
