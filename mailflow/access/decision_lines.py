@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from mailflow.access.deciding import MAX_DECISION_REASON
 from mailflow.access.decision_links import Verb
+from mailflow.answers.reply_form import clean_line
 from mailflow.answers.reply_lines import LineProblem, ReplyNotUnderstood
 from mailflow.answers.reply_words import DISCLAIMER, joined_information, without_sign_off
 
@@ -37,7 +38,6 @@ MAX_LINE_CHARS = 2000
 # lines, the rest of the reply is not read.
 MAX_LINES = 50
 _SIGNATURE_DELIMITER = "-- "
-_DECORATION = re.compile(r"^(?:[-*•·\u2013>]+|\d{1,2}[.)])\s+")
 _WORDS = {
     "approve": Verb.APPROVE,
     "approved": Verb.APPROVE,
@@ -65,15 +65,6 @@ class DecisionWords:
 
     verb: Verb
     reason: str
-
-
-def _clean(line: str) -> str:
-    line = line.replace("\u00a0", " ").replace("\u200b", "").replace("\u2019", "'")
-    line = line.replace("**", "").replace("__", "").strip()
-    line = _DECORATION.sub("", line).strip()
-    if len(line) > 2 and line[0] == line[-1] and line[0] in "*_":
-        line = line[1:-1].strip()
-    return " ".join(line.split())
 
 
 def parse_decision(text: str) -> DecisionWords:
@@ -136,7 +127,7 @@ def _readable_lines(lines: Sequence[str]) -> list[tuple[int, str]]:
     for number, raw in enumerate(lines, start=1):
         if raw.rstrip("\r") == _SIGNATURE_DELIMITER or raw.strip() == "--":
             break
-        line = _clean(raw) if len(raw) <= MAX_LINE_CHARS else ""
+        line = clean_line(raw) if len(raw) <= MAX_LINE_CHARS else ""
         if not line:
             in_disclaimer = False
         elif in_disclaimer or (DISCLAIMER.search(line) and not _AT_START.match(line)):

@@ -25,6 +25,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from mailflow.answers.reply_form import clean_line
 from mailflow.answers.reply_lines import LineProblem
 from mailflow.answers.reply_words import DISCLAIMER
 from mailflow.core.models import Role
@@ -119,19 +120,11 @@ def example_lines(code: str | None = None, domain: str = "example.nhs.uk") -> li
     ]
 
 
-_DECORATION = re.compile(r"^(?:[-*•·\u2013>]+|\d{1,2}[.)])\s+")
 _PREFIX = re.compile(r"^(?P<code>[A-Za-z0-9]{3,10})\s*:\s*(?P<rest>.*)$")
 _VERB = re.compile(r"^(?P<verb>add|remove|role|list)\b[:\s]*(?P<rest>.*)$", re.IGNORECASE)
 # Strict: the address as one token, checked in full by the domain later.
 _EMAIL = re.compile(r"^<?(?P<email>[^\s@<>]{1,64}@[^\s@<>]{1,190}\.[^\s@<>]{2,63})>?$")
 _SIGNATURE_DELIMITER = "-- "
-
-
-def _clean(line: str) -> str:
-    line = line.replace("\u00a0", " ").replace("\u200b", "")
-    line = line.replace("**", "").replace("__", "").strip()
-    line = _DECORATION.sub("", line).strip()
-    return " ".join(line.split())
 
 
 def parse_people_lines(text: str) -> list[PeopleLine]:
@@ -143,7 +136,7 @@ def parse_people_lines(text: str) -> list[PeopleLine]:
     for number, raw in enumerate(text.splitlines(), start=1):
         if raw.rstrip("\r") == _SIGNATURE_DELIMITER or raw.strip() == "--":
             break
-        line = _clean(raw) if len(raw) <= MAX_LINE_CHARS else ""
+        line = clean_line(raw) if len(raw) <= MAX_LINE_CHARS else ""
         if not line:
             continue
         if DISCLAIMER.search(line) and _VERB.match(line) is None:
