@@ -13,7 +13,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -32,15 +31,13 @@ from mailflow.core.errors import NotAllowed
 from mailflow.core.links import ACCESS_DECIDE_LINK, DECISION_CONFIRM_LINK
 from mailflow.core.mail.templates import format_time
 from mailflow.core.models import AccessRequest, AccessState, Organisation, User
-from mailflow.core.pages.commit_flow import Change, CommitFlow, LinkKind
+from mailflow.core.pages.commit_flow import Change, link_endpoint
 from mailflow.core.pages.committing import AlreadyUsed, CodeCheck, Committed, Outcome
 from mailflow.core.pages.forms import Problems, text
 from mailflow.core.pages.refusals import (
     EXPIRED,
     INVALID,
     Refusal,
-    form_dict,
-    guarded,
     int_field,
     refuse_links_from_before_removal,
 )
@@ -334,36 +331,11 @@ class DecisionConfirmKind(DecideKind):
 
 def routes(runtime: Runtime, pages: Pages) -> list[Route]:
     """The decision pages, for the web app to serve."""
-    served = DecisionPages(runtime, pages)
+    confirm = link_endpoint(runtime, pages, DecisionConfirmKind(runtime, pages))
+    approve = link_endpoint(runtime, pages, DecideLinkKind(runtime, pages, Verb.APPROVE))
+    deny = link_endpoint(runtime, pages, DecideLinkKind(runtime, pages, Verb.DENY))
     return [
-        Route(DECISION_CONFIRM_LINK.route, served.confirm, methods=["GET", "POST"]),
-        Route(ACCESS_DECIDE_LINK.route + "/approve", served.approve, methods=["GET", "POST"]),
-        Route(ACCESS_DECIDE_LINK.route + "/deny", served.deny, methods=["GET", "POST"]),
+        Route(DECISION_CONFIRM_LINK.route, confirm, methods=["GET", "POST"]),
+        Route(ACCESS_DECIDE_LINK.route + "/approve", approve, methods=["GET", "POST"]),
+        Route(ACCESS_DECIDE_LINK.route + "/deny", deny, methods=["GET", "POST"]),
     ]
-
-
-class DecisionPages:
-    def __init__(self, runtime: Runtime, pages: Pages) -> None:
-        self.pages = pages
-        self.flow = CommitFlow(runtime)
-        self.kinds: dict[str, LinkKind[DecideContext]] = {
-            "approve": DecideLinkKind(runtime, pages, Verb.APPROVE),
-            "deny": DecideLinkKind(runtime, pages, Verb.DENY),
-            "confirm": DecisionConfirmKind(runtime, pages),
-        }
-
-    async def approve(self, request: Request) -> Response:
-        return await self._serve(request, "approve")
-
-    async def deny(self, request: Request) -> Response:
-        return await self._serve(request, "deny")
-
-    async def confirm(self, request: Request) -> Response:
-        return await self._serve(request, "confirm")
-
-    async def _serve(self, request: Request, name: str) -> Response:
-        token = request.path_params["token"]
-        form = form_dict(await request.form()) if request.method == "POST" else None
-        return await run_in_threadpool(
-            guarded, self.pages, request, self.flow.serve, self.kinds[name], token, form
-        )

@@ -12,7 +12,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -30,15 +29,13 @@ from mailflow.access.people_lines import PeopleLine, Verb, read_line
 from mailflow.core import pending
 from mailflow.core.links import PEOPLE_CONFIRM_LINK, PEOPLE_LINK, TokenService
 from mailflow.core.models import AccessRequest, Organisation, PendingAction, Role, User
-from mailflow.core.pages.commit_flow import Change, CommitFlow, LinkKind
+from mailflow.core.pages.commit_flow import Change, link_endpoint
 from mailflow.core.pages.committing import AlreadyUsed, CodeCheck, Committed, Outcome
 from mailflow.core.pages.forms import Problems, text
 from mailflow.core.pages.refusals import (
     EXPIRED,
     INVALID,
     Refusal,
-    form_dict,
-    guarded,
     int_field,
     refuse_links_from_before_removal,
 )
@@ -54,10 +51,11 @@ ROLES = [r.value for r in Role]
 def routes(runtime: Runtime, pages: Pages) -> list[Route]:
     """The people pages, for the web app to serve (confirm first: its path
     is inside /people/)."""
-    served = PeoplePages(runtime, pages)
+    confirm = link_endpoint(runtime, pages, PeopleConfirmKind(runtime, pages))
+    people = link_endpoint(runtime, pages, PeoplePageKind(runtime, pages))
     return [
-        Route(PEOPLE_CONFIRM_LINK.route, served.confirm, methods=["GET", "POST"]),
-        Route(PEOPLE_LINK.route, served.people, methods=["GET", "POST"]),
+        Route(PEOPLE_CONFIRM_LINK.route, confirm, methods=["GET", "POST"]),
+        Route(PEOPLE_LINK.route, people, methods=["GET", "POST"]),
     ]
 
 
@@ -363,24 +361,3 @@ def _changes_from_form(
     if not changes and not problems:
         problems.add("add-email", "choose a change to make, or add a person")
     return changes
-
-
-class PeoplePages:
-    def __init__(self, runtime: Runtime, pages: Pages) -> None:
-        self.pages = pages
-        self.flow = CommitFlow(runtime)
-        self.confirm_kind = PeopleConfirmKind(runtime, pages)
-        self.page_kind = PeoplePageKind(runtime, pages)
-
-    async def confirm(self, request: Request) -> Response:
-        return await self._serve(request, self.confirm_kind)
-
-    async def people(self, request: Request) -> Response:
-        return await self._serve(request, self.page_kind)
-
-    async def _serve(self, request: Request, kind: LinkKind[Any]) -> Response:
-        token = request.path_params["token"]
-        form = form_dict(await request.form()) if request.method == "POST" else None
-        return await run_in_threadpool(
-            guarded, self.pages, request, self.flow.serve, kind, token, form
-        )

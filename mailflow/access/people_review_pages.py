@@ -15,7 +15,6 @@ from typing import Any
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -28,14 +27,12 @@ from mailflow.core import pending
 from mailflow.core.audit import record_event
 from mailflow.core.links import REVIEW_LINK
 from mailflow.core.models import AccessReview, Organisation, User
-from mailflow.core.pages.commit_flow import Change, CommitFlow
+from mailflow.core.pages.commit_flow import Change, link_endpoint
 from mailflow.core.pages.committing import AlreadyUsed, CodeCheck, Committed, Outcome
 from mailflow.core.pages.forms import Problems
 from mailflow.core.pages.refusals import (
     INVALID,
     Refusal,
-    form_dict,
-    guarded,
     int_field,
     refuse_links_from_before_removal,
 )
@@ -49,8 +46,8 @@ GONE = "{email} no longer holds a role at {code}. Nothing was changed."
 
 def routes(runtime: Runtime, pages: Pages) -> list[Route]:
     """The review page, for the web app to serve."""
-    served = ReviewPages(runtime, pages)
-    return [Route(REVIEW_LINK.route, served.review, methods=["GET", "POST"])]
+    review = link_endpoint(runtime, pages, ReviewKind(runtime, pages))
+    return [Route(REVIEW_LINK.route, review, methods=["GET", "POST"])]
 
 
 @dataclass(frozen=True)
@@ -212,17 +209,3 @@ def record_review(
         subject=f"access_review:{review_id}",
         organisation=code,
     )
-
-
-class ReviewPages:
-    def __init__(self, runtime: Runtime, pages: Pages) -> None:
-        self.pages = pages
-        self.flow = CommitFlow(runtime)
-        self.kind = ReviewKind(runtime, pages)
-
-    async def review(self, request: Request) -> Response:
-        token = request.path_params["token"]
-        form = form_dict(await request.form()) if request.method == "POST" else None
-        return await run_in_threadpool(
-            guarded, self.pages, request, self.flow.serve, self.kind, token, form
-        )

@@ -12,7 +12,6 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -24,15 +23,13 @@ from mailflow.core import pending
 from mailflow.core.errors import NotAllowed
 from mailflow.core.links import ACCESS_CONFIRM_LINK, ACCESS_NEW_LINK
 from mailflow.core.models import Organisation, PendingAction, User
-from mailflow.core.pages.commit_flow import Change, CommitFlow, LinkKind
+from mailflow.core.pages.commit_flow import Change, link_endpoint
 from mailflow.core.pages.committing import AlreadyUsed, CodeCheck, Committed, Outcome
 from mailflow.core.pages.forms import Problems
 from mailflow.core.pages.refusals import (
     EXPIRED,
     INVALID,
     Refusal,
-    form_dict,
-    guarded,
     int_field,
     refuse_links_from_before_removal,
 )
@@ -49,32 +46,12 @@ SUPERSEDED = "This link was replaced by a newer one. Nothing has been asked from
 
 def routes(runtime: Runtime, pages: Pages) -> list[Route]:
     """The pages of asking for access, for the web app to serve."""
-    served = RequestPages(runtime, pages)
+    confirm = link_endpoint(runtime, pages, ConfirmRequestKind(runtime, pages))
+    new = link_endpoint(runtime, pages, NewRequestKind(runtime, pages))
     return [
-        Route(ACCESS_CONFIRM_LINK.route, served.confirm, methods=["GET", "POST"]),
-        Route(ACCESS_NEW_LINK.route, served.new, methods=["GET", "POST"]),
+        Route(ACCESS_CONFIRM_LINK.route, confirm, methods=["GET", "POST"]),
+        Route(ACCESS_NEW_LINK.route, new, methods=["GET", "POST"]),
     ]
-
-
-class RequestPages:
-    def __init__(self, runtime: Runtime, pages: Pages) -> None:
-        self.pages = pages
-        self.flow = CommitFlow(runtime)
-        self.confirm_kind = ConfirmRequestKind(runtime, pages)
-        self.new_kind = NewRequestKind(runtime, pages)
-
-    async def confirm(self, request: Request) -> Response:
-        return await self._serve(request, self.confirm_kind)
-
-    async def new(self, request: Request) -> Response:
-        return await self._serve(request, self.new_kind)
-
-    async def _serve(self, request: Request, kind: LinkKind[Any]) -> Response:
-        token = request.path_params["token"]
-        form = form_dict(await request.form()) if request.method == "POST" else None
-        return await run_in_threadpool(
-            guarded, self.pages, request, self.flow.serve, kind, token, form
-        )
 
 
 @dataclass(frozen=True)

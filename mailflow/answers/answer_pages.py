@@ -6,8 +6,6 @@ factor."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -19,8 +17,7 @@ from mailflow.answers.reply_pages import ReplyAnswersKind
 from mailflow.answers.status_link import StatusLinkKind
 from mailflow.core.links import ANSWER_LINK, CONFIRM_LINK
 from mailflow.core.models import Alert, Answer, Organisation
-from mailflow.core.pages.commit_flow import CommitFlow, LinkKind
-from mailflow.core.pages.refusals import form_dict, guarded
+from mailflow.core.pages.commit_flow import link_endpoint
 from mailflow.core.pages.rendering import Pages
 from mailflow.core.pages.security import session_user
 from mailflow.core.runtime import Runtime
@@ -28,10 +25,12 @@ from mailflow.core.runtime import Runtime
 
 def routes(runtime: Runtime, pages: Pages) -> list[Route]:
     """The answers' pages, for the web app to serve."""
+    status_link = link_endpoint(runtime, pages, StatusLinkKind(runtime, pages))
+    reply_answers = link_endpoint(runtime, pages, ReplyAnswersKind(runtime, pages))
     answers = AnswerPages(runtime, pages)
     return [
-        Route(ANSWER_LINK.route, answers.link, methods=["GET", "POST"]),
-        Route(CONFIRM_LINK.route, answers.confirm, methods=["GET", "POST"]),
+        Route(ANSWER_LINK.route, status_link, methods=["GET", "POST"]),
+        Route(CONFIRM_LINK.route, reply_answers, methods=["GET", "POST"]),
         Route("/recorded", answers.recorded, methods=["GET"]),
     ]
 
@@ -40,25 +39,6 @@ class AnswerPages:
     def __init__(self, runtime: Runtime, pages: Pages) -> None:
         self.runtime = runtime
         self.pages = pages
-        self.flow = CommitFlow(runtime)
-        self.status_link = StatusLinkKind(runtime, pages)
-        self.reply_answers = ReplyAnswersKind(runtime, pages)
-
-    # Each endpoint reads the request body (if any) here, then does its
-    # database work in a thread: the database driver blocks.
-
-    async def link(self, request: Request) -> Response:
-        return await self._serve(request, self.status_link)
-
-    async def confirm(self, request: Request) -> Response:
-        return await self._serve(request, self.reply_answers)
-
-    async def _serve(self, request: Request, kind: LinkKind[Any]) -> Response:
-        token = request.path_params["token"]
-        form = form_dict(await request.form()) if request.method == "POST" else None
-        return await run_in_threadpool(
-            guarded, self.pages, request, self.flow.serve, kind, token, form
-        )
 
     async def recorded(self, request: Request) -> Response:
         return await run_in_threadpool(self._recorded, request)

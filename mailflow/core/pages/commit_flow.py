@@ -11,11 +11,12 @@ and what each outcome shows.  Outcomes name no kind.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -31,7 +32,8 @@ from mailflow.core.pages.committing import (
     commit_with_second_factor,
 )
 from mailflow.core.pages.forms import Problems, text
-from mailflow.core.pages.refusals import CODE_FIELD, Refusal, open_link
+from mailflow.core.pages.refusals import CODE_FIELD, Refusal, form_dict, guarded, open_link
+from mailflow.core.pages.rendering import Pages
 from mailflow.core.pages.security import is_verified
 from mailflow.core.runtime import Runtime
 
@@ -176,3 +178,21 @@ class CommitFlow:
     @staticmethod
     def _verified(kind: CommitKind[Any], request: Request, user_id: int, now: datetime) -> bool:
         return kind.verified_session_counts and is_verified(request, user_id, now)
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def link_endpoint(runtime: Runtime, pages: Pages, kind: LinkKind[Any]) -> Endpoint:
+    """The web endpoint for one kind's links (a route's ``{token}``): the
+    request body is read on the event loop, then the page's database work
+    runs in a thread (the database driver blocks), with refusals shown as
+    pages (``guarded``)."""
+    flow = CommitFlow(runtime)
+
+    async def endpoint(request: Request) -> Response:
+        token = request.path_params["token"]
+        form = form_dict(await request.form()) if request.method == "POST" else None
+        return await run_in_threadpool(guarded, pages, request, flow.serve, kind, token, form)
+
+    return endpoint
