@@ -208,6 +208,9 @@ def test_list_answers_at_once_with_roles_second_factor_and_a_reply_key(admin_web
     assert "raj@riverside.example>: responder, second factor set up" in text
     assert "ann@riverside.example>: administrator, second factor set up" in text
     assert "/people/" in text
+    # An answer to their message, in its thread.
+    assert parsed(listed.raw)["Auto-Submitted"] == "auto-replied"
+    assert parsed(listed.raw)["In-Reply-To"] is not None
     # A reply to it is read as people lines for RXA.
     key = reply_key_of(listed)
     send_lines(web, ANN, "REMOVE raj@riverside.example", to=key)

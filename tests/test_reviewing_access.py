@@ -59,6 +59,9 @@ def test_a_review_is_sent_once_a_round_after_the_first_period(admin_web: Web) ->
     assert parsed(review.raw)["Subject"] == "These people can answer for RXA: still right?"
     assert f"<{RAJ}>: responder" in text and f"<{ANN}>: administrator" in text
     assert reply_key_of(review).startswith("reply+")
+    # Sent by us unasked: not marked as an answer to anything of theirs.
+    headers = parsed(review.raw)
+    assert headers["Auto-Submitted"] == "auto-generated" and headers["In-Reply-To"] is None
     links_in_it = the_review(web)
     assert set(links_in_it.remove) == {ANN, RAJ}
 

@@ -77,6 +77,8 @@ def send_people_email(
         to=to,
         kind=template,
         now=now,
-        thread=ThreadHeaders(None, TheirMessage(answering, key)),
+        # In their thread, and marked as an answer, only when it answers them.
+        thread=ThreadHeaders(None, TheirMessage(answering, None)) if answering else None,
+        reply_key=key,
         inbound_message_id=inbound_message_id,
     )
