@@ -5,15 +5,18 @@ gets a clear, rate-limited answer, or (automatic or forged) none."""
 
 from __future__ import annotations
 
+import threading
 from datetime import date
 
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from mailflow.access.asking import ask_for_access
 from mailflow.access.requests import open_request
 from mailflow.config import Settings, parse_relay
 from mailflow.core import links
+from mailflow.core.errors import NotAllowed
 from mailflow.core.models import InboundState, Organisation, User
 from mailflow.core.runtime import Runtime
 from mailflow.people.users import get_user
@@ -205,3 +208,37 @@ def test_the_alert_email_and_a_one_off_email_carry_the_footer_link(
     [rajs] = NEW_PATH.findall(plain_text(to_raj))
     others = [r.message for r in alert_emails if r.recipients != [RAJ]]
     assert others and all(rajs not in plain_text(m) for m in others)
+
+
+def test_one_request_confirmed_twice_at_the_same_moment_opens_once(web: Web, backend: str) -> None:
+    """The same request confirmed by email and on the page at once: the
+    second waits for the first (a lock on the person) and then finds the
+    request open already.  On PostgreSQL both transactions are open and
+    have read the person before either writes; SQLite's writers take turns
+    from the start of their transactions, so there they run side by side
+    without meeting."""
+    barrier = threading.Barrier(2 if backend == "postgresql" else 1, timeout=10)
+    outcomes: list[str] = []
+
+    def confirm() -> None:
+        try:
+            with web.runtime.sessions.begin() as session:
+                raj = get_user(session, RAJ)
+                rxb = session.scalars(select(Organisation).where(Organisation.code == "RXB")).one()
+                barrier.wait()
+                ask_for_access(
+                    session, web.settings, requester=raj, organisation=rxb, reason=REASON,
+                    via="web", now=NOW, actor="test",
+                )  # fmt: skip
+            outcomes.append("opened")
+        except NotAllowed as exc:
+            outcomes.append(f"refused: {exc}")
+
+    threads = [threading.Thread(target=confirm) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert sorted(outcomes)[0] == "opened" and outcomes.count("opened") == 1, outcomes
+    assert len(requests(web.db())) == 1
