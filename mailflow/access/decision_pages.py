@@ -39,6 +39,7 @@ from mailflow.core.pages.refusals import (
     INVALID,
     Refusal,
     int_field,
+    linked_action,
     refuse_links_from_before_removal,
 )
 from mailflow.core.pages.rendering import Pages
@@ -289,13 +290,9 @@ class DecisionConfirmKind(DecideKind):
     def load(
         self, session: Session, payload: dict[str, Any], token: str, now: datetime, posted: bool
     ) -> DecideContext:
-        nonce = payload.get("n")
-        nonce = nonce if isinstance(nonce, str) else ""
-        action = pending.find(
-            session, action_id=int_field(payload, "p"), kind=pending.ACCESS_DECISION, token=nonce
+        action, nonce = linked_action(
+            session, payload, kind=pending.ACCESS_DECISION, id_field="p", nonce_field="n"
         )
-        if action is None or action.user_id != int_field(payload, "u"):
-            raise Refusal(400, "This link is not valid", INVALID)
         data = action.payload
         try:
             verb = Verb(str(data.get("verb")))

@@ -37,6 +37,7 @@ from mailflow.core.pages.refusals import (
     INVALID,
     Refusal,
     int_field,
+    linked_action,
     refuse_links_from_before_removal,
 )
 from mailflow.core.pages.rendering import Pages
@@ -128,13 +129,9 @@ class PeopleConfirmKind(_PeopleKind):
     def load(
         self, session: Session, payload: dict[str, Any], token: str, now: datetime, posted: bool
     ) -> ConfirmContext:
-        found = payload.get("n")
-        nonce = found if isinstance(found, str) else ""
-        action = pending.find(
-            session, action_id=int_field(payload, "a"), kind=pending.PEOPLE_CHANGES, token=nonce
+        action, nonce = linked_action(
+            session, payload, kind=pending.PEOPLE_CHANGES, id_field="a", nonce_field="n"
         )
-        if action is None or action.user_id != int_field(payload, "u"):
-            raise Refusal(400, "This link is not valid", INVALID)
         if action.used_at is not None:
             raise Refusal(409 if posted else 200, "Already done", ALREADY_DONE)
         if action.superseded_at is not None:

@@ -30,7 +30,7 @@ from mailflow.core.pages.refusals import (
     EXPIRED,
     INVALID,
     Refusal,
-    int_field,
+    linked_action,
     refuse_links_from_before_removal,
 )
 from mailflow.core.pages.rendering import Pages
@@ -85,16 +85,9 @@ class ConfirmRequestKind:
     def load(
         self, session: Session, payload: dict[str, Any], token: str, now: datetime, posted: bool
     ) -> PendingRequest:
-        nonce = payload.get("t")
-        action = pending.find(
-            session,
-            action_id=int_field(payload, "a"),
-            kind=pending.ACCESS_REQUEST,
-            token=nonce if isinstance(nonce, str) else "",
+        action, nonce = linked_action(
+            session, payload, kind=pending.ACCESS_REQUEST, id_field="a", nonce_field="t"
         )
-        if action is None or action.user_id != int_field(payload, "u"):
-            raise Refusal(400, "This link is not valid", INVALID)
-        assert isinstance(nonce, str)
         user = active_person(session, action.user_id)
         if action.used_at is not None:
             raise Refusal(409 if posted else 200, "Already sent", ALREADY_SENT)

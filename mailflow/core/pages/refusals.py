@@ -9,11 +9,13 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import Response
 
+from mailflow.core import pending
 from mailflow.core.links import TokenExpired, TokenInvalid, TokenService
-from mailflow.core.models import User
+from mailflow.core.models import PendingAction, User
 from mailflow.core.pages.rendering import Pages
 from mailflow.core.pages.security import csrf_ok, session_user
 
@@ -107,6 +109,20 @@ def int_field(payload: dict[str, Any], key: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise Refusal(400, "This link is not valid", INVALID)
     return value
+
+
+def linked_action(
+    session: Session, payload: dict[str, Any], *, kind: str, id_field: str, nonce_field: str
+) -> tuple[PendingAction, str]:
+    """The pending action a link names (its id and token under these keys
+    of the payload) and the token, if the action is this kind's and the
+    link's person's ("u"); otherwise the refusal of a link not valid."""
+    found = payload.get(nonce_field)
+    token = found if isinstance(found, str) else ""
+    action = pending.find(session, action_id=int_field(payload, id_field), kind=kind, token=token)
+    if action is None or action.user_id != int_field(payload, "u"):
+        raise Refusal(400, "This link is not valid", INVALID)
+    return action, token
 
 
 def check_session_user(request: Request, user_id: int) -> None:
