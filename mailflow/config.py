@@ -20,6 +20,12 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from mailflow.schedule_values import (
+    OFFICE_HOURS,
+    WEEKDAYS,
+    WorkingDays,
+    WorkingHours,
+)
 from mailflow.settings_values import (
     MIN_SECRET_KEY_LENGTH,
     PARSERS,
@@ -145,6 +151,22 @@ class Settings:
     # Every this many days each administrator is asked whether the people
     # who answer for their organisation are still right.
     access_review_days: int = 90
+    # Chasing (mailflow/deadlines/): reminders this many hours before the
+    # deadline to organisations that have not answered, by severity.
+    reminder_hours_critical: tuple[int, ...] = (24, 4)
+    reminder_hours_high: tuple[int, ...] = (24, 4)
+    # An in-progress answer's next update is due this many days after it
+    # (unless it gives a date), an unable answer's review after review days.
+    update_days: int = 3
+    unable_review_days: int = 14
+    # Reminders and update chasers go out only in working hours on working
+    # days (MAILFLOW_TIMEZONE); deadlines run on the clock.
+    working_hours: WorkingHours = OFFICE_HOURS
+    working_days: WorkingDays = WEEKDAYS
+    # When the auditors hear again about organisations still overdue.
+    follow_up_schedule: str = "0 8 * * mon-fri"
+    # How often the scheduler looks for what has fallen due.
+    scheduler_seconds: float = 60.0
 
     @property
     def zone(self) -> ZoneInfo:
@@ -181,7 +203,7 @@ def _as_setting_text(value: object) -> str:
         return ""
     if isinstance(value, RelayConfig | ImapConfig):
         return value.redacted()
-    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], int):
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str):
         host, port = value
         return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
     if isinstance(value, tuple):
@@ -232,6 +254,14 @@ ENV_NAMES: dict[str, str] = {
     "access_request_days": "MAILFLOW_ACCESS_REQUEST_DAYS",
     "access_reminder_days": "MAILFLOW_ACCESS_REMINDER_DAYS",
     "access_review_days": "MAILFLOW_ACCESS_REVIEW_DAYS",
+    "reminder_hours_critical": "MAILFLOW_REMINDER_HOURS_CRITICAL",
+    "reminder_hours_high": "MAILFLOW_REMINDER_HOURS_HIGH",
+    "update_days": "MAILFLOW_UPDATE_DAYS",
+    "unable_review_days": "MAILFLOW_UNABLE_REVIEW_DAYS",
+    "working_hours": "MAILFLOW_WORKING_HOURS",
+    "working_days": "MAILFLOW_WORKING_DAYS",
+    "follow_up_schedule": "MAILFLOW_FOLLOW_UP_SCHEDULE",
+    "scheduler_seconds": "MAILFLOW_SCHEDULER_SECONDS",
 }
 
 # The keys a TOML file may use are the setting names without the prefix, in

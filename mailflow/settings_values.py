@@ -13,6 +13,13 @@ from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from mailflow.schedule_values import (
+    parse_cron,
+    parse_reminder_hours,
+    parse_working_days,
+    parse_working_hours,
+)
+
 MIN_SECRET_KEY_LENGTH = 32
 
 
@@ -264,4 +271,12 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "access_request_days": _parse_positive_int,
     "access_reminder_days": _parse_positive_int,
     "access_review_days": _parse_positive_int,
+    "reminder_hours_critical": parse_reminder_hours,
+    "reminder_hours_high": parse_reminder_hours,
+    "update_days": _parse_positive_int,
+    "unable_review_days": _parse_positive_int,
+    "working_hours": parse_working_hours,
+    "working_days": parse_working_days,
+    "follow_up_schedule": parse_cron,
+    "scheduler_seconds": _parse_positive_float,
 }

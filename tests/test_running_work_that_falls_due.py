@@ -13,6 +13,7 @@ import pytest
 
 from mailflow.config import ConfigError, load_settings
 from mailflow.core.runtime import Runtime
+from mailflow.core.scheduling import SchedulerPass, Task
 from mailflow.workers import periodic
 from mailflow.workers.queue import QueueWorker
 from tests.support.cli import SECRET_KEY, mailflow, one_error_line
@@ -21,15 +22,15 @@ from tests.support.waiting import wait_until
 AT = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 
 
-def noting(seen: list[datetime]) -> periodic.Task:
-    def task(runtime: Runtime, now: datetime) -> list[str]:
-        seen.append(now)
-        return [f"did one thing at {now:%H:%M}"]
+def noting(seen: list[datetime]) -> Task:
+    def task(run: SchedulerPass) -> list[str]:
+        seen.append(run.now)
+        return [f"did one thing at {run.now:%H:%M}"]
 
     return task
 
 
-def failing(runtime: Runtime, now: datetime) -> list[str]:
+def failing(run: SchedulerPass) -> list[str]:
     raise RuntimeError("the database went away")
 
 

@@ -18,7 +18,7 @@ from mailflow.access.decision_outcome import tell_expired
 from mailflow.config import Settings
 from mailflow.core.audit import record_event
 from mailflow.core.models import AccessRequest, AccessState
-from mailflow.core.runtime import Runtime
+from mailflow.core.scheduling import SchedulerPass
 
 log = logging.getLogger(__name__)
 
@@ -32,19 +32,20 @@ Find = Callable[[Session, Settings, datetime], Sequence[int]]
 Act = Callable[[Session, Settings, int, datetime], str | None]
 
 
-def access_requests_due(runtime: Runtime, now: datetime) -> list[str]:
-    """Remind and expire what is due at ``now``; one line for each."""
+def access_requests_due(run: SchedulerPass) -> list[str]:
+    """Remind and expire what is due at ``run.now``; one line for each."""
+    runtime, now = run.runtime, run.now
     done: list[str] = []
     steps: tuple[tuple[str, Find, Act], ...] = (
         ("expire", _due_to_expire, _expire),
         ("remind", _due_for_reminder, _remind),
     )
     for name, find, act in steps:
-        with runtime.sessions() as session:
+        with run.reading() as session:
             due = find(session, runtime.settings, now)
         for request_id in due:
             try:
-                with runtime.sessions.begin() as session:
+                with run.writing() as session:
                     line = act(session, runtime.settings, request_id, now)
             except Exception:
                 log.exception(

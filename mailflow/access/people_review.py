@@ -31,7 +31,7 @@ from mailflow.access.people_emails import REVIEW_KIND, help_context, send_people
 from mailflow.config import Settings
 from mailflow.core import links
 from mailflow.core.models import AccessReview, Membership, Organisation, Role, User
-from mailflow.core.runtime import Runtime
+from mailflow.core.scheduling import SchedulerPass
 
 log = logging.getLogger(__name__)
 
@@ -143,16 +143,16 @@ def send_review(session: Session, settings: Settings, due: Due, now: datetime) -
     return review
 
 
-def send_due_reviews(runtime: Runtime, now: datetime) -> list[str]:
+def send_due_reviews(run: SchedulerPass) -> list[str]:
     """The periodic task: queue each due review, one transaction each, so
     one that another pass sent first is skipped and the others go on."""
-    settings = runtime.settings
-    with runtime.readers() as session:
+    settings, now = run.runtime.settings, run.now
+    with run.reading() as session:
         due = due_reviews(session, now, settings.access_review_days, limit=BATCH)
     done = []
     for one in due:
         try:
-            with runtime.sessions.begin() as session:
+            with run.writing() as session:
                 review = send_review(session, settings, one, now)
                 sent = f"round {review.round} sent to user {one.administrator_id}"
         except IntegrityError:

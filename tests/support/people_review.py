@@ -13,6 +13,7 @@ from sqlalchemy import update
 from mailflow.access.people_review import send_due_reviews
 from mailflow.core.models import Membership, OutgoingEmail
 from mailflow.core.runtime import utc_now
+from mailflow.core.scheduling import SchedulerPass
 from tests.support.pages import Web
 from tests.support.people_admin import emails, text_of
 
@@ -27,7 +28,7 @@ def make_due(web: Web, days: int = 91) -> None:
 
 
 def run_pass(web: Web, now: datetime | None = None) -> list[str]:
-    return send_due_reviews(web.runtime, now or utc_now())
+    return send_due_reviews(SchedulerPass(web.runtime, now or utc_now()))
 
 
 @dataclass(frozen=True)

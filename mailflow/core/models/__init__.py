@@ -14,10 +14,18 @@ from mailflow.core.models.access import (
     AccessState,
     PeopleKey,
 )
-from mailflow.core.models.alerts import Alert, AlertAudience, Delivery, DeliveryState, Severity
+from mailflow.core.models.alerts import (
+    Alert,
+    AlertAudience,
+    AlertUpdate,
+    Delivery,
+    DeliveryState,
+    Severity,
+)
 from mailflow.core.models.answers import AlertStatus, Answer, Confirmation, PendingAnswer
 from mailflow.core.models.audit import AuditEvent
 from mailflow.core.models.base import Base, UTCDateTime
+from mailflow.core.models.chasing import ChaseKind, Chaser, ChaserEmail, ChaserEmailState
 from mailflow.core.models.jobs import Job, JobState
 from mailflow.core.models.mail import (
     ImapCheckpoint,
@@ -47,9 +55,14 @@ __all__ = [
     "Alert",
     "AlertAudience",
     "AlertStatus",
+    "AlertUpdate",
     "Answer",
     "AuditEvent",
     "Base",
+    "ChaseKind",
+    "Chaser",
+    "ChaserEmail",
+    "ChaserEmailState",
     "Confirmation",
     "Delivery",
     "DeliveryState",

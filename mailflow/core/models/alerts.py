@@ -61,6 +61,12 @@ class Alert(Base):
     # The audience as the publisher asked for it (codes and types); the
     # organisations it resolved to at issue time are in alert_audience.
     audience_spec: Mapped[dict[str, Any]]
+    # Answers are asked for in rounds: an update that says "answer again"
+    # starts the next one, with its own deadline and its own chasers.
+    round: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    # A closed alert is chased no more (`mailflow alert close`).
+    closed_at: Mapped[datetime | None]
+    closed_reason: Mapped[str | None] = mapped_column(Text)
 
     audience: Mapped[list[AlertAudience]] = relationship(back_populates="alert")
 
@@ -111,3 +117,25 @@ class Delivery(Base):
 
     alert: Mapped[Alert] = relationship()
     user: Mapped[User] = relationship()
+
+
+class AlertUpdate(Base):
+    """An update to an alert (`mailflow alert update`): new remediation
+    text or CVEs, sent to every recipient in the thread of the alert.  One
+    that says "answer again" starts a new round of answers with its own
+    deadline."""
+
+    __tablename__ = "alert_updates"
+    __table_args__ = (UniqueConstraint("alert_id", "number"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    alert_id: Mapped[int] = mapped_column(ForeignKey("alerts.id"))
+    number: Mapped[int] = mapped_column(Integer)
+    summary: Mapped[str] = mapped_column(Text)
+    remediation: Mapped[str | None] = mapped_column(Text)
+    cves: Mapped[list[str]]
+    answer_again: Mapped[bool] = mapped_column(Boolean)
+    # The new round's deadline when it asks for answers again.
+    deadline_at: Mapped[datetime | None]
+    published_at: Mapped[datetime]
+    published_by: Mapped[str] = mapped_column(String(200))

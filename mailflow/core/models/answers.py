@@ -80,6 +80,9 @@ class Answer(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     mitigations: Mapped[str | None] = mapped_column(Text)
     expected_on: Mapped[date | None] = mapped_column(Date)
+    # When the next update (in progress) or review (unable) is due, as the
+    # person was told; None for complete and not applicable.
+    next_update_on: Mapped[date | None] = mapped_column(Date)
     # "link" (a status link in the alert email) or "reply" (a confirmed reply).
     via: Mapped[str] = mapped_column(String(10))
     confirmation_id: Mapped[int | None] = mapped_column(ForeignKey("confirmations.id"))
@@ -93,7 +96,11 @@ class AlertStatus(Base):
     so reports need not search the history."""
 
     __tablename__ = "alert_statuses"
-    __table_args__ = (Index("ix_alert_statuses_organisation_id", "organisation_id"),)
+    __table_args__ = (
+        Index("ix_alert_statuses_organisation_id", "organisation_id"),
+        # How the scheduler finds the updates and reviews that are due.
+        Index("ix_alert_statuses_update_due_on", "update_due_on"),
+    )
 
     alert_id: Mapped[int] = mapped_column(ForeignKey("alerts.id"), primary_key=True)
     organisation_id: Mapped[int] = mapped_column(ForeignKey("organisations.id"), primary_key=True)
@@ -102,3 +109,7 @@ class AlertStatus(Base):
     first_answered_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     within_deadline: Mapped[bool] = mapped_column(Boolean)
+    # When the organisation is next chased for an update or review: the
+    # answer's next_update_on, moved on by each chaser; None when nothing
+    # is owed (complete, not applicable).
+    update_due_on: Mapped[date | None] = mapped_column(Date)
