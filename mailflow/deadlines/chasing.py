@@ -60,21 +60,28 @@ def chase(run: SchedulerPass) -> list[str]:
     policy = ChasePolicy.of(run.runtime.settings)
     with run.reading() as session:
         alerts = open_alerts(session)
+        taken = due.alert_wide_steps(session, [alert.id for alert in alerts])
     done: list[str] = []
     for alert in alerts:
         try:
-            done.extend(_chase_alert(run, policy, alert))
+            done.extend(_chase_alert(run, policy, alert, taken))
         except Exception:
             log.exception("chasing alert %s failed; the next pass tries again", alert.reference)
     done.extend(_chase_updates(run, policy))
     return done
 
 
-def _chase_alert(run: SchedulerPass, policy: ChasePolicy, alert: OpenAlert) -> list[str]:
+Taken = set[tuple[int, ChaseKind, str]]
+
+
+def _chase_alert(
+    run: SchedulerPass, policy: ChasePolicy, alert: OpenAlert, taken: Taken
+) -> list[str]:
     if run.now < alert.deadline_at:
-        return _remind(run, policy, alert)
-    done = _escalate(run, alert)
-    return done + _follow_up(run, policy, alert)
+        return _remind(run, policy, alert, taken)
+    deadline = step_name(alert.round, DEADLINE_STEP)
+    done = [] if (alert.id, ChaseKind.ESCALATION, deadline) in taken else _escalate(run, alert)
+    return done + _follow_up(run, policy, alert, taken)
 
 
 def _queue_composing(session: Session, batch: str, now: datetime, emails: int) -> None:
@@ -82,9 +89,9 @@ def _queue_composing(session: Session, batch: str, now: datetime, emails: int) -
         add_job(session, SEND_CHASERS, {"batch": batch}, now=now)
 
 
-def _remind(run: SchedulerPass, policy: ChasePolicy, alert: OpenAlert) -> list[str]:
+def _remind(run: SchedulerPass, policy: ChasePolicy, alert: OpenAlert, taken: Taken) -> list[str]:
     step = policy.reminder_step(Severity(alert.severity), alert.round, alert.deadline_at, run.now)
-    if step is None:
+    if step is None or (alert.id, ChaseKind.REMINDER, step.name) in taken:
         return []
     batch = new_batch()
     with run.writing() as session:
@@ -159,15 +166,17 @@ def _escalate(run: SchedulerPass, alert: OpenAlert) -> list[str]:
     ]
 
 
-def _follow_up(run: SchedulerPass, policy: ChasePolicy, alert: OpenAlert) -> list[str]:
+def _follow_up(
+    run: SchedulerPass, policy: ChasePolicy, alert: OpenAlert, taken: Taken
+) -> list[str]:
     day = policy.follow_up_day(alert.deadline_at, run.now)
     if day is None:
         return []
     step = step_name(alert.round, day.isoformat())
+    if (alert.id, ChaseKind.FOLLOW_UP, step) in taken:
+        return []
     with run.reading() as session:
-        if due.alert_chaser_exists(
-            session, alert_id=alert.id, kind=ChaseKind.FOLLOW_UP, step=step
-        ) or not due.any_unanswered(session, alert.id):
+        if not due.any_unanswered(session, alert.id):
             return []
     batch = new_batch()
     with run.writing() as session:
@@ -206,6 +215,9 @@ def _chase_updates(run: SchedulerPass, policy: ChasePolicy) -> list[str]:
     today = policy.today(run.now)
     done: list[str] = []
     for status, kind in UPDATE_KINDS:
+        with run.reading() as session:
+            if not due.any_updates_due(session, status=status.value, today=today):
+                continue
         batch = new_batch()
         with run.writing() as session:
             chased = due.add_update_chasers(

@@ -134,18 +134,15 @@ def add_alert_chaser(
     return _insert_new(session, Chaser.__table__, CHASER_COLUMNS, rows) > 0  # type: ignore[arg-type]
 
 
-def alert_chaser_exists(session: Session, *, alert_id: int, kind: ChaseKind, step: str) -> bool:
-    return (
-        session.scalar(
-            select(Chaser.id).where(
-                Chaser.alert_id == alert_id,
-                Chaser.organisation_id.is_(None),
-                Chaser.kind == kind,
-                Chaser.step == step,
-            )
+def alert_wide_steps(session: Session, alert_ids: list[int]) -> set[tuple[int, ChaseKind, str]]:
+    """The alert-wide rows of these alerts: the steps already taken, so a
+    pass can skip them without opening a write transaction."""
+    rows = session.execute(
+        select(Chaser.alert_id, Chaser.kind, Chaser.step).where(
+            Chaser.alert_id.in_(alert_ids), Chaser.organisation_id.is_(None)
         )
-        is not None
     )
+    return {(alert_id, kind, step) for alert_id, kind, step in rows}
 
 
 def any_unanswered(session: Session, alert_id: int) -> bool:
@@ -231,22 +228,31 @@ def add_update_chasers(
             _at(now),
         )
         .join(Alert, Alert.id == AlertStatus.alert_id)
-        .where(
-            AlertStatus.status == status,
-            AlertStatus.update_due_on <= today,
-            Alert.closed_at.is_(None),
-        )
+        .where(_updates_due(status, today))
     )
     return _insert_new(session, Chaser.__table__, CHASER_COLUMNS, rows)  # type: ignore[arg-type]
+
+
+def _updates_due(status: str, today: date) -> ColumnElement[bool]:
+    return and_(
+        AlertStatus.status == status,
+        AlertStatus.update_due_on <= today,
+        exists().where(Alert.id == AlertStatus.alert_id, Alert.closed_at.is_(None)),
+    )
+
+
+def any_updates_due(session: Session, *, status: str, today: date) -> bool:
+    """A cheap look first, so a pass with nothing due writes nothing."""
+    found = session.scalar(select(AlertStatus.alert_id).where(_updates_due(status, today)).limit(1))
+    return found is not None
 
 
 def move_update_dates(session: Session, *, status: str, today: date, next_on: date) -> None:
     """After chasing, the next chaser for those statuses falls due later
     (the same rows add_update_chasers chose)."""
-    open_alert = exists().where(Alert.id == AlertStatus.alert_id, Alert.closed_at.is_(None))
     session.execute(
         update(AlertStatus)
-        .where(AlertStatus.status == status, AlertStatus.update_due_on <= today, open_alert)
+        .where(_updates_due(status, today))
         .values(update_due_on=next_on)
         .execution_options(synchronize_session=False)
     )
