@@ -24,9 +24,16 @@ CAPABILITIES = (
     "mailflow.alerts",
     "mailflow.answers",
     "mailflow.access",
+    "mailflow.deadlines",
     "mailflow.gateway",
 )
-CORE = ("mailflow.core", "mailflow.config", "mailflow.settings_values", "mailflow.db")
+CORE = (
+    "mailflow.core",
+    "mailflow.config",
+    "mailflow.settings_values",
+    "mailflow.schedule_values",
+    "mailflow.db",
+)
 ROOT = "mailflow"
 
 
