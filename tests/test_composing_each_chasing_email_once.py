@@ -7,30 +7,33 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import date, datetime, timedelta
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from mailflow.config import Settings
 from mailflow.core.models import (
+    Alert,
     AlertStatus,
     ChaseKind,
     ChaserEmail,
     ChaserEmailState,
+    Membership,
     OutgoingEmail,
     User,
 )
 from mailflow.core.runtime import Runtime
 from mailflow.deadlines import chaser_emails
 from mailflow.deadlines.chaser_emails import compose_one, send_chasers
-from mailflow.deadlines.rechecking import ALL_UPDATED
+from mailflow.deadlines.rechecking import ALERT_CLOSED, ALL_UPDATED, NO_ROLE, PERSON_GONE
 from tests.support.chasing import DEADLINE, ISSUED, Chasing
 from tests.support.mail import plain_text
 
 REMINDED_AT = DEADLINE - timedelta(hours=23)
+BEA = "bea@brookfield.example"
 EVERYONE = {
     "ann@riverside.example",
     "raj@riverside.example",
@@ -149,6 +152,48 @@ def test_a_row_that_cannot_be_composed_is_dropped_and_the_others_go(
         select(ChaserEmail.outcome).where(ChaserEmail.state == ChaserEmailState.DROPPED)
     ).one()
     assert outcome == "could not compose: ValueError('a template that does not render')"
+
+
+def close_the_alert(session: Session) -> None:
+    session.execute(update(Alert).values(closed_at=REMINDED_AT, closed_reason="withdrawn"))
+
+
+def bea_leaves(session: Session) -> None:
+    session.execute(update(User).where(User.email == BEA).values(active=False))
+
+
+def bea_loses_her_role(session: Session) -> None:
+    bea = select(User.id).where(User.email == BEA).scalar_subquery()
+    session.execute(delete(Membership).where(Membership.user_id == bea))
+
+
+@pytest.mark.parametrize(
+    ("change", "dropped"),
+    [
+        (close_the_alert, {email: ALERT_CLOSED for email in EVERYONE}),
+        (bea_leaves, {BEA: PERSON_GONE}),
+        (bea_loses_her_role, {BEA: NO_ROLE}),
+    ],
+)
+def test_an_email_is_dropped_when_what_it_was_for_has_gone(
+    chasing: Chasing,
+    decided: str,
+    change: Callable[[Session], None],
+    dropped: dict[str, str],
+) -> None:
+    with chasing.runtime.sessions.begin() as session:
+        change(session)
+
+    assert send_chasers(chasing.runtime, {"batch": decided}) is None
+
+    chasing.session.rollback()
+    outcomes = chasing.session.execute(
+        select(User.email, ChaserEmail.outcome)
+        .join(User, User.id == ChaserEmail.user_id)
+        .where(ChaserEmail.state == ChaserEmailState.DROPPED)
+    )
+    assert {email: outcome for email, outcome in outcomes} == dropped
+    assert composed(chasing.session) == Counter(EVERYONE - set(dropped))
 
 
 # -------------------------------------------------------------- update due
