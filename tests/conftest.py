@@ -1,7 +1,7 @@
 """Shared fixtures: real databases (SQLite file and PostgreSQL), a real
 aiosmtpd relay that captures what it receives, and settings to match; and
 the fixtures of tests/support registered for every test (the browser,
-Dovecot, the web pages).
+Dovecot, the web pages, chasing).
 
 A test that needs a component that is missing fails when CI=true and is
 skipped (saying why) on a developer's machine (see
@@ -25,6 +25,7 @@ from mailflow.core.models import Base
 from mailflow.db import migrate
 from mailflow.db.engine import make_engine
 from tests.support.browser import browser  # noqa: F401
+from tests.support.chasing import chasing  # noqa: F401
 from tests.support.dovecot_fixture import dovecot, dovecot_server  # noqa: F401
 from tests.support.environment import POSTGRES_ADMIN_URL, SECRET_KEY, missing_component
 from tests.support.pages import quick_scrypt, web  # noqa: F401

@@ -149,12 +149,12 @@ class AlertEmailComposer:
             "form": build_reply_form([(o.code, o.name) for o in answerable]),
         }
 
-    def render_directly(self, delivery: ClaimedDelivery) -> RenderedEmail:
-        """Render the templates for this recipient: the reference the
-        stencils are tested against, and the way for any other shape."""
+    def context_for(self, delivery: ClaimedDelivery) -> dict[str, object]:
+        """The alert email's context for this recipient, with fresh links:
+        for rendering it, or an email built on it (a reminder)."""
         answerable, info_only = self._held(delivery)
         view = OrganisationView.of
-        context = self._context(
+        return self._context(
             delivery.recipient_name,
             [view(o) for o in answerable],
             [[self.answer_link(delivery, o, s) for s in AnswerStatus] for o in answerable],
@@ -162,7 +162,11 @@ class AlertEmailComposer:
             sorted((view(o) for o in answerable + info_only), key=lambda o: o.code),
             self.access_new_link(delivery),
         )
-        return render_service_email(self.settings, "alert", context)
+
+    def render_directly(self, delivery: ClaimedDelivery) -> RenderedEmail:
+        """Render the templates for this recipient: the reference the
+        stencils are tested against, and the way for any other shape."""
+        return render_service_email(self.settings, "alert", self.context_for(delivery))
 
     def _render(self, delivery: ClaimedDelivery) -> RenderedEmail:
         """The templates rendered once per shape of recipient (how many

@@ -33,6 +33,8 @@ from mailflow.core.jobs import (
 from mailflow.core.models import Job
 from mailflow.core.outgoing import SEND_EMAIL
 from mailflow.core.runtime import Runtime
+from mailflow.deadlines.chaser_emails import send_chasers
+from mailflow.deadlines.chasing import SEND_CHASERS
 from mailflow.gateway.inbound_messages import PROCESS_INBOUND
 from mailflow.workers.inbound import process_inbound
 from mailflow.workers.outgoing import send_outgoing
@@ -59,6 +61,7 @@ HANDLERS: dict[str, Handler] = {
     DELIVER_ALERT: lambda runtime, payload: deliver_alert(runtime, int(payload["alert_id"])),
     PROCESS_INBOUND: _process_inbound,
     SEND_EMAIL: lambda runtime, payload: send_outgoing(runtime, int(payload["outgoing_email_id"])),
+    SEND_CHASERS: send_chasers,
 }
 
 
