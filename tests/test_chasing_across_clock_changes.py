@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from mailflow.alerts.alert_files import parse_alert_spec
 from mailflow.alerts.issuing import issue_alert
 from mailflow.config import Settings
-from mailflow.core.models import Chaser, ChaseKind
+from mailflow.core.models import ChaseKind, Chaser
 from mailflow.core.runtime import Runtime
 from mailflow.schedule_values import parse_working_days
 from mailflow.workers.periodic import TASKS, run_pass
@@ -60,9 +60,7 @@ def passes(runtime: Runtime, start: datetime, end: datetime) -> list[tuple[datet
 
 def alert_wide(session: Session) -> list[tuple[str, str]]:
     rows = session.execute(
-        select(Chaser.kind, Chaser.step)
-        .where(Chaser.organisation_id.is_(None))
-        .order_by(Chaser.id)
+        select(Chaser.kind, Chaser.step).where(Chaser.organisation_id.is_(None)).order_by(Chaser.id)
     )
     return [(kind.value, step) for kind, step in rows]
 
