@@ -25,7 +25,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql import Select
 
 from mailflow.core.models import (
@@ -234,10 +234,12 @@ def add_update_chasers(
 
 
 def _updates_due(status: str, today: date) -> ColumnElement[bool]:
+    # An alias: the statement this goes into may join alerts itself.
+    alert = aliased(Alert)
     return and_(
         AlertStatus.status == status,
         AlertStatus.update_due_on <= today,
-        exists().where(Alert.id == AlertStatus.alert_id, Alert.closed_at.is_(None)),
+        exists().where(alert.id == AlertStatus.alert_id, alert.closed_at.is_(None)),
     )
 
 
