@@ -6,16 +6,22 @@ it; a final answer clears it."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailflow.answers.answer_values import AnswerValue
+from mailflow.answers.recording import alert_status_lines, record_answers
 from mailflow.answers.reply_form import ReplyNotUnderstood, build_reply_form, parse_reply
 from mailflow.answers.statuses import AnswerStatus
+from mailflow.config import Settings
 from mailflow.core.errors import InvalidInput
+from mailflow.core.models import AlertStatus, Answer, Organisation, User
+from tests.support.seed import issue, seed_people
 
 TODAY = date(2026, 11, 26)
 THREE = ["RXA", "RXB", "RXC"]
@@ -133,3 +139,142 @@ def test_the_reply_form_shows_how_to_give_the_date_and_reads_it_back() -> None:
     assert answer.next_update_on == date(2026, 12, 2)
     assert answer.expected_on == date(2026, 12, 5)
     assert any("review" in line for line in form.status_lines)
+
+
+# ------------------------------------------------------------- recording
+
+# A Tuesday, 15:00 in London.
+ANSWERED = datetime(2026, 12, 1, 15, 0, tzinfo=UTC)
+ANSWERED_ON = date(2026, 12, 1)
+
+
+@pytest.fixture
+def alert_id(session: Session) -> int:
+    seed_people(session)
+    alert = issue(session).alert
+    session.commit()
+    return alert.id
+
+
+def record(
+    session: Session, settings: Settings, alert_id: int, *answers: AnswerValue, **kw: Any
+) -> list[Answer]:
+    raj = session.scalars(select(User).where(User.email == "raj@riverside.example")).one()
+    recorded = record_answers(
+        session,
+        settings,
+        user_id=raj.id,
+        alert_id=alert_id,
+        answers=list(answers),
+        via="link",
+        now=kw.get("now", ANSWERED),
+    )
+    session.commit()
+    return recorded
+
+
+def due_on(session: Session, alert_id: int, code: str) -> date | None:
+    org = session.scalars(select(Organisation).where(Organisation.code == code)).one()
+    return session.get_one(AlertStatus, (alert_id, org.id)).update_due_on
+
+
+@pytest.mark.parametrize(
+    ("answer", "next_update"),
+    [
+        (AnswerValue("RXA", AnswerStatus.IN_PROGRESS), date(2026, 12, 4)),
+        (
+            AnswerValue("RXA", AnswerStatus.IN_PROGRESS, expected_on=date(2026, 12, 10)),
+            date(2026, 12, 10),
+        ),
+        # An expected date already passed gives the default.
+        (
+            AnswerValue("RXA", AnswerStatus.IN_PROGRESS, expected_on=date(2026, 11, 20)),
+            date(2026, 12, 4),
+        ),
+        (
+            AnswerValue(
+                "RXA",
+                AnswerStatus.IN_PROGRESS,
+                expected_on=date(2026, 12, 10),
+                next_update_on=date(2026, 12, 2),
+            ),
+            date(2026, 12, 2),
+        ),
+        (AnswerValue("RXA", AnswerStatus.UNABLE, reason="r", mitigations="m"), date(2026, 12, 15)),
+        (
+            AnswerValue(
+                "RXA",
+                AnswerStatus.UNABLE,
+                reason="r",
+                mitigations="m",
+                next_update_on=ANSWERED_ON,
+            ),
+            ANSWERED_ON,
+        ),
+        (AnswerValue("RXA", AnswerStatus.COMPLETE), None),
+        (AnswerValue("RXA", AnswerStatus.NOT_APPLICABLE, reason="not run here"), None),
+    ],
+)
+def test_recording_an_answer_sets_when_its_next_update_is_due(
+    session: Session, settings: Settings, alert_id: int, answer: AnswerValue, next_update: date
+) -> None:
+    [recorded] = record(session, settings, alert_id, answer)
+
+    assert recorded.next_update_on == next_update
+    assert due_on(session, alert_id, "RXA") == next_update
+    [line] = [x for x in alert_status_lines(session, alert_id=alert_id) if x.code == "RXA"]
+    assert line.update_due_on == next_update
+
+
+def test_the_days_come_from_the_settings_and_a_final_answer_ends_the_chasing(
+    session: Session, settings: Settings, alert_id: int
+) -> None:
+    settings = dataclasses.replace(settings, update_days=5, unable_review_days=7)
+    record(session, settings, alert_id, AnswerValue("RXA", AnswerStatus.IN_PROGRESS))
+    assert due_on(session, alert_id, "RXA") == date(2026, 12, 6)
+    record(
+        session,
+        settings,
+        alert_id,
+        AnswerValue("RXA", AnswerStatus.UNABLE, reason="r", mitigations="m"),
+    )
+    assert due_on(session, alert_id, "RXA") == date(2026, 12, 8)
+
+    record(session, settings, alert_id, AnswerValue("RXA", AnswerStatus.COMPLETE))
+
+    assert due_on(session, alert_id, "RXA") is None
+
+
+def test_the_day_is_the_day_in_london_not_in_utc(
+    session: Session, settings: Settings, alert_id: int
+) -> None:
+    # 23:30 UTC on 30 June is already 1 July in London (summer time).
+    late = datetime(2026, 6, 30, 23, 30, tzinfo=UTC)
+    [recorded] = record(
+        session, settings, alert_id, AnswerValue("RXA", AnswerStatus.IN_PROGRESS), now=late
+    )
+
+    assert recorded.next_update_on == date(2026, 7, 4)
+
+
+@pytest.mark.parametrize(
+    ("asked", "problem"),
+    [
+        (ANSWERED_ON - timedelta(days=1), "has passed"),
+        (ANSWERED_ON + timedelta(days=367), "more than a year ahead"),
+    ],
+)
+def test_a_next_update_in_the_past_or_over_a_year_ahead_is_refused(
+    session: Session, settings: Settings, alert_id: int, asked: date, problem: str
+) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        record(
+            session,
+            settings,
+            alert_id,
+            AnswerValue("RXA", AnswerStatus.IN_PROGRESS, next_update_on=asked),
+        )
+
+    assert refused.value.where == "next_update" and problem in refused.value.problem
+    session.rollback()
+    assert session.scalars(select(Answer)).all() == []
