@@ -7,7 +7,12 @@ it; a final answer clears it."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from datetime import UTC, date, datetime, timedelta
+from email import message_from_bytes
+from email.message import EmailMessage
+from email.policy import default
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,12 +20,17 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailflow.answers.answer_values import AnswerValue
+from mailflow.answers.receipts import queue_receipts
 from mailflow.answers.recording import alert_status_lines, record_answers
 from mailflow.answers.reply_form import ReplyNotUnderstood, build_reply_form, parse_reply
 from mailflow.answers.statuses import AnswerStatus
+from mailflow.answers.update_dates import UpdateDates
 from mailflow.config import Settings
 from mailflow.core.errors import InvalidInput
-from mailflow.core.models import AlertStatus, Answer, Organisation, User
+from mailflow.core.models import Alert, AlertStatus, Answer, Organisation, OutgoingEmail, User
+from mailflow.core.runtime import utc_now
+from tests.support.cli import mailflow_with
+from tests.support.pages import Web, answer_link, pending_link, post_form, read_form
 from tests.support.seed import issue, seed_people
 
 TODAY = date(2026, 11, 26)
@@ -278,3 +288,158 @@ def test_a_next_update_in_the_past_or_over_a_year_ahead_is_refused(
     assert refused.value.where == "next_update" and problem in refused.value.problem
     session.rollback()
     assert session.scalars(select(Answer)).all() == []
+
+
+# -------------------------------------------------- the receipt and status
+
+
+def test_the_receipt_says_when_the_next_update_and_the_review_are_due(
+    session: Session, settings: Settings, alert_id: int
+) -> None:
+    ann = session.scalars(select(User).where(User.email == "li@itservices.example")).one()
+    answers = record_answers(
+        session,
+        settings,
+        user_id=ann.id,
+        alert_id=alert_id,
+        via="link",
+        now=ANSWERED,
+        answers=[
+            AnswerValue("RXB", AnswerStatus.IN_PROGRESS),
+            AnswerValue("RXC", AnswerStatus.UNABLE, reason="r", mitigations="m"),
+        ],
+    )
+    alert = session.get_one(Alert, alert_id)
+    queue_receipts(session, settings, user=ann, alert=alert, answers=answers, now=ANSWERED)
+    session.commit()
+
+    receipt = session.scalars(
+        select(OutgoingEmail).where(
+            OutgoingEmail.kind == "receipt", OutgoingEmail.recipient == ann.email
+        )
+    ).one()
+    message = message_from_bytes(receipt.raw, policy=default)
+    assert isinstance(message, EmailMessage)
+    plain = message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    html = message.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    for text in (plain, html):
+        assert "Next update due: Friday 4 December 2026" in text
+        assert "Review due: Tuesday 15 December 2026" in text
+
+
+def test_alert_status_shows_when_each_organisation_is_next_chased(
+    session: Session,
+    settings: Settings,
+    alert_id: int,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    record(session, settings, alert_id, AnswerValue("RXA", AnswerStatus.IN_PROGRESS))
+
+    shown = mailflow_with(settings, "alert", "status", "CC-4720")
+    data = mailflow_with(settings, "alert", "status", "CC-4720", "--json")
+
+    assert shown.exit_code == 0, shown.output
+    assert "next update due: 2026-12-04" in shown.output
+    by_code = {row["organisation"]: row for row in json.loads(data.output)["organisations"]}
+    assert by_code["RXA"]["update_due_on"] == "2026-12-04"
+    assert by_code["RXB"]["update_due_on"] is None
+
+
+# ------------------------------------------------------------------ pages
+
+
+def local_today(web: Web) -> date:
+    return UpdateDates.of(web.settings).today(utc_now())
+
+
+def date_fields(prefix: str, name: str, on: date) -> dict[str, str]:
+    return {
+        f"{prefix}{name}-day": str(on.day),
+        f"{prefix}{name}-month": str(on.month),
+        f"{prefix}{name}-year": str(on.year),
+    }
+
+
+def test_the_answer_page_says_when_the_next_update_is_due_and_lets_it_be_set(web: Web) -> None:
+    path = answer_link(
+        web.db(), web.settings, "raj@riverside.example", "RXA", AnswerStatus.IN_PROGRESS
+    )
+    default_on = local_today(web) + timedelta(days=3)
+    asked = local_today(web) + timedelta(days=10)
+
+    page = web.client.get(path)
+    assert 'id="next-update-day"' in page.text
+    assert f"otherwise on {default_on:%A} {default_on.day} {default_on:%B %Y}" in page.text
+    done = post_form(
+        web.client,
+        path,
+        {**date_fields("", "next-update", asked), "code": web.code("raj@riverside.example")},
+    )
+
+    assert done.status_code == 200, done.text
+    assert f"Next update due: {asked:%A} {asked.day} {asked:%B %Y}" in done.text
+    answer = web.db().scalars(select(Answer)).one()
+    assert answer.next_update_on == asked
+
+
+@pytest.mark.parametrize(
+    ("days", "problem"),
+    [(-1, "has passed"), (400, "more than a year ahead"), (None, "must be a real date")],
+)
+def test_a_next_update_date_the_page_cannot_take_is_named_on_its_field(
+    web: Web, days: int | None, problem: str
+) -> None:
+    path = answer_link(web.db(), web.settings, "li@itservices.example", "RXB", AnswerStatus.UNABLE)
+    if days is None:
+        typed = {"next-update-day": "31", "next-update-month": "2", "next-update-year": "2027"}
+    else:
+        typed = date_fields("", "next-update", local_today(web) + timedelta(days=days))
+
+    page = post_form(
+        web.client,
+        path,
+        {"reason": "r", "mitigations": "m", **typed, "code": web.code("li@itservices.example")},
+    )
+
+    assert page.status_code == 400
+    assert read_form(page.text).summary_links == ["#next-update-day"]
+    assert problem in page.text and "Review date" in page.text
+    assert web.db().scalars(select(Answer)).all() == []
+
+
+def test_the_confirm_page_shows_the_date_a_reply_asked_for_and_records_it(web: Web) -> None:
+    asked = local_today(web) + timedelta(days=5)
+    changed = local_today(web) + timedelta(days=6)
+    path = pending_link(
+        web.db(),
+        web.settings,
+        "li@itservices.example",
+        [
+            AnswerValue("RXB", AnswerStatus.IN_PROGRESS, next_update_on=asked),
+            AnswerValue("RXC", AnswerStatus.UNABLE, reason="r", mitigations="m"),
+        ],
+    )
+
+    page = web.client.get(path)
+    asked_day = f'name="RXB-next-update-day" inputmode="numeric" maxlength="2" value="{asked.day}"'
+    assert asked_day in page.text
+    assert 'id="RXC-next-update-day"' in page.text and "Review date" in page.text
+    done = post_form(
+        web.client,
+        path,
+        {
+            **date_fields("RXB-", "next-update", changed),
+            "RXC-reason": "r",
+            "RXC-mitigations": "m",
+            "code": web.code("li@itservices.example"),
+        },
+    )
+
+    assert done.status_code == 200, done.text
+    rows = web.db().execute(select(Answer.status, Answer.next_update_on).order_by(Answer.id))
+    assert [tuple(r) for r in rows] == [
+        ("in_progress", changed),
+        ("unable", local_today(web) + timedelta(days=14)),
+    ]
