@@ -25,7 +25,11 @@ so a generous reading is safe, but a silent misreading is not.  The rules:
    ExampleVPN"; ``Unable to implement. Reason: X. Mitigation: Y`` gives
    both; "Reason:" and "Mitigations:" lines under an answer add to it.
    A sign-off after the status is dropped: ``Complete. Thanks, Ann`` is
-   complete with no note.
+   complete with no note.  An in-progress or unable answer may say when
+   its next update or review is due (``next update 12 December``,
+   ``update by 12 Dec``, ``review 1 March``, or a ``Next update: ...``
+   line under it): that clause is taken out before the expected date and
+   the note are read (:func:`mailflow.answers.reply_dates.next_update_in`).
 3. A sentence that says one status plainly is an answer ("We are
    investigating", "We don't use ExampleVPN": its reason is the sentence;
    "cannot" only with a remediation verb, "we cannot patch", not "I can't
