@@ -19,6 +19,7 @@ import pytest
 import uvicorn
 from sqlalchemy.orm import Session
 
+from mailflow.answers.update_dates import UpdateDates
 from mailflow.config import Settings, parse_relay
 from mailflow.core.links import ANSWER_LINK
 from mailflow.core.runtime import Runtime, utc_now
@@ -172,12 +173,23 @@ def test_a_new_responder_sets_up_mfa_and_answers_by_link_and_by_reply(
         client.sendmail(
             NIA,
             [str(alert_email.message["Reply-To"])],
-            reply(f"Nia Shah <{NIA}>", "RXA: in progress: expected 5 December 2030"),
+            reply(
+                f"Nia Shah <{NIA}>",
+                "RXA: in progress: expected 5 December 2030; next update 2 December",
+            ),
         )
     confirm = wait_for_email(relay, NIA, "Confirm your answer")
     [confirm_link] = re.findall(r"http://127\.0\.0\.1:\d+/c/\S+", text_of(confirm))
     page.goto(confirm_link)
-    assert page.get_by_label("Day").input_value() == "5"
+    expected = page.get_by_role("group", name="Expected completion date (optional)")
+    next_update = page.get_by_role("group", name="Next update due (optional)")
+    assert expected.get_by_label("Day").input_value() == "5"
+    assert next_update.get_by_label("Day").input_value() == "2"
+    assert next_update.get_by_label("Month").input_value() == "12"
+    # Nia moves her next update to a week from today on the page.
+    week_on = UpdateDates.of(settings).today(utc_now()) + timedelta(days=7)
+    for label, value in (("Day", week_on.day), ("Month", week_on.month), ("Year", week_on.year)):
+        next_update.get_by_label(label).fill(str(value))
     assert "do not need another one" in page.content()
     page.get_by_role("button", name="Record this answer").click()
     page.wait_for_selector(".panel-success")
@@ -185,4 +197,5 @@ def test_a_new_responder_sets_up_mfa_and_answers_by_link_and_by_reply(
 
     row = status_of(settings, "RXA")
     assert (row["status"], row["expected_on"]) == ("in_progress", "2030-12-05")
+    assert row["update_due_on"] == week_on.isoformat()
     assert console_errors == []

@@ -109,6 +109,7 @@ def raj_answers_by_link(session: Session, settings: Settings) -> None:
     rxa = session.scalars(select(Organisation).where(Organisation.code == "RXA")).one()
     answers = record_answers(
         session,
+        settings,
         user_id=raj.id,
         alert_id=alert.id,
         via="link",

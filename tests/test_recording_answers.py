@@ -49,10 +49,12 @@ def world(session: Session) -> dict[str, int]:
 
 def test_answers_keep_their_history_and_the_newest_is_current(
     session: Session,
+    settings: Settings,
     world: dict[str, int],
 ) -> None:
     first = record_answers(
         session,
+        settings,
         user_id=world["raj"],
         alert_id=world["alert"],
         via="link",
@@ -62,6 +64,7 @@ def test_answers_keep_their_history_and_the_newest_is_current(
     later = NOW + timedelta(days=3)  # after the 48-hour deadline
     record_answers(
         session,
+        settings,
         user_id=world["ann"],
         alert_id=world["alert"],
         via="reply",
@@ -98,6 +101,7 @@ def test_answers_keep_their_history_and_the_newest_is_current(
 )
 def test_required_further_information_is_required(
     session: Session,
+    settings: Settings,
     world: dict[str, int],
     status: AnswerStatus,
     reason: str | None,
@@ -107,6 +111,7 @@ def test_required_further_information_is_required(
     with pytest.raises(InvalidInput) as refused:
         record_answers(
             session,
+            settings,
             user_id=world["raj"],
             alert_id=world["alert"],
             via="link",
@@ -120,11 +125,13 @@ def test_required_further_information_is_required(
 
 def test_no_answer_for_an_organisation_the_person_does_not_answer_for(
     session: Session,
+    settings: Settings,
     world: dict[str, int],
 ) -> None:
     with pytest.raises(AccessRefused):  # alert-only contact
         record_answers(
             session,
+            settings,
             user_id=world["tom"],
             alert_id=world["alert"],
             via="link",
@@ -134,6 +141,7 @@ def test_no_answer_for_an_organisation_the_person_does_not_answer_for(
     with pytest.raises(AccessRefused):  # someone else's organisation
         record_answers(
             session,
+            settings,
             user_id=world["raj"],
             alert_id=world["alert"],
             via="link",
@@ -144,6 +152,7 @@ def test_no_answer_for_an_organisation_the_person_does_not_answer_for(
     with pytest.raises(AccessRefused):  # access removed after the email was sent
         record_answers(
             session,
+            settings,
             user_id=world["raj"],
             alert_id=world["alert"],
             via="link",
@@ -202,6 +211,7 @@ def test_receipts_go_to_the_person_and_their_organisations_administrators(
     raj = session.get_one(User, world["raj"])
     answers = record_answers(
         session,
+        settings,
         user_id=raj.id,
         alert_id=world["alert"],
         via="link",

@@ -73,10 +73,13 @@ def chased(session: Session, kind: ChaseKind) -> set[tuple[str, int | None]]:
     }
 
 
-def answer(session: Session, alert_id: int, email: str, code: str, at: datetime) -> None:
+def answer(
+    session: Session, settings: Settings, alert_id: int, email: str, code: str, at: datetime
+) -> None:
     user = session.scalars(select(User).where(User.email == email)).one()
     record_answers(
         session,
+        settings,
         user_id=user.id,
         alert_id=alert_id,
         answers=[AnswerValue(code, AnswerStatus.COMPLETE)],
@@ -106,7 +109,14 @@ def test_reminders_then_the_deadline_then_follow_ups_each_once(
         )
     }
 
-    answer(session, alert_id, "raj@riverside.example", "RXA", DEADLINE - timedelta(hours=10))
+    answer(
+        session,
+        runtime.settings,
+        alert_id,
+        "raj@riverside.example",
+        "RXA",
+        DEADLINE - timedelta(hours=10),
+    )
     second = chase(runtime, DEADLINE - timedelta(hours=3))
     assert second == ["chasing: CC-4720: 4-hour reminder for 2 organisation(s), 3 email(s)"]
 

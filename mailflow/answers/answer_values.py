@@ -26,3 +26,6 @@ class AnswerValue:
     reason: str | None = None
     mitigations: str | None = None
     expected_on: date | None = None
+    # The next update (in progress) or review (unable) the person asked
+    # for; None to take the default (mailflow.answers.update_dates).
+    next_update_on: date | None = None

@@ -113,6 +113,7 @@ class AnswerKind:
         transaction."""
         recorded = record_answers(
             session,
+            self.runtime.settings,
             user_id=user_id,
             alert_id=alert_id,
             answers=answers,

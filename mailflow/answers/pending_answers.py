@@ -84,6 +84,7 @@ def record_pending_answers(
                 reason=answer.reason,
                 mitigations=answer.mitigations,
                 expected_on=answer.expected_on,
+                next_update_on=answer.next_update_on,
             )
         )
     session.flush()

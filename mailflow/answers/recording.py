@@ -13,6 +13,8 @@ from sqlalchemy.orm import Session
 from mailflow.answers.answer_values import AnswerValue
 from mailflow.answers.pending_answers import answerable_organisations
 from mailflow.answers.statuses import AnswerStatus
+from mailflow.answers.update_dates import UpdateDates, next_update_problem
+from mailflow.config import Settings
 from mailflow.core import pending
 from mailflow.core.audit import record_event
 from mailflow.core.errors import InvalidInput, NotAllowed
@@ -54,8 +56,19 @@ def validate_further_information(
         raise InvalidInput("mitigations", "Say what mitigations are in place")
 
 
+def validate_next_update(answer: AnswerValue, today: date) -> None:
+    """A next update (or review) date the person asked for must be from
+    today to a year ahead."""
+    if answer.next_update_on is None:
+        return
+    problem = next_update_problem(answer.status, answer.next_update_on, today)
+    if problem is not None:
+        raise InvalidInput("next_update", problem)
+
+
 def record_answers(
     session: Session,
+    settings: Settings,
     *,
     user_id: int,
     alert_id: int,
@@ -65,7 +78,10 @@ def record_answers(
     now: datetime,
 ) -> list[Answer]:
     """Record confirmed answers in the caller's transaction: each one joins
-    the history and becomes its organisation's current status."""
+    the history and becomes its organisation's current status, with when
+    its next update (in progress) or review (unable) is due; a final
+    answer ends the chasing for its organisation."""
+    dates = UpdateDates.of(settings)
     user = session.get_one(User, user_id)
     alert = session.get_one(Alert, alert_id)
     allowed = {
@@ -81,11 +97,18 @@ def record_answers(
         validate_further_information(
             answer.status, note=answer.note, reason=answer.reason, mitigations=answer.mitigations
         )
+        validate_next_update(answer, dates.today(now))
 
     within = now <= alert.deadline_at
     recorded = []
     for answer in answers:
         organisation_id = allowed[answer.organisation]
+        next_update_on = dates.next_update_on(
+            answer.status,
+            answered_at=now,
+            expected_on=answer.expected_on,
+            asked_on=answer.next_update_on,
+        )
         row = Answer(
             alert_id=alert_id,
             organisation_id=organisation_id,
@@ -95,6 +118,7 @@ def record_answers(
             reason=_text(answer.reason),
             mitigations=_text(answer.mitigations),
             expected_on=answer.expected_on,
+            next_update_on=next_update_on,
             via=via,
             confirmation_id=confirmation_id,
             recorded_at=now,
@@ -113,12 +137,14 @@ def record_answers(
                     first_answered_at=now,
                     updated_at=now,
                     within_deadline=within,
+                    update_due_on=next_update_on,
                 )
             )
         else:
             current.answer_id = row.id
             current.status = row.status
             current.updated_at = now
+            current.update_due_on = next_update_on
         record_event(
             session,
             at=now,
@@ -166,6 +192,8 @@ class StatusLine:
     reason: str | None
     mitigations: str | None
     expected_on: date | None
+    # When the organisation is next chased for an update or review.
+    update_due_on: date | None
     answered_by: str | None
     answered_by_name: str | None
     answered_at: datetime | None
@@ -202,6 +230,7 @@ def alert_status_lines(
             reason=answer.reason if answer else None,
             mitigations=answer.mitigations if answer else None,
             expected_on=answer.expected_on if answer else None,
+            update_due_on=current.update_due_on if current else None,
             answered_by=user.email if user else None,
             answered_by_name=user.name if user else None,
             answered_at=answer.recorded_at if answer else None,

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from mailflow.answers.reply_form import LineProblem, build_reply_form
 from mailflow.answers.statuses import AnswerStatus
+from mailflow.answers.update_dates import OWES_UPDATES
 from mailflow.config import Settings
 from mailflow.core import links
 from mailflow.core.mail.one_off import TheirMessage, ThreadHeaders, send_one_off
@@ -37,15 +38,19 @@ class AnswerLines:
 def describe_answer(org: Organisation, pending: PendingAnswer | Answer) -> AnswerLines:
     """An answer (pending or recorded) as lines a person reads."""
     details: list[tuple[str, str]] = []
+    status = AnswerStatus(pending.status)
     if pending.expected_on:
         details.append(("Expected completion", _day(pending.expected_on)))
+    if pending.next_update_on and status in OWES_UPDATES:
+        due = "Review due" if status is AnswerStatus.UNABLE else "Next update due"
+        details.append((due, _day(pending.next_update_on)))
     if pending.reason:
         details.append(("Reason", pending.reason))
     if pending.mitigations:
         details.append(("Mitigations", pending.mitigations))
     if pending.note:
         details.append(("Note", pending.note))
-    return AnswerLines(org.name, org.code, AnswerStatus(pending.status).label, details)
+    return AnswerLines(org.name, org.code, status.label, details)
 
 
 def _day(value: date) -> str:

@@ -25,7 +25,11 @@ so a generous reading is safe, but a silent misreading is not.  The rules:
    ExampleVPN"; ``Unable to implement. Reason: X. Mitigation: Y`` gives
    both; "Reason:" and "Mitigations:" lines under an answer add to it.
    A sign-off after the status is dropped: ``Complete. Thanks, Ann`` is
-   complete with no note.
+   complete with no note.  An in-progress or unable answer may say when
+   its next update or review is due (``next update 12 December``,
+   ``update by 12 Dec``, ``review 1 March``, or a ``Next update: ...``
+   line under it): that clause is taken out before the expected date and
+   the note are read (:func:`mailflow.answers.reply_dates.next_update_in`).
 3. A sentence that says one status plainly is an answer ("We are
    investigating", "We don't use ExampleVPN": its reason is the sentence;
    "cannot" only with a remediation verb, "we cannot patch", not "I can't
@@ -60,7 +64,7 @@ from dataclasses import dataclass, field
 from datetime import date
 
 from mailflow.answers.answer_values import AnswerValue
-from mailflow.answers.reply_dates import MONTHS, find_date
+from mailflow.answers.reply_dates import MONTHS, find_date, is_next_update_line
 from mailflow.answers.reply_lines import (
     Found,
     LineError,
@@ -121,9 +125,9 @@ def build_reply_form(organisations: Sequence[tuple[str, str]]) -> ReplyForm:
         examples.append(f"{ALL}: not applicable: we do not run the product")
     status_lines = [
         "complete  (optional note after a colon)",
-        "in progress  (optional: expected completion date, e.g. expected 5 December)",
+        "in progress  (optional: expected 5 December; next update 2 December)",
         "not applicable: REASON",
-        "unable: REASON; mitigations: WHAT YOU HAVE DONE INSTEAD",
+        "unable: REASON; mitigations: WHAT YOU HAVE DONE INSTEAD  (optional: review 1 March)",
     ]
     return ReplyForm(orgs, examples, status_lines, single=len(orgs) == 1)
 
@@ -237,7 +241,7 @@ def _read_line(line: str, number: int, held: list[str]) -> Found | str | None:
             return _read_coded(codes, loose["rest"].strip(), line, number, held)
     if status_at_start(line) is not None:
         return _from_start(line, line, number, codes=None, explicit=False)
-    if _FIELD_LINE.match(line):
+    if _FIELD_LINE.match(line) or is_next_update_line(line):
         return line
     return _from_sentence(line, line, number, held)
 

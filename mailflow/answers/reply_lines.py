@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import date
 
 from mailflow.answers.answer_values import AnswerValue
-from mailflow.answers.reply_dates import NotADate, find_date
+from mailflow.answers.reply_dates import NotADate, find_date, is_next_update_line, next_update_in
 from mailflow.answers.reply_words import (
     joined_information,
     reason_and_mitigations,
@@ -20,6 +20,7 @@ from mailflow.answers.reply_words import (
     without_sign_off,
 )
 from mailflow.answers.statuses import AnswerStatus
+from mailflow.answers.update_dates import OWES_UPDATES, next_update_problem
 
 __all__ = [
     "AnswerValue",
@@ -108,9 +109,13 @@ class ReplyAnswers:
             self._add(found)
 
     def _add_to_last(self, text: str) -> None:
-        """A "Reason:" or "Mitigations:" line adds to the answer above it."""
+        """A "Reason:" or "Mitigations:" line adds to the answer above it,
+        and so does a "Next update: 12 December" line."""
         last = self.last
-        if last is None or last.status not in (AnswerStatus.UNABLE, AnswerStatus.NOT_APPLICABLE):
+        takes = (AnswerStatus.UNABLE, AnswerStatus.NOT_APPLICABLE)
+        if is_next_update_line(text):
+            takes = OWES_UPDATES
+        if last is None or last.status not in takes:
             return
         for code in last.codes or self.held[:1]:
             draft = self.drafts.get(code)
@@ -228,17 +233,49 @@ def _answer(code: str, draft: _Draft, today: date) -> AnswerValue:
         if not reason:
             raise LineError(f"say why it does not apply: {code}: not applicable: REASON")
         return AnswerValue(code, status, number, reason=reason)
+    info, next_update_on = _next_update(status, info, today)
     if status is AnswerStatus.UNABLE:
         reason, mitigations = reason_and_mitigations(info)
         if not reason or not mitigations:
             raise LineError(
                 f"say why and what you have done instead: {code}: unable: REASON; mitigations: WHAT"
             )
-        return AnswerValue(code, status, number, reason=reason, mitigations=mitigations)
+        return AnswerValue(
+            code,
+            status,
+            number,
+            reason=reason,
+            mitigations=mitigations,
+            next_update_on=next_update_on,
+        )
     if status is AnswerStatus.IN_PROGRESS:
         try:
             expected = find_date(info, today) if info else None
         except NotADate as exc:
             raise LineError(str(exc)) from exc
-        return AnswerValue(code, status, number, note=info, expected_on=expected)
+        return AnswerValue(
+            code, status, number, note=info, expected_on=expected, next_update_on=next_update_on
+        )
     return AnswerValue(code, status, number, note=info)
+
+
+def _next_update(
+    status: AnswerStatus, info: str | None, today: date
+) -> tuple[str | None, date | None]:
+    """The information without the next update (or review) it asks for,
+    and that date, checked: only answers that are not final owe one."""
+    if info is None or status not in OWES_UPDATES:
+        return info, None
+    try:
+        rest, on = next_update_in(info, today)
+    except NotADate as exc:
+        raise LineError(str(exc)) from exc
+    if on is None:
+        return info, None
+    problem = next_update_problem(status, on, today)
+    if problem is not None:
+        raise LineError(problem)
+    # "In progress, next update 12 December": the rest says nothing more.
+    if rest is not None and status is AnswerStatus.IN_PROGRESS and says_only_the_status(rest):
+        rest = None
+    return rest, on

@@ -5,7 +5,7 @@ gave, committed once after a second factor."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -19,10 +19,11 @@ from mailflow.answers.answering import (
     already_recorded,
     no_longer,
 )
-from mailflow.answers.forms import FIELDS, Information, read_information
+from mailflow.answers.forms import FIELDS, Information, date_parts, read_information, typed_parts
 from mailflow.answers.pending_answers import answerable_organisations
 from mailflow.answers.recording import use_confirmation
 from mailflow.answers.statuses import AnswerStatus
+from mailflow.answers.update_dates import UpdateDates
 from mailflow.core import pending
 from mailflow.core.links import CONFIRM_LINK, SETUP_LINK_SUFFIX
 from mailflow.core.models import Alert, Confirmation, Organisation, PendingAnswer, User
@@ -63,33 +64,30 @@ class ConfirmContext:
     enrolled: bool
 
 
-def _as_typed(answer: PendingAnswer) -> Information:
+def _as_typed(answer: PendingAnswer, default_next_update: date | None) -> Information:
     """The reply's further information, as the form shows it."""
-    expected = answer.expected_on
     return Information(
         note=answer.note,
         reason=answer.reason,
         mitigations=answer.mitigations,
-        expected_on=expected,
-        expected_parts=(
-            (str(expected.day), str(expected.month), str(expected.year))
-            if expected
-            else ("", "", "")
-        ),
+        expected_on=answer.expected_on,
+        expected_parts=date_parts(answer.expected_on),
+        next_update_on=answer.next_update_on,
+        next_update_parts=date_parts(answer.next_update_on),
+        default_next_update=default_next_update,
     )
 
 
-def _typed(form: dict[str, Any], prefix: str) -> Information:
+def _typed(form: dict[str, Any], item: PendingItem) -> Information:
     """What was typed into the form, to show it again."""
+    prefix = item.prefix
     return Information(
         note=text(form, f"{prefix}note"),
         reason=text(form, f"{prefix}reason"),
         mitigations=text(form, f"{prefix}mitigations"),
-        expected_parts=(
-            text(form, f"{prefix}expected-day"),
-            text(form, f"{prefix}expected-month"),
-            text(form, f"{prefix}expected-year"),
-        ),
+        expected_parts=typed_parts(form, prefix, "expected"),
+        next_update_parts=typed_parts(form, prefix, "next-update"),
+        default_next_update=item.information.default_next_update,
     )
 
 
@@ -97,6 +95,7 @@ class ReplyAnswersKind(AnswerKind):
     def __init__(self, runtime: Runtime, pages: Pages) -> None:
         super().__init__(runtime, pages)
         self.tokens = CONFIRM_LINK.tokens(runtime.settings)
+        self.dates = UpdateDates.of(runtime.settings)
 
     def user_id(self, context: ConfirmContext) -> int:
         return context.user.id
@@ -120,7 +119,9 @@ class ReplyAnswersKind(AnswerKind):
             if org.id not in answerable:
                 raise no_longer(org)
             status = AnswerStatus(answer.status)
-            items.append(PendingItem(org, status, _as_typed(answer), f"{org.code}-"))
+            # Without an expected date: the page names that date apart.
+            default = self.dates.next_update_on(status, answered_at=now, expected_on=None)
+            items.append(PendingItem(org, status, _as_typed(answer, default), f"{org.code}-"))
         refuse_links_from_before_removal(self.tokens, token, user)
         return ConfirmContext(user, alert, confirmation, items, is_enrolled(session, user.id))
 
@@ -161,8 +162,9 @@ class ReplyAnswersKind(AnswerKind):
         now: datetime,
     ) -> Change:
         inputs: list[AnswerValue] = []
+        today = self.dates.today(now)
         for item in context.items:
-            information = read_information(form, item.status, item.prefix, problems)
+            information = read_information(form, item.status, item.prefix, problems, today=today)
             inputs.append(information.answer(item.organisation.code, item.status))
         user_id, alert_id = context.user.id, context.alert.id
         confirmation_id, nonce = context.confirmation.id, context.confirmation.nonce
@@ -199,7 +201,7 @@ class ReplyAnswersKind(AnswerKind):
         if form is not None:
             # Show what was typed, not what the reply said.
             items = [
-                PendingItem(item.organisation, item.status, _typed(form, item.prefix), item.prefix)
+                PendingItem(item.organisation, item.status, _typed(form, item), item.prefix)
                 for item in items
             ]
         return self.pages.render(

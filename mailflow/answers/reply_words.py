@@ -211,7 +211,8 @@ _MITIGATIONS = re.compile(
 _REASON_LABEL = re.compile(r"^(?:reasons?\s*[:\-\u2013]?|because|as|since)\s+", re.IGNORECASE)
 # After "complete": not done yet ("complete by Friday", "done? not yet").
 NOT_DONE_YET = re.compile(
-    r"^\s*(?:\?|not\b|no\b|yet\b|soon\b|shortly\b|tomorrow\b|later\b|next\b|once\b|when\b"
+    r"^\s*(?:\?|not\b|no\b|yet\b|soon\b|shortly\b|tomorrow\b|later\b"
+    r"|next\b(?!\s+(?:update|review)\b)|once\b|when\b"
     r"|by\s+(?:mon|tue|wed|thu|fri|sat|sun|end|close|tomorrow|next|the end|\d))",
     re.IGNORECASE,
 )

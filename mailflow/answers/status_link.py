@@ -5,7 +5,7 @@ committed once after a second factor."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -18,9 +18,10 @@ from mailflow.answers.answering import (
     already_recorded,
     no_longer,
 )
-from mailflow.answers.forms import FIELDS, Information, read_information
+from mailflow.answers.forms import FIELDS, Information, read_information, typed_parts
 from mailflow.answers.pending_answers import answerable_organisations
 from mailflow.answers.statuses import AnswerStatus
+from mailflow.answers.update_dates import UpdateDates
 from mailflow.core import pending
 from mailflow.core.links import ANSWER_LINK, SETUP_LINK_SUFFIX
 from mailflow.core.models import Alert, Organisation, User
@@ -47,12 +48,15 @@ class LinkContext:
     status: AnswerStatus
     others: list[Organisation]
     enrolled: bool
+    # The next update (or review) recorded if the person asks for none.
+    default_next_update: date | None
 
 
 class StatusLinkKind(AnswerKind):
     def __init__(self, runtime: Runtime, pages: Pages) -> None:
         super().__init__(runtime, pages)
         self.tokens = ANSWER_LINK.tokens(runtime.settings)
+        self.dates = UpdateDates.of(runtime.settings)
 
     def user_id(self, context: LinkContext) -> int:
         return context.user.id
@@ -92,6 +96,9 @@ class StatusLinkKind(AnswerKind):
             status=status,
             others=[o for o in answerable if o.id != org.id],
             enrolled=is_enrolled(session, user.id),
+            default_next_update=self.dates.next_update_on(
+                status, answered_at=now, expected_on=None
+            ),
         )
 
     def read(
@@ -102,7 +109,9 @@ class StatusLinkKind(AnswerKind):
         token: str,
         now: datetime,
     ) -> Change:
-        information = read_information(form, context.status, "", problems)
+        information = read_information(
+            form, context.status, "", problems, today=self.dates.today(now)
+        )
         chosen = {code for code in form.get("also") or [] if isinstance(code, str)}
         others = {o.code: o for o in context.others}
         if chosen - set(others):
@@ -146,11 +155,9 @@ class StatusLinkKind(AnswerKind):
             note=text(posted, "note"),
             reason=text(posted, "reason"),
             mitigations=text(posted, "mitigations"),
-            expected_parts=(
-                text(posted, "expected-day"),
-                text(posted, "expected-month"),
-                text(posted, "expected-year"),
-            ),
+            expected_parts=typed_parts(posted, "", "expected"),
+            next_update_parts=typed_parts(posted, "", "next-update"),
+            default_next_update=context.default_next_update,
         )
         return self.pages.render(
             request,

@@ -194,6 +194,7 @@ def status_line_data(line: StatusLine) -> dict[str, Any]:
         "reason": line.reason,
         "mitigations": line.mitigations,
         "expected_on": line.expected_on.isoformat() if line.expected_on else None,
+        "update_due_on": line.update_due_on.isoformat() if line.update_due_on else None,
         "answered_by": line.answered_by,
         "answered_at": line.answered_at.isoformat() if line.answered_at else None,
         "first_answered_at": (
@@ -224,8 +225,10 @@ def print_status_line(line: StatusLine, zone: ZoneInfo) -> None:
     click.echo(
         f"{line.code:10} {AnswerStatus(line.status).label}  by {line.answered_by} {when} ({timing})"
     )
+    due = "review due" if line.status == AnswerStatus.UNABLE else "next update due"
     for label, value in (
         ("expected", line.expected_on.isoformat() if line.expected_on else None),
+        (due, line.update_due_on.isoformat() if line.update_due_on else None),
         ("reason", line.reason),
         ("mitigations", line.mitigations),
         ("note", line.note),

@@ -59,6 +59,8 @@ class PendingAnswer(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     mitigations: Mapped[str | None] = mapped_column(Text)
     expected_on: Mapped[date | None] = mapped_column(Date)
+    # The next update or review date the reply asked for, if any.
+    next_update_on: Mapped[date | None] = mapped_column(Date)
 
     confirmation: Mapped[Confirmation] = relationship(back_populates="answers")
     organisation: Mapped[Organisation] = relationship()
