@@ -96,6 +96,7 @@ class Chasing:
             user = session.scalars(select(User).where(User.email == email)).one()
             record_answers(
                 session,
+                self.runtime.settings,
                 user_id=user.id,
                 alert_id=self.alert_id,
                 answers=[AnswerValue(code, AnswerStatus(status))],
