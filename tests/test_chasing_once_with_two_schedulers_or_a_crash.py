@@ -151,6 +151,16 @@ def errors(out: Path) -> Path:
     return out.with_suffix(".err")
 
 
+def exit_code(process: subprocess.Popen[bytes], timeout: float) -> int:
+    """Its exit code; killed if it has not ended by then."""
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        raise
+
+
 def stalled_scheduler(settings: Settings, tmp_path: Path, mode: str) -> None:
     """A `mailflow scheduler --once` that stalls in its first write
     transaction, SIGKILLed there."""
@@ -166,7 +176,7 @@ def stalled_scheduler(settings: Settings, tmp_path: Path, mode: str) -> None:
 
 def scheduler_once(settings: Settings, tmp_path: Path, *args: str) -> str:
     process, out = start(settings, tmp_path, "once", "scheduler", "--once", *args)
-    assert process.wait(timeout=120) == 0, errors(out).read_text()
+    assert exit_code(process, 120) == 0, errors(out).read_text()
     return out.read_text()
 
 
@@ -212,7 +222,7 @@ def test_two_scheduler_processes_at_once_chase_once(
     ]
     outputs = []
     for process, out in started:
-        assert process.wait(timeout=120) == 0, errors(out).read_text()
+        assert exit_code(process, 120) == 0, errors(out).read_text()
         outputs.append(out.read_text())
 
     said = Counter(line for output in outputs for line in output.splitlines())
@@ -257,7 +267,7 @@ def test_a_scheduler_gives_up_waiting_to_lead_with_a_clear_error(
     with session.get_bind().connect() as holder:  # type: ignore[union-attr]
         assert holder.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": LEADER_LOCK_KEY})
         process, out = start(settings, tmp_path, "late", "scheduler", "--once", "--wait", "1")
-        assert process.wait(timeout=60) == 2
+        assert exit_code(process, 60) == 2
         holder.scalar(text("SELECT pg_advisory_unlock(:k)"), {"k": LEADER_LOCK_KEY})
     assert errors(out).read_text().splitlines()[-1] == (
         "mailflow: another scheduler leads and did not let go within 1 seconds"
@@ -341,7 +351,7 @@ def test_a_dry_run_prints_what_it_would_do_and_writes_nothing(
 def test_dry_run_or_at_without_once_is_refused(settings: Settings, tmp_path: Path) -> None:
     for args in (("--dry-run",), ("--at", AT)):
         process, out = start(settings, tmp_path, "refused", "scheduler", *args)
-        assert process.wait(timeout=60) == 2
+        assert exit_code(process, 60) == 2
         assert errors(out).read_text() == "mailflow: --at and --dry-run go with --once\n"
 
 
