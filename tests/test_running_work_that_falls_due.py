@@ -1,11 +1,12 @@
 """Work that falls due with time (expiring requests, reminders, reviews):
 one pass runs every task as at a given time, by hand with `mailflow
-scheduler --once --at`, and every minute in the queue worker; a task that
-fails does not stop the others."""
+scheduler --once --at`, and every MAILFLOW_SCHEDULER_SECONDS by the
+scheduler; a task that fails does not stop the others."""
 
 from __future__ import annotations
 
 import logging
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,7 +16,7 @@ from mailflow.config import ConfigError, load_settings
 from mailflow.core.runtime import Runtime
 from mailflow.core.scheduling import SchedulerPass, Task
 from mailflow.workers import periodic
-from mailflow.workers.queue import QueueWorker
+from mailflow.workers.scheduler import Scheduler
 from tests.support.cli import SECRET_KEY, mailflow, one_error_line
 from tests.support.waiting import wait_until
 
@@ -84,19 +85,22 @@ def test_a_time_that_is_not_iso_8601_is_refused(database_url: str) -> None:
     assert one_error_line(result).startswith("--at: 'tomorrow' is not an ISO 8601 time")
 
 
-def test_the_queue_worker_runs_a_pass_every_interval(
+def test_the_scheduler_runs_a_pass_every_interval_until_stopped(
     settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seen: list[datetime] = []
     monkeypatch.setattr(periodic, "TASKS", (("reminders", noting(seen)),))
     runtime = Runtime(settings)
-    worker = QueueWorker(runtime, poll_seconds=0.05, periodic_seconds=0.2)
-    worker.start()
+    scheduler = Scheduler(runtime, interval=0.2)
+    scheduler.start()
     try:
-        wait_until(lambda: len(seen) >= 2, timeout=10, what="two periodic passes")
+        wait_until(lambda: len(seen) >= 2, timeout=10, what="two passes")
     finally:
-        worker.stop()
+        started = time.monotonic()
+        scheduler.stop()
+        stopped_in = time.monotonic() - started
         runtime.close()
+    assert stopped_in < 1
 
 
 def test_a_reminder_later_than_the_expiry_of_a_request_is_refused() -> None:

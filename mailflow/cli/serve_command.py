@@ -15,6 +15,7 @@ from mailflow.cli.web_command import listening_socket, web_server
 from mailflow.config import Settings
 from mailflow.core.runtime import Runtime
 from mailflow.workers.queue import QueueWorker
+from mailflow.workers.scheduler import Scheduler
 
 log = logging.getLogger("mailflow")
 
@@ -52,18 +53,23 @@ class Supervisor:
 )
 @click.option("--no-smtpd", is_flag=True, help="Do not run the inbound SMTP server.")
 @click.option("--no-web", is_flag=True, help="Do not run the web server.")
+@click.option("--no-scheduler", is_flag=True, help="Do not run the scheduler.")
 @pass_context
-def serve(ctx: Context, threads: int, no_smtpd: bool, no_web: bool) -> None:
+def serve(ctx: Context, threads: int, no_smtpd: bool, no_web: bool, no_scheduler: bool) -> None:
     """Run every part of mailflow in one process, on the embedded defaults
-    unless configured otherwise: the queue worker, the inbound SMTP server
-    (MAILFLOW_INBOUND_ADDR), the web pages (MAILFLOW_WEB_ADDR) and, when
-    MAILFLOW_IMAP_URL is set, the IMAP poller."""
+    unless configured otherwise: the queue worker, the scheduler, the
+    inbound SMTP server (MAILFLOW_INBOUND_ADDR), the web pages
+    (MAILFLOW_WEB_ADDR) and, when MAILFLOW_IMAP_URL is set, the IMAP
+    poller."""
     ctx.require_schema()
     settings = ctx.settings
     runtime = ctx.runtime
     supervisor = Supervisor()
     queue_worker = QueueWorker(runtime, threads=threads)
     supervisor.add(queue_worker.start, queue_worker.stop)
+    if not no_scheduler:
+        scheduler = Scheduler(runtime)
+        supervisor.add(scheduler.start, scheduler.stop)
     if not no_smtpd:
         add_inbound_server(supervisor, runtime, settings)
     if settings.imap_url:

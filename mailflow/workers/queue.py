@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -38,7 +37,6 @@ from mailflow.deadlines.chasing import SEND_CHASERS
 from mailflow.gateway.inbound_messages import PROCESS_INBOUND
 from mailflow.workers.inbound import process_inbound
 from mailflow.workers.outgoing import send_outgoing
-from mailflow.workers.periodic import run_pass
 
 log = logging.getLogger(__name__)
 
@@ -161,11 +159,9 @@ class QueueWorker:
         *,
         threads: int = 2,
         poll_seconds: float = 1.0,
-        periodic_seconds: float = 60.0,
         broker: dramatiq.Broker | None = None,
     ) -> None:
         self.queue = JobQueue(runtime, broker)
-        self.periodic_seconds = periodic_seconds
         self.runtime = runtime
         self.threads = threads
         self.poll_seconds = poll_seconds
@@ -187,7 +183,6 @@ class QueueWorker:
         self._dispatcher.start()
 
     def _dispatch_loop(self) -> None:
-        next_pass = time.monotonic() + self.periodic_seconds
         while not self._stop.is_set():
             try:
                 self.queue.dispatch_due()
@@ -195,10 +190,6 @@ class QueueWorker:
                 # The database or broker may be away for a moment; the jobs
                 # wait in the table until the next round.
                 log.exception("dispatching jobs failed; trying again")
-            if time.monotonic() >= next_pass:
-                next_pass = time.monotonic() + self.periodic_seconds
-                for line in run_pass(self.runtime, self.runtime.clock()):
-                    log.info("%s", line)
             self._stop.wait(self.poll_seconds)
 
     def stop(self) -> None:
