@@ -25,8 +25,15 @@ CAPABILITIES = (
     "mailflow.answers",
     "mailflow.access",
     "mailflow.gateway",
+    "mailflow.deadlines",
 )
-CORE = ("mailflow.core", "mailflow.config", "mailflow.settings_values", "mailflow.db")
+CORE = (
+    "mailflow.core",
+    "mailflow.config",
+    "mailflow.settings_values",
+    "mailflow.schedule_values",
+    "mailflow.db",
+)
 ROOT = "mailflow"
 
 
