@@ -149,12 +149,13 @@ class AlertEmailComposer:
             "form": build_reply_form([(o.code, o.name) for o in answerable]),
         }
 
-    def render_directly(self, delivery: ClaimedDelivery) -> RenderedEmail:
-        """Render the templates for this recipient: the reference the
-        stencils are tested against, and the way for any other shape."""
+    def recipient_context(self, delivery: ClaimedDelivery) -> dict[str, object]:
+        """What the alert's templates show this recipient: their
+        organisations, fresh status links and the reply form.  Other
+        emails in the alert's thread (an update) render it with more."""
         answerable, info_only = self._held(delivery)
         view = OrganisationView.of
-        context = self._context(
+        return self._context(
             delivery.recipient_name,
             [view(o) for o in answerable],
             [[self.answer_link(delivery, o, s) for s in AnswerStatus] for o in answerable],
@@ -162,7 +163,11 @@ class AlertEmailComposer:
             sorted((view(o) for o in answerable + info_only), key=lambda o: o.code),
             self.access_new_link(delivery),
         )
-        return render_service_email(self.settings, "alert", context)
+
+    def render_directly(self, delivery: ClaimedDelivery) -> RenderedEmail:
+        """Render the templates for this recipient: the reference the
+        stencils are tested against, and the way for any other shape."""
+        return render_service_email(self.settings, "alert", self.recipient_context(delivery))
 
     def _render(self, delivery: ClaimedDelivery) -> RenderedEmail:
         """The templates rendered once per shape of recipient (how many
