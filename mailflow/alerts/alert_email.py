@@ -149,9 +149,10 @@ class AlertEmailComposer:
             "form": build_reply_form([(o.code, o.name) for o in answerable]),
         }
 
-    def context_for(self, delivery: ClaimedDelivery) -> dict[str, object]:
-        """The alert email's context for this recipient, with fresh links:
-        for rendering it, or an email built on it (a reminder)."""
+    def recipient_context(self, delivery: ClaimedDelivery) -> dict[str, object]:
+        """What the alert's templates show this recipient: their
+        organisations, fresh status links and the reply form.  Other
+        emails in the alert's thread (an update) render it with more."""
         answerable, info_only = self._held(delivery)
         view = OrganisationView.of
         return self._context(
@@ -166,7 +167,7 @@ class AlertEmailComposer:
     def render_directly(self, delivery: ClaimedDelivery) -> RenderedEmail:
         """Render the templates for this recipient: the reference the
         stencils are tested against, and the way for any other shape."""
-        return render_service_email(self.settings, "alert", self.context_for(delivery))
+        return render_service_email(self.settings, "alert", self.recipient_context(delivery))
 
     def _render(self, delivery: ClaimedDelivery) -> RenderedEmail:
         """The templates rendered once per shape of recipient (how many

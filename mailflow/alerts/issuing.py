@@ -38,6 +38,15 @@ MAX_DEADLINE_HOURS = 24 * 30
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 
 
+def checked_cves(values: list[str]) -> list[str]:
+    """CVE identifiers as written in an alert or an update, upper case."""
+    cleaned = [v.strip().upper() for v in values]
+    for value in cleaned:
+        if not CVE_PATTERN.match(value):
+            raise ValueError(f"{value!r} is not a CVE identifier like CVE-2026-12345")
+    return cleaned
+
+
 class AudienceSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -66,11 +75,7 @@ class AlertSpec(BaseModel):
     @field_validator("cves")
     @classmethod
     def _cves_look_like_cves(cls, values: list[str]) -> list[str]:
-        cleaned = [v.strip().upper() for v in values]
-        for value in cleaned:
-            if not CVE_PATTERN.match(value):
-                raise ValueError(f"{value!r} is not a CVE identifier like CVE-2026-12345")
-        return cleaned
+        return checked_cves(values)
 
     @field_validator("references")
     @classmethod

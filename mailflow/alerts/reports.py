@@ -6,13 +6,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from mailflow.alerts.deliveries import count_by_state
 from mailflow.alerts.issuing import get_alert
 from mailflow.answers.recording import StatusLine, alert_status_lines
-from mailflow.core.models import Alert, AlertAudience, Delivery, Organisation, User
+from mailflow.core.models import (
+    Alert,
+    AlertAudience,
+    AlertStatus,
+    ChaseKind,
+    Chaser,
+    Delivery,
+    Organisation,
+    User,
+)
 
 
 @dataclass(frozen=True)
@@ -29,6 +38,10 @@ class AlertFacts:
     cves: list[str]
     remediation: str
     references: list[str]
+    # Answers are asked for in rounds; an update may start the next one.
+    round: int
+    closed_at: datetime | None
+    closed_reason: str | None
 
 
 @dataclass(frozen=True)
@@ -57,6 +70,9 @@ class DeliveryReport:
 class StatusReport:
     alert: AlertFacts
     organisations: list[StatusLine]
+    # Codes of the organisations marked overdue at this round's deadline
+    # that have still not answered.
+    overdue: frozenset[str]
 
 
 def delivery_report(session: Session, reference: str) -> DeliveryReport:
@@ -83,7 +99,34 @@ def status_report(session: Session, reference: str) -> StatusReport:
     """The alert with REFERENCE and each organisation in its audience with
     its current status.  Raises NotFound for an unknown reference."""
     alert = get_alert(session, reference)
-    return StatusReport(_facts(alert), alert_status_lines(session, alert_id=alert.id))
+    lines = alert_status_lines(session, alert_id=alert.id)
+    marked = _marked_overdue(session, alert)
+    return StatusReport(
+        _facts(alert),
+        lines,
+        frozenset(line.code for line in lines if line.status is None and line.code in marked),
+    )
+
+
+def overdue_step(round_: int) -> str:
+    """The step of the chaser that marks an organisation overdue at a
+    round's deadline, as the scheduler names it (deadlines.policy, which
+    this capability cannot import: deadlines imports alerts)."""
+    return f"r{round_}:deadline"
+
+
+def _marked_overdue(session: Session, alert: Alert) -> set[str]:
+    return set(
+        session.scalars(
+            select(Organisation.code)
+            .join(Chaser, Chaser.organisation_id == Organisation.id)
+            .where(
+                Chaser.alert_id == alert.id,
+                Chaser.kind == ChaseKind.OVERDUE,
+                Chaser.step == overdue_step(alert.round),
+            )
+        )
+    )
 
 
 def _audience_codes(session: Session, alert_id: int) -> dict[int, str]:
@@ -127,4 +170,56 @@ def _facts(alert: Alert) -> AlertFacts:
         cves=list(alert.cves),
         remediation=alert.remediation,
         references=list(alert.references),
+        round=alert.round,
+        closed_at=alert.closed_at,
+        closed_reason=alert.closed_reason,
     )
+
+
+@dataclass(frozen=True)
+class AlertListLine:
+    reference: str
+    title: str
+    severity: str
+    issued_at: datetime
+    deadline_at: datetime
+    round: int
+    closed_at: datetime | None
+    organisations: int
+    answered: int
+
+
+def alert_list(session: Session, *, limit: int) -> list[AlertListLine]:
+    """The latest alerts, newest first, each with how many of its
+    organisations have a current status."""
+    audience = (
+        select(func.count())
+        .where(AlertAudience.alert_id == Alert.id)
+        .correlate(Alert)
+        .scalar_subquery()
+    )
+    answered = (
+        select(func.count())
+        .where(AlertStatus.alert_id == Alert.id)
+        .correlate(Alert)
+        .scalar_subquery()
+    )
+    rows = session.execute(
+        select(
+            Alert.reference,
+            Alert.title,
+            Alert.severity,
+            Alert.issued_at,
+            Alert.deadline_at,
+            Alert.round,
+            Alert.closed_at,
+            audience,
+            answered,
+        )
+        .order_by(Alert.issued_at.desc(), Alert.id.desc())
+        .limit(limit)
+    )
+    return [
+        AlertListLine(ref, title, str(severity), issued, deadline, round_, closed, orgs, done)
+        for ref, title, severity, issued, deadline, round_, closed, orgs, done in rows
+    ]

@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from mailflow.alerts.update_email import compose_alert_update
 from mailflow.config import Settings
 from mailflow.core.models import ChaseKind, ChaserEmail, ChaserEmailState, OutgoingEmail
 from mailflow.core.runtime import Runtime
@@ -40,6 +41,7 @@ COMPOSERS: dict[ChaseKind, Composer] = {
     ChaseKind.REVIEW_DUE: compose_member_email,
     ChaseKind.ESCALATION: compose_auditor_email,
     ChaseKind.FOLLOW_UP: compose_auditor_email,
+    ChaseKind.ALERT_UPDATE: compose_alert_update,  # `mailflow alert update`
 }
 
 GROUP_SIZE = 50

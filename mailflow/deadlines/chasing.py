@@ -22,14 +22,15 @@ from sqlalchemy.orm import Session
 from mailflow.answers.statuses import AnswerStatus
 from mailflow.core.jobs import add_job
 from mailflow.core.models import Alert, ChaseKind, Role, Severity
+
+# The job that composes and queues a batch's chasing emails; named in
+# core, so that `alert update` (alerts) can queue it too.
+from mailflow.core.models.chasing import SEND_CHASERS as SEND_CHASERS
 from mailflow.core.scheduling import SchedulerPass
 from mailflow.deadlines import due
 from mailflow.deadlines.policy import DEADLINE_STEP, ChasePolicy, step_name
 
 log = logging.getLogger(__name__)
-
-# The job that composes and queues a batch's chasing emails.
-SEND_CHASERS = "send_chasers"
 
 
 @dataclass(frozen=True)

@@ -72,7 +72,7 @@ def compose_member_email(
     (described,) = describe_deliveries(session, [delivery.id])
     described = replace(described, roles={o.id: described.roles[o.id] for o in organisations})
     composer = AlertEmailComposer(alert, {o.id: o for o in organisations}, settings, now)
-    context = composer.context_for(described) | {"chase": banner(settings, row, checked, now)}
+    context = composer.recipient_context(described) | {"chase": banner(settings, row, checked, now)}
     rendered = render_service_email(settings, "chaser", context)
     headers = notification_headers(
         settings,

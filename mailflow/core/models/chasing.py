@@ -13,6 +13,13 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from mailflow.core.models.base import Base, text_enum
 
+# The job that composes a batch of queued chaser emails (payload
+# ``{"batch": BATCH}``).  Named here, beside the rows it reads, because two
+# capabilities queue it: the scheduler's chasing (deadlines) and
+# `alert update` (alerts); the deadlines capability handles it and
+# imports alerts for the alert email, so alerts cannot import it back.
+SEND_CHASERS = "send_chasers"
+
 
 class ChaseKind(enum.StrEnum):
     # To an organisation's recipients before the deadline, while it has not answered.
