@@ -15,9 +15,11 @@ from mailflow.alerts.issuing import issue_alert
 from mailflow.answers.answer_values import AnswerValue
 from mailflow.answers.recording import record_answers
 from mailflow.answers.statuses import AnswerStatus
+from mailflow.config import Settings
 from mailflow.core.models import ChaserEmail, User
 from mailflow.core.runtime import Runtime
 from mailflow.workers.periodic import TASKS, run_pass
+from tests.support.cli import SECRET_KEY
 from tests.support.seed import alert_spec_data, seed_people
 
 # A Tuesday, 15:00 in London (GMT): the deadline is Thursday 15:00.
@@ -52,6 +54,8 @@ def answer(
     user = session.scalars(select(User).where(User.email == email)).one()
     record_answers(
         session,
+        # Only its chasing defaults are read (when the next update is due).
+        Settings(database_url="sqlite://", secret_key=SECRET_KEY),
         user_id=user.id,
         alert_id=alert_id,
         answers=[AnswerValue(code, status)],

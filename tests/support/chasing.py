@@ -69,7 +69,7 @@ class Chasing:
 
     def work(self, timeout: float = 30.0) -> None:
         """Run the real worker until no job is pending."""
-        worker = QueueWorker(self.runtime, poll_seconds=0.05, periodic_seconds=3600)
+        worker = QueueWorker(self.runtime, poll_seconds=0.05)
         worker.start()
         try:
             wait_until(lambda: self.pending_jobs() == 0, timeout=timeout, what="jobs to finish")
