@@ -29,10 +29,10 @@ from mailflow.core.models import Chaser, ChaserEmail, Job, User
 from mailflow.core.runtime import Runtime
 from mailflow.core.scheduling import SchedulerPass
 from mailflow.deadlines.chasing import SEND_CHASERS, chase
-from mailflow.workers import queue
 from mailflow.workers.periodic import run_pass
 from mailflow.workers.queue import QueueWorker
 from mailflow.workers.scheduler import LEADER_LOCK_KEY
+from tests.support.relay import CapturingRelay
 from tests.support.seed import alert_spec_data, seed_people
 from tests.support.stalling_scheduler import STALLED
 from tests.support.waiting import wait_until
@@ -291,7 +291,7 @@ def test_killed_after_committing_its_chasers_a_restart_loses_and_repeats_nothing
     settings: Settings,
     session: Session,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    relay: CapturingRelay,
 ) -> None:
     stalled_scheduler(settings, tmp_path, "after-commit")
     # The first alert's reminders, their emails and their job are in.
@@ -302,24 +302,31 @@ def test_killed_after_committing_its_chasers_a_restart_loses_and_repeats_nothing
 
     assert again == REMINDER_LINE.format("CC-4721") + "\n"
     assert_everything_once(session)
-    # And the worker hands each batch, the killed pass's too, to the job
-    # that composes its emails, once.
-    handed: list[str] = []
-    monkeypatch.setitem(
-        queue.HANDLERS, SEND_CHASERS, lambda _rt, payload: handed.append(payload["batch"])
-    )
+    # And the worker sends every reminder, the killed pass's too, once.
     # The jobs are due at the time the passes ran as.
     runtime = Runtime(settings, clock=lambda: REMINDERS_DUE)
     # One thread: the two alerts' own deliveries run one after the other.
     worker = QueueWorker(runtime, threads=1, poll_seconds=0.05)
     worker.start()
     try:
-        wait_until(lambda: len(handed) >= 2, timeout=30, what="both batches")
+        wait_until(
+            lambda: len(reminders_sent(relay)) >= len(EVERY_REMINDER), timeout=30, what="reminders"
+        )
         time.sleep(0.5)
     finally:
         worker.stop()
         runtime.close()
-    assert Counter(handed) == jobs_by_batch(session)
+    assert Counter(reminders_sent(relay)) == EVERY_REMINDER
+
+
+def reminders_sent(relay: CapturingRelay) -> list[tuple[str, str]]:
+    """(alert, recipient) of each reminder email the relay took."""
+    sent = []
+    for received in relay.received:
+        message = received.message
+        if str(message["Subject"]).startswith("Reminder:"):
+            sent.append((str(message["X-Mailflow-Alert"]), received.recipients[0]))
+    return sent
 
 
 def test_killed_inside_its_transaction_it_leaves_nothing_half_written(
