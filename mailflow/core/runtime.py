@@ -3,6 +3,7 @@ outbound transport and a clock."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import cached_property
@@ -34,6 +35,9 @@ class Runtime:
         self.clock = clock
         self._transport = transport
         self._bounded: dict[Callable[..., object], BoundedCalls[Any]] = {}
+        # Worker threads share one transport: two jobs starting at once must
+        # not each build a relay pool (each pool runs its own event loop).
+        self._transport_lock = threading.Lock()
 
     @cached_property
     def engine(self) -> Engine:
@@ -72,6 +76,10 @@ class Runtime:
 
     @property
     def transport(self) -> Transport:
+        with self._transport_lock:
+            return self._make_transport()
+
+    def _make_transport(self) -> Transport:
         if self._transport is None:
             relay = self.settings.smtp_relay
             if relay is not None:
@@ -85,9 +93,10 @@ class Runtime:
         return self._transport
 
     def close(self) -> None:
-        if self._transport is not None:
-            self._transport.close()
-            self._transport = None
+        with self._transport_lock:
+            transport, self._transport = self._transport, None
+        if transport is not None:
+            transport.close()
         bounded, self._bounded = self._bounded, {}
         for calls in bounded.values():
             calls.close()
