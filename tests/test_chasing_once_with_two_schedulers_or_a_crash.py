@@ -294,13 +294,15 @@ def test_killed_after_committing_its_chasers_a_restart_loses_and_repeats_nothing
     relay: CapturingRelay,
 ) -> None:
     stalled_scheduler(settings, tmp_path, "after-commit")
-    # The first alert's reminders, their emails and their job are in.
-    assert set(reminder_emails(session)) == {("CC-4720", who) for who in RECIPIENTS}
+    # Its first transaction holds every alert's reminders (one statement
+    # chases all the alerts due a step), their emails and one job to
+    # compose them; the process died before any worker ran it.
+    assert set(reminder_emails(session)) == set(EVERY_REMINDER)
     assert len(jobs_by_batch(session)) == 1
 
     again = scheduler_once(settings, tmp_path, "--at", AT)
 
-    assert again == REMINDER_LINE.format("CC-4721") + "\n"
+    assert "reminder" not in again
     assert_everything_once(session)
     # And the worker sends every reminder, the killed pass's too, once.
     # The jobs are due at the time the passes ran as.

@@ -3,16 +3,20 @@ the reminder due before its deadline, the overdue notices and the
 escalation at it, and the auditors' follow-ups after it; then, across
 alerts, the updates and reviews that are due.
 
-Each step is one transaction holding its chasers, the emails they cause
-and the job that composes them, so a crash loses nothing and a second
-pass (or a second scheduler) finds the rows and does nothing.  An
-alert-wide row marks each step done, so a later pass skips the alert
-without scanning its audience again."""
+Each kind of step is one transaction for every alert due it, holding
+its chasers, the emails they cause and the job that composes them, so a
+crash loses nothing and a second pass (or a second scheduler) finds the
+rows and does nothing.  The statements are set-based and cover all the
+alerts due a step at once, so a pass over a hundred national alerts costs
+about what selecting their due rows does.  An alert-wide row marks each
+step done, so a later pass skips the alert without scanning its audience
+again."""
 
 from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -62,144 +66,150 @@ def chase(run: SchedulerPass) -> list[str]:
     with run.reading() as session:
         alerts = open_alerts(session)
         taken = due.alert_wide_steps(session, [alert.id for alert in alerts])
+    found = _reminders_due(policy, alerts, taken, run.now) + _deadlines_due(alerts, taken, run.now)
+    steps: tuple[tuple[str, Callable[[], list[str]]], ...] = (
+        ("reminders and deadlines", lambda: _chase_alerts(run, found)),
+        ("follow-ups", lambda: _follow_up(run, policy, alerts, taken)),
+        ("updates", lambda: _chase_updates(run, policy)),
+    )
     done: list[str] = []
-    for alert in alerts:
+    for name, step in steps:
         try:
-            done.extend(_chase_alert(run, policy, alert, taken))
+            done.extend(step())
         except Exception:
-            log.exception("chasing alert %s failed; the next pass tries again", alert.reference)
-    done.extend(_chase_updates(run, policy))
+            log.exception("chasing %s failed; the next pass tries again", name)
     return done
 
 
 Taken = set[tuple[int, ChaseKind, str]]
+# The ends of the lines a pass prints, filled in with its counts.
+CHASED = "{} organisation(s), {} email(s)"
+OVERDUE = "{} organisation(s) overdue, {} email(s)"
 
 
-def _chase_alert(
-    run: SchedulerPass, policy: ChasePolicy, alert: OpenAlert, taken: Taken
-) -> list[str]:
-    if run.now < alert.deadline_at:
-        return _remind(run, policy, alert, taken)
-    deadline = step_name(alert.round, DEADLINE_STEP)
-    done = [] if (alert.id, ChaseKind.ESCALATION, deadline) in taken else _escalate(run, alert)
-    return done + _follow_up(run, policy, alert, taken)
+@dataclass(frozen=True)
+class Due:
+    """One alert due one step: the kind of its organisations' chasers, the
+    kind of its alert-wide row, and how its line reads (given how many
+    organisations were chased and emails queued)."""
+
+    alert: OpenAlert
+    kind: ChaseKind
+    mark: ChaseKind
+    step: str
+    what: str
+    counted: str
+
+    def line(self, counts: tuple[int, int]) -> str:
+        return self.what + self.counted.format(*counts)
 
 
-def _queue_composing(session: Session, batch: str, now: datetime, emails: int) -> None:
-    if emails:
-        add_job(session, SEND_CHASERS, {"batch": batch}, now=now)
-
-
-def _remind(run: SchedulerPass, policy: ChasePolicy, alert: OpenAlert, taken: Taken) -> list[str]:
-    step = policy.reminder_step(Severity(alert.severity), alert.round, alert.deadline_at, run.now)
-    if step is None or (alert.id, ChaseKind.REMINDER, step.name) in taken:
-        return []
-    batch = new_batch()
-    with run.writing() as session:
-        if not due.add_alert_chaser(
-            session,
-            alert_id=alert.id,
-            kind=ChaseKind.REMINDER,
-            step=step.name,
-            batch=batch,
-            now=run.now,
+def _reminders_due(
+    policy: ChasePolicy, alerts: list[OpenAlert], taken: Taken, now: datetime
+) -> list[Due]:
+    """Alerts whose latest reminder point has passed (in working hours),
+    unless that step or a later one was taken (a clock set back)."""
+    found = []
+    for alert in alerts:
+        if now >= alert.deadline_at:
+            continue
+        step = policy.reminder_step(Severity(alert.severity), alert.round, alert.deadline_at, now)
+        if step is not None and not any(
+            (alert.id, ChaseKind.REMINDER, name) in taken for name in step.covered_by
         ):
-            return []
-        organisations = due.add_organisation_chasers(
-            session,
-            alert_id=alert.id,
-            kind=ChaseKind.REMINDER,
-            step=step.name,
-            skip_if_sent=step.covered_by,
-            batch=batch,
-            now=run.now,
-        )
-        emails = due.add_member_emails(
-            session, batch=batch, kind=ChaseKind.REMINDER, roles=due.ANSWERING_ROLES, now=run.now
-        )
-        _queue_composing(session, batch, run.now, emails)
-    return [
-        f"{alert.reference}: {step.hours}-hour reminder for {organisations} organisation(s), "
-        f"{emails} email(s)"
-    ]
-
-
-def _escalate(run: SchedulerPass, alert: OpenAlert) -> list[str]:
-    """At the deadline: every organisation without an answer is marked
-    overdue (its chaser row), its administrators are told, and the
-    auditors get one escalation listing them."""
-    step = step_name(alert.round, DEADLINE_STEP)
-    batch = new_batch()
-    with run.writing() as session:
-        if not due.add_alert_chaser(
-            session,
-            alert_id=alert.id,
-            kind=ChaseKind.ESCALATION,
-            step=step,
-            batch=batch,
-            now=run.now,
-        ):
-            return []
-        overdue = due.add_organisation_chasers(
-            session,
-            alert_id=alert.id,
-            kind=ChaseKind.OVERDUE,
-            step=step,
-            skip_if_sent=(step,),
-            batch=batch,
-            now=run.now,
-        )
-        emails = due.add_member_emails(
-            session, batch=batch, kind=ChaseKind.OVERDUE, roles=(Role.ADMINISTRATOR,), now=run.now
-        )
-        if overdue:
-            emails += due.add_auditor_emails(
-                session,
-                alert_id=alert.id,
-                kind=ChaseKind.ESCALATION,
-                step=step,
-                batch=batch,
-                now=run.now,
+            what = f"{alert.reference}: {step.hours}-hour reminder for "
+            found.append(
+                Due(alert, ChaseKind.REMINDER, ChaseKind.REMINDER, step.name, what, CHASED)
             )
-        _queue_composing(session, batch, run.now, emails)
-    return [
-        f"{alert.reference}: deadline passed, {overdue} organisation(s) overdue, {emails} email(s)"
-    ]
+    return found
+
+
+def _deadlines_due(alerts: list[OpenAlert], taken: Taken, now: datetime) -> list[Due]:
+    """Alerts whose deadline has passed and not yet been acted on: their
+    organisations without an answer are marked overdue (the chaser row),
+    their administrators are told, and the auditors get one escalation."""
+    found = []
+    for alert in alerts:
+        step = step_name(alert.round, DEADLINE_STEP)
+        if now >= alert.deadline_at and (alert.id, ChaseKind.ESCALATION, step) not in taken:
+            what = f"{alert.reference}: deadline passed, "
+            found.append(Due(alert, ChaseKind.OVERDUE, ChaseKind.ESCALATION, step, what, OVERDUE))
+    return found
+
+
+# Who hears of each kind of organisation chaser.
+AUDIENCES = {
+    ChaseKind.REMINDER: due.ANSWERING_ROLES,
+    ChaseKind.OVERDUE: (Role.ADMINISTRATOR,),
+}
+
+
+def _queue_composing(session: Session, batch: str, now: datetime) -> dict[int, tuple[int, int]]:
+    """What the batch wrote, per alert; the job that composes its emails."""
+    counts = due.batch_counts(session, batch)
+    if any(emails for _, emails in counts.values()):
+        add_job(session, SEND_CHASERS, {"batch": batch}, now=now)
+    return counts
+
+
+def _chase_alerts(run: SchedulerPass, found: list[Due]) -> list[str]:
+    """Every reminder and deadline due, in one transaction of a few
+    set-based statements."""
+    if not found:
+        return []
+    batch, now = new_batch(), run.now
+    with run.writing() as session:
+        marks = {d.alert.id: (d.mark, d.step) for d in found}
+        due.add_alert_chasers(session, steps=marks, batch=batch, now=now)
+        chasers = {d.alert.id: (d.kind, d.step) for d in found}
+        due.add_organisation_chasers(session, steps=chasers, batch=batch, now=now)
+        due.add_member_emails(session, batch=batch, roles=AUDIENCES, now=now)
+        due.add_auditor_emails(
+            session, batch=batch, marked=ChaseKind.ESCALATION, kind=ChaseKind.ESCALATION, now=now
+        )
+        counts = _queue_composing(session, batch, now)
+    return [d.line(counts[d.alert.id]) for d in found if d.alert.id in counts]
 
 
 def _follow_up(
-    run: SchedulerPass, policy: ChasePolicy, alert: OpenAlert, taken: Taken
+    run: SchedulerPass, policy: ChasePolicy, alerts: list[OpenAlert], taken: Taken
 ) -> list[str]:
-    day = policy.follow_up_day(alert.deadline_at, run.now)
-    if day is None:
-        return []
-    step = step_name(alert.round, day.isoformat())
-    if (alert.id, ChaseKind.FOLLOW_UP, step) in taken:
-        return []
+    """The auditors' follow-up on each follow-up day after the deadline,
+    for alerts some organisation has still not answered."""
+    days = {}
     with run.reading() as session:
-        if not due.any_unanswered(session, alert.id):
-            return []
+        for alert in alerts:
+            day = policy.follow_up_day(alert.deadline_at, run.now)
+            step = step_name(alert.round, day.isoformat()) if day else None
+            if (
+                day is not None
+                and step is not None
+                and (alert.id, ChaseKind.FOLLOW_UP, step) not in taken
+                and due.any_unanswered(session, alert.id)
+            ):
+                days[alert.id] = (alert, step, day)
+    if not days:
+        return []
     batch = new_batch()
     with run.writing() as session:
-        if not due.add_alert_chaser(
+        due.add_alert_chasers(
             session,
-            alert_id=alert.id,
-            kind=ChaseKind.FOLLOW_UP,
-            step=step,
-            batch=batch,
-            now=run.now,
-        ):
-            return []
-        emails = due.add_auditor_emails(
-            session,
-            alert_id=alert.id,
-            kind=ChaseKind.FOLLOW_UP,
-            step=step,
+            steps={
+                alert_id: (ChaseKind.FOLLOW_UP, step) for alert_id, (_, step, _) in days.items()
+            },
             batch=batch,
             now=run.now,
         )
-        _queue_composing(session, batch, run.now, emails)
-    return [f"{alert.reference}: overdue follow-up for {day.isoformat()}, {emails} email(s)"]
+        due.add_auditor_emails(
+            session, batch=batch, marked=ChaseKind.FOLLOW_UP, kind=ChaseKind.FOLLOW_UP, now=run.now
+        )
+        counts = _queue_composing(session, batch, run.now)
+    return [
+        f"{alert.reference}: overdue follow-up for {day.isoformat()}, "
+        f"{counts[alert_id][1]} email(s)"
+        for alert_id, (alert, _, day) in days.items()
+        if alert_id in counts
+    ]
 
 
 UPDATE_KINDS = (
@@ -221,13 +231,11 @@ def _chase_updates(run: SchedulerPass, policy: ChasePolicy) -> list[str]:
                 continue
         batch = new_batch()
         with run.writing() as session:
-            chased = due.add_update_chasers(
+            due.add_update_chasers(
                 session, status=status.value, kind=kind, today=today, batch=batch, now=run.now
             )
-            if not chased:
-                continue
-            emails = due.add_member_emails(
-                session, batch=batch, kind=kind, roles=due.ANSWERING_ROLES, now=run.now
+            due.add_member_emails(
+                session, batch=batch, roles={kind: due.ANSWERING_ROLES}, now=run.now
             )
             due.move_update_dates(
                 session,
@@ -235,6 +243,9 @@ def _chase_updates(run: SchedulerPass, policy: ChasePolicy) -> list[str]:
                 today=today,
                 next_on=policy.after_chasing(status.value, today),
             )
-            _queue_composing(session, batch, run.now, emails)
-        done.append(f"{kind.value} for {chased} organisation(s), {emails} email(s)")
+            chased, emails = due.batch_totals(session, batch)
+            if emails:
+                add_job(session, SEND_CHASERS, {"batch": batch}, now=run.now)
+        if chased:
+            done.append(f"{kind.value} for {chased} organisation(s), {emails} email(s)")
     return done

@@ -7,7 +7,7 @@ batch wrote, in the same transaction."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import date, datetime
 from typing import Any
 
@@ -17,11 +17,14 @@ from sqlalchemy import (
     String,
     Table,
     and_,
+    case,
     cast,
     exists,
     func,
     literal,
+    or_,
     select,
+    true,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -50,99 +53,110 @@ CHASER_COLUMNS = ("alert_id", "organisation_id", "kind", "step", "batch", "creat
 EMAIL_COLUMNS = ("alert_id", "user_id", "kind", "step", "batch", "state", "created_at")
 
 
-def _insert_new(session: Session, table: Table, columns: Iterable[str], rows: Select[Any]) -> int:
-    """INSERT ... SELECT, leaving out rows a unique key already holds; how
-    many it inserted.  (psycopg reports no row count for an INSERT with
-    bound parameters, so on PostgreSQL the database counts them.)"""
-    if session.get_bind().dialect.name != "postgresql":
-        statement: Insert = (
-            sqlite.insert(table).from_select(list(columns), rows).on_conflict_do_nothing()
-        )
-        return int(session.execute(statement).rowcount)  # type: ignore[attr-defined]
-    inserted = (
-        postgresql.insert(table)
-        .from_select(list(columns), rows)
-        .on_conflict_do_nothing()
-        .returning(literal(1))
-        .cte("inserted")
-    )
-    return int(session.scalar(select(func.count()).select_from(inserted)) or 0)
+def _insert_new(session: Session, table: Table, columns: Iterable[str], rows: Select[Any]) -> None:
+    """INSERT ... SELECT, leaving out rows a unique key already holds.
+    What it wrote is counted afterwards by batch (``batch_counts``)."""
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    statement: Insert = dialect.insert(table).from_select(list(columns), rows)
+    session.execute(statement.on_conflict_do_nothing())  # type: ignore[attr-defined]
 
 
 def _at(now: datetime) -> ColumnElement[datetime]:
     return literal(now, UTCDateTime())
 
 
-def unanswered(alert_id: int) -> ColumnElement[bool]:
-    """The audience's open organisations with no current status."""
+def _unanswered() -> ColumnElement[bool]:
+    """An audience row's organisation is open and has no current status."""
     return and_(
-        AlertAudience.alert_id == alert_id,
         Organisation.closed_on.is_(None),
         ~exists().where(
-            AlertStatus.alert_id == alert_id,
+            AlertStatus.alert_id == AlertAudience.alert_id,
             AlertStatus.organisation_id == AlertAudience.organisation_id,
         ),
     )
 
 
-def add_organisation_chasers(
-    session: Session,
-    *,
-    alert_id: int,
-    kind: ChaseKind,
-    step: str,
-    skip_if_sent: tuple[str, ...],
-    batch: str,
-    now: datetime,
-) -> int:
-    """A chaser for each unanswered organisation of the alert, unless one
-    of this kind with a step in ``skip_if_sent`` was written before."""
-    already = exists().where(
-        Chaser.alert_id == alert_id,
-        Chaser.organisation_id == AlertAudience.organisation_id,
-        Chaser.kind == kind,
-        Chaser.step.in_(skip_if_sent),
-    )
+def unanswered(alert_id: int) -> ColumnElement[bool]:
+    """The alert's audience rows whose organisation is open and has no
+    current status."""
+    return and_(AlertAudience.alert_id == alert_id, _unanswered())
+
+
+# Alert id -> the kind and step due: a reminder before the deadline, the
+# overdue mark at it, or an alert-wide row (escalation, follow-up, mark).
+Steps = Mapping[int, tuple[ChaseKind, str]]
+
+
+def add_organisation_chasers(session: Session, *, steps: Steps, batch: str, now: datetime) -> None:
+    """For every alert in ``steps`` at once, a chaser of its kind and step
+    for each of its unanswered organisations: one statement, however many
+    alerts are due and of whichever kind, so a pass costs about what
+    selecting the due rows does."""
+    kind = case({a: k.value for a, (k, _) in steps.items()}, value=AlertAudience.alert_id)
+    step = case({a: s for a, (_, s) in steps.items()}, value=AlertAudience.alert_id)
     rows = (
         select(
             AlertAudience.alert_id,
             AlertAudience.organisation_id,
-            literal(kind.value),
-            literal(step),
+            kind,
+            step,
             literal(batch),
             _at(now),
         )
         .join(Organisation, Organisation.id == AlertAudience.organisation_id)
-        .where(unanswered(alert_id), ~already)
+        .where(AlertAudience.alert_id.in_(list(steps)), _unanswered())
     )
-    return _insert_new(session, Chaser.__table__, CHASER_COLUMNS, rows)  # type: ignore[arg-type]
+    _insert_new(session, Chaser.__table__, CHASER_COLUMNS, rows)  # type: ignore[arg-type]
 
 
-def add_alert_chaser(
-    session: Session, *, alert_id: int, kind: ChaseKind, step: str, batch: str, now: datetime
-) -> bool:
-    """The alert-wide row for a step (an escalation, a follow-up, or the
-    mark that a reminder step was done); False when it was there."""
-    rows = select(
-        literal(alert_id),
-        literal(None),
-        literal(kind.value),
-        literal(step),
-        literal(batch),
-        _at(now),
+def add_alert_chasers(session: Session, *, steps: Steps, batch: str, now: datetime) -> None:
+    """The alert-wide row for each alert's step (an escalation, a
+    follow-up, or the mark that a reminder step was done).  A row another
+    pass wrote first stays theirs: its alert is left out of this batch's
+    counts, and its chasers conflict and are not written twice."""
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    values = [
+        {
+            "alert_id": alert_id,
+            "organisation_id": None,
+            "kind": kind,
+            "step": step,
+            "batch": batch,
+            "created_at": now,
+        }
+        for alert_id, (kind, step) in steps.items()
+    ]
+    session.execute(dialect.insert(Chaser.__table__).values(values).on_conflict_do_nothing())
+
+
+def batch_counts(session: Session, batch: str) -> dict[int, tuple[int, int]]:
+    """For each alert whose alert-wide row this batch wrote: how many
+    organisations it chased and how many emails it queued."""
+    marked = session.scalars(
+        select(Chaser.alert_id).where(Chaser.batch == batch, Chaser.organisation_id.is_(None))
+    ).all()
+    chased = dict(
+        session.execute(
+            select(Chaser.alert_id, func.count())
+            .where(Chaser.batch == batch, Chaser.organisation_id.is_not(None))
+            .group_by(Chaser.alert_id)
+        ).all()
     )
-    return _insert_new(session, Chaser.__table__, CHASER_COLUMNS, rows) > 0  # type: ignore[arg-type]
-
-
-def alert_wide_steps(session: Session, alert_ids: list[int]) -> set[tuple[int, ChaseKind, str]]:
-    """The alert-wide rows of these alerts: the steps already taken, so a
-    pass can skip them without opening a write transaction."""
-    rows = session.execute(
-        select(Chaser.alert_id, Chaser.kind, Chaser.step).where(
-            Chaser.alert_id.in_(alert_ids), Chaser.organisation_id.is_(None)
-        )
+    emailed = dict(
+        session.execute(
+            select(ChaserEmail.alert_id, func.count())
+            .where(ChaserEmail.batch == batch)
+            .group_by(ChaserEmail.alert_id)
+        ).all()
     )
-    return {(alert_id, kind, step) for alert_id, kind, step in rows}
+    return {alert_id: (chased.get(alert_id, 0), emailed.get(alert_id, 0)) for alert_id in marked}
+
+
+def batch_totals(session: Session, batch: str) -> tuple[int, int]:
+    """How many chasers and emails the batch wrote, over all alerts."""
+    chasers = session.scalar(select(func.count()).where(Chaser.batch == batch)) or 0
+    emails = session.scalar(select(func.count()).where(ChaserEmail.batch == batch)) or 0
+    return chasers, emails
 
 
 def any_unanswered(session: Session, alert_id: int) -> bool:
@@ -157,12 +171,24 @@ def any_unanswered(session: Session, alert_id: int) -> bool:
     )
 
 
+def alert_wide_steps(session: Session, alert_ids: list[int]) -> set[tuple[int, ChaseKind, str]]:
+    """The alert-wide rows of these alerts: the steps already taken, so a
+    pass can skip them without opening a write transaction."""
+    rows = session.execute(
+        select(Chaser.alert_id, Chaser.kind, Chaser.step).where(
+            Chaser.alert_id.in_(alert_ids), Chaser.organisation_id.is_(None)
+        )
+    )
+    return {(alert_id, kind, step) for alert_id, kind, step in rows}
+
+
 def add_member_emails(
-    session: Session, *, batch: str, kind: ChaseKind, roles: tuple[Role, ...], now: datetime
-) -> int:
-    """One email per person for the batch's chasers of this kind: to each
-    active person holding one of ``roles`` for a chased organisation who
-    was sent the alert (their links and reply key come from that email)."""
+    session: Session, *, batch: str, roles: Mapping[ChaseKind, tuple[Role, ...]], now: datetime
+) -> None:
+    """One email per person for the batch's chasers of each kind in
+    ``roles``: to each active person holding one of the kind's roles for a
+    chased organisation who was sent the alert (their links and reply key
+    come from that email)."""
     rows = (
         select(
             Chaser.alert_id,
@@ -182,33 +208,54 @@ def add_member_emails(
         .join(User, User.id == Membership.user_id)
         .where(
             Chaser.batch == batch,
-            Chaser.kind == kind,
-            Membership.role.in_(roles),
+            or_(*(and_(Chaser.kind == k, Membership.role.in_(r)) for k, r in roles.items())),
             User.active.is_(True),
         )
     )
-    return _insert_new(session, ChaserEmail.__table__, EMAIL_COLUMNS, rows)  # type: ignore[arg-type]
+    _insert_new(session, ChaserEmail.__table__, EMAIL_COLUMNS, rows)  # type: ignore[arg-type]
 
 
 def add_auditor_emails(
-    session: Session, *, alert_id: int, kind: ChaseKind, step: str, batch: str, now: datetime
-) -> int:
-    """One email to each active auditor."""
-    rows = select(
-        literal(alert_id),
-        User.id,
-        literal(kind.value),
-        literal(step),
-        literal(batch),
-        literal(ChaserEmailState.QUEUED.value),
-        _at(now),
-    ).where(User.national_role == NationalRole.AUDITOR, User.active.is_(True))
-    return _insert_new(session, ChaserEmail.__table__, EMAIL_COLUMNS, rows)  # type: ignore[arg-type]
+    session: Session, *, batch: str, marked: ChaseKind, kind: ChaseKind, now: datetime
+) -> None:
+    """One email to each active auditor for each alert this batch marked
+    with an alert-wide row of kind ``marked`` (an escalation, a follow-up)
+    that has something to report: for an escalation, an organisation this
+    batch found overdue."""
+    mark = aliased(Chaser)
+    rows = (
+        select(
+            mark.alert_id,
+            User.id,
+            literal(kind.value),
+            mark.step,
+            literal(batch),
+            literal(ChaserEmailState.QUEUED.value),
+            _at(now),
+        )
+        .join(User, true())
+        .where(
+            mark.batch == batch,
+            mark.kind == marked,
+            mark.organisation_id.is_(None),
+            User.national_role == NationalRole.AUDITOR,
+            User.active.is_(True),
+        )
+    )
+    if marked is ChaseKind.ESCALATION:
+        rows = rows.where(
+            exists().where(
+                Chaser.batch == batch,
+                Chaser.kind == ChaseKind.OVERDUE,
+                Chaser.alert_id == mark.alert_id,
+            )
+        )
+    _insert_new(session, ChaserEmail.__table__, EMAIL_COLUMNS, rows)  # type: ignore[arg-type]
 
 
 def add_update_chasers(
     session: Session, *, status: str, kind: ChaseKind, today: date, batch: str, now: datetime
-) -> int:
+) -> None:
     """A chaser for each open alert's organisation whose current answer has
     this status and whose update (or review) was due by ``today``.  The
     step is the due date, so each period is chased once."""
@@ -230,7 +277,7 @@ def add_update_chasers(
         .join(Alert, Alert.id == AlertStatus.alert_id)
         .where(_updates_due(status, today))
     )
-    return _insert_new(session, Chaser.__table__, CHASER_COLUMNS, rows)  # type: ignore[arg-type]
+    _insert_new(session, Chaser.__table__, CHASER_COLUMNS, rows)  # type: ignore[arg-type]
 
 
 def _updates_due(status: str, today: date) -> ColumnElement[bool]:

@@ -49,7 +49,10 @@ class Chaser(Base):
 
     __tablename__ = "chasers"
     __table_args__ = (
-        UniqueConstraint("alert_id", "organisation_id", "kind", "step"),
+        # In this order it also finds an alert's chasers of one kind and
+        # step (what the emails and reports look up), so no other index
+        # is kept up to date on every insert.
+        UniqueConstraint("alert_id", "kind", "step", "organisation_id"),
         # NULLs are distinct in a unique constraint, so alert-wide rows
         # need an index of their own to be unique.
         Index(
@@ -61,7 +64,6 @@ class Chaser(Base):
             postgresql_where=text("organisation_id IS NULL"),
             sqlite_where=text("organisation_id IS NULL"),
         ),
-        Index("ix_chasers_alert_id_kind_organisation_id", "alert_id", "kind", "organisation_id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -76,15 +76,10 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_chasers")),
         sa.UniqueConstraint(
-            "alert_id", "organisation_id", "kind", "step", name=op.f("uq_chasers_alert_id")
+            "alert_id", "kind", "step", "organisation_id", name=op.f("uq_chasers_alert_id")
         ),
     )
     with op.batch_alter_table("chasers", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_chasers_alert_id_kind_organisation_id",
-            ["alert_id", "kind", "organisation_id"],
-            unique=False,
-        )
         batch_op.create_index(batch_op.f("ix_chasers_batch"), ["batch"], unique=False)
         batch_op.create_index(
             "uq_chasers_alert_wide",
@@ -193,7 +188,6 @@ def downgrade() -> None:
             sqlite_where=sa.text("organisation_id IS NULL"),
         )
         batch_op.drop_index(batch_op.f("ix_chasers_batch"))
-        batch_op.drop_index("ix_chasers_alert_id_kind_organisation_id")
 
     op.drop_table("chasers")
     op.drop_table("alert_updates")
