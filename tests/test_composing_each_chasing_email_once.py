@@ -151,7 +151,8 @@ def test_a_row_that_cannot_be_composed_is_dropped_and_the_others_go(
     outcome = chasing.session.scalars(
         select(ChaserEmail.outcome).where(ChaserEmail.state == ChaserEmailState.DROPPED)
     ).one()
-    assert outcome == "could not compose: ValueError('a template that does not render')"
+    # The kind of error only: an error's text may quote the email being queued.
+    assert outcome == "could not compose: ValueError"
 
 
 def close_the_alert(session: Session) -> None:

@@ -12,10 +12,13 @@ import urllib.parse
 import urllib.request
 
 import pytest
+import sqlalchemy as sa
 
 from mailflow.answers import answering
 from mailflow.answers.statuses import AnswerStatus
 from mailflow.cli.web_command import web_server
+from mailflow.config import Settings
+from mailflow.core.runtime import Runtime
 from tests.support.pages import Web, answer_counts, answer_link, csrf_of, post_form
 from tests.support.relay import free_port
 from tests.support.waiting import wait_until
@@ -105,3 +108,17 @@ def test_behind_the_real_web_server_no_log_at_all_holds_the_token(
         assert token not in (record.exc_text or "")
         if record.exc_info:
             assert token not in "".join(traceback.format_exception(*record.exc_info))
+
+
+def test_a_database_error_does_not_carry_what_was_being_written(settings: Settings) -> None:
+    """An error from the database names the statement, never its values
+    (a raw email with its links, a token): they would reach the log."""
+    runtime = Runtime(settings)
+    secret = "https://mailflow.test/r/a-signed-link-token"
+    try:
+        with pytest.raises(sa.exc.DBAPIError) as caught, runtime.sessions.begin() as session:
+            session.execute(sa.text("insert into no_such_table (x) values (:x)"), {"x": secret})
+    finally:
+        runtime.close()
+    assert secret not in str(caught.value)
+    assert "hidden due to hide_parameters" in str(caught.value)

@@ -49,6 +49,9 @@ def make_engine(url: str, *, immediate: bool = True, **kwargs: Any) -> Engine:
     lock at BEGIN unless ``immediate`` is False (for a reader that must
     never hold up writers, such as a test looking on)."""
     parsed = make_url(url)
+    # A database error's message would otherwise carry the statement's
+    # parameters: raw emails with their signed links, tokens, secrets.
+    kwargs.setdefault("hide_parameters", True)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             # The database holds every answer and pending link: only our

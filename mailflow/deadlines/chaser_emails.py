@@ -104,7 +104,8 @@ def compose_one(session: Session, settings: Settings, row_id: int, now: datetime
             _record(session, row_id, result)
     except Exception as exc:
         log.exception("could not compose chasing email %s; dropped", row_id)
-        _finish(session, row_id, now, outcome=f"could not compose: {exc!r}")
+        # The kind of error only: its text may quote what was being written.
+        _finish(session, row_id, now, outcome=f"could not compose: {type(exc).__name__}")
 
 
 def _claim(session: Session, row_id: int, now: datetime) -> bool:
