@@ -127,7 +127,7 @@ def test_an_unable_reply_can_say_when_it_is_reviewed() -> None:
     [
         ("next update Friday", "does not give a date: write it as a date"),
         ("next update 31 April", "'31 April' is not a real date"),
-        ("next update 12/12/2025", "has passed: give today or a later date"),
+        ("next update 12/12/2025", "has passed: give a later date"),
         ("next update 1 January 2029", "is more than a year ahead"),
         ("next update 3 December; next update 4 December", "give one next update date"),
     ],
@@ -217,9 +217,14 @@ def due_on(session: Session, alert_id: int, code: str) -> date | None:
                 AnswerStatus.UNABLE,
                 reason="r",
                 mitigations="m",
-                next_update_on=ANSWERED_ON,
+                next_update_on=ANSWERED_ON + timedelta(days=1),
             ),
-            ANSWERED_ON,
+            ANSWERED_ON + timedelta(days=1),
+        ),
+        # An expected date years ahead (a wrong year) is chased within a year.
+        (
+            AnswerValue("RXA", AnswerStatus.IN_PROGRESS, expected_on=date(2062, 12, 12)),
+            ANSWERED_ON + timedelta(days=366),
         ),
         (AnswerValue("RXA", AnswerStatus.COMPLETE), None),
         (AnswerValue("RXA", AnswerStatus.NOT_APPLICABLE, reason="not run here"), None),
@@ -271,6 +276,8 @@ def test_the_day_is_the_day_in_london_not_in_utc(
     ("asked", "problem"),
     [
         (ANSWERED_ON - timedelta(days=1), "has passed"),
+        # Due today, it would be chased the moment it was recorded.
+        (ANSWERED_ON, "is today: give a later date"),
         (ANSWERED_ON + timedelta(days=367), "more than a year ahead"),
     ],
 )

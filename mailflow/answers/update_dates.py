@@ -26,10 +26,13 @@ def what_is_due(status: AnswerStatus) -> str:
 
 def next_update_problem(status: AnswerStatus, asked_on: date, today: date) -> str | None:
     """Why a date a person asked for cannot be their next update (or
-    review), or None when it can: from today to a year ahead."""
+    review), or None when it can: from tomorrow to a year ahead (an update
+    due today would be chased the moment it was recorded)."""
     what = what_is_due(status)
     if asked_on < today:
-        return f"the {what} date {_day(asked_on)} has passed: give today or a later date"
+        return f"the {what} date {_day(asked_on)} has passed: give a later date"
+    if asked_on == today:
+        return f"the {what} date {_day(asked_on)} is today: give a later date"
     if asked_on > today + LONGEST_AHEAD:
         return f"the {what} date {_day(asked_on)} is more than a year ahead: give an earlier date"
     return None
@@ -73,5 +76,7 @@ class UpdateDates:
         if status is AnswerStatus.UNABLE:
             return answered_on + timedelta(days=self.review_days)
         if expected_on is not None and expected_on > answered_on:
-            return expected_on
+            # An expected date years ahead (a wrong year, or a long project)
+            # must not silence the chasing: an update is owed within a year.
+            return min(expected_on, answered_on + LONGEST_AHEAD)
         return answered_on + timedelta(days=self.update_days)
