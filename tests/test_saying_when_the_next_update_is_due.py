@@ -73,6 +73,14 @@ def problems(text: str, held: list[str] | None = None) -> list[tuple[int, str]]:
         # for a date: this is the expected date, as before.
         ("we will apply the update by 12 Dec", None, date(2026, 12, 12), None),
         ("update to follow", None, None, "update to follow"),
+        # Without "next" and without a date straight after, it is a note.
+        (
+            "waiting on the supplier; update by Friday",
+            None,
+            None,
+            "waiting on the supplier; update by Friday",
+        ),
+        ("Review on Monday with the CAB", None, None, "Review on Monday with the CAB"),
     ],
 )
 def test_an_in_progress_reply_can_say_when_the_next_update_is_due(

@@ -126,7 +126,9 @@ def _next_update_clauses(text: str) -> list[tuple[re.Match[str], tuple[re.Match[
     clauses = []
     for words in _NEXT_UPDATE.finditer(text):
         written = _date_at(text, words.end())
-        if written is not None or words["next"] or words["due"] or words["when"]:
+        # "update by Friday" or "review on Monday with the CAB" is a note;
+        # only "next update ..." without a date is an attempt to name one.
+        if written is not None or words["next"]:
             clauses.append((words, written))
     return clauses
 
