@@ -113,6 +113,8 @@ def test_an_update_queues_one_email_per_active_recipient_and_is_audited(
     alert_id: int, settings: Settings, session: Session, tmp_path: Path
 ) -> None:
     remove_user(session, email="tom@castleton.example", org_code=None, now=NOW, actor="test")
+    # Sam stays active but no longer answers for RXC, his one organisation.
+    remove_user(session, email="sam@castleton.example", org_code="RXC", now=NOW, actor="test")
     session.commit()
 
     result = mailflow_with(
@@ -129,9 +131,10 @@ def test_an_update_queues_one_email_per_active_recipient_and_is_audited(
     assert (alert.round, alert.deadline_at) == (1, DEADLINE)
     [update] = session.scalars(select(AlertUpdate))
     assert (update.number, update.cves, update.answer_again) == (1, ["CVE-2026-41299"], False)
-    # Everyone the alert went to, but Tom, whose access has been removed.
+    # Everyone the alert went to, but Tom and Sam, whose access was removed.
+    gone = {"tom@castleton.example", "sam@castleton.example"}
     assert chaser_emails(session) == {
-        ("alert-update", "u1", who): 1 for who in AUDIENCE_RECIPIENTS - {"tom@castleton.example"}
+        ("alert-update", "u1", who): 1 for who in AUDIENCE_RECIPIENTS - gone
     }
     batches = set(session.scalars(select(ChaserEmail.batch)))
     assert len(batches) == 1
@@ -142,7 +145,7 @@ def test_an_update_queues_one_email_per_active_recipient_and_is_audited(
     assert event.subject == "alert:CC-4720"
     assert event.details["number"] == 1
     assert event.details["cves_added"] == ["CVE-2026-41299"]
-    assert event.details["recipients"] == 5
+    assert event.details["recipients"] == 4
 
     second = mailflow_with(
         settings, "alert", "update", "CC-4720", str(update_file(tmp_path, 'summary = "More."\n'))
@@ -303,3 +306,22 @@ def test_the_update_email_asking_again_is_never_wider_than_the_screen(
         assert len(rights) > 8 and max(rights) <= width
     finally:
         page.close()
+
+
+def test_an_update_is_not_sent_to_someone_who_left_before_it_was_composed(
+    alert_id: int, settings: Settings, session: Session
+) -> None:
+    published(session, UPDATE, NOW)
+    remove_user(session, email="sam@castleton.example", org_code="RXC", now=NOW, actor="test")
+    session.commit()
+    chaser = session.scalars(
+        select(ChaserEmail)
+        .join(User, User.id == ChaserEmail.user_id)
+        .where(User.email == "sam@castleton.example")
+    ).one()
+
+    outcome = compose_alert_update(session, settings, chaser, NOW)
+
+    assert outcome == "the person no longer holds a role at an organisation the alert went to"
+    session.rollback()
+    assert session.scalars(select(OutgoingEmail)).all() == []

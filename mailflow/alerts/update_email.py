@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from mailflow.alerts.alert_email import AlertEmailComposer
 from mailflow.alerts.deliveries import describe_deliveries
+from mailflow.alerts.updates import still_in_audience
 from mailflow.config import Settings
 from mailflow.core.mail.addresses import reply_address
 from mailflow.core.mail.messages import build_message, notification_headers, thread_headers
@@ -63,6 +64,8 @@ def compose_alert_update(
     user = session.get_one(User, chaser.user_id)
     if not user.active:
         return "the person is no longer active"
+    if not session.scalar(select(still_in_audience(alert.id, user.id))):
+        return "the person no longer holds a role at an organisation the alert went to"
     delivery = session.scalar(
         select(Delivery).where(Delivery.alert_id == alert.id, Delivery.user_id == user.id)
     )

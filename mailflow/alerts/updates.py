@@ -22,7 +22,17 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
-from sqlalchemy import and_, delete, func, insert, literal, select
+from sqlalchemy import (
+    ColumnElement,
+    SQLColumnExpression,
+    and_,
+    delete,
+    exists,
+    func,
+    insert,
+    literal,
+    select,
+)
 from sqlalchemy.orm import Session
 
 from mailflow.alerts.issuing import MAX_DEADLINE_HOURS, checked_cves, get_alert
@@ -31,12 +41,14 @@ from mailflow.core.errors import InvalidInput
 from mailflow.core.jobs import add_job
 from mailflow.core.models import (
     Alert,
+    AlertAudience,
     AlertStatus,
     AlertUpdate,
     ChaseKind,
     ChaserEmail,
     ChaserEmailState,
     Delivery,
+    Membership,
     User,
     UTCDateTime,
 )
@@ -190,11 +202,24 @@ def _clear_statuses(session: Session, alert_id: int) -> int:
     return int(cleared or 0)
 
 
+def still_in_audience(
+    alert_id: int, user_id: SQLColumnExpression[int] | int
+) -> ColumnElement[bool]:
+    """The person holds a role, today, at one of the alert's organisations:
+    someone who has left them is told nothing more about it."""
+    return exists().where(
+        Membership.user_id == user_id,
+        Membership.organisation_id == AlertAudience.organisation_id,
+        AlertAudience.alert_id == alert_id,
+    )
+
+
 def _queue_update_emails(
     session: Session, alert_id: int, step: str, batch: str, now: datetime
 ) -> int:
     """One queued chaser email per person who was sent the alert (their
-    delivery holds the thread and the reply key) and is still active."""
+    delivery holds the thread and the reply key), is still active and
+    still holds a role at an organisation the alert went to."""
     people = (
         select(
             Delivery.alert_id,
@@ -206,7 +231,7 @@ def _queue_update_emails(
             literal(now, UTCDateTime()),
         )
         .join(User, and_(User.id == Delivery.user_id, User.active.is_(True)))
-        .where(Delivery.alert_id == alert_id)
+        .where(Delivery.alert_id == alert_id, still_in_audience(alert_id, Delivery.user_id))
     )
     session.execute(
         insert(ChaserEmail).from_select(
