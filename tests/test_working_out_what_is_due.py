@@ -29,9 +29,9 @@ DEADLINE = ISSUED + timedelta(hours=48)
 CHASING = tuple((name, task) for name, task in TASKS if name == "chasing")
 
 
-def issue_at(session: Session, when: datetime) -> int:
+def issue_at(session: Session, when: datetime, hours: int = 48) -> int:
     seed_people(session)
-    spec = parse_alert_spec(alert_spec_data(), source="test")
+    spec = parse_alert_spec(alert_spec_data(deadline_hours=hours), source="test")
     issued = issue_alert(session, spec, now=when, actor="test", mail_domain="alerts.test")
     session.commit()
     return issued.alert.id
@@ -161,3 +161,65 @@ def test_reminders_wait_for_working_hours(runtime: Runtime, session: Session) ->
     # The 4-hour point, Thursday 22:00, is after working hours: none is sent.
     assert chase(runtime, datetime(2026, 12, 2, 22, 30, tzinfo=UTC)) == []
     assert chase(runtime, datetime(2026, 12, 3, 1, 59, tzinfo=UTC)) == []
+
+
+def test_a_short_deadline_skips_reminder_points_before_the_alert_went_out(
+    runtime: Runtime, session: Session
+) -> None:
+    # A 12-hour alert issued on Tuesday at 10:00: its 24-hour point came
+    # before it; the 4-hour point (18:00) is after working hours, and the
+    # next working morning after the deadline, so it comes at 17:00.
+    issue_at(session, datetime(2026, 12, 1, 10, 0, tzinfo=UTC), hours=12)
+
+    assert chase(runtime, datetime(2026, 12, 1, 10, 1, tzinfo=UTC)) == []
+    assert chase(runtime, datetime(2026, 12, 1, 16, 59, tzinfo=UTC)) == []
+    sent = chase(runtime, datetime(2026, 12, 1, 17, 0, tzinfo=UTC))
+    assert sent == ["chasing: CC-4720: 4-hour reminder for 3 organisation(s), 5 email(s)"]
+
+
+def test_a_monday_morning_deadline_is_reminded_on_friday_afternoon(
+    runtime: Runtime, session: Session
+) -> None:
+    # Due Monday 07:30: both points (Sunday 07:30, Monday 03:30) are out of
+    # hours, and the next working morning is after the deadline.
+    issue_at(session, datetime(2026, 12, 4, 7, 30, tzinfo=UTC), hours=72)
+
+    assert chase(runtime, datetime(2026, 12, 4, 16, 59, tzinfo=UTC)) == []
+    sent = chase(runtime, datetime(2026, 12, 4, 17, 0, tzinfo=UTC))
+    assert sent == ["chasing: CC-4720: 4-hour reminder for 3 organisation(s), 5 email(s)"]
+    assert chase(runtime, datetime(2026, 12, 6, 7, 30, tzinfo=UTC)) == []
+
+
+def test_a_deadline_acted_on_late_is_followed_up_the_next_day_not_the_same_pass(
+    alert_id: int, runtime: Runtime, session: Session
+) -> None:
+    # The deadline is Thursday 15:00; nothing ran until Monday 09:00.
+    monday = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
+    # Ann, RXA's administrator, and the auditor.
+    assert chase(runtime, monday) == [
+        "chasing: CC-4720: deadline passed, 3 organisation(s) overdue, 2 email(s)"
+    ]
+    assert chase(runtime, monday + timedelta(hours=1)) == []
+    tuesday = datetime(2026, 12, 8, 8, 0, tzinfo=UTC)
+    assert chase(runtime, tuesday) == [
+        "chasing: CC-4720: overdue follow-up for 2026-12-08, 1 email(s)"
+    ]
+
+
+def test_chasers_worked_out_for_a_round_that_has_since_ended_are_not_written(
+    alert_id: int, session: Session
+) -> None:
+    from mailflow.core.models import Alert
+    from mailflow.deadlines import due
+
+    # An update asking for answers again commits between the pass's look
+    # and its write: the round-1 deadline must not mark anyone overdue.
+    session.get_one(Alert, alert_id).round = 2
+    due.add_organisation_chasers(
+        session,
+        steps={alert_id: (ChaseKind.OVERDUE, "r1:deadline")},
+        batch="b",
+        now=DEADLINE,
+    )
+    session.flush()
+    assert session.scalars(select(Chaser)).all() == []

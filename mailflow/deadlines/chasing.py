@@ -20,12 +20,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from mailflow.answers.statuses import AnswerStatus
 from mailflow.core.jobs import add_job
-from mailflow.core.models import Alert, ChaseKind, Role, Severity
+from mailflow.core.models import Alert, AlertUpdate, ChaseKind, Role, Severity, UTCDateTime
 
 # The job that composes and queues a batch's chasing emails; named in
 # core, so that `alert update` (alerts) can queue it too.
@@ -44,12 +44,27 @@ class OpenAlert:
     severity: str
     round: int
     deadline_at: datetime
+    # When the round of answers began: the alert's issue, or the update
+    # that asked for answers again.
+    started_at: datetime
 
 
 def open_alerts(session: Session) -> list[OpenAlert]:
     """Alerts that must be answered and are not closed."""
+    asked_again = (
+        select(func.max(AlertUpdate.published_at))
+        .where(AlertUpdate.alert_id == Alert.id, AlertUpdate.answer_again.is_(True))
+        .scalar_subquery()
+    )
     rows = session.execute(
-        select(Alert.id, Alert.reference, Alert.severity, Alert.round, Alert.deadline_at)
+        select(
+            Alert.id,
+            Alert.reference,
+            Alert.severity,
+            Alert.round,
+            Alert.deadline_at,
+            func.coalesce(asked_again, Alert.issued_at, type_=UTCDateTime()),
+        )
         .where(Alert.response_required.is_(True), Alert.closed_at.is_(None))
         .order_by(Alert.id)
     )
@@ -113,7 +128,13 @@ def _reminders_due(
     for alert in alerts:
         if now >= alert.deadline_at:
             continue
-        step = policy.reminder_step(Severity(alert.severity), alert.round, alert.deadline_at, now)
+        step = policy.reminder_step(
+            Severity(alert.severity),
+            alert.round,
+            alert.deadline_at,
+            now,
+            started_at=alert.started_at,
+        )
         if step is not None and not any(
             (alert.id, ChaseKind.REMINDER, name) in taken for name in step.covered_by
         ):
@@ -174,12 +195,17 @@ def _chase_alerts(run: SchedulerPass, found: list[Due]) -> list[str]:
 def _follow_up(
     run: SchedulerPass, policy: ChasePolicy, alerts: list[OpenAlert], taken: Taken
 ) -> list[str]:
-    """The auditors' follow-up on each follow-up day after the deadline,
-    for alerts some organisation has still not answered."""
+    """The auditors' follow-up on each follow-up day after the day the
+    deadline was acted on (so an escalation sent late, after downtime,
+    is not followed up the same day), for alerts some organisation has
+    still not answered."""
     days = {}
     with run.reading() as session:
+        escalated = due.escalated_at(session, [alert.id for alert in alerts])
         for alert in alerts:
-            day = policy.follow_up_day(alert.deadline_at, run.now)
+            deadline_step = step_name(alert.round, DEADLINE_STEP)
+            acted_on = escalated.get((alert.id, deadline_step), run.now)
+            day = policy.follow_up_day(max(alert.deadline_at, acted_on), run.now)
             step = step_name(alert.round, day.isoformat()) if day else None
             if (
                 day is not None

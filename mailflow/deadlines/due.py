@@ -47,6 +47,7 @@ from mailflow.core.models import (
     User,
     UTCDateTime,
 )
+from mailflow.deadlines.policy import round_of
 
 ANSWERING_ROLES = (Role.ADMINISTRATOR, Role.RESPONDER)
 CHASER_COLUMNS = ("alert_id", "organisation_id", "kind", "step", "batch", "created_at")
@@ -94,6 +95,9 @@ def add_organisation_chasers(session: Session, *, steps: Steps, batch: str, now:
     selecting the due rows does."""
     kind = case({a: k.value for a, (k, _) in steps.items()}, value=AlertAudience.alert_id)
     step = case({a: s for a, (_, s) in steps.items()}, value=AlertAudience.alert_id)
+    # Still the round the steps were worked out for: an update asking for
+    # answers again, committed since the pass looked, starts a new one.
+    round_ = case({a: round_of(s) for a, (_, s) in steps.items()}, value=AlertAudience.alert_id)
     rows = (
         select(
             AlertAudience.alert_id,
@@ -104,7 +108,13 @@ def add_organisation_chasers(session: Session, *, steps: Steps, batch: str, now:
             _at(now),
         )
         .join(Organisation, Organisation.id == AlertAudience.organisation_id)
-        .where(AlertAudience.alert_id.in_(list(steps)), _unanswered())
+        .join(Alert, Alert.id == AlertAudience.alert_id)
+        .where(
+            AlertAudience.alert_id.in_(list(steps)),
+            Alert.round == round_,
+            Alert.closed_at.is_(None),
+            _unanswered(),
+        )
     )
     _insert_new(session, Chaser.__table__, CHASER_COLUMNS, rows)  # type: ignore[arg-type]
 
@@ -169,6 +179,18 @@ def any_unanswered(session: Session, alert_id: int) -> bool:
         )
         is not None
     )
+
+
+def escalated_at(session: Session, alert_ids: list[int]) -> dict[tuple[int, str], datetime]:
+    """When each of these alerts' deadlines was acted on, by step."""
+    rows = session.execute(
+        select(Chaser.alert_id, Chaser.step, Chaser.created_at).where(
+            Chaser.alert_id.in_(alert_ids),
+            Chaser.organisation_id.is_(None),
+            Chaser.kind == ChaseKind.ESCALATION,
+        )
+    )
+    return {(alert_id, step): at for alert_id, step, at in rows}
 
 
 def alert_wide_steps(session: Session, alert_ids: list[int]) -> set[tuple[int, ChaseKind, str]]:

@@ -19,10 +19,18 @@ from mailflow.schedule_values import WorkingDays, WorkingHours
 # A chaser's step names the round of answers it belongs to, so an update
 # that asks for answers again chases afresh: "r1:24h", "r2:deadline".
 DEADLINE_STEP = "deadline"
+# No reminder within this long of the alert (or of a round asking for
+# answers again): its fan-out may still be going out.
+REMINDER_GRACE = timedelta(hours=1)
 
 
 def step_name(round_: int, step: str) -> str:
     return f"r{round_}:{step}"
+
+
+def round_of(step: str) -> int:
+    """The round a step name belongs to ("r2:24h" -> 2)."""
+    return int(step.split(":", 1)[0].removeprefix("r"))
 
 
 @dataclass(frozen=True)
@@ -74,14 +82,64 @@ class ChasePolicy:
         local = self.local(now)
         return local.weekday() in self.working_days and local.time() in self.working_hours
 
+    def _hours_on(self, day: date) -> tuple[datetime, datetime]:
+        start, end = self.working_hours.start, self.working_hours.end
+        return datetime.combine(day, start, self.zone), datetime.combine(day, end, self.zone)
+
+    def next_working_time(self, moment: datetime) -> datetime | None:
+        """The first moment at or after ``moment`` in working hours."""
+        first = self.today(moment)
+        for day in (first + timedelta(days=n) for n in range(15)):
+            start, end = self._hours_on(day)
+            if day.weekday() in self.working_days and moment < end:
+                return max(moment, start)
+        return None
+
+    def last_working_hour(self, moment: datetime) -> datetime | None:
+        """The last working hour that starts before ``moment`` (the hour
+        before the end of the latest working day's hours), for a reminder
+        that cannot wait for the next working morning."""
+        last = self.today(moment)
+        for day in (last - timedelta(days=n) for n in range(15)):
+            start, end = self._hours_on(day)
+            hour = max(start, end - timedelta(hours=1))
+            if day.weekday() in self.working_days and hour < moment:
+                return hour
+        return None
+
+    def reminder_time(self, point: datetime, deadline: datetime) -> datetime | None:
+        """When a reminder for ``point`` goes out: then, in working hours;
+        else the next working morning; or, when that would be after the
+        deadline (a Monday 07:30 deadline), the last working hour before."""
+        at = self.next_working_time(point)
+        if at is None or at >= deadline:
+            at = self.last_working_hour(point)
+        return at
+
     def reminder_step(
-        self, severity: Severity, round_: int, deadline: datetime, now: datetime
+        self,
+        severity: Severity,
+        round_: int,
+        deadline: datetime,
+        now: datetime,
+        *,
+        started_at: datetime | None = None,
     ) -> ReminderStep | None:
-        """The latest reminder point that has passed, if the deadline has
-        not; None when no reminder is due now (quiet hours included)."""
+        """The latest reminder point whose time has come, if the deadline
+        has not; None when no reminder is due now (quiet hours included).
+        A point within ``REMINDER_GRACE`` of the round's start (a short
+        deadline) is skipped: the alert itself has only just gone out."""
+        if now >= deadline or not self.is_working_time(now):
+            return None
         points = self.reminder_hours.get(severity, ())
-        passed = [h for h in points if deadline - timedelta(hours=h) <= now]
-        if now >= deadline or not passed or not self.is_working_time(now):
+        passed = []
+        for hours in points:
+            at = self.reminder_time(deadline - timedelta(hours=hours), deadline)
+            if at is None or (started_at is not None and at < started_at + REMINDER_GRACE):
+                continue
+            if at <= now:
+                passed.append(hours)
+        if not passed:
             return None
         hours = min(passed)
         return ReminderStep(

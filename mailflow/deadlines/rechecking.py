@@ -42,6 +42,7 @@ STATUS_CHASED = {
 }
 
 ALERT_CLOSED = "the alert was closed"
+ROUND_OVER = "the alert was updated and answers asked for again since"
 PERSON_GONE = "the person is no longer active"
 NO_ROLE = "the person no longer holds the role for a chased organisation"
 ALL_ANSWERED = "every chased organisation has answered"
@@ -82,6 +83,10 @@ def open_alert_and_person(session: Session, row: ChaserEmail) -> tuple[Alert, Us
     user = session.get_one(User, row.user_id)
     if alert.closed_at is not None:
         return ALERT_CLOSED
+    # A chaser of an earlier round (written just before an update asked
+    # for answers again) would name the wrong deadline.
+    if row.step.split(":", 1)[0] != f"r{alert.round}":
+        return ROUND_OVER
     if not user.active:
         return PERSON_GONE
     return alert, user
