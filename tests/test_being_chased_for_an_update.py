@@ -15,8 +15,9 @@ from sqlalchemy.orm import Session
 from mailflow.alerts.alert_files import parse_alert_spec
 from mailflow.alerts.issuing import issue_alert
 from mailflow.answers.answer_values import AnswerValue
-from mailflow.answers.recording import record_answers
+from mailflow.answers.recording import alert_status_lines, record_answers
 from mailflow.answers.statuses import AnswerStatus
+from mailflow.cli.alert_report_command import due_date_text as statusdue_date_text
 from mailflow.config import Settings
 from mailflow.core.models import ChaseKind, ChaserEmail, User
 from mailflow.core.runtime import Runtime
@@ -108,6 +109,12 @@ def test_an_update_falls_due_is_chased_once_then_again_until_a_final_answer(
     assert chaser_emails(session, ChaseKind.UPDATE_DUE) == each_of_rxa(
         "r1:2026-12-04"
     ) + each_of_rxa("r1:2026-12-07")
+    # The status still says when the update was due, so it shows overdue.
+    session.rollback()
+    [rxa] = [x for x in alert_status_lines(session, alert_id=alert_id) if x.code == "RXA"]
+    assert rxa.update_due_on == date(2026, 12, 4)
+    assert statusdue_date_text(rxa.update_due_on, date(2026, 12, 7)) == "2026-12-04 (overdue)"
+    assert statusdue_date_text(rxa.update_due_on, date(2026, 12, 4)) == "2026-12-04"
 
     answer(session, settings, alert_id, AnswerValue("RXA", AnswerStatus.COMPLETE))
 

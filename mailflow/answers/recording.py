@@ -192,7 +192,9 @@ class StatusLine:
     reason: str | None
     mitigations: str | None
     expected_on: date | None
-    # When the organisation is next chased for an update or review.
+    # When the current answer's next update or review is due, as its
+    # person was told: it stays while chasers go out, so a past date shows
+    # an update that is overdue.
     update_due_on: date | None
     answered_by: str | None
     answered_by_name: str | None
@@ -230,7 +232,7 @@ def alert_status_lines(
             reason=answer.reason if answer else None,
             mitigations=answer.mitigations if answer else None,
             expected_on=answer.expected_on if answer else None,
-            update_due_on=current.update_due_on if current else None,
+            update_due_on=answer.next_update_on if answer else None,
             answered_by=user.email if user else None,
             answered_by_name=user.name if user else None,
             answered_at=answer.recorded_at if answer else None,

@@ -4,7 +4,7 @@ answers.  The reports are read in the domain; this prints them."""
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -133,7 +133,8 @@ def alert_status(ctx: Context, reference: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(status_report_data(report), indent=2))
     else:
-        print_status_report(report, ctx.settings.zone)
+        today = ctx.runtime.clock().astimezone(ctx.settings.zone).date()
+        print_status_report(report, ctx.settings.zone, today)
 
 
 def status_report_data(report: StatusReport) -> dict[str, Any]:
@@ -171,7 +172,7 @@ def status_line_data(line: StatusLine, *, overdue: bool) -> dict[str, Any]:
     }
 
 
-def print_status_report(report: StatusReport, zone: ZoneInfo) -> None:
+def print_status_report(report: StatusReport, zone: ZoneInfo, today: date) -> None:
     facts = report.alert
     lines = report.organisations
     answered = sum(1 for line in lines if line.status)
@@ -183,10 +184,17 @@ def print_status_report(report: StatusReport, zone: ZoneInfo) -> None:
         click.echo(f"overdue   {len(report.overdue)} (no answer by the deadline)")
     click.echo("")
     for line in lines:
-        print_status_line(line, zone, overdue=line.code in report.overdue)
+        print_status_line(line, zone, today, overdue=line.code in report.overdue)
 
 
-def print_status_line(line: StatusLine, zone: ZoneInfo, *, overdue: bool) -> None:
+def due_date_text(due_on: date | None, today: date) -> str | None:
+    """The date an update is due, and whether it is overdue."""
+    if due_on is None:
+        return None
+    return f"{due_on.isoformat()} (overdue)" if due_on < today else due_on.isoformat()
+
+
+def print_status_line(line: StatusLine, zone: ZoneInfo, today: date, *, overdue: bool) -> None:
     if line.status is None:
         click.echo(f"{line.code:10} {'overdue' if overdue else 'no answer'}")
         return
@@ -198,7 +206,7 @@ def print_status_line(line: StatusLine, zone: ZoneInfo, *, overdue: bool) -> Non
     due = "review due" if line.status == AnswerStatus.UNABLE else "next update due"
     for label, value in (
         ("expected", line.expected_on.isoformat() if line.expected_on else None),
-        (due, line.update_due_on.isoformat() if line.update_due_on else None),
+        (due, due_date_text(line.update_due_on, today)),
         ("reason", line.reason),
         ("mitigations", line.mitigations),
         ("note", line.note),
