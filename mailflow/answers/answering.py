@@ -15,7 +15,11 @@ from starlette.responses import RedirectResponse, Response
 
 from mailflow.answers.answer_values import AnswerValue
 from mailflow.answers.receipts import queue_receipts
-from mailflow.answers.recording import alert_status_lines, record_answers
+from mailflow.answers.recording import (
+    alert_status_lines,
+    answers_asked_again_at,
+    record_answers,
+)
 from mailflow.answers.statuses import AnswerStatus
 from mailflow.core.mail.templates import format_time
 from mailflow.core.models import Alert, Organisation, User
@@ -107,10 +111,25 @@ class AnswerKind:
         answers: Sequence[AnswerValue],
         via: str,
         now: datetime,
+        asked_at: datetime,
         confirmation_id: int | None = None,
     ) -> Committed:
         """Record the answers and queue their receipts, in the commit's
-        transaction."""
+        transaction.  ``asked_at`` is when the link or the reply being
+        confirmed was made: one from before an update that asked for
+        answers again is refused."""
+        asked_again = answers_asked_again_at(session, alert_id)
+        # To the second: a link's signing time is kept to the second, and a
+        # link in the update's own email may be signed in the same second.
+        if asked_again is not None and asked_at < asked_again.replace(microsecond=0):
+            raise Refusal(
+                409,
+                "This alert has been updated",
+                "The alert was updated on "
+                f"{format_time(asked_again, self.zone)} and asks for answers again, so this "
+                "answer from before it has not been recorded. Use the links or reply to the "
+                "update email.",
+            )
         recorded = record_answers(
             session,
             self.runtime.settings,

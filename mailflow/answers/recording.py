@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from mailflow.answers.answer_values import AnswerValue
@@ -22,6 +22,7 @@ from mailflow.core.models import (
     Alert,
     AlertAudience,
     AlertStatus,
+    AlertUpdate,
     Answer,
     Confirmation,
     Organisation,
@@ -33,6 +34,17 @@ MAX_TEXT = 4000
 
 class AccessRefused(NotAllowed):
     """The person no longer answers for an organisation named."""
+
+
+def answers_asked_again_at(session: Session, alert_id: int) -> datetime | None:
+    """When an update last asked for answers again (a new round began);
+    an answer asked for before then (an older link, a reply confirmed
+    late) belongs to the round that ended and is not recorded."""
+    return session.scalar(
+        select(func.max(AlertUpdate.published_at)).where(
+            AlertUpdate.alert_id == alert_id, AlertUpdate.answer_again.is_(True)
+        )
+    )
 
 
 def _text(value: str | None) -> str | None:

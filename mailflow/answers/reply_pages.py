@@ -183,6 +183,7 @@ class ReplyAnswersKind(AnswerKind):
                 via="reply",
                 confirmation_id=confirmation.id,
                 now=now,
+                asked_at=confirmation.created_at,
             )
 
         return change

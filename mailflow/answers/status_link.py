@@ -136,6 +136,7 @@ class StatusLinkKind(AnswerKind):
                 answers=[information.answer(org.code, context.status) for org in targets],
                 via="link",
                 now=now,
+                asked_at=self.tokens.issued_at(token),
             )
 
         return change
