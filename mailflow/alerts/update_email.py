@@ -14,12 +14,9 @@ from sqlalchemy.orm import Session
 
 from mailflow.alerts.alert_email import AlertEmailComposer
 from mailflow.alerts.deliveries import describe_deliveries
+from mailflow.alerts.in_thread import queue_in_alert_thread
 from mailflow.alerts.updates import still_in_audience
 from mailflow.config import Settings
-from mailflow.core.mail.addresses import reply_address
-from mailflow.core.mail.messages import build_message, notification_headers, thread_headers
-from mailflow.core.mail.one_off import queue_email_to_person
-from mailflow.core.mail.templates import render_service_email
 from mailflow.core.models import (
     Alert,
     AlertAudience,
@@ -96,19 +93,14 @@ def _queue(
     # the reply address is its reply key, so answers are traced as ever.
     context = AlertEmailComposer(alert, audience, settings, now).recipient_context(recipient)
     context |= {"update": update, "answer_again": update.answer_again}
-    rendered = render_service_email(settings, "alert_update", context)
-    headers = notification_headers(
-        settings,
-        user,
-        now,
-        reply_to=reply_address(delivery.reply_key, settings.mail_domain),
-        extra=thread_headers(delivery.message_id) | {"X-Mailflow-Alert": alert.reference},
-    )
-    return queue_email_to_person(
+    return queue_in_alert_thread(
         session,
         settings,
-        kind=ALERT_UPDATE_EMAIL,
+        template="alert_update",
+        context=context,
+        alert=alert,
+        delivery=delivery,
         user=user,
-        raw=bytes(build_message(rendered, headers)),
+        kind=ALERT_UPDATE_EMAIL,
         now=now,
     )

@@ -11,7 +11,6 @@ from zoneinfo import ZoneInfo
 from cronsim import CronSim
 
 from mailflow.answers.statuses import AnswerStatus
-from mailflow.answers.update_dates import UpdateDates
 from mailflow.config import Settings
 from mailflow.core.models import Severity
 from mailflow.schedule_values import WorkingDays, WorkingHours
@@ -156,24 +155,6 @@ class ChasePolicy:
         latest = next(CronSim(self.follow_up_schedule, start, reverse=True))
         day = latest.astimezone(self.zone).date()
         return day if day > self.today(deadline) else None
-
-    def next_update_on(
-        self,
-        status: AnswerStatus,
-        *,
-        answered_at: datetime,
-        expected_on: date | None,
-        asked_on: date | None = None,
-    ) -> date | None:
-        """When an answer's next update (in progress) or review (unable) is
-        due: the date the person asked for, else the expected date if it is
-        still ahead, else the configured number of days after the answer;
-        None for final ones.  The rule lives with the answers, which record
-        it (:class:`mailflow.answers.update_dates.UpdateDates`)."""
-        dates = UpdateDates(self.zone, self.update_days, self.review_days)
-        return dates.next_update_on(
-            status, answered_at=answered_at, expected_on=expected_on, asked_on=asked_on
-        )
 
     def after_chasing(self, status: str, today: date) -> date:
         """When to chase again after an update or review chaser today."""

@@ -15,12 +15,10 @@ from sqlalchemy.orm import Session
 
 from mailflow.alerts.alert_email import AlertEmailComposer
 from mailflow.alerts.deliveries import describe_deliveries
+from mailflow.alerts.in_thread import queue_in_alert_thread
 from mailflow.answers.statuses import AnswerStatus
 from mailflow.config import Settings
-from mailflow.core.mail.addresses import reply_address
-from mailflow.core.mail.messages import build_message, notification_headers, thread_headers
-from mailflow.core.mail.one_off import queue_email_to_person
-from mailflow.core.mail.templates import counted, format_time, render_service_email
+from mailflow.core.mail.templates import counted, format_time
 from mailflow.core.models import ChaseKind, ChaserEmail, Delivery, Organisation, OutgoingEmail
 from mailflow.deadlines.rechecking import Recheck, StillChased, recheck_member
 
@@ -73,22 +71,17 @@ def compose_member_email(
     described = replace(described, roles={o.id: described.roles[o.id] for o in organisations})
     composer = AlertEmailComposer(alert, {o.id: o for o in organisations}, settings, now)
     context = composer.recipient_context(described) | {"chase": banner(settings, row, checked, now)}
-    rendered = render_service_email(settings, "chaser", context)
-    headers = notification_headers(
-        settings,
-        user,
-        now,
-        reply_to=reply_address(delivery.reply_key, settings.mail_domain),
-        extra=thread_headers(delivery.message_id)
-        | {"X-Mailflow-Alert": alert.reference, "X-Mailflow-Chase": row.kind.value},
-    )
-    return queue_email_to_person(
+    return queue_in_alert_thread(
         session,
         settings,
-        kind=outgoing_kind(row.kind),
+        template="chaser",
+        context=context,
+        alert=alert,
+        delivery=delivery,
         user=user,
-        raw=bytes(build_message(rendered, headers)),
+        kind=outgoing_kind(row.kind),
         now=now,
+        extra_headers={"X-Mailflow-Chase": row.kind.value},
     )
 
 
