@@ -232,11 +232,10 @@ def test_two_scheduler_processes_at_once_chase_once(
     assert_everything_once(session)
 
 
+@pytest.mark.backends("postgresql")  # only PostgreSQL schedulers take turns to lead
 def test_a_second_scheduler_waits_while_one_leads(
-    backend: str, alerts: None, settings: Settings, session: Session, tmp_path: Path
+    alerts: None, settings: Settings, session: Session, tmp_path: Path
 ) -> None:
-    if backend != "postgresql":
-        pytest.skip("only PostgreSQL schedulers take turns to lead")
     leader, leader_out = start(settings, tmp_path, "leader", "scheduler")
     processes = [leader]
     try:
@@ -259,11 +258,10 @@ def test_a_second_scheduler_waits_while_one_leads(
     assert_everything_once(session)
 
 
+@pytest.mark.backends("postgresql")  # only PostgreSQL schedulers take turns to lead
 def test_a_scheduler_gives_up_waiting_to_lead_with_a_clear_error(
-    backend: str, alerts: None, settings: Settings, session: Session, tmp_path: Path
+    alerts: None, settings: Settings, session: Session, tmp_path: Path
 ) -> None:
-    if backend != "postgresql":
-        pytest.skip("only PostgreSQL schedulers take turns to lead")
     with session.get_bind().connect() as holder:  # type: ignore[union-attr]
         assert holder.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": LEADER_LOCK_KEY})
         process, out = start(settings, tmp_path, "late", "scheduler", "--once", "--wait", "1")
