@@ -119,3 +119,31 @@ def test_reminders_across_the_change_come_once_each_at_their_hour(
         )
     ).all()
     assert len(per_step) == len(set(per_step)) == 6
+
+
+@pytest.mark.parametrize(
+    ("change", "point", "sent_at"),
+    [
+        # 07:30 UTC on the October Sunday is 07:30 GMT, before working
+        # hours (it would be 08:30 on summer time): held until 08:00 GMT.
+        (
+            AUTUMN,
+            datetime(2026, 10, 25, 7, 30, tzinfo=UTC),
+            datetime(2026, 10, 25, 8, 0, tzinfo=UTC),
+        ),
+        # 06:30 UTC on the March Sunday is 07:30 BST, before working hours
+        # (it would be 06:30 on winter time): held until 08:00 BST, 07:00 UTC.
+        (SPRING, datetime(2027, 3, 28, 6, 30, tzinfo=UTC), datetime(2027, 3, 28, 7, 0, tzinfo=UTC)),
+    ],
+    ids=["october", "march"],
+)
+def test_a_reminder_held_for_the_morning_waits_for_eight_on_the_new_time(
+    runtime: Runtime, session: Session, change: datetime, point: datetime, sent_at: datetime
+) -> None:
+    deadline = point + timedelta(hours=24)
+    issue_at(session, deadline - timedelta(hours=48), hours=48)
+
+    done = passes(runtime, point - timedelta(hours=1), point + timedelta(hours=3))
+
+    reminders = [at for at, line in done if "24-hour reminder" in line]
+    assert reminders == [sent_at]
