@@ -20,6 +20,7 @@ from mailflow.cli.imap_command import imap
 from mailflow.cli.inbound_command import inbound
 from mailflow.cli.mail_command import mail
 from mailflow.cli.orgs_command import orgs
+from mailflow.cli.report_command import report
 from mailflow.cli.scheduler_command import scheduler
 from mailflow.cli.serve_command import serve
 from mailflow.cli.smtpd_command import smtpd
@@ -62,6 +63,7 @@ for command in (
     users,
     access,
     alert,
+    report,
     worker,
     serve,
     scheduler,

@@ -8,7 +8,9 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import NoReturn
+from zoneinfo import ZoneInfo
 
 import click
 from sqlalchemy.exc import DBAPIError
@@ -88,6 +90,17 @@ def warn_about_unknown_variables() -> None:
 
 
 pass_context = click.make_pass_decorator(Context)
+
+
+def parse_time(text: str, zone_name: str, *, option: str = "--at") -> datetime:
+    """An ISO 8601 time; without an offset, in MAILFLOW_TIMEZONE."""
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        fail(f"{option}: {text!r} is not an ISO 8601 time (e.g. 2026-12-01T09:00 or ...+00:00)")
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=ZoneInfo(zone_name))
+    return when.astimezone(UTC)
 
 
 @contextmanager

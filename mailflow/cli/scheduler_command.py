@@ -6,28 +6,16 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import UTC, datetime
-from zoneinfo import ZoneInfo
+from datetime import datetime
 
 import click
 
-from mailflow.cli.context import Context, fail, pass_context
+from mailflow.cli.context import Context, fail, parse_time, pass_context
 from mailflow.cli.running import run_until_stopped
 from mailflow.workers.periodic import run_pass
 from mailflow.workers.scheduler import Scheduler, leadership_for
 
 log = logging.getLogger("mailflow")
-
-
-def parse_time(text: str, zone_name: str) -> datetime:
-    """An ISO 8601 time; without an offset, in MAILFLOW_TIMEZONE."""
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        fail(f"--at: {text!r} is not an ISO 8601 time (e.g. 2026-12-01T09:00 or ...+00:00)")
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=ZoneInfo(zone_name))
-    return when.astimezone(UTC)
 
 
 @click.command()

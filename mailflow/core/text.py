@@ -1,4 +1,4 @@
-"""Text from untrusted mail made safe to store, log and print."""
+"""Text from untrusted mail made safe to store, log, print and export."""
 
 from __future__ import annotations
 
@@ -19,3 +19,13 @@ def escape_controls(text: str) -> str:
     """``text`` with every control character written as an escape
     (``\\x1b``), so it reads the same wherever it is shown."""
     return _UNSAFE.sub(_escaped, text)
+
+
+# A spreadsheet runs a cell that starts with one of these as a formula.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def safe_cell(value: str) -> str:
+    """A cell a spreadsheet shows as text: one starting like a formula is
+    prefixed with a single quote (OWASP's advice on CSV injection)."""
+    return "'" + value if value.startswith(FORMULA_STARTS) else value

@@ -24,13 +24,12 @@ from mailflow.core.models import (
     Organisation,
     User,
 )
+from mailflow.core.text import safe_cell
 from mailflow.deadlines.due import unanswered
 
 # Rows read from the database at a time.
 STREAM_ROWS = 1000
 CSV_HEADER = ("code", "name", "type", "parent_code", "parent_name", "emailed", "bounced")
-# A spreadsheet runs a cell that starts with one of these as a formula.
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 @dataclass(frozen=True)
@@ -120,12 +119,6 @@ def unanswered_organisations(session: Session, alert_id: int) -> Iterator[Unansw
         )
         _, code, name, type_, parent_code, parent_name, *_ = people[0]
         yield UnansweredOrganisation(code, name, type_, parent_code, parent_name, recipients)
-
-
-def safe_cell(value: str) -> str:
-    """A cell a spreadsheet shows as text: one starting like a formula is
-    prefixed with a single quote (OWASP's advice on CSV injection)."""
-    return "'" + value if value.startswith(FORMULA_STARTS) else value
 
 
 def csv_row(org: UnansweredOrganisation) -> list[str]:
