@@ -1,0 +1,344 @@
+"""An auditor reading an alert's figures and its organisations: a data set
+built by hand so that every number is known, read now and as at an
+earlier time, through the figures function and `mailflow report`."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from click.testing import Result
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from mailflow.alerts.alert_files import parse_alert_spec
+from mailflow.alerts.issuing import issue_alert
+from mailflow.answers.answer_values import AnswerValue
+from mailflow.answers.recording import record_answers
+from mailflow.answers.statuses import AnswerStatus
+from mailflow.config import Settings
+from mailflow.core.models import Delivery, DeliveryState, Organisation, User
+from mailflow.people.users import add_user
+from mailflow.reports.figures import alert_figures, alert_rows, nearest_rank
+from tests.support.cli import mailflow_with, one_error_line
+from tests.support.seed import NOW, alert_spec_data, seed_people
+
+LONDON = ZoneInfo("Europe/London")
+# A Tuesday, 15:00 in London (GMT): the deadline is Thursday 15:00.
+ISSUED = datetime(2026, 12, 1, 15, 0, tzinfo=UTC)
+DEADLINE = ISSUED + timedelta(hours=48)
+LATER = ISSUED + timedelta(hours=80)
+# Saturday 5 December, noon: RXB's update, due on the Friday, is overdue.
+SATURDAY = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
+EARLIER = ISSUED + timedelta(hours=24)
+INJECTION = "=cmd|' /C calc'!A0"
+# Organisations added to the seed's four, each with one responder but
+# RXH, which has two.
+MORE = {
+    "RXE": ["eve@elmfield.example"],
+    "RXF": ["fay@fenwick.example"],
+    "RXG": ["gus@glenside.example"],
+    "RXH": ["hal@highmoor.example", "hana@highmoor.example"],
+    "RXJ": ["jo@juniper.example"],
+    "RXK": ["kit@kestrel.example"],
+}
+
+
+@dataclass(frozen=True)
+class Given:
+    email: str
+    code: str
+    hours: int
+    value: AnswerValue
+
+
+ANSWERS = [
+    # Hours after the issue; the deadline is at 48.
+    Given(
+        "raj@riverside.example",
+        "RXA",
+        2,
+        AnswerValue("RXA", AnswerStatus.COMPLETE, note=INJECTION),
+    ),
+    Given("bea@brookfield.example", "RXB", 4, AnswerValue("RXB", AnswerStatus.IN_PROGRESS)),
+    Given(
+        "li@itservices.example",
+        "RXC",
+        10,
+        AnswerValue(
+            "RXC", AnswerStatus.UNABLE, reason="Vendor has no fix", mitigations="Port closed"
+        ),
+    ),
+    Given("eve@elmfield.example", "RXE", 20, AnswerValue("RXE", AnswerStatus.IN_PROGRESS)),
+    Given("fay@fenwick.example", "RXF", 30, AnswerValue("RXF", AnswerStatus.COMPLETE)),
+    Given(
+        "dee@dunmore.example",
+        "RXD",
+        60,
+        AnswerValue("RXD", AnswerStatus.NOT_APPLICABLE, reason="No such gateway"),
+    ),
+    Given("eve@elmfield.example", "RXE", 70, AnswerValue("RXE", AnswerStatus.COMPLETE)),
+]
+
+
+def build(session: Session, settings: Settings) -> int:
+    seed_people(session)
+    for code, emails in MORE.items():
+        session.add(
+            Organisation(
+                code=code, name=f"Trust {code}", type="trust", created_at=NOW, updated_at=NOW
+            )
+        )
+        session.flush()
+        for email in emails:
+            add_user(
+                session,
+                email=email,
+                name=email.split("@")[0].title(),
+                role="responder",
+                org_code=code,
+                now=NOW,
+                actor="test",
+            )
+    spec = parse_alert_spec(
+        alert_spec_data(audience={"organisations": ["RXA", "RXB", "RXC", "RXD", *MORE]}),
+        source="test",
+    )
+    alert_id = issue_alert(
+        session, spec, now=ISSUED, actor="test", mail_domain="alerts.test"
+    ).alert.id
+    # RXK closes on the day of issue: no longer in scope.
+    session.execute(
+        update(Organisation).where(Organisation.code == "RXK").values(closed_on=date(2026, 12, 1))
+    )
+    # Every email for RXG bounced; one of RXH's two did.
+    bounced = select(User.id).where(
+        User.email.in_(["gus@glenside.example", "hal@highmoor.example"])
+    )
+    session.execute(
+        update(Delivery).where(Delivery.user_id.in_(bounced)).values(state=DeliveryState.BOUNCED)
+    )
+    session.execute(
+        update(Delivery)
+        .where(Delivery.state != DeliveryState.BOUNCED)
+        .values(state=DeliveryState.SENT)
+    )
+    for given in ANSWERS:
+        user_id = session.scalars(select(User.id).where(User.email == given.email)).one()
+        record_answers(
+            session,
+            settings,
+            user_id=user_id,
+            alert_id=alert_id,
+            answers=[given.value],
+            via="link",
+            now=ISSUED + timedelta(hours=given.hours),
+        )
+    session.commit()
+    return alert_id
+
+
+def hours(n: int) -> datetime:
+    return ISSUED + timedelta(hours=n)
+
+
+@pytest.fixture
+def alert_id(session: Session, settings: Settings) -> int:
+    return build(session, settings)
+
+
+def test_every_figure_is_counted_from_the_answers_as_they_stood(
+    session: Session, alert_id: int
+) -> None:
+    figures = alert_figures(session, alert_id, as_at=LATER, zone=LONDON)
+
+    assert figures.in_scope == 9
+    assert figures.answered == 6
+    assert figures.answered_within_deadline == 5
+    assert (figures.in_progress, figures.complete) == (1, 3)
+    assert (figures.not_applicable, figures.unable) == (1, 1)
+    assert (figures.no_answer, figures.unreachable) == (2, 1)
+    # First answers at 2, 4, 10, 20, 30 and 60 hours: ranks 3 and 6.
+    assert figures.median_to_first_answer == timedelta(hours=10)
+    assert figures.p90_to_first_answer == timedelta(hours=60)
+
+
+def test_as_at_an_earlier_time_leaves_out_the_answers_recorded_after_it(
+    session: Session, alert_id: int
+) -> None:
+    figures = alert_figures(session, alert_id, as_at=EARLIER, zone=LONDON)
+
+    assert (figures.in_scope, figures.answered, figures.answered_within_deadline) == (9, 4, 4)
+    # RXE's later "complete" had not been given yet.
+    assert (figures.in_progress, figures.complete, figures.unable) == (2, 1, 1)
+    assert (figures.not_applicable, figures.no_answer, figures.unreachable) == (0, 4, 1)
+    # First answers at 2, 4, 10 and 20 hours: ranks 2 and 4.
+    assert figures.median_to_first_answer == timedelta(hours=4)
+    assert figures.p90_to_first_answer == timedelta(hours=20)
+
+
+@pytest.mark.parametrize(
+    ("as_at", "overdue"),
+    [
+        # RXB's update is due on Friday 4 December, RXC's review on the 16th.
+        (datetime(2026, 12, 4, 23, 0, tzinfo=UTC), 0),
+        (datetime(2026, 12, 5, 12, 0, tzinfo=UTC), 1),
+        (datetime(2026, 12, 17, 9, 0, tzinfo=UTC), 2),
+    ],
+)
+def test_updates_count_as_overdue_once_the_day_they_were_due_has_passed(
+    session: Session, alert_id: int, as_at: datetime, overdue: int
+) -> None:
+    figures = alert_figures(session, alert_id, as_at=as_at, zone=LONDON)
+
+    assert figures.overdue_updates == overdue
+
+
+def test_each_organisation_in_scope_is_one_row_with_its_answer_then(
+    session: Session, alert_id: int
+) -> None:
+    rows = {row[0]: row for row in alert_rows(session, alert_id, as_at=SATURDAY, zone=LONDON)}
+
+    assert sorted(rows) == ["RXA", "RXB", "RXC", "RXD", "RXE", "RXF", "RXG", "RXH", "RXJ"]
+    code, name, type_, parent, status, note, reason, mitigations, *rest = rows["RXC"]
+    assert (code, name, type_, parent) == (
+        "RXC",
+        "Castleton Mental Health NHS Foundation Trust",
+        "trust",
+        None,
+    )
+    assert (status, note, reason, mitigations) == (
+        "unable",
+        None,
+        "Vendor has no fix",
+        "Port closed",
+    )
+    by, at, first_at, due, overdue, bounced = rest
+    assert (by, at, first_at) == ("li@itservices.example", hours(10), hours(10))
+    assert (due, overdue, bounced) == (date(2026, 12, 16), False, False)
+    assert rows["RXE"][4:] == (
+        "complete",
+        None,
+        None,
+        None,
+        "eve@elmfield.example",
+        hours(70),
+        hours(20),
+        None,
+        False,
+        False,
+    )
+    # After the deadline: those without an answer are overdue too.
+    flags = {code: (row[4], row[-2], row[-1]) for code, row in rows.items()}
+    assert flags["RXB"] == ("in_progress", True, False)
+    assert flags["RXG"] == (None, True, True)
+    assert flags["RXH"] == (None, True, False)
+
+
+def test_the_percentile_rule_is_nearest_rank() -> None:
+    assert [nearest_rank(0.5, n) for n in (1, 2, 3, 4, 6)] == [1, 1, 2, 2, 3]
+    assert [nearest_rank(0.9, n) for n in (1, 4, 6, 10, 11)] == [1, 4, 6, 9, 10]
+
+
+def report(settings: Settings, *args: str) -> Result:
+    result = mailflow_with(settings, "report", *args)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_the_table_shows_the_figures_then_every_organisation(
+    settings: Settings, alert_id: int
+) -> None:
+    out = report(settings, "CC-4720", "--as-at", SATURDAY.isoformat()).stdout
+
+    assert "in scope     9\n" in out
+    assert "answered     6 (67%)\n" in out
+    assert "in time      5 (56%)\n" in out
+    assert (
+        "statuses     in progress 1, complete 3, not applicable 1, unable 1, no answer 2\n"
+    ) in out
+    assert "unreachable  1 " in out
+    assert "overdue      1 update(s)" in out
+    assert "first answer median 10.0 h, 90th percentile 60.0 h" in out
+    assert [line.split()[:2] for line in out.splitlines() if line.startswith("RX")] == [
+        ["RXA", "complete"],
+        ["RXB", "in_progress"],
+        ["RXC", "unable"],
+        ["RXD", "not_applicable"],
+        ["RXE", "complete"],
+        ["RXF", "complete"],
+        ["RXG", "unreachable"],
+        ["RXH", "no"],
+        ["RXJ", "no"],
+    ]
+
+
+def test_json_carries_the_figures_and_the_rows_filtered(settings: Settings, alert_id: int) -> None:
+    out = report(
+        settings, "--format", "json", "--as-at", "2026-12-02T15:00", "--status", "in-progress"
+    ).stdout
+
+    data = json.loads(out)
+    [alert] = data["alerts"]
+    assert data["as_at"] == "2026-12-02T15:00:00+00:00"
+    assert alert["figures"]["reference"] == "CC-4720"
+    assert (alert["figures"]["answered"], alert["figures"]["in_progress"]) == (4, 2)
+    assert alert["figures"]["median_to_first_answer"] == 4 * 3600
+    assert [(r["code"], r["status"], r["answered_at"]) for r in alert["rows"]] == [
+        ("RXB", "in_progress", "2026-12-01T19:00:00+00:00"),
+        ("RXE", "in_progress", "2026-12-02T11:00:00+00:00"),
+    ]
+
+
+def test_csv_has_a_header_iso_times_and_no_cell_a_spreadsheet_would_run(
+    settings: Settings, alert_id: int
+) -> None:
+    out = report(
+        settings, "CC-4720", "--format", "csv", "--as-at", SATURDAY.isoformat(), "--overdue"
+    ).stdout
+
+    rows = list(csv.reader(io.StringIO(out)))
+    assert rows[0][:3] == ["alert", "code", "name"]
+    assert [row[1] for row in rows[1:]] == ["RXB", "RXG", "RXH", "RXJ"]
+    everything = report(settings, "CC-4720", "--format", "csv", "--as-at", SATURDAY.isoformat())
+    rxa = next(row for row in csv.reader(io.StringIO(everything.stdout)) if row[1] == "RXA")
+    assert rxa[0] == "CC-4720"
+    assert rxa[6] == "'" + INJECTION
+    assert rxa[10] == "2026-12-01T17:00:00+00:00"
+
+
+def test_an_organisations_history_lists_every_answer_oldest_first(
+    settings: Settings, alert_id: int
+) -> None:
+    out = report(settings, "cc-4720", "--history", "rxe", "--format", "json").stdout
+
+    assert [(a["recorded_at"], a["answered_by"], a["status"]) for a in json.loads(out)] == [
+        ("2026-12-02T11:00:00+00:00", "eve@elmfield.example", "in_progress"),
+        ("2026-12-04T13:00:00+00:00", "eve@elmfield.example", "complete"),
+    ]
+    table = report(settings, "CC-4720", "--history", "RXC").stdout
+    assert "unable" in table and "by li@itservices.example" in table
+    assert "mitigations: Port closed" in table
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (("CC-9999",), "no alert CC-9999"),
+        (("CC-4720", "--status", "done"), "--status: unknown status 'done'"),
+        (("CC-4720", "--as-at", "friday"), "--as-at: 'friday' is not an ISO 8601 time"),
+        (("CC-4720", "--history", "ZZZ"), "no organisation ZZZ"),
+    ],
+)
+def test_a_wrong_name_is_one_clear_line(
+    settings: Settings, alert_id: int, args: tuple[str, ...], error: str
+) -> None:
+    result = mailflow_with(settings, "report", *args)
+
+    assert result.exit_code == 1
+    assert one_error_line(result).startswith(error)
