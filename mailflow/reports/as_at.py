@@ -110,14 +110,14 @@ def latest_answers(at: Moment) -> Subquery:
 
 
 def bounced(at: Moment) -> Subquery:
-    """Per organisation, whether the alert was sent to anyone holding a
-    role there and every one of those emails bounced.  (Deliveries keep
+    """Per organisation the alert was sent to (anyone holding a role
+    there), whether every one of those emails bounced.  (Deliveries keep
     only their current state, so this is as of now, not ``as_at``.)"""
     reached = func.count(case((Delivery.state != DeliveryState.BOUNCED, 1)))
     return (
         select(
             Membership.organisation_id,
-            and_(func.count() > 0, reached == 0).label("all_bounced"),
+            (reached == 0).label("all_bounced"),
         )
         .join(
             Delivery,
