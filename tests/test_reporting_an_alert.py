@@ -16,8 +16,9 @@ from click.testing import Result
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from mailflow.alerts.alert_files import parse_alert_spec
+from mailflow.alerts.alert_files import parse_alert_spec, parse_update_spec
 from mailflow.alerts.issuing import issue_alert
+from mailflow.alerts.updates import publish_update
 from mailflow.answers.answer_values import AnswerValue
 from mailflow.answers.recording import record_answers
 from mailflow.answers.statuses import AnswerStatus
@@ -342,3 +343,30 @@ def test_a_wrong_name_is_one_clear_line(
 
     assert result.exit_code == 1
     assert one_error_line(result).startswith(error)
+
+
+def test_an_update_asking_again_starts_the_count_afresh_from_its_publication(
+    session: Session, settings: Settings, alert_id: int
+) -> None:
+    asking_again = {"summary": "9.4.2 is not enough.", "answer_again": True}
+    spec = parse_update_spec(asking_again, source="test")
+    publish_update(session, "CC-4720", spec, now=hours(90), actor="test")
+    user_id = session.scalars(select(User.id).where(User.email == "fay@fenwick.example")).one()
+    record_answers(
+        session,
+        settings,
+        user_id=user_id,
+        alert_id=alert_id,
+        answers=[AnswerValue("RXF", AnswerStatus.IN_PROGRESS)],
+        via="link",
+        now=hours(93),
+    )
+    session.commit()
+
+    before = alert_figures(session, alert_id, as_at=hours(89), zone=LONDON)
+    after = alert_figures(session, alert_id, as_at=hours(95), zone=LONDON)
+
+    assert (before.answered, before.complete) == (6, 3)
+    assert (after.answered, after.in_progress, after.complete) == (1, 1, 0)
+    # Timed from the update that asked again, not from the issue.
+    assert after.median_to_first_answer == timedelta(hours=3)
