@@ -25,6 +25,7 @@ CAPABILITIES = (
     "mailflow.answers",
     "mailflow.access",
     "mailflow.deadlines",
+    "mailflow.reports",
     "mailflow.gateway",
 )
 CORE = (
