@@ -47,7 +47,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
 from bench.common import ALERT, configure_logging, make_parser
-from bench.scheduler import ALERT_COLUMNS, copy_rows, naive
+from bench.scheduler import ALERT_COLUMNS, copy_rows, finish_copied_build, naive
 from mailflow.answers.statuses import AnswerStatus
 from mailflow.core.models import Base
 from mailflow.db import migrate
@@ -233,14 +233,7 @@ def build(engine: Engine, shape: Shape) -> None:
     copy_rows(engine, "deliveries", DELIVERY_COLUMNS, deliveries(shape, at))
     copy_rows(engine, "answers", ANSWER_COLUMNS, answers_table(shape))
     copy_rows(engine, "alert_statuses", STATUS_COLUMNS, statuses_table(shape))
-    with engine.begin() as conn:
-        for table in ("organisations", "users", "memberships", "alerts", "deliveries", "answers"):
-            conn.exec_driver_sql(
-                f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
-                f"(SELECT max(id) FROM {table}))"
-            )
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.exec_driver_sql("VACUUM ANALYZE")
+    finish_copied_build(engine)
 
 
 # ----------------------------------------------------------------- measuring

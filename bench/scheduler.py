@@ -107,6 +107,20 @@ def naive(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(tzinfo=None)
 
 
+def finish_copied_build(engine: Engine) -> None:
+    """After COPY: move each id sequence past the ids written by hand, so
+    the pass's own inserts get fresh ones, and give the planner the
+    statistics of the data just loaded."""
+    with engine.begin() as conn:
+        for table in ("organisations", "users", "memberships", "alerts", "deliveries", "answers"):
+            conn.exec_driver_sql(
+                f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                f"(SELECT max(id) FROM {table}))"
+            )
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql("VACUUM ANALYZE")
+
+
 def copy_rows(
     engine: Engine, table: str, columns: Iterable[str], rows: Iterable[tuple[Any, ...]]
 ) -> None:
@@ -194,14 +208,7 @@ def build(engine: Engine, shape: Shape) -> None:
             if shape.answered(i, o)
         ),
     )
-    with engine.begin() as conn:
-        for table in ("organisations", "users", "memberships", "alerts", "deliveries", "answers"):
-            conn.exec_driver_sql(
-                f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
-                f"(SELECT max(id) FROM {table}))"
-            )
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.exec_driver_sql("VACUUM ANALYZE")
+    finish_copied_build(engine)
 
 
 ALERT_COLUMNS = (
