@@ -150,6 +150,7 @@ def record_answers(
                     updated_at=now,
                     within_deadline=within,
                     update_due_on=next_update_on,
+                    next_update_on=next_update_on,
                 )
             )
         else:
@@ -157,6 +158,7 @@ def record_answers(
             current.status = row.status
             current.updated_at = now
             current.update_due_on = next_update_on
+            current.next_update_on = next_update_on
         record_event(
             session,
             at=now,

@@ -35,6 +35,7 @@ class Purpose(enum.StrEnum):
     PEOPLE = "people"  # /people/TOKEN: an administrator's page of their organisation's people
     PEOPLE_CONFIRM = "people-confirm"  # /people/confirm/TOKEN: people lines from an email
     REVIEW = "review"  # /people/review/TOKEN: the periodic "still right?" of an organisation
+    REPORT = "report"  # /report/TOKEN: an auditor's report page, from a digest
 
 
 class TokenError(Exception):
@@ -166,6 +167,9 @@ DECISION_CONFIRM_LINK = LinkSpec(Purpose.DECISION_CONFIRM, "/access/decision/", 
 PEOPLE_LINK = LinkSpec(Purpose.PEOPLE, "/people/", lambda _: timedelta(days=7))
 PEOPLE_CONFIRM_LINK = LinkSpec(Purpose.PEOPLE_CONFIRM, "/people/confirm/", _confirm_lifetime)
 REVIEW_LINK = LinkSpec(Purpose.REVIEW, "/people/review/", lambda _: timedelta(days=30))
+# Auditors' reports (mailflow/reports/): a weekly digest's link still
+# works on the day the next one comes.
+REPORT_LINK = LinkSpec(Purpose.REPORT, "/report/", lambda _: timedelta(days=8))
 
 LINK_KINDS = (
     ANSWER_LINK,
@@ -178,6 +182,7 @@ LINK_KINDS = (
     PEOPLE_LINK,
     PEOPLE_CONFIRM_LINK,
     REVIEW_LINK,
+    REPORT_LINK,
 )
 
 # Appended to the path of an answer or confirm link: where the page's

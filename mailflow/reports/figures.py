@@ -6,17 +6,30 @@ organisation is loaded to be counted in Python."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, Subquery, and_, case, false, func, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    Row,
+    Subquery,
+    and_,
+    case,
+    cast,
+    false,
+    func,
+    literal,
+    or_,
+    select,
+)
 from sqlalchemy.orm import Session, aliased
 
 from mailflow.answers.statuses import AnswerStatus
-from mailflow.core.models import Alert, Organisation, User
+from mailflow.core.models import Alert, Organisation, User, UTCDateTime
 from mailflow.reports.as_at import Moment, all_bounced, bounced, in_scope, latest_answers, moment
 
 # Statuses that owe an update (in progress) or a review (unable).
@@ -26,6 +39,9 @@ MEDIAN = 0.5
 NINETIETH = 0.9
 # Rows read from the database at a time.
 STREAM_ROWS = 1000
+SECONDS_PER_HOUR = 3600
+# One organisation's row of an alert's table (see alert_rows).
+OrganisationRow = Row[*tuple[Any, ...]]
 
 
 @dataclass(frozen=True)
@@ -158,6 +174,36 @@ def alert_figures(
     )
 
 
+def _hours_since(column: ColumnElement[datetime], start: datetime, dialect: str) -> Any:
+    """Whole hours from ``start`` to ``column``, in the database."""
+    since = literal(start, UTCDateTime())
+    if dialect == "postgresql":
+        return func.floor(func.extract("epoch", column - since) / SECONDS_PER_HOUR)
+    # Whole seconds first: a day's fraction in floating point puts 4 hours
+    # at 3.99999.
+    seconds = cast(func.round((func.julianday(column) - func.julianday(since)) * 86400), Integer)
+    return seconds // SECONDS_PER_HOUR
+
+
+def first_answers_by_hour(
+    session: Session, alert_id: int, *, as_at: datetime, zone: ZoneInfo
+) -> list[tuple[int, int]]:
+    """(whole hours since the round began, organisations that first
+    answered in that hour), for the hours in which any did, in order."""
+    at = moment(session, session.get_one(Alert, alert_id), as_at=as_at, zone=zone)
+    scope, latest = in_scope(at), latest_answers(at)
+    dialect = session.get_bind().dialect.name
+    hour = _hours_since(latest.c.first_at, at.round_started_at, dialect).label("hour")
+    rows = session.execute(
+        select(hour, func.count())
+        .select_from(latest)
+        .join(scope, scope.c.organisation_id == latest.c.organisation_id)
+        .group_by(hour)
+        .order_by(hour)
+    )
+    return [(int(h), int(count)) for h, count in rows]
+
+
 @dataclass(frozen=True)
 class RowFilter:
     """Which organisations to list: one status (or "no_answer" or
@@ -179,7 +225,8 @@ def alert_rows(
     as_at: datetime,
     zone: ZoneInfo,
     only: RowFilter | None = None,
-) -> Iterator[Sequence[Any]]:
+    limit: int | None = None,
+) -> Iterator[OrganisationRow]:
     """One row per organisation in scope, in code order, streamed: code,
     name, type, parent_code, status (None: no answer), note, reason,
     mitigations, answered_by, answered_at, first_answered_at,
@@ -226,4 +273,6 @@ def alert_rows(
         query = query.where(latest.c.status == only.status)
     if only.overdue_only:
         query = query.where(overdue)
+    if limit is not None:
+        query = query.limit(limit)
     yield from session.execute(query)

@@ -26,6 +26,7 @@ from mailflow.core.models.answers import AlertStatus, Answer, Confirmation, Pend
 from mailflow.core.models.audit import AuditEvent
 from mailflow.core.models.base import Base, UTCDateTime
 from mailflow.core.models.chasing import ChaseKind, Chaser, ChaserEmail, ChaserEmailState
+from mailflow.core.models.digests import Digest, DigestSchedule, DigestState
 from mailflow.core.models.jobs import Job, JobState
 from mailflow.core.models.mail import (
     ImapCheckpoint,
@@ -66,6 +67,9 @@ __all__ = [
     "Confirmation",
     "Delivery",
     "DeliveryState",
+    "Digest",
+    "DigestSchedule",
+    "DigestState",
     "ImapCheckpoint",
     "InboundMessage",
     "InboundState",

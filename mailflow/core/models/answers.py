@@ -115,3 +115,6 @@ class AlertStatus(Base):
     # answer's next_update_on, moved on by each chaser; None when nothing
     # is owed (complete, not applicable).
     update_due_on: Mapped[date | None] = mapped_column(Date)
+    # The date the answer itself gave for its next update or review: the
+    # auditors' "overdue update" is this one, not the chasers' moving date.
+    next_update_on: Mapped[date | None] = mapped_column(Date)

@@ -20,6 +20,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from mailflow.core.models.base import Base, text_enum
+from mailflow.core.models.digests import DigestSchedule
 
 
 class Role(enum.StrEnum):
@@ -76,6 +77,12 @@ class User(Base):
     # Links signed before this (set when the person is removed) do not
     # work, so adding them again does not bring their old links back.
     links_valid_after: Mapped[datetime | None]
+    # How often an auditor is sent a digest (others are never sent one).
+    digest: Mapped[DigestSchedule] = mapped_column(
+        text_enum(DigestSchedule, "digest_schedule"),
+        default=DigestSchedule.DAILY,
+        server_default=DigestSchedule.DAILY.value,
+    )
 
     memberships: Mapped[list[Membership]] = relationship(
         back_populates="user", cascade="all, delete-orphan", foreign_keys="Membership.user_id"
