@@ -21,7 +21,7 @@ def test_the_silent_and_the_unreachable_are_listed_with_hours_overdue(
     assert digest.unanswered == (
         Unanswered("RXG", "Trust RXG", None, 32, 0, unreachable=True),
         Unanswered("RXH", "Trust RXH", None, 32, 0, unreachable=False),
-        Unanswered("RXJ", "Trust RXJ", None, 32, 0, unreachable=False),
+        Unanswered("RXJ", "Trust RXJ", "RXA", 32, 0, unreachable=False),
     )
 
 

@@ -8,6 +8,7 @@ import csv
 import io
 import json
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import pytest
 from click.testing import Result
@@ -21,7 +22,7 @@ from mailflow.answers.recording import record_answers
 from mailflow.answers.statuses import AnswerStatus
 from mailflow.config import Settings
 from mailflow.core.models import User
-from mailflow.reports.figures import alert_figures, alert_rows, nearest_rank
+from mailflow.reports.figures import RowFilter, Sort, alert_figures, alert_rows, nearest_rank
 from tests.support.cli import mailflow_with, one_error_line
 from tests.support.reporting import (
     EARLIER,
@@ -125,6 +126,23 @@ def test_each_organisation_in_scope_is_one_row_with_its_answer_then(
     assert flags["RXB"] == ("in_progress", True, False)
     assert flags["RXG"] == (None, True, True)
     assert flags["RXH"] == (None, True, False)
+
+
+def codes(session: Session, alert_id: int, **kwargs: Any) -> list[str]:
+    return [row.code for row in alert_rows(session, alert_id, as_at=LATER, zone=LONDON, **kwargs)]
+
+
+def test_rows_filter_by_type_and_parent_and_sort_by_any_column_nulls_last(
+    session: Session, alert_id: int
+) -> None:
+    assert codes(session, alert_id, only=RowFilter(organisation_type="practice")) == ["RXJ"]
+    assert codes(session, alert_id, only=RowFilter(parent_code="RXA")) == ["RXE", "RXJ"]
+    by_answer = codes(session, alert_id, sort=Sort("answered_at", descending=True))
+    # Newest answer first (RXE at 70 hours); the unanswered last, by code.
+    assert by_answer == ["RXE", "RXD", "RXF", "RXC", "RXB", "RXA", "RXG", "RXH", "RXJ"]
+    assert codes(session, alert_id, sort=Sort("code"), limit=2, offset=3) == ["RXD", "RXE"]
+    with pytest.raises(ValueError, match="cannot sort by 'note'"):
+        Sort("note")
 
 
 def test_the_percentile_rule_is_nearest_rank() -> None:

@@ -16,6 +16,7 @@ from sqlalchemy import (
     ColumnElement,
     Integer,
     Row,
+    Select,
     Subquery,
     and_,
     case,
@@ -207,10 +208,27 @@ def first_answers_by_hour(
 @dataclass(frozen=True)
 class RowFilter:
     """Which organisations to list: one status (or "no_answer" or
-    "unreachable"), and only those overdue."""
+    "unreachable"), only those overdue, of one type, under one parent
+    (by code)."""
 
     status: str | None = None
     overdue_only: bool = False
+    organisation_type: str | None = None
+    parent_code: str | None = None
+
+
+# The columns the table may be sorted by.
+SORT_KEYS = ("code", "name", "type", "parent_code", "status", "answered_at", "next_update_on")
+
+
+@dataclass(frozen=True)
+class Sort:
+    key: str = "code"
+    descending: bool = False
+
+    def __post_init__(self) -> None:
+        if self.key not in SORT_KEYS:
+            raise ValueError(f"cannot sort by {self.key!r}: choose one of {', '.join(SORT_KEYS)}")
 
 
 NO_ANSWER = "no_answer"
@@ -225,13 +243,17 @@ def alert_rows(
     as_at: datetime,
     zone: ZoneInfo,
     only: RowFilter | None = None,
+    sort: Sort | None = None,
     limit: int | None = None,
+    offset: int = 0,
 ) -> Iterator[OrganisationRow]:
-    """One row per organisation in scope, in code order, streamed: code,
-    name, type, parent_code, status (None: no answer), note, reason,
-    mitigations, answered_by, answered_at, first_answered_at,
-    next_update_on, overdue, bounced.  ``overdue``: no answer once the
-    deadline had passed, or an update or review past its date."""
+    """One row per organisation in scope, streamed, in ``sort`` order (by
+    default by code): code, name, type, parent_code, status (None: no
+    answer), note, reason, mitigations, answered_by, answered_at,
+    first_answered_at, next_update_on, overdue, bounced.  ``overdue``: no
+    answer once the deadline had passed, or an update or review past its
+    date."""
+    sort = sort or Sort()
     only = only or RowFilter()
     at = moment(session, session.get_one(Alert, alert_id), as_at=as_at, zone=zone)
     scope, latest, sent = in_scope(at), latest_answers(at), bounced(at)
@@ -262,7 +284,6 @@ def alert_rows(
         .outerjoin(latest, latest.c.organisation_id == scope.c.organisation_id)
         .outerjoin(User, User.id == latest.c.user_id)
         .outerjoin(sent, sent.c.organisation_id == scope.c.organisation_id)
-        .order_by(Organisation.code)
         .execution_options(yield_per=STREAM_ROWS)
     )
     if only.status == NO_ANSWER:
@@ -273,6 +294,19 @@ def alert_rows(
         query = query.where(latest.c.status == only.status)
     if only.overdue_only:
         query = query.where(overdue)
+    if only.organisation_type is not None:
+        query = query.where(Organisation.type == only.organisation_type)
+    if only.parent_code is not None:
+        query = query.where(parent.code == only.parent_code)
+    query = _ordered(query, sort)
     if limit is not None:
         query = query.limit(limit)
-    yield from session.execute(query)
+    yield from session.execute(query.offset(offset or None))
+
+
+def _ordered(query: Select[Any], sort: Sort) -> Select[Any]:
+    """Sorted by the chosen column (by its label in the select, so it is
+    the same expression), nulls last either way, then by code."""
+    column = query.selected_columns[sort.key]
+    ordered = column.desc() if sort.descending else column.asc()
+    return query.order_by(ordered.nulls_last(), Organisation.code)

@@ -108,6 +108,15 @@ def build(session: Session, settings: Settings) -> int:
     alert_id = issue_alert(
         session, spec, now=ISSUED, actor="test", mail_domain="alerts.test"
     ).alert.id
+    # RXE and RXJ come under RXA; RXJ is a practice, not a trust.
+    session.execute(
+        update(Organisation)
+        .where(Organisation.code.in_(["RXE", "RXJ"]))
+        .values(
+            parent_id=select(Organisation.id).where(Organisation.code == "RXA").scalar_subquery()
+        )
+    )
+    session.execute(update(Organisation).where(Organisation.code == "RXJ").values(type="practice"))
     # RXK closes on the day of issue: no longer in scope.
     session.execute(
         update(Organisation).where(Organisation.code == "RXK").values(closed_on=date(2026, 12, 1))
