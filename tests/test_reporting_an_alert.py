@@ -22,7 +22,8 @@ from mailflow.answers.recording import record_answers
 from mailflow.answers.statuses import AnswerStatus
 from mailflow.config import Settings
 from mailflow.core.models import User
-from mailflow.reports.figures import RowFilter, Sort, alert_figures, alert_rows, nearest_rank
+from mailflow.reports.counting import nearest_rank
+from mailflow.reports.figures import RowFilter, Sort, alert_figures, alert_rows
 from tests.support.cli import mailflow_with, one_error_line
 from tests.support.reporting import (
     EARLIER,

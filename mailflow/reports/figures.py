@@ -5,9 +5,9 @@ organisation is loaded to be counted in Python."""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -17,9 +17,6 @@ from sqlalchemy import (
     Integer,
     Row,
     Select,
-    Subquery,
-    and_,
-    case,
     cast,
     false,
     func,
@@ -30,14 +27,28 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session, aliased
 
 from mailflow.answers.statuses import AnswerStatus
-from mailflow.core.models import Alert, Organisation, User, UTCDateTime
-from mailflow.reports.as_at import Moment, all_bounced, bounced, in_scope, latest_answers, moment
+from mailflow.core.models import Alert, AlertUpdate, Organisation, User, UTCDateTime
+from mailflow.reports.as_at import (
+    Moment,
+    all_bounced,
+    answers_then,
+    bounced,
+    in_scope,
+    latest_answers,
+    moment,
+    moment_of,
+)
+from mailflow.reports.counting import (
+    Counts,
+    count_columns,
+    current_counts,
+    percentile_columns,
+    ranked_first_answers,
+    scope_of,
+    statuses_of,
+    update_overdue,
+)
 
-# Statuses that owe an update (in progress) or a review (unable).
-OWING = (AnswerStatus.IN_PROGRESS.value, AnswerStatus.UNABLE.value)
-# The percentiles of the time to first answer, as fractions.
-MEDIAN = 0.5
-NINETIETH = 0.9
 # Rows read from the database at a time.
 STREAM_ROWS = 1000
 SECONDS_PER_HOUR = 3600
@@ -72,106 +83,104 @@ class AlertFigures:
     p90_to_first_answer: timedelta | None
 
 
-def nearest_rank(fraction: float, count: int) -> int:
-    """The 1-based rank of a percentile by the nearest-rank rule, computed
-    as PostgreSQL's percentile_disc computes it (ceil in floating point),
-    so both databases pick the same answer."""
-    return max(1, math.ceil(fraction * count))
+EMPTY = Counts(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, None, None)
 
 
-def _update_overdue(latest: Subquery, today: date) -> ColumnElement[bool]:
-    return and_(latest.c.status.in_(OWING), latest.c.next_update_on < today)
-
-
-def _counts(session: Session, at: Moment) -> tuple[int, ...]:
-    scope, latest, sent = in_scope(at), latest_answers(at), bounced(at)
-    unanswered = latest.c.id.is_(None)
-    status_counts = [func.count(case((latest.c.status == s.value, 1))) for s in AnswerStatus]
-    row = session.execute(
-        select(
-            func.count(),
-            func.count(latest.c.id),
-            func.count(case((latest.c.first_within.is_(True), 1))),
-            *status_counts,
-            func.count(case((and_(unanswered, ~all_bounced(sent)), 1))),
-            func.count(case((and_(unanswered, all_bounced(sent)), 1))),
-            func.count(case((_update_overdue(latest, at.today), 1))),
-        )
-        .select_from(scope)
-        .outerjoin(latest, latest.c.organisation_id == scope.c.organisation_id)
-        .outerjoin(sent, sent.c.organisation_id == scope.c.organisation_id)
-    ).one()
-    return tuple(row)
-
-
-def _first_answer_percentiles(
-    session: Session, at: Moment, answered: int
-) -> tuple[datetime | None, datetime | None]:
-    """When the organisation at the median and at the 90th percentile
-    first answered: percentile_disc on PostgreSQL, the row at that rank on
-    SQLite (which has no percentile functions)."""
-    if answered == 0:
-        return None, None
+def _history_counts(session: Session, at: Moment) -> Counts:
+    """The counts as at a past time, from the history of answers."""
     scope, latest = in_scope(at), latest_answers(at)
-    first_at = latest.c.first_at
-    answered_rows = select(first_at).join(
-        scope, scope.c.organisation_id == latest.c.organisation_id
-    )
-    if session.get_bind().dialect.name == "postgresql":
-        median, p90 = session.execute(
-            answered_rows.with_only_columns(
-                func.percentile_disc(MEDIAN).within_group(first_at),
-                func.percentile_disc(NINETIETH).within_group(first_at),
-            )
+    postgresql = session.get_bind().dialect.name == "postgresql"
+    columns = count_columns(latest, scope, at.today)
+    if postgresql:
+        columns += percentile_columns(latest)
+    values: list[Any] = list(
+        session.execute(
+            select(*columns)
+            .select_from(scope)
+            .outerjoin(latest, latest.c.organisation_id == scope.c.organisation_id)
         ).one()
-        return median, p90
-    ranked = [
-        session.scalar(
-            answered_rows.order_by(first_at).limit(1).offset(nearest_rank(fraction, answered) - 1)
-        )
-        for fraction in (MEDIAN, NINETIETH)
-    ]
-    return ranked[0], ranked[1]
+    )
+    if not postgresql:
+        values += ranked_first_answers(session, latest, scope, values[1])
+    return Counts(*values)
+
+
+def _restarts(session: Session, alert_ids: Sequence[int]) -> dict[int, list[Any]]:
+    """Each alert's updates that asked for answers again, newest first."""
+    found: dict[int, list[Any]] = defaultdict(list)
+    rows = session.execute(
+        select(AlertUpdate.alert_id, AlertUpdate.published_at, AlertUpdate.deadline_at)
+        .where(AlertUpdate.alert_id.in_(alert_ids), AlertUpdate.answer_again.is_(True))
+        .order_by(AlertUpdate.published_at.desc(), AlertUpdate.id.desc())
+    )
+    for alert_id, published_at, deadline_at in rows:
+        found[alert_id].append((published_at, deadline_at))
+    return found
+
+
+def alerts_figures(
+    session: Session, alert_ids: Sequence[int], *, as_at: datetime, zone: ZoneInfo
+) -> list[AlertFigures]:
+    """The figures of each alert, in the order given.  As at now (nothing
+    recorded since ``as_at``) all are counted by one grouped query over
+    the current statuses; an alert with answers after ``as_at`` is counted
+    from its history instead."""
+    alerts = {a.id: a for a in session.scalars(select(Alert).where(Alert.id.in_(alert_ids)))}
+    restarts = _restarts(session, alert_ids)
+    today = as_at.astimezone(zone).date()
+    current = current_counts(session, alert_ids, today)
+    figures = []
+    for alert_id in alert_ids:
+        at = moment_of(alerts[alert_id], restarts[alert_id], as_at=as_at, zone=zone)
+        found = current.get(alert_id)
+        if at.later_round or (found and found.newest_at and found.newest_at > as_at):
+            counts = _history_counts(session, at)
+        else:
+            counts = found.counts if found else EMPTY
+            if counts.answered and session.get_bind().dialect.name != "postgresql":
+                counts = _with_ranked_percentiles(session, alert_id, today, counts)
+        figures.append(_figures(at, counts))
+    return figures
+
+
+def _with_ranked_percentiles(
+    session: Session, alert_id: int, today: date, counts: Counts
+) -> Counts:
+    median, p90 = ranked_first_answers(
+        session, statuses_of([alert_id]), scope_of([alert_id], today), counts.answered
+    )
+    return replace(counts, median_first_at=median, p90_first_at=p90)
 
 
 def alert_figures(
     session: Session, alert_id: int, *, as_at: datetime, zone: ZoneInfo
 ) -> AlertFigures:
-    alert = session.get_one(Alert, alert_id)
-    at = moment(session, alert, as_at=as_at, zone=zone)
-    (
-        in_scope_,
-        answered,
-        within,
-        in_progress,
-        complete,
-        not_applicable,
-        unable,
-        no_answer,
-        unreachable,
-        overdue,
-    ) = _counts(session, at)
-    median, p90 = _first_answer_percentiles(session, at, answered)
+    return alerts_figures(session, [alert_id], as_at=as_at, zone=zone)[0]
+
+
+def _figures(at: Moment, counts: Counts) -> AlertFigures:
+    alert, started = at.alert, at.round_started_at
+    closed = alert.closed_at if alert.closed_at and alert.closed_at <= at.as_at else None
     return AlertFigures(
         reference=alert.reference,
         title=alert.title,
         severity=alert.severity.value,
         issued_at=alert.issued_at,
         deadline_at=at.deadline_at,
-        closed_at=alert.closed_at if alert.closed_at and alert.closed_at <= as_at else None,
-        as_at=as_at,
-        in_scope=in_scope_,
-        answered=answered,
-        answered_within_deadline=within,
-        in_progress=in_progress,
-        complete=complete,
-        not_applicable=not_applicable,
-        unable=unable,
-        no_answer=no_answer,
-        unreachable=unreachable,
-        overdue_updates=overdue,
-        median_to_first_answer=median - at.round_started_at if median else None,
-        p90_to_first_answer=p90 - at.round_started_at if p90 else None,
+        closed_at=closed,
+        as_at=at.as_at,
+        in_scope=counts.in_scope,
+        answered=counts.answered,
+        answered_within_deadline=counts.within_deadline,
+        in_progress=counts.in_progress,
+        complete=counts.complete,
+        not_applicable=counts.not_applicable,
+        unable=counts.unable,
+        no_answer=counts.no_answer,
+        unreachable=counts.unreachable,
+        overdue_updates=counts.overdue_updates,
+        median_to_first_answer=counts.median_first_at - started if counts.median_first_at else None,
+        p90_to_first_answer=counts.p90_first_at - started if counts.p90_first_at else None,
     )
 
 
@@ -192,7 +201,7 @@ def first_answers_by_hour(
     """(whole hours since the round began, organisations that first
     answered in that hour), for the hours in which any did, in order."""
     at = moment(session, session.get_one(Alert, alert_id), as_at=as_at, zone=zone)
-    scope, latest = in_scope(at), latest_answers(at)
+    scope, latest = in_scope(at), answers_then(session, at, with_answers=False)
     dialect = session.get_bind().dialect.name
     hour = _hours_since(latest.c.first_at, at.round_started_at, dialect).label("hour")
     rows = session.execute(
@@ -256,11 +265,12 @@ def alert_rows(
     sort = sort or Sort()
     only = only or RowFilter()
     at = moment(session, session.get_one(Alert, alert_id), as_at=as_at, zone=zone)
-    scope, latest, sent = in_scope(at), latest_answers(at), bounced(at)
+    scope, sent = in_scope(at), bounced(at)
+    latest = answers_then(session, at, with_answers=True)
     parent = aliased(Organisation)
     unanswered = latest.c.id.is_(None)
     late = unanswered if at.deadline_at < as_at else false()
-    overdue = or_(late, _update_overdue(latest, at.today))
+    overdue = or_(late, update_overdue(latest, at.today))
     query = (
         select(
             Organisation.code,

@@ -1,0 +1,194 @@
+"""The counts behind every alert's figures, as one aggregate query over
+the organisations in scope joined to their answers then: for one alert or,
+grouped by alert, for many at once.  Where the answers come from (the
+current statuses, or the history as at a past time) is the caller's
+choice; the counting is the same."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Subquery, and_, case, func, or_, select
+from sqlalchemy.orm import Session
+
+from mailflow.answers.statuses import AnswerStatus
+from mailflow.core.models import (
+    AlertAudience,
+    AlertStatus,
+    Delivery,
+    DeliveryState,
+    Membership,
+    Organisation,
+)
+
+# Statuses that owe an update (in progress) or a review (unable).
+OWING = (AnswerStatus.IN_PROGRESS.value, AnswerStatus.UNABLE.value)
+# The percentiles of the time to first answer, as fractions.
+MEDIAN = 0.5
+NINETIETH = 0.9
+
+
+@dataclass(frozen=True)
+class Counts:
+    in_scope: int
+    answered: int
+    within_deadline: int
+    in_progress: int
+    complete: int
+    not_applicable: int
+    unable: int
+    no_answer: int
+    unreachable: int
+    overdue_updates: int
+    # When the organisation at the median (and 90th percentile) first
+    # answered; None when none has.
+    median_first_at: datetime | None
+    p90_first_at: datetime | None
+
+
+def nearest_rank(fraction: float, count: int) -> int:
+    """The 1-based rank of a percentile by the nearest-rank rule, computed
+    as PostgreSQL's percentile_disc computes it (ceil in floating point),
+    so both databases pick the same answer."""
+    return max(1, math.ceil(fraction * count))
+
+
+def update_overdue(latest: Subquery, today: date) -> ColumnElement[bool]:
+    return and_(latest.c.status.in_(OWING), latest.c.next_update_on < today)
+
+
+def unreachable(alert_id: Any, organisation_id: Any) -> ColumnElement[bool]:
+    """Every email of the alert sent to the organisation's people bounced
+    (and there was at least one).  As of now: deliveries keep only their
+    current state."""
+    sent = (
+        select(Delivery.id)
+        .join(Membership, Membership.user_id == Delivery.user_id)
+        .where(Delivery.alert_id == alert_id, Membership.organisation_id == organisation_id)
+    )
+    return and_(sent.exists(), ~sent.where(Delivery.state != DeliveryState.BOUNCED).exists())
+
+
+def open_on(today: date) -> ColumnElement[bool]:
+    """An organisation not closed by ``today``."""
+    return or_(Organisation.closed_on.is_(None), Organisation.closed_on > today)
+
+
+def count_columns(latest: Subquery, scope: Subquery, today: date) -> list[Any]:
+    """The aggregates of Counts but the percentiles, in its order, over
+    ``scope`` (alert_id, organisation_id) outer-joined to ``latest``.
+    Whether an unanswered organisation is unreachable is looked up only
+    for those (the CASE stops at the first false condition)."""
+    unanswered = latest.c.id.is_(None)
+    cut_off = and_(unanswered, unreachable(scope.c.alert_id, scope.c.organisation_id))
+    return [
+        func.count(),
+        func.count(latest.c.id),
+        func.count(case((latest.c.first_within.is_(True), 1))),
+        *(func.count(case((latest.c.status == s.value, 1))) for s in AnswerStatus),
+        func.count(case((unanswered, 1))) - func.count(case((cut_off, 1))),
+        func.count(case((cut_off, 1))),
+        func.count(case((update_overdue(latest, today), 1))),
+    ]
+
+
+def percentile_columns(latest: Subquery) -> list[Any]:
+    """PostgreSQL's ordered-set aggregates (nulls, the unanswered, are
+    left out); SQLite has none, see ``ranked_first_answers``."""
+    first_at = latest.c.first_at
+    return [
+        func.percentile_disc(MEDIAN).within_group(first_at),
+        func.percentile_disc(NINETIETH).within_group(first_at),
+    ]
+
+
+def scope_of(alert_ids: Sequence[int], today: date) -> Subquery:
+    """The organisations each alert went to that were open on ``today``."""
+    return (
+        select(AlertAudience.alert_id, AlertAudience.organisation_id)
+        .join(Organisation, Organisation.id == AlertAudience.organisation_id)
+        .where(AlertAudience.alert_id.in_(alert_ids), open_on(today))
+        .subquery("scope")
+    )
+
+
+def statuses_of(alert_ids: Sequence[int]) -> Subquery:
+    """The current statuses of these alerts, under the names the counts
+    read (those of ``as_at.latest_answers``)."""
+    return (
+        select(
+            AlertStatus.alert_id,
+            AlertStatus.organisation_id,
+            AlertStatus.answer_id.label("id"),
+            AlertStatus.status,
+            AlertStatus.next_update_on,
+            AlertStatus.updated_at.label("recorded_at"),
+            AlertStatus.first_answered_at.label("first_at"),
+            AlertStatus.within_deadline.label("first_within"),
+        )
+        .where(AlertStatus.alert_id.in_(alert_ids))
+        .subquery("latest")
+    )
+
+
+@dataclass(frozen=True)
+class CurrentCounts:
+    counts: Counts
+    # The newest answer counted: later than the time asked about, the
+    # statuses are not those of that time.
+    newest_at: datetime | None
+
+
+def current_counts(
+    session: Session, alert_ids: Sequence[int], today: date
+) -> dict[int, CurrentCounts]:
+    """Counts per alert from the current statuses, in one grouped query;
+    the percentiles too on PostgreSQL (on SQLite, see
+    ``ranked_first_answers``)."""
+    scope, latest = scope_of(alert_ids, today), statuses_of(alert_ids)
+    postgresql = session.get_bind().dialect.name == "postgresql"
+    columns = count_columns(latest, scope, today)
+    if postgresql:
+        columns += percentile_columns(latest)
+    rows = session.execute(
+        select(scope.c.alert_id, func.max(latest.c.recorded_at), *columns)
+        .select_from(scope)
+        .outerjoin(
+            latest,
+            and_(
+                latest.c.alert_id == scope.c.alert_id,
+                latest.c.organisation_id == scope.c.organisation_id,
+            ),
+        )
+        .group_by(scope.c.alert_id)
+    )
+    found = {}
+    for alert_id, newest, *values in rows:
+        percentiles = values[len(values) - 2 :] if postgresql else [None, None]
+        counts = Counts(*values[: len(values) - 2 if postgresql else None], *percentiles)
+        found[alert_id] = CurrentCounts(counts, newest)
+    return found
+
+
+def ranked_first_answers(
+    session: Session, latest: Subquery, scope: Subquery, answered: int
+) -> tuple[datetime | None, datetime | None]:
+    """The median and 90th-percentile first answers by nearest rank, one
+    ORDER BY ... OFFSET each: SQLite's way, as percentile_disc picks."""
+    if answered == 0:
+        return None, None
+    first_at = latest.c.first_at
+    answered_rows = select(first_at).join(
+        scope, scope.c.organisation_id == latest.c.organisation_id
+    )
+    median, p90 = (
+        session.scalar(
+            answered_rows.order_by(first_at).limit(1).offset(nearest_rank(fraction, answered) - 1)
+        )
+        for fraction in (MEDIAN, NINETIETH)
+    )
+    return median, p90
