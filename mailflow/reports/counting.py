@@ -27,6 +27,13 @@ from mailflow.core.models import (
 
 # Statuses that owe an update (in progress) or a review (unable).
 OWING = (AnswerStatus.IN_PROGRESS.value, AnswerStatus.UNABLE.value)
+# The order in which count_columns counts the statuses.
+STATUS_ORDER = (
+    AnswerStatus.IN_PROGRESS,
+    AnswerStatus.COMPLETE,
+    AnswerStatus.NOT_APPLICABLE,
+    AnswerStatus.UNABLE,
+)
 # The percentiles of the time to first answer, as fractions.
 MEDIAN = 0.5
 NINETIETH = 0.9
@@ -63,14 +70,18 @@ def update_overdue(latest: Subquery, today: date) -> ColumnElement[bool]:
 
 def unreachable(alert_id: Any, organisation_id: Any) -> ColumnElement[bool]:
     """Every email of the alert sent to the organisation's people bounced
-    (and there was at least one).  As of now: deliveries keep only their
-    current state."""
-    sent = (
-        select(Delivery.id)
+    (and there was at least one: with none, the comparison is with null,
+    which is not true).  As of now: deliveries keep only their current
+    state.  One correlated subquery, so the database looks it up once
+    for each organisation it asks about."""
+    reached = func.max(case((Delivery.state != DeliveryState.BOUNCED, 1), else_=0))
+    return (
+        select(reached)
         .join(Membership, Membership.user_id == Delivery.user_id)
         .where(Delivery.alert_id == alert_id, Membership.organisation_id == organisation_id)
+        .scalar_subquery()
+        == 0
     )
-    return and_(sent.exists(), ~sent.where(Delivery.state != DeliveryState.BOUNCED).exists())
 
 
 def open_on(today: date) -> ColumnElement[bool]:
@@ -89,11 +100,32 @@ def count_columns(latest: Subquery, scope: Subquery, today: date) -> list[Any]:
         func.count(),
         func.count(latest.c.id),
         func.count(case((latest.c.first_within.is_(True), 1))),
-        *(func.count(case((latest.c.status == s.value, 1))) for s in AnswerStatus),
-        func.count(case((unanswered, 1))) - func.count(case((cut_off, 1))),
+        *(func.count(case((latest.c.status == s.value, 1))) for s in STATUS_ORDER),
         func.count(case((cut_off, 1))),
         func.count(case((update_overdue(latest, today), 1))),
     ]
+
+
+def counts_of(values: Sequence[Any]) -> Counts:
+    """Counts from a row of ``count_columns`` then the two percentiles.
+    The silent are the unanswered less the unreachable, worked out here
+    so the database looks each unanswered organisation up once."""
+    (in_scope, answered, within, in_progress, complete, not_applicable, unable, cut_off, overdue,
+     median, p90) = values  # fmt: skip
+    return Counts(
+        in_scope=in_scope,
+        answered=answered,
+        within_deadline=within,
+        in_progress=in_progress,
+        complete=complete,
+        not_applicable=not_applicable,
+        unable=unable,
+        no_answer=in_scope - answered - cut_off,
+        unreachable=cut_off,
+        overdue_updates=overdue,
+        median_first_at=median,
+        p90_first_at=p90,
+    )
 
 
 def percentile_columns(latest: Subquery) -> list[Any]:
@@ -168,8 +200,7 @@ def current_counts(
     )
     found = {}
     for alert_id, newest, *values in rows:
-        percentiles = values[len(values) - 2 :] if postgresql else [None, None]
-        counts = Counts(*values[: len(values) - 2 if postgresql else None], *percentiles)
+        counts = counts_of(values if postgresql else [*values, None, None])
         found[alert_id] = CurrentCounts(counts, newest)
     return found
 

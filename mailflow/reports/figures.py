@@ -41,6 +41,7 @@ from mailflow.reports.as_at import (
 from mailflow.reports.counting import (
     Counts,
     count_columns,
+    counts_of,
     current_counts,
     percentile_columns,
     ranked_first_answers,
@@ -102,7 +103,7 @@ def _history_counts(session: Session, at: Moment) -> Counts:
     )
     if not postgresql:
         values += ranked_first_answers(session, latest, scope, values[1])
-    return Counts(*values)
+    return counts_of(values)
 
 
 def _restarts(session: Session, alert_ids: Sequence[int]) -> dict[int, list[Any]]:

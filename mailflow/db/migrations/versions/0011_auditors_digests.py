@@ -51,7 +51,7 @@ def upgrade() -> None:
                 length=20,
             ),
             nullable=False,
-        ),  # fmt: skip
+        ),
         sa.Column("number", sa.Integer(), nullable=True),
         sa.Column("snapshot", sa.Text(), nullable=True),
         sa.Column("batch", sa.String(length=32), nullable=False),
