@@ -16,7 +16,7 @@ from sqlalchemy import func, select, update
 
 from mailflow.core.links import PEOPLE_LINK
 from mailflow.core.models import Alert, MfaFailure, User
-from mailflow.reports import report_pages, report_query
+from mailflow.reports import report_downloads, report_pages, report_query
 from mailflow.reports.csv_export import HEADER
 from mailflow.reports.figures import alert_figures
 from mailflow.reports.reported_alerts import alerts_in_report
@@ -390,6 +390,23 @@ def test_the_csv_keeps_the_tables_filters_and_time(report_web: ReportWeb) -> Non
     assert [row[1] for row in complete] == ["RXA", "RXE", "RXF"]
     statuses = {row[1]: row[5] for row in earlier[1:]}
     assert (statuses["RXE"], statuses["RXD"]) == ("in_progress", "")
+
+
+def test_the_csv_is_streamed_in_chunks_and_its_session_closed_after(
+    report_web: ReportWeb, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(report_downloads, "CHUNK_ROWS", 2)
+    client, path = report_web.verified_browser(OLA)
+    pool = report_web.runtime.reader_engine.pool
+
+    with client.stream("GET", f"{path}/alerts/{reference(report_web)}.csv") as download:
+        chunks = [chunk for chunk in download.iter_raw() if chunk]
+
+    # The header with the first two rows, then two rows a chunk.
+    assert len(chunks) == 5
+    assert len(read_csv(chunks[0])) == 3
+    assert len(read_csv(b"".join(chunks))) == 10
+    assert pool.checkedout() == 0  # type: ignore[attr-defined]
 
 
 def test_the_csv_is_refused_without_a_verified_browser(report_web: ReportWeb) -> None:
