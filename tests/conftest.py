@@ -30,6 +30,7 @@ from tests.support.dovecot_fixture import dovecot, dovecot_server  # noqa: F401
 from tests.support.environment import POSTGRES_ADMIN_URL, SECRET_KEY, missing_component
 from tests.support.pages import quick_scrypt, web  # noqa: F401
 from tests.support.relay import CapturingRelay
+from tests.support.report_pages import report_web  # noqa: F401
 
 BACKENDS = ("sqlite", "postgresql")
 

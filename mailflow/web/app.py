@@ -40,6 +40,7 @@ from mailflow.core.pages.security import (
 from mailflow.core.runtime import Runtime
 from mailflow.core.second_factor.verified_sessions import end_verified_session
 from mailflow.people import people_pages
+from mailflow.reports import report_pages
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +159,7 @@ def create_app(runtime: Runtime) -> ASGIApp:
         *people_review_pages.routes(runtime, pages),
         *request_pages.routes(runtime, pages),
         *decision_pages.routes(runtime, pages),
+        *report_pages.routes(runtime, pages),
         Route("/sign-out", sign_out, methods=["POST"]),
         Route("/signed-out", signed_out, methods=["GET"]),
     ]
