@@ -40,6 +40,7 @@ from mailflow.reports.figures import (
     UNREACHABLE,
     alert_figures,
     alert_rows,
+    alerts_figures,
 )
 from mailflow.reports.report_access import Auditor, ReportAccess
 from mailflow.reports.report_downloads import ReportDownloads
@@ -219,7 +220,7 @@ class ReportPages:
             {
                 "title": "Cyber alerts: the report",
                 "as_at": as_at,
-                "figures": [alert_figures(session, a.id, as_at=as_at, zone=zone) for a in alerts],
+                "figures": alerts_figures(session, [a.id for a in alerts], as_at=as_at, zone=zone),
                 "recent_days": RECENTLY_CLOSED.days,
                 **self._shared(request, query),
             },
