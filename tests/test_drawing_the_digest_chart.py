@@ -19,9 +19,16 @@ import pytest
 from matplotlib.colors import to_rgb
 from matplotlib.image import imread
 from numpy.typing import NDArray
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from mailflow.alerts.alert_files import parse_update_spec
+from mailflow.alerts.updates import publish_update
+from mailflow.answers.answer_values import AnswerValue
+from mailflow.answers.recording import record_answers
+from mailflow.answers.statuses import AnswerStatus
 from mailflow.config import Settings
+from mailflow.core.models import User
 from mailflow.reports.chart import DEADLINE_COLOUR, Chart, alert_chart
 from mailflow.reports.digest_content import AlertDigest, gather_alert
 from tests.support.reporting import EARLIER, LATER, LONDON, build, hours
@@ -234,7 +241,7 @@ from mailflow.reports.figures import AlertFigures
 issued = datetime(2026, 12, 1, 15, tzinfo=UTC)
 figures = AlertFigures(
     "MF-1", "Title", "high", issued, issued + timedelta(hours=48), None,
-    issued + timedelta(hours=80), 3, 2, 1, 1, 1, 0, 0, 1, 0, 0, None, None,
+    issued + timedelta(hours=80), 3, 2, 1, 1, 1, 0, 0, 1, 0, 0, None, None, issued,
 )
 digest = AlertDigest(figures, (), 1, (), 0, ((2, 1), (50, 2)))
 sys.stdout.buffer.write(alert_chart(digest).png)
@@ -248,3 +255,33 @@ def test_a_width_outside_what_an_email_needs_is_refused(
 
     with pytest.raises(ValueError, match="300 to 1800 pixels wide"):
         alert_chart(digest, width_px=20_000)
+
+
+def test_after_an_update_asking_again_the_chart_counts_hours_from_the_update(
+    session: Session, settings: Settings
+) -> None:
+    alert_id = build(session, settings)
+    asking_again = parse_update_spec(
+        {"summary": "Not enough.", "answer_again": True}, source="test"
+    )
+    publish_update(session, "CC-4720", asking_again, now=hours(90), actor="test")
+    fay = session.scalars(select(User.id).where(User.email == "fay@fenwick.example")).one()
+    record_answers(
+        session,
+        settings,
+        user_id=fay,
+        alert_id=alert_id,
+        answers=[AnswerValue("RXF", AnswerStatus.IN_PROGRESS)],
+        via="link",
+        now=hours(93),
+    )
+    session.commit()
+
+    digest = gather_alert(session, alert_id, as_at=hours(95), zone=LONDON)
+    chart = alert_chart(digest)
+
+    assert digest.figures.round_started_at == hours(90)
+    assert digest.answered_by_hour == ((3, 1),)
+    assert chart.alt.startswith(
+        "CC-4720, 5 hours after the update asking again: 1 of 9 organisations answered (11%)"
+    )

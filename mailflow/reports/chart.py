@@ -126,11 +126,12 @@ def _hours_phrase(hours: float) -> str:
 
 def alt_text(f: AlertFigures) -> str:
     """One sentence with every figure the chart shows."""
-    now = hours_between(f.issued_at, f.as_at)
-    head = f"{f.reference}, {_hours_phrase(max(now, 0))} after issue"
+    now = hours_between(f.round_started_at, f.as_at)
+    since = "issue" if f.round_started_at == f.issued_at else "the update asking again"
+    head = f"{f.reference}, {_hours_phrase(max(now, 0))} after {since}"
     if f.in_scope == 0:
         return f"{head}: no organisations in scope."
-    deadline = hours_between(f.issued_at, f.deadline_at)
+    deadline = hours_between(f.round_started_at, f.deadline_at)
     left = deadline - now
     within = f"{f.answered_within_deadline} within the {_hours_text(deadline)}-hour deadline"
     if left > 0:
@@ -197,8 +198,10 @@ def _style(axes: Axes, scale: float) -> None:
 def _draw_share(axes: Axes, digest: AlertDigest, scale: float) -> None:
     f = digest.figures
     _style(axes, scale)
-    now = max(hours_between(f.issued_at, f.as_at), 0.0)
-    deadline = hours_between(f.issued_at, f.deadline_at)
+    # Answers count from the round's start: the issue, or an update that
+    # asked for them again.
+    now = max(hours_between(f.round_started_at, f.as_at), 0.0)
+    deadline = hours_between(f.round_started_at, f.deadline_at)
     end = max(now, deadline, 1.0)
     title = f"answered: {f.answered} of {f.in_scope}"
     if f.in_scope:

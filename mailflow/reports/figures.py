@@ -82,6 +82,9 @@ class AlertFigures:
     overdue_updates: int
     median_to_first_answer: timedelta | None
     p90_to_first_answer: timedelta | None
+    # When the answers counted began: the issue, or the last update that
+    # asked for answers again (times to first answer are from it).
+    round_started_at: datetime
 
 
 EMPTY = Counts(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, None, None)
@@ -182,6 +185,7 @@ def _figures(at: Moment, counts: Counts) -> AlertFigures:
         overdue_updates=counts.overdue_updates,
         median_to_first_answer=counts.median_first_at - started if counts.median_first_at else None,
         p90_to_first_answer=counts.p90_first_at - started if counts.p90_first_at else None,
+        round_started_at=started,
     )
 
 
