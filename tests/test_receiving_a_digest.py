@@ -159,6 +159,45 @@ def test_the_html_part_carries_the_same_figures(first: dict[str, EmailMessage]) 
         assert shown in seen
 
 
+ALT = {
+    "CC-4720": "CC-4720, 80 hours after issue: 6 of 9 organisations answered (67%), 5 within"
+    " the 48-hour deadline; complete 3, in progress 1, not applicable 1, unable 1,"
+    " no answer 2, unreachable 1.",
+    "CC-4730": "CC-4730, 56 hours after issue: 3 of 4 organisations answered (75%), 2 within"
+    " the 20-hour deadline; complete 1, in progress 1, not applicable 0, unable 1,"
+    " no answer 1, unreachable 0.",
+}
+
+
+def test_each_alerts_chart_is_an_inline_png_the_html_refers_to_by_content_id(
+    first: dict[str, EmailMessage],
+) -> None:
+    message = first[UMA]
+    assert message.get_content_type() == "multipart/alternative"
+    plain, related = message.iter_parts()
+    assert (plain.get_content_type(), related.get_content_type()) == (
+        "text/plain",
+        "multipart/related",
+    )
+    html_part, *images = related.iter_parts()
+    assert html_part.get_content_type() == "text/html"
+    assert [image.get_content_type() for image in images] == ["image/png", "image/png"]
+    html = html_text(message)
+    shown = re.findall(r'<img src="cid:([^"]+)" alt="([^"]+)" width="(\d+)" height="(\d+)"', html)
+    assert [(alt, width, height) for _, alt, width, height in shown] == [
+        (ALT["CC-4720"], "560", "504"),
+        (ALT["CC-4730"], "560", "504"),
+    ]
+    for image, (cid, *_) in zip(images, shown, strict=True):
+        assert image["Content-ID"] == f"<{cid}>"
+        assert image.get_content_disposition() == "inline"
+        png = image.get_payload(decode=True)
+        assert isinstance(png, bytes) and png.startswith(b"\x89PNG\r\n\x1a\n")
+        # The PNG's own size (its IHDR chunk) is the one the HTML gives.
+        assert (int.from_bytes(png[16:20]), int.from_bytes(png[20:24])) == (560, 504)
+        assert html.count(f"cid:{cid}") == 1
+
+
 def test_each_digest_links_to_its_own_auditors_report(
     digests: Digests, first: dict[str, EmailMessage]
 ) -> None:

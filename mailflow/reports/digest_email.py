@@ -21,6 +21,7 @@ from mailflow.core.mail.messages import build_message, notification_headers
 from mailflow.core.mail.one_off import queue_email_to_person
 from mailflow.core.mail.templates import render_service_email
 from mailflow.core.models import OutgoingEmail, User
+from mailflow.reports.chart import alert_chart
 from mailflow.reports.digest_changes import Change
 from mailflow.reports.digest_content import AlertDigest
 from mailflow.reports.digest_view import ChartImage, alert_view
@@ -57,9 +58,16 @@ def long_day(moment: datetime, settings: Settings) -> str:
 def draw_charts(
     alerts: list[AlertDigest], mail_domain: str
 ) -> tuple[list[ChartImage | None], list[InlineImage]]:
-    """Each alert's chart, and the images to attach.  The one place the
-    chart is drawn (mailflow/reports/chart.py)."""
-    return [None for _ in alerts], []
+    """Each alert's chart (mailflow/reports/chart.py) as the HTML refers to
+    it, and the images to attach."""
+    views: list[ChartImage | None] = []
+    images = []
+    for alert in alerts:
+        drawn = alert_chart(alert, width_px=CHART_WIDTH_PX)
+        cid = new_cid(mail_domain)
+        views.append(ChartImage(cid=cid, alt=drawn.alt, width=drawn.width, height=drawn.height))
+        images.append(InlineImage(cid=cid, png=drawn.png))
+    return views, images
 
 
 def compose_digest(

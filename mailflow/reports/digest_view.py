@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from mailflow.reports import chart
 from mailflow.reports.digest_content import AlertDigest, Unable, Unanswered
 from mailflow.reports.figures import AlertFigures
 
@@ -16,10 +17,8 @@ HOURS_PER_DAY = 24
 
 
 def percent(part: int, whole: int) -> str:
-    """'67%': of ``whole``, to the nearest whole percent (halves up)."""
-    if whole <= 0:
-        return "0%"
-    return f"{(200 * part + whole) // (2 * whole)}%"
+    """'67%': rounded as the chart's alt text rounds, so the two agree."""
+    return chart.percent(part, whole) if whole > 0 else "0%"
 
 
 def human_duration(value: timedelta | None) -> str:
