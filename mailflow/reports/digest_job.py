@@ -28,7 +28,7 @@ from mailflow.core.models import Alert, Digest, DigestSchedule, DigestState, Nat
 from mailflow.core.models.digests import SEND_DIGESTS as SEND_DIGESTS
 from mailflow.core.runtime import Runtime
 from mailflow.reports import digest_changes
-from mailflow.reports.digest_content import gather_alert
+from mailflow.reports.digest_content import AlertDigest, gather_alert
 from mailflow.reports.digest_email import (
     DigestNumbering,
     compose_digest,
@@ -91,17 +91,34 @@ def compose_one(session: Session, settings: Settings, digest_id: int, now: datet
         return
     gathered = [gather_alert(session, a, as_at=now, zone=settings.zone) for a in alert_ids]
     snapshot = digest_changes.snapshot_of(d.figures for d in gathered)
-    previous = _previous(session, row.user_id)
-    number = (previous.number if previous and previous.number else 0) + 1
+    state, number = _queue_email(session, settings, auditor, gathered, snapshot, now)
+    session.execute(
+        update(Digest)
+        .where(Digest.id == digest_id)
+        .values(state=state, number=number, snapshot=digest_changes.dumps(snapshot))
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _queue_email(
+    session: Session,
+    settings: Settings,
+    auditor: User,
+    gathered: list[AlertDigest],
+    snapshot: digest_changes.Snapshot,
+    now: datetime,
+) -> tuple[DigestState, int]:
+    """Number the digest and queue its email: "no changes" when the
+    previous one said the same, else the full digest."""
+    previous = _previous(session, auditor.id)
     numbering = DigestNumbering(
-        number=number,
+        number=(previous.number if previous and previous.number else 0) + 1,
         day=long_day(now, settings),
         previous_number=previous.number if previous else None,
     )
     before = digest_changes.loads(previous.snapshot) if previous else None
     changed = digest_changes.changes(before, snapshot) if before is not None else []
     if before is not None and not changed:
-        state = DigestState.NO_CHANGES
         compose_no_changes(
             session,
             settings,
@@ -110,23 +127,17 @@ def compose_one(session: Session, settings: Settings, digest_id: int, now: datet
             numbering=numbering,
             now=now,
         )
-    else:
-        state = DigestState.SENT
-        compose_digest(
-            session,
-            settings,
-            auditor=auditor,
-            alerts=gathered,
-            changed=changed,
-            numbering=numbering,
-            now=now,
-        )
-    session.execute(
-        update(Digest)
-        .where(Digest.id == digest_id)
-        .values(state=state, number=number, snapshot=digest_changes.dumps(snapshot))
-        .execution_options(synchronize_session=False)
+        return DigestState.NO_CHANGES, numbering.number
+    compose_digest(
+        session,
+        settings,
+        auditor=auditor,
+        alerts=gathered,
+        changed=changed,
+        numbering=numbering,
+        now=now,
     )
+    return DigestState.SENT, numbering.number
 
 
 def _still_wanted(session: Session, row: Digest, auditor: User) -> bool:
