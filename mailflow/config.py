@@ -165,6 +165,10 @@ class Settings:
     working_days: WorkingDays = WEEKDAYS
     # When the auditors hear again about organisations still overdue.
     follow_up_schedule: str = "0 8 * * mon-fri"
+    # When auditors are sent their digest (mailflow/reports/), local time:
+    # those on the daily schedule, and those on the weekly one.
+    digest_daily: str = "0 8 * * mon-fri"
+    digest_weekly: str = "0 8 * * mon"
     # How often the scheduler looks for what has fallen due.
     scheduler_seconds: float = 60.0
 
@@ -261,6 +265,8 @@ ENV_NAMES: dict[str, str] = {
     "working_hours": "MAILFLOW_WORKING_HOURS",
     "working_days": "MAILFLOW_WORKING_DAYS",
     "follow_up_schedule": "MAILFLOW_FOLLOW_UP_SCHEDULE",
+    "digest_daily": "MAILFLOW_DIGEST_DAILY",
+    "digest_weekly": "MAILFLOW_DIGEST_WEEKLY",
     "scheduler_seconds": "MAILFLOW_SCHEDULER_SECONDS",
 }
 

@@ -278,5 +278,7 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "working_hours": parse_working_hours,
     "working_days": parse_working_days,
     "follow_up_schedule": parse_cron,
+    "digest_daily": parse_cron,
+    "digest_weekly": parse_cron,
     "scheduler_seconds": _parse_positive_float,
 }

@@ -26,6 +26,7 @@ from mailflow.db import migrate
 from mailflow.db.engine import make_engine
 from tests.support.browser import browser  # noqa: F401
 from tests.support.chasing import chasing  # noqa: F401
+from tests.support.digests import digests  # noqa: F401
 from tests.support.dovecot_fixture import dovecot, dovecot_server  # noqa: F401
 from tests.support.environment import POSTGRES_ADMIN_URL, SECRET_KEY, missing_component
 from tests.support.pages import quick_scrypt, web  # noqa: F401

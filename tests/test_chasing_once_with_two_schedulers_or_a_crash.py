@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from mailflow.alerts.alert_files import parse_alert_spec
 from mailflow.alerts.issuing import issue_alert
 from mailflow.config import Settings
-from mailflow.core.models import Chaser, ChaserEmail, Job, User
+from mailflow.core.models import Chaser, ChaserEmail, DigestSchedule, Job, User
 from mailflow.core.runtime import Runtime
 from mailflow.core.scheduling import SchedulerPass
 from mailflow.deadlines.chasing import SEND_CHASERS, chase
@@ -60,6 +60,9 @@ def alerts(session: Session) -> None:
     for reference in REFERENCES:
         spec = parse_alert_spec(alert_spec_data(reference=reference), source="test")
         issue_alert(session, spec, now=ISSUED, actor="test", mail_domain="alerts.test")
+    # Each pass says only what it chased: the auditor wants no digests
+    # (tests/test_sending_each_digest_once.py sends those once).
+    session.execute(update(User).values(digest=DigestSchedule.OFF))
     session.commit()
 
 

@@ -33,10 +33,12 @@ def _at(when: datetime) -> str:
 
 
 def _scheduler(web: Web, when: datetime) -> str:
-    """What the pass did about reviews (the seed's alert is chased too)."""
+    """What the pass did about reviews (the seed's alert is chased, and
+    digested for the seed's auditor, too)."""
     result = mailflow_with(web.settings, "scheduler", "--once", "--at", _at(when))
     assert result.exit_code == 0, result.output
-    lines = [line for line in result.stdout.splitlines(True) if not line.startswith("chasing:")]
+    others = ("chasing:", "digests:")
+    lines = [line for line in result.stdout.splitlines(True) if not line.startswith(others)]
     return "".join(lines) or "nothing was due\n"
 
 

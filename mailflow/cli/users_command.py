@@ -1,15 +1,30 @@
-"""`mailflow users add|reset-mfa|list|remove`: people and their roles."""
+"""`mailflow users add|reset-mfa|list|remove|digest`: people, their roles,
+and how often an auditor is sent a digest."""
 
 from __future__ import annotations
 
 import click
 
 from mailflow.cli.context import Context, actor_name, pass_context, reported_errors
-from mailflow.core.models import User
+from mailflow.core.models import DigestSchedule, NationalRole, User
 from mailflow.core.outgoing import Bounce, latest_bounces
 from mailflow.core.second_factor.mfa import reset_mfa
-from mailflow.people.users import ROLE_NAMES, add_user, get_user, list_users, remove_user
+from mailflow.people.users import (
+    ROLE_NAMES,
+    add_user,
+    get_user,
+    list_users,
+    remove_user,
+    set_digest,
+)
 from mailflow.people.welcome_email import WELCOME_KIND, queue_welcome_email
+
+DIGEST_CHOICES = [s.value for s in DigestSchedule]
+DIGEST_WORDS = {
+    DigestSchedule.DAILY: "a digest daily",
+    DigestSchedule.WEEKLY: "a digest weekly",
+    DigestSchedule.OFF: "no digests",
+}
 
 
 @click.group()
@@ -27,8 +42,20 @@ def users() -> None:
     required=True,
     help="administrator, responder or alert-only for an organisation; auditor is national.",
 )
+@click.option(
+    "--digest",
+    type=click.Choice(DIGEST_CHOICES),
+    help="For an auditor: how often to send them a digest (default daily).",
+)
 @pass_context
-def users_add(ctx: Context, email: str, name: str | None, org_code: str | None, role: str) -> None:
+def users_add(
+    ctx: Context,
+    email: str,
+    name: str | None,
+    org_code: str | None,
+    role: str,
+    digest: str | None,
+) -> None:
     """Add a user, or give an existing user a role at another organisation."""
     with reported_errors(), ctx.transaction() as session:
         now = ctx.runtime.clock()
@@ -40,6 +67,7 @@ def users_add(ctx: Context, email: str, name: str | None, org_code: str | None, 
             org_code=org_code,
             now=now,
             actor=actor_name(),
+            digest=DigestSchedule(digest) if digest else None,
         )
         welcome = added.created or added.reactivated
         if welcome:
@@ -52,6 +80,23 @@ def users_add(ctx: Context, email: str, name: str | None, org_code: str | None, 
         if welcome:
             what = "a link to set up an authenticator app" if link else "no set-up needed"
             click.echo(f"welcome email queued: {what}", err=True)
+
+
+@users.command("digest")
+@click.argument("email")
+@click.argument("schedule", type=click.Choice(DIGEST_CHOICES))
+@pass_context
+def users_digest(ctx: Context, email: str, schedule: str) -> None:
+    """Change how often an auditor is sent a digest: daily, weekly or off."""
+    with reported_errors(), ctx.transaction() as session:
+        user = set_digest(
+            session,
+            email=email,
+            schedule=DigestSchedule(schedule),
+            now=ctx.runtime.clock(),
+            actor=actor_name(),
+        )
+        click.echo(f"{user.email} is sent {DIGEST_WORDS[user.digest]}")
 
 
 @users.command("reset-mfa")
@@ -87,6 +132,8 @@ def user_line(user: User, bounce: Bounce | None) -> str:
     roles = [f"{m.role}@{m.organisation.code}" for m in user.memberships]
     if user.national_role:
         roles.append(str(user.national_role))
+    if user.national_role == NationalRole.AUDITOR:
+        roles.append(f"digest {user.digest}")
     line = f"{user.email:40} {user.name:30} {', '.join(sorted(roles))}"
     if bounce:
         line += f"  welcome: bounced {bounce.at:%Y-%m-%d} ({bounce.report})"

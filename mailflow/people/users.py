@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from mailflow.core.audit import record_event
 from mailflow.core.errors import InvalidInput, NotFound
-from mailflow.core.models import Membership, NationalRole, Role, User
+from mailflow.core.models import DigestSchedule, Membership, NationalRole, Role, User
 from mailflow.core.second_factor.mfa import reset_mfa
 from mailflow.people.organisations import find_organisation
 
@@ -48,6 +48,18 @@ class AddedUser:
     reactivated: bool = False
 
 
+def _checked_name(name: str | None) -> str | None:
+    if name is None:
+        return None
+    name = name.strip()
+    if not name or len(name) > MAX_NAME_LENGTH:
+        raise InvalidInput("name", f"give a name of 1 to {MAX_NAME_LENGTH} characters")
+    # Names go into email headers: no line breaks or other controls.
+    if any(not c.isprintable() for c in name):
+        raise InvalidInput("name", "the name contains control characters")
+    return name
+
+
 def add_user(
     session: Session,
     *,
@@ -57,22 +69,20 @@ def add_user(
     org_code: str | None,
     now: datetime,
     actor: str,
+    digest: DigestSchedule | None = None,
 ) -> AddedUser:
     """Add a person, or give an existing one a role at another organisation.
 
     Organisation roles need ``org_code``; the auditor role is national and
-    takes none.
+    takes none, and may say how often its holder wants a digest (by
+    default daily).
     """
     address = normalise_email(email)
     if role not in ROLE_NAMES:
         raise InvalidInput("role", f"{role!r} is not a role (one of {', '.join(ROLE_NAMES)})")
-    if name is not None:
-        name = name.strip()
-        if not name or len(name) > MAX_NAME_LENGTH:
-            raise InvalidInput("name", f"give a name of 1 to {MAX_NAME_LENGTH} characters")
-        # Names go into email headers: no line breaks or other controls.
-        if any(not c.isprintable() for c in name):
-            raise InvalidInput("name", "the name contains control characters")
+    if digest is not None and role != NationalRole.AUDITOR:
+        raise InvalidInput("digest", NOT_AN_AUDITOR)
+    name = _checked_name(name)
 
     user = session.scalar(select(User).where(User.email == address))
     created = user is None
@@ -91,6 +101,8 @@ def add_user(
         if org_code is not None:
             raise InvalidInput("org", "auditors are national: give no organisation")
         user.national_role = NationalRole.AUDITOR
+        if digest is not None:
+            user.digest = digest
         session.flush()
         record_event(
             session,
@@ -100,6 +112,7 @@ def add_user(
             subject=f"user:{user.id}",
             email=address,
             role=role,
+            **({"digest": digest.value} if digest is not None else {}),
         )
         return AddedUser(user, created, reactivated)
 
@@ -128,6 +141,29 @@ def add_user(
         organisation=org.code,
     )
     return AddedUser(user, created, reactivated)
+
+
+NOT_AN_AUDITOR = "only auditors are sent digests: --digest goes with --role auditor"
+
+
+def set_digest(
+    session: Session, *, email: str, schedule: DigestSchedule, now: datetime, actor: str
+) -> User:
+    """Change how often an active auditor is sent a digest."""
+    user = get_user(session, email)
+    if not user.active or user.national_role != NationalRole.AUDITOR:
+        raise InvalidInput("digest", f"{user.email} is not an auditor: only auditors get digests")
+    user.digest = schedule
+    record_event(
+        session,
+        at=now,
+        actor=actor,
+        action="user.digest_changed",
+        subject=f"user:{user.id}",
+        email=user.email,
+        digest=schedule.value,
+    )
+    return user
 
 
 def remove_user(

@@ -16,6 +16,7 @@ from mailflow.access.people_review import send_due_reviews
 from mailflow.core.runtime import Runtime
 from mailflow.core.scheduling import SchedulerPass, Task
 from mailflow.deadlines.chasing import chase
+from mailflow.reports.digest_scheduling import queue_digests
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,7 @@ TASKS: tuple[tuple[str, Task], ...] = (
     ("chasing", chase),  # reminders, overdue, escalations, updates (mailflow/deadlines/)
     ("access requests", access_requests_due),  # reminders and expiry (mailflow/access/)
     ("access review", send_due_reviews),  # administrators' reviews of their people
+    ("digests", queue_digests),  # the auditors' scheduled digests (mailflow/reports/)
 )
 
 

@@ -35,6 +35,7 @@ from mailflow.core.runtime import Runtime
 from mailflow.deadlines.chaser_emails import send_chasers
 from mailflow.deadlines.chasing import SEND_CHASERS
 from mailflow.gateway.inbound_messages import PROCESS_INBOUND
+from mailflow.reports.digest_job import SEND_DIGESTS, send_digests
 from mailflow.workers.inbound import process_inbound
 from mailflow.workers.outgoing import send_outgoing
 
@@ -60,6 +61,7 @@ HANDLERS: dict[str, Handler] = {
     PROCESS_INBOUND: _process_inbound,
     SEND_EMAIL: lambda runtime, payload: send_outgoing(runtime, int(payload["outgoing_email_id"])),
     SEND_CHASERS: send_chasers,
+    SEND_DIGESTS: send_digests,
 }
 
 

@@ -27,7 +27,7 @@ class DigestState(enum.StrEnum):
     QUEUED = "queued"  # decided on by a scheduler pass; composed by a job
     SENT = "sent"  # a full digest is in the outbox
     NO_CHANGES = "no-changes"  # the one-line "no changes" email is in the outbox
-    SKIPPED = "skipped"  # nothing was open when it was composed: nothing sent
+    SKIPPED = "skipped"  # nothing sent: nothing open, or a later period or no auditor
 
 
 class Digest(Base):
@@ -38,7 +38,11 @@ class Digest(Base):
     digest says what changed."""
 
     __tablename__ = "digests"
-    __table_args__ = (UniqueConstraint("user_id", "period_at"),)
+    # A number is used once per auditor, however many workers compose.
+    __table_args__ = (
+        UniqueConstraint("user_id", "period_at"),
+        UniqueConstraint("user_id", "number", name="uq_digests_user_id_number"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))

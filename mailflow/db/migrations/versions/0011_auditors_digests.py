@@ -62,6 +62,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_digests")),
         sa.UniqueConstraint("user_id", "period_at", name=op.f("uq_digests_user_id")),
+        sa.UniqueConstraint("user_id", "number", name=op.f("uq_digests_user_id_number")),
     )
     with op.batch_alter_table("digests") as batch:
         batch.create_index(batch.f("ix_digests_batch"), ["batch"], unique=False)

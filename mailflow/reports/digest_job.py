@@ -1,0 +1,165 @@
+"""The ``send_digests`` job: compose each queued digest of a batch, each in
+one transaction of its own.
+
+A digest is claimed by a conditional UPDATE (queued -> taken; a second
+worker finds it taken and does nothing), then, in the same transaction,
+every open alert is gathered as at the job's time, compared with the
+auditor's previous digest, numbered, and its email queued in the outbox.
+A crash rolls the whole of it back and leaves the row queued for the
+job's next run; so each auditor gets each period's digest once.
+
+What is sent: nothing open -> nothing (``skipped``, no number used); a
+previous digest and nothing changed since -> the one-line "no changes"
+email; otherwise the full digest.  A digest whose auditor has a later
+period queued (the worker was down over a period) is skipped: the later
+one says the same, more up to date."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from mailflow.config import Settings
+from mailflow.core.models import Alert, Digest, DigestSchedule, DigestState, NationalRole, User
+from mailflow.core.models.digests import SEND_DIGESTS as SEND_DIGESTS
+from mailflow.core.runtime import Runtime
+from mailflow.reports import digest_changes
+from mailflow.reports.digest_content import AlertDigest, gather_alert
+from mailflow.reports.digest_email import (
+    DigestNumbering,
+    compose_digest,
+    compose_no_changes,
+    long_day,
+)
+from mailflow.reports.digest_scheduling import open_alerts
+
+log = logging.getLogger(__name__)
+
+
+def send_digests(runtime: Runtime, payload: dict[str, Any]) -> datetime | None:
+    """The job: every queued digest of the batch.  One that fails leaves
+    the others composed, and the job raises so that it runs again."""
+    batch = str(payload["batch"])
+    with runtime.sessions() as session:
+        ids = list(
+            session.scalars(
+                select(Digest.id)
+                .where(Digest.batch == batch, Digest.state == DigestState.QUEUED)
+                .order_by(Digest.id)
+            )
+        )
+    failed = 0
+    for digest_id in ids:
+        try:
+            with runtime.sessions.begin() as session:
+                compose_one(session, runtime.settings, digest_id, runtime.clock())
+        except Exception:
+            log.exception("could not compose digest %s; the job runs again", digest_id)
+            failed += 1
+    if failed:
+        raise RuntimeError(f"{failed} digest(s) of batch {batch} could not be composed")
+    return None
+
+
+def _claim(session: Session, digest_id: int, now: datetime) -> bool:
+    """Take the row from queued, unless another worker has.  It is left
+    ``skipped`` until what it becomes is known, in this transaction."""
+    result = session.execute(
+        update(Digest)
+        .where(Digest.id == digest_id, Digest.state == DigestState.QUEUED)
+        .values(state=DigestState.SKIPPED, composed_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def compose_one(session: Session, settings: Settings, digest_id: int, now: datetime) -> None:
+    """Claim one digest and decide it: skipped, no changes, or sent."""
+    if not _claim(session, digest_id, now):
+        return
+    row = session.get_one(Digest, digest_id, populate_existing=True)
+    auditor = session.get_one(User, row.user_id)
+    if not _still_wanted(session, row, auditor):
+        return
+    in_order = select(Alert.id).where(open_alerts(now)).order_by(Alert.issued_at, Alert.id)
+    alert_ids = list(session.scalars(in_order))
+    if not alert_ids:
+        return
+    gathered = [gather_alert(session, a, as_at=now, zone=settings.zone) for a in alert_ids]
+    snapshot = digest_changes.snapshot_of(d.figures for d in gathered)
+    state, number = _queue_email(session, settings, auditor, gathered, snapshot, now)
+    session.execute(
+        update(Digest)
+        .where(Digest.id == digest_id)
+        .values(state=state, number=number, snapshot=digest_changes.dumps(snapshot))
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _queue_email(
+    session: Session,
+    settings: Settings,
+    auditor: User,
+    gathered: list[AlertDigest],
+    snapshot: digest_changes.Snapshot,
+    now: datetime,
+) -> tuple[DigestState, int]:
+    """Number the digest and queue its email: "no changes" when the
+    previous one said the same, else the full digest."""
+    previous = _previous(session, auditor.id)
+    numbering = DigestNumbering(
+        number=(previous.number if previous and previous.number else 0) + 1,
+        day=long_day(now, settings),
+        previous_number=previous.number if previous else None,
+    )
+    before = digest_changes.loads(previous.snapshot) if previous else None
+    changed = digest_changes.changes(before, snapshot) if before is not None else []
+    if before is not None and not changed:
+        compose_no_changes(
+            session,
+            settings,
+            auditor=auditor,
+            open_alerts=len(gathered),
+            numbering=numbering,
+            now=now,
+        )
+        return DigestState.NO_CHANGES, numbering.number
+    compose_digest(
+        session,
+        settings,
+        auditor=auditor,
+        alerts=gathered,
+        changed=changed,
+        numbering=numbering,
+        now=now,
+    )
+    return DigestState.SENT, numbering.number
+
+
+def _still_wanted(session: Session, row: Digest, auditor: User) -> bool:
+    """Still an active auditor wanting digests, and no later period of
+    theirs has been queued since."""
+    if not auditor.active or auditor.national_role != NationalRole.AUDITOR:
+        return False
+    if auditor.digest is DigestSchedule.OFF:
+        return False
+    later = session.scalar(
+        select(Digest.id)
+        .where(Digest.user_id == row.user_id, Digest.period_at > row.period_at)
+        .limit(1)
+    )
+    return later is None
+
+
+def _previous(session: Session, user_id: int) -> Digest | None:
+    """The auditor's latest digest that was sent (full or "no changes")."""
+    latest = (
+        select(func.max(Digest.number))
+        .where(Digest.user_id == user_id, Digest.number.is_not(None))
+        .scalar_subquery()
+    )
+    return session.scalar(select(Digest).where(Digest.user_id == user_id, Digest.number == latest))
