@@ -34,6 +34,7 @@ FIGURES = AlertFigures(
     overdue_updates=0,
     median_to_first_answer=timedelta(hours=4),
     p90_to_first_answer=timedelta(hours=20),
+    round_started_at=ISSUED,
 )
 
 
