@@ -170,7 +170,7 @@ def test_the_table_shows_the_figures_then_every_organisation(
     ) in out
     assert "unreachable  1 " in out
     assert "overdue      1 update(s)" in out
-    assert "first answer median 10.0 h, 90th percentile 60.0 h" in out
+    assert "first answer median 10 h, 90th percentile 2 d 12 h" in out
     assert [line.split()[:2] for line in out.splitlines() if line.startswith("RX")] == [
         ["RXA", "complete"],
         ["RXB", "in_progress"],

@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from mailflow.reports.digest_changes import Change, changes, dumps, loads, snapshot_of
-from mailflow.reports.digest_view import human_duration, percent
 from mailflow.reports.figures import AlertFigures
+from mailflow.reports.wording import human_duration, percent
 
 ISSUED = datetime(2026, 12, 1, 15, 0, tzinfo=UTC)
 FIGURES = AlertFigures(
@@ -124,7 +124,7 @@ def test_times_to_first_answer_read_as_a_person_says_them(
 
 @pytest.mark.parametrize(
     ("part", "whole", "said"),
-    [(6, 9, "67%"), (5, 9, "56%"), (1, 3, "33%"), (0, 9, "0%"), (9, 9, "100%"), (0, 0, "0%")],
+    [(6, 9, "67%"), (5, 9, "56%"), (1, 3, "33%"), (0, 9, "0%"), (9, 9, "100%"), (0, 0, "-")],
 )
 def test_percentages_are_of_the_organisations_in_scope_to_a_whole_percent(
     part: int, whole: int, said: str

@@ -24,6 +24,7 @@ from mailflow.core.mail.templates import format_time
 from mailflow.core.models import Alert
 from mailflow.reports import csv_export, history
 from mailflow.reports.figures import STATUSES, AlertFigures, RowFilter, alert_figures, alert_rows
+from mailflow.reports.wording import human_duration, percent
 
 FORMATS = ("table", "csv", "json")
 
@@ -126,23 +127,15 @@ def _alert_data(
     }
 
 
-def _percent(part: int, whole: int) -> str:
-    return f"{100 * part / whole:.0f}%" if whole else "-"
-
-
-def _hours(value: timedelta | None) -> str:
-    return f"{value.total_seconds() / 3600:.1f} h" if value is not None else "-"
-
-
 def figures_lines(f: AlertFigures, zone: ZoneInfo) -> Iterator[str]:
     yield f"{f.reference}  [{f.severity.upper()}]  {f.title}"
     yield f"as at        {format_time(f.as_at, zone)}"
     yield f"deadline     {format_time(f.deadline_at, zone)}"
     yield f"in scope     {f.in_scope}"
-    yield f"answered     {f.answered} ({_percent(f.answered, f.in_scope)})"
+    yield f"answered     {f.answered} ({percent(f.answered, f.in_scope)})"
     yield (
         f"in time      {f.answered_within_deadline} "
-        f"({_percent(f.answered_within_deadline, f.in_scope)})"
+        f"({percent(f.answered_within_deadline, f.in_scope)})"
     )
     yield (
         f"statuses     in progress {f.in_progress}, complete {f.complete}, "
@@ -151,8 +144,8 @@ def figures_lines(f: AlertFigures, zone: ZoneInfo) -> Iterator[str]:
     yield f"unreachable  {f.unreachable} (no answer, every email bounced)"
     yield f"overdue      {f.overdue_updates} update(s) or review(s)"
     yield (
-        f"first answer median {_hours(f.median_to_first_answer)}, "
-        f"90th percentile {_hours(f.p90_to_first_answer)}"
+        f"first answer median {human_duration(f.median_to_first_answer)}, "
+        f"90th percentile {human_duration(f.p90_to_first_answer)}"
     )
 
 

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from mailflow.reports.wording import percent
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
@@ -105,11 +107,6 @@ def status_counts(figures: AlertFigures) -> tuple[int, ...]:
         figures.no_answer,
         figures.unreachable,
     )
-
-
-def percent(part: int, whole: int) -> str:
-    # Rounded as the command line's report rounds.
-    return f"{100 * part / whole:.0f}%"
 
 
 def hours_between(start: datetime, end: datetime) -> float:

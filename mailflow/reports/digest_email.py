@@ -21,7 +21,7 @@ from mailflow.core.mail.messages import build_message, notification_headers
 from mailflow.core.mail.one_off import queue_email_to_person
 from mailflow.core.mail.templates import render_service_email
 from mailflow.core.models import OutgoingEmail, User
-from mailflow.reports.chart import alert_chart
+from mailflow.reports.chart import Chart
 from mailflow.reports.digest_changes import Change
 from mailflow.reports.digest_content import AlertDigest
 from mailflow.reports.digest_view import ChartImage, alert_view
@@ -55,15 +55,15 @@ def long_day(moment: datetime, settings: Settings) -> str:
     return f"{local.day} {local:%B %Y}"
 
 
-def draw_charts(
-    alerts: list[AlertDigest], mail_domain: str
-) -> tuple[list[ChartImage | None], list[InlineImage]]:
-    """Each alert's chart (mailflow/reports/chart.py) as the HTML refers to
-    it, and the images to attach."""
-    views: list[ChartImage | None] = []
+def inline_charts(
+    charts: list[Chart], mail_domain: str
+) -> tuple[list[ChartImage], list[InlineImage]]:
+    """Each alert's chart (drawn by mailflow/reports/chart.py) as the HTML
+    refers to it, under a Content-ID of this message's own, and the
+    images to attach."""
+    views = []
     images = []
-    for alert in alerts:
-        drawn = alert_chart(alert, width_px=CHART_WIDTH_PX)
+    for drawn in charts:
         cid = new_cid(mail_domain)
         views.append(ChartImage(cid=cid, alt=drawn.alt, width=drawn.width, height=drawn.height))
         images.append(InlineImage(cid=cid, png=drawn.png))
@@ -76,16 +76,18 @@ def compose_digest(
     *,
     auditor: User,
     alerts: list[AlertDigest],
+    charts: list[Chart],
     changed: list[Change],
     numbering: DigestNumbering,
     now: datetime,
 ) -> OutgoingEmail:
-    """Queue the full digest, in the caller's transaction."""
-    charts, images = draw_charts(alerts, settings.mail_domain)
+    """Queue the full digest, in the caller's transaction; ``charts`` are
+    the alerts' charts, in the same order."""
+    chart_views, images = inline_charts(charts, settings.mail_domain)
     context: dict[str, object] = {
         "recipient_name": auditor.name,
         "numbering": numbering,
-        "alerts": [alert_view(a, chart) for a, chart in zip(alerts, charts, strict=True)],
+        "alerts": [alert_view(a, view) for a, view in zip(alerts, chart_views, strict=True)],
         "changed": changed,
         "report_url": report_url(settings, user_id=auditor.id, now=now),
     }

@@ -6,33 +6,10 @@ formatting; the figures come from reports/figures.py unchanged."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
 
-from mailflow.reports import chart
 from mailflow.reports.digest_content import AlertDigest, Unable, Unanswered
 from mailflow.reports.figures import AlertFigures
-
-MINUTES_PER_HOUR = 60
-HOURS_PER_DAY = 24
-
-
-def percent(part: int, whole: int) -> str:
-    """'67%': rounded as the chart's alt text rounds, so the two agree."""
-    return chart.percent(part, whole) if whole > 0 else "0%"
-
-
-def human_duration(value: timedelta | None) -> str:
-    """'40 min', '5 h', '2 d', '1 d 3 h' (whole units, rounded down);
-    'none yet' when nobody has answered."""
-    if value is None:
-        return "none yet"
-    minutes = max(0, int(value.total_seconds() // 60))
-    if minutes < MINUTES_PER_HOUR:
-        return f"{minutes} min"
-    days, hours = divmod(minutes // MINUTES_PER_HOUR, HOURS_PER_DAY)
-    if not days:
-        return f"{hours} h"
-    return f"{days} d" if not hours else f"{days} d {hours} h"
+from mailflow.reports.wording import human_duration, percent
 
 
 @dataclass(frozen=True)

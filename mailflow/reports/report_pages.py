@@ -14,7 +14,7 @@ every other report."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -46,6 +46,7 @@ from mailflow.reports.report_access import Auditor, ReportAccess
 from mailflow.reports.report_downloads import ReportDownloads
 from mailflow.reports.report_query import PAGE_ROWS, ReportQuery, read_query
 from mailflow.reports.reported_alerts import RECENTLY_CLOSED, alert_in_report, alerts_in_report
+from mailflow.reports.wording import human_duration, percent
 
 BASE = REPORT_LINK.path_prefix + "{token}"
 NO_SUCH_ALERT = "There is no alert with that reference in the report. Go back to the report."
@@ -80,14 +81,6 @@ def routes(runtime: Runtime, pages: Pages) -> list[Route]:
         Route(BASE + "/alerts/{reference}.csv", report.download(csv.one_alert), methods=["GET"]),
         Route(BASE + "/alerts/{reference}", report.endpoint(report.alert), methods=["GET", "POST"]),
     ]
-
-
-def percent(part: int, whole: int) -> str:
-    return f"{100 * part / whole:.0f}%" if whole else "-"
-
-
-def hours(value: timedelta | None) -> str:
-    return f"{value.total_seconds() / 3600:.1f} hours" if value is not None else "none yet"
 
 
 class ReportPages:
@@ -200,7 +193,7 @@ class ReportPages:
             "zone_name": self.runtime.settings.timezone,
             "as_at_value": f"{query.as_at.astimezone(zone):%Y-%m-%dT%H:%M}" if query.as_at else "",
             "percent": percent,
-            "hours": hours,
+            "hours": human_duration,
         }
 
     def overview(
