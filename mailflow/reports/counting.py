@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Subquery, and_, case, func, or_, select
+from sqlalchemy import ColumnElement, Subquery, and_, case, func, select
 from sqlalchemy.orm import Session
 
 from mailflow.answers.statuses import AnswerStatus
@@ -84,9 +84,15 @@ def unreachable(alert_id: Any, organisation_id: Any) -> ColumnElement[bool]:
     )
 
 
-def open_on(today: date) -> ColumnElement[bool]:
-    """An organisation not closed by ``today``."""
-    return or_(Organisation.closed_on.is_(None), Organisation.closed_on > today)
+def closed_by(organisation_id: Any, today: date) -> ColumnElement[bool]:
+    """The organisation had closed by ``today``.  Few ever close, and the
+    index on ``closed_on`` finds those few, so leaving them out (NOT this)
+    costs next to nothing, where joining every organisation did."""
+    return (
+        select(Organisation.id)
+        .where(Organisation.id == organisation_id, Organisation.closed_on <= today)
+        .exists()
+    )
 
 
 def count_columns(latest: Subquery, scope: Subquery, today: date) -> list[Any]:
@@ -142,8 +148,10 @@ def scope_of(alert_ids: Sequence[int], today: date) -> Subquery:
     """The organisations each alert went to that were open on ``today``."""
     return (
         select(AlertAudience.alert_id, AlertAudience.organisation_id)
-        .join(Organisation, Organisation.id == AlertAudience.organisation_id)
-        .where(AlertAudience.alert_id.in_(alert_ids), open_on(today))
+        .where(
+            AlertAudience.alert_id.in_(alert_ids),
+            ~closed_by(AlertAudience.organisation_id, today),
+        )
         .subquery("scope")
     )
 
