@@ -49,7 +49,6 @@ from mailflow.reports.reported_alerts import RECENTLY_CLOSED, alert_in_report, a
 from mailflow.reports.wording import human_duration, percent
 
 BASE = REPORT_LINK.path_prefix + "{token}"
-NO_SUCH_ALERT = "There is no alert with that reference in the report. Go back to the report."
 STATUS_LABELS = {
     **{s.value: s.label for s in AnswerStatus},
     NO_ANSWER: "No answer",
@@ -230,8 +229,6 @@ class ReportPages:
         as_at = query.when(now)
         zone = self.runtime.settings.zone
         found = alert_in_report(session, request.path_params["reference"], as_at=as_at)
-        if found is None:
-            raise Refusal(404, "Alert not found", NO_SUCH_ALERT)
         rows = list(
             alert_rows(
                 session,
