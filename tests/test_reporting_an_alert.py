@@ -238,6 +238,7 @@ def test_an_organisations_history_lists_every_answer_oldest_first(
         (("CC-9999",), "no alert CC-9999"),
         (("CC-4720", "--status", "done"), "--status: unknown status 'done'"),
         (("CC-4720", "--as-at", "friday"), "--as-at: 'friday' is not an ISO 8601 time"),
+        (("CC-4720", "--as-at", "0001-01-01T00:30+05:00"), "--as-at: choose a time between"),
         (("CC-4720", "--history", "ZZZ"), "no organisation ZZZ"),
     ],
 )

@@ -35,6 +35,7 @@ FIGURES = AlertFigures(
     median_to_first_answer=timedelta(hours=4),
     p90_to_first_answer=timedelta(hours=20),
     round_started_at=ISSUED,
+    last_answer_at=ISSUED + timedelta(hours=20),
 )
 
 
@@ -42,6 +43,16 @@ def test_the_same_figures_a_day_later_are_no_change() -> None:
     later = replace(FIGURES, as_at=FIGURES.as_at + timedelta(hours=20))
 
     assert changes(snapshot_of([FIGURES]), snapshot_of([later])) == []
+
+
+def test_answers_that_leave_every_count_as_it_was_are_still_a_change() -> None:
+    # One organisation went from complete to in progress and another the
+    # other way; or an unable one gave a new reason.
+    swapped = replace(FIGURES, last_answer_at=FIGURES.as_at + timedelta(hours=3))
+
+    assert [str(c) for c in changes(snapshot_of([FIGURES]), snapshot_of([swapped]))] == [
+        "CC-4720: new answers given, the counts as they were (see the report page)"
+    ]
 
 
 def test_answers_moving_statuses_and_the_deadline_passing_are_each_said() -> None:

@@ -92,12 +92,19 @@ def warn_about_unknown_variables() -> None:
 pass_context = click.make_pass_decorator(Context)
 
 
+EARLIEST_YEAR = 2000
+LATEST_YEAR = 9000
+
+
 def parse_time(text: str, zone_name: str, *, option: str = "--at") -> datetime:
     """An ISO 8601 time; without an offset, in MAILFLOW_TIMEZONE."""
     try:
         when = datetime.fromisoformat(text)
     except ValueError:
         fail(f"{option}: {text!r} is not an ISO 8601 time (e.g. 2026-12-01T09:00 or ...+00:00)")
+    if not EARLIEST_YEAR <= when.year <= LATEST_YEAR:
+        # Years near either end of the calendar overflow once moved to UTC.
+        fail(f"{option}: choose a time between {EARLIEST_YEAR} and {LATEST_YEAR}")
     if when.tzinfo is None:
         when = when.replace(tzinfo=ZoneInfo(zone_name))
     return when.astimezone(UTC)

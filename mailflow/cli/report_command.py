@@ -83,7 +83,9 @@ def report(
     zone = ctx.settings.zone
     when = parse_time(as_at, ctx.settings.timezone, option="--as-at") if as_at else None
     only = RowFilter(_status_filter(status), overdue)
-    with ctx.transaction() as session:
+    # A reader: the report may be piped to a pager for as long as someone
+    # reads it, and must not hold SQLite's write lock meanwhile.
+    with ctx.runtime.readers() as session:
         now = when or ctx.runtime.clock()
         if history_of is not None:
             if len(references) != 1:

@@ -55,6 +55,9 @@ class Counts:
     # answered; None when none has.
     median_first_at: datetime | None
     p90_first_at: datetime | None
+    # The newest answer counted (any answer recorded since changes it,
+    # even one that leaves every count as it was).
+    last_answer_at: datetime | None = None
 
 
 def nearest_rank(fraction: float, count: int) -> int:
@@ -109,6 +112,7 @@ def count_columns(latest: Subquery, scope: Subquery, today: date) -> list[Any]:
         *(func.count(case((latest.c.status == s.value, 1))) for s in STATUS_ORDER),
         func.count(case((cut_off, 1))),
         func.count(case((update_overdue(latest, today), 1))),
+        func.max(latest.c.recorded_at),
     ]
 
 
@@ -117,7 +121,7 @@ def counts_of(values: Sequence[Any]) -> Counts:
     The silent are the unanswered less the unreachable, worked out here
     so the database looks each unanswered organisation up once."""
     (in_scope, answered, within, in_progress, complete, not_applicable, unable, cut_off, overdue,
-     median, p90) = values  # fmt: skip
+     last_answer_at, median, p90) = values  # fmt: skip
     return Counts(
         in_scope=in_scope,
         answered=answered,
@@ -131,6 +135,7 @@ def counts_of(values: Sequence[Any]) -> Counts:
         overdue_updates=overdue,
         median_first_at=median,
         p90_first_at=p90,
+        last_answer_at=last_answer_at,
     )
 
 
@@ -195,7 +200,7 @@ def current_counts(
     if postgresql:
         columns += percentile_columns(latest)
     rows = session.execute(
-        select(scope.c.alert_id, func.max(latest.c.recorded_at), *columns)
+        select(scope.c.alert_id, *columns)
         .select_from(scope)
         .outerjoin(
             latest,
@@ -207,9 +212,9 @@ def current_counts(
         .group_by(scope.c.alert_id)
     )
     found = {}
-    for alert_id, newest, *values in rows:
+    for alert_id, *values in rows:
         counts = counts_of(values if postgresql else [*values, None, None])
-        found[alert_id] = CurrentCounts(counts, newest)
+        found[alert_id] = CurrentCounts(counts, counts.last_answer_at)
     return found
 
 

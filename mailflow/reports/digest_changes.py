@@ -2,9 +2,10 @@
 snapshot of the figures it sent (per alert reference, as JSON), and the
 next one compares its own with it.  Pure functions: no I/O, no clock.
 
-Only the figures are compared, never how long ago something happened, so
-a day in which nobody answered and no deadline passed changes nothing,
-and the auditor gets the one-line "no changes" email."""
+Only the figures and the time of the newest answer are compared, never
+how long ago something happened, so a day in which nobody answered and no
+deadline passed changes nothing, and the auditor gets the one-line "no
+changes" email."""
 
 from __future__ import annotations
 
@@ -57,6 +58,9 @@ def _alert_snapshot(f: AlertFigures) -> AlertSnapshot:
         "overdue_updates": f.overdue_updates,
         # Organisations with no answer once the deadline has passed.
         "overdue": f.no_answer + f.unreachable if past_deadline else 0,
+        # Answers given since, even those that leave every count as it
+        # was (two organisations swapping statuses, a new reason).
+        "last_answer_at": f.last_answer_at.isoformat() if f.last_answer_at else None,
     }
 
 
@@ -106,6 +110,8 @@ def _alert_changes(before: AlertSnapshot, now: AlertSnapshot) -> list[str]:
     ]
     if moved:
         lines.append("statuses moved: " + ", ".join(moved))
+    if not lines and before.get("last_answer_at") != now["last_answer_at"]:
+        lines.append("new answers given, the counts as they were (see the report page)")
     lines.extend(_grown(before, now))
     return lines
 

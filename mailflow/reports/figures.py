@@ -85,6 +85,8 @@ class AlertFigures:
     # When the answers counted began: the issue, or the last update that
     # asked for answers again (times to first answer are from it).
     round_started_at: datetime
+    # The newest answer counted; None before any.
+    last_answer_at: datetime | None = None
 
 
 EMPTY = Counts(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, None, None)
@@ -186,6 +188,7 @@ def _figures(at: Moment, counts: Counts) -> AlertFigures:
         median_to_first_answer=counts.median_first_at - started if counts.median_first_at else None,
         p90_to_first_answer=counts.p90_first_at - started if counts.p90_first_at else None,
         round_started_at=started,
+        last_answer_at=counts.last_answer_at,
     )
 
 
