@@ -18,10 +18,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from mailflow.config import Settings
-from mailflow.core.models import Digest, Job, User
+from mailflow.core.models import Digest, DigestSchedule, DigestState, Job, User
 from mailflow.core.models.digests import SEND_DIGESTS
 from mailflow.core.runtime import Runtime
 from mailflow.core.scheduling import SchedulerPass
+from mailflow.people.users import set_digest
 from mailflow.reports.digest_job import send_digests
 from mailflow.reports.digest_scheduling import queue_digests
 from mailflow.workers.periodic import run_pass
@@ -162,3 +163,19 @@ def test_two_workers_composing_the_same_batch_send_each_digest_once(digests: Dig
     assert errors == []
     digests.work()  # the outbox sends what was queued
     assert_sent_once(digests)
+
+
+def test_an_auditor_who_changes_schedule_after_the_pass_is_sent_none_for_that_period(
+    digests: Digests,
+) -> None:
+    digests.build()
+    digests.digest_pass(FRIDAY_8)
+    with digests.runtime.sessions.begin() as session:
+        set_digest(session, email=UMA, schedule=DigestSchedule.WEEKLY, now=FRIDAY_8, actor="test")
+
+    digests.work()
+
+    assert [to for to, _ in digests.new_digests()] == [OLA]
+    with digests.runtime.sessions() as session:
+        states = dict(session.execute(select(User.email, Digest.state).join(Digest)).all())
+    assert states[UMA] is DigestState.SKIPPED

@@ -71,20 +71,25 @@ def gather_alert(
     session: Session, alert_id: int, *, as_at: datetime, zone: ZoneInfo, limit: int = LIST_LIMIT
 ) -> AlertDigest:
     figures = alert_figures(session, alert_id, as_at=as_at, zone=zone)
-    reminders = _reminders_sent(session, alert_id)
+    silent = sorted(
+        (
+            (row, status == UNREACHABLE)
+            for status in (NO_ANSWER, UNREACHABLE)
+            for row in _rows(session, alert_id, as_at, zone, status, limit)
+        ),
+        key=lambda listed: str(listed[0].code),
+    )[:limit]
+    reminders = _reminders_sent(session, alert_id, [row.code for row, _ in silent])
     unanswered = [
-        _unanswered(row, figures, reminders, unreachable=status == UNREACHABLE)
-        for status in (NO_ANSWER, UNREACHABLE)
-        for row in _rows(session, alert_id, as_at, zone, status, limit)
+        _unanswered(row, figures, reminders, unreachable=unreachable) for row, unreachable in silent
     ]
-    unanswered.sort(key=lambda org: org.code)
     unable = [
         Unable(row.code, row.name, row.reason, row.mitigations, row.answered_at, row.next_update_on)
         for row in _rows(session, alert_id, as_at, zone, "unable", limit)
     ]
     return AlertDigest(
         figures=figures,
-        unanswered=tuple(unanswered[:limit]),
+        unanswered=tuple(unanswered),
         unanswered_total=figures.no_answer + figures.unreachable,
         unable=tuple(unable),
         unable_total=figures.unable,
@@ -119,9 +124,10 @@ def _unanswered(
     )
 
 
-def _reminders_sent(session: Session, alert_id: int) -> dict[str, int]:
-    """Reminder steps decided on per organisation in the alert's current
-    round (their steps start ``r<round>:``)."""
+def _reminders_sent(session: Session, alert_id: int, codes: list[str]) -> dict[str, int]:
+    """Reminder steps decided on for each of these organisations in the
+    alert's current round (their steps start ``r<round>:``): only those
+    listed, not every organisation a national alert chased."""
     alert = session.get_one(Alert, alert_id)
     rows = session.execute(
         select(Organisation.code, func.count())
@@ -131,6 +137,7 @@ def _reminders_sent(session: Session, alert_id: int) -> dict[str, int]:
                 Chaser.alert_id == alert_id,
                 Chaser.kind == ChaseKind.REMINDER,
                 Chaser.step.startswith(f"r{alert.round}:"),
+                Organisation.code.in_(codes),
             )
         )
         .group_by(Organisation.code)

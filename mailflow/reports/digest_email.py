@@ -14,13 +14,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage
 
-from sqlalchemy.orm import Session
-
 from mailflow.config import Settings
 from mailflow.core.mail.messages import build_message, notification_headers
-from mailflow.core.mail.one_off import queue_email_to_person
 from mailflow.core.mail.templates import render_service_email
-from mailflow.core.models import OutgoingEmail, User
+from mailflow.core.models import User
 from mailflow.reports.chart import Chart
 from mailflow.reports.digest_changes import Change
 from mailflow.reports.digest_content import AlertDigest
@@ -70,8 +67,7 @@ def inline_charts(
     return views, images
 
 
-def compose_digest(
-    session: Session,
+def digest_message(
     settings: Settings,
     *,
     auditor: User,
@@ -80,9 +76,9 @@ def compose_digest(
     changed: list[Change],
     numbering: DigestNumbering,
     now: datetime,
-) -> OutgoingEmail:
-    """Queue the full digest, in the caller's transaction; ``charts`` are
-    the alerts' charts, in the same order."""
+) -> bytes:
+    """The full digest; ``charts`` are the alerts' charts, in the same
+    order.  Composed outside any transaction: it is queued as bytes."""
     chart_views, images = inline_charts(charts, settings.mail_domain)
     context: dict[str, object] = {
         "recipient_name": auditor.name,
@@ -93,31 +89,25 @@ def compose_digest(
     }
     message = _message(settings, "digest", context, auditor, numbering, now)
     _attach_inline(message, images)
-    return queue_email_to_person(
-        session, settings, kind=DIGEST_KIND, user=auditor, raw=bytes(message), now=now
-    )
+    return bytes(message)
 
 
-def compose_no_changes(
-    session: Session,
+def no_changes_message(
     settings: Settings,
     *,
     auditor: User,
     open_alerts: int,
     numbering: DigestNumbering,
     now: datetime,
-) -> OutgoingEmail:
-    """Queue the one-line "no changes" email, in the caller's transaction."""
+) -> bytes:
+    """The one-line "no changes" email."""
     context: dict[str, object] = {
         "recipient_name": auditor.name,
         "numbering": numbering,
         "open_alerts": open_alerts,
         "report_url": report_url(settings, user_id=auditor.id, now=now),
     }
-    message = _message(settings, "digest_no_changes", context, auditor, numbering, now)
-    return queue_email_to_person(
-        session, settings, kind=NO_CHANGES_KIND, user=auditor, raw=bytes(message), now=now
-    )
+    return bytes(_message(settings, "digest_no_changes", context, auditor, numbering, now))
 
 
 def _message(

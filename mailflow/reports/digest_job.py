@@ -1,13 +1,14 @@
 """The ``send_digests`` job: compose each queued digest of a batch, each in
 one transaction of its own.
 
-A digest is claimed by a conditional UPDATE (queued -> taken; a second
-worker finds it taken and does nothing), then, in the same transaction,
-the open alerts (gathered and drawn once for the batch, as at the job's
-time, before any write) are compared with the auditor's previous digest,
-the digest numbered, and its email queued in the outbox.
-A crash rolls the whole of it back and leaves the row queued for the
-job's next run; so each auditor gets each period's digest once.
+The open alerts are gathered and their charts drawn once for the batch,
+as at the job's time; each digest is then composed outside any write
+transaction (compared with the auditor's previous digest, numbered,
+rendered), and one short transaction claims its row by a conditional
+UPDATE (queued -> taken; a second worker finds it taken and does
+nothing), checks the numbering still holds, and queues the email in the
+outbox.  A crash rolls that back and leaves the row queued for the job's
+next run; so each auditor gets each period's digest once.
 
 What is sent: nothing open -> nothing (``skipped``, no number used); a
 previous digest and nothing changed since -> the one-line "no changes"
@@ -26,6 +27,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from mailflow.config import Settings
+from mailflow.core.mail.one_off import queue_email_to_person
 from mailflow.core.models import Alert, Digest, DigestSchedule, DigestState, NationalRole, User
 from mailflow.core.models.digests import SEND_DIGESTS as SEND_DIGESTS
 from mailflow.core.runtime import Runtime
@@ -34,10 +36,12 @@ from mailflow.reports.chart import Chart, alert_chart
 from mailflow.reports.digest_content import AlertDigest, gather_alert
 from mailflow.reports.digest_email import (
     CHART_WIDTH_PX,
+    DIGEST_KIND,
+    NO_CHANGES_KIND,
     DigestNumbering,
-    compose_digest,
-    compose_no_changes,
+    digest_message,
     long_day,
+    no_changes_message,
 )
 from mailflow.reports.digest_scheduling import open_alerts
 
@@ -83,8 +87,7 @@ def send_digests(runtime: Runtime, payload: dict[str, Any]) -> datetime | None:
     failed = 0
     for digest_id in ids:
         try:
-            with runtime.sessions.begin() as session:
-                compose_one(session, runtime.settings, digest_id, now, gathered)
+            compose_one(runtime, digest_id, now, gathered)
         except Exception:
             log.exception("could not compose digest %s; the job runs again", digest_id)
             failed += 1
@@ -105,65 +108,93 @@ def _claim(session: Session, digest_id: int, now: datetime) -> bool:
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def compose_one(
+@dataclass(frozen=True)
+class Prepared:
+    """A digest composed, ready to queue once its row is claimed: the
+    rendering (templates, MIME, the charts' bytes) is done before the
+    write transaction, which only claims, checks and inserts."""
+
+    user_id: int
+    state: DigestState
+    number: int
+    previous_number: int | None
+    kind: str
+    raw: bytes
+    snapshot: str
+
+
+def compose_one(runtime: Runtime, digest_id: int, now: datetime, gathered: Gathered) -> None:
+    """Decide one digest (skipped, no changes, or sent) and queue it."""
+    with runtime.readers() as session:
+        prepared = _prepare(session, runtime.settings, digest_id, now, gathered)
+    with runtime.sessions.begin() as session:
+        if not _claim(session, digest_id, now) or prepared is None:
+            return
+        if _number_of_previous(session, prepared.user_id) != prepared.previous_number:
+            # Another digest of this auditor was numbered meanwhile (an
+            # earlier period, late): this one is composed again next run.
+            raise RuntimeError(f"digest {digest_id} was numbered after another; composed again")
+        auditor = session.get_one(User, prepared.user_id)
+        queue_email_to_person(
+            session, runtime.settings, kind=prepared.kind, user=auditor, raw=prepared.raw, now=now
+        )
+        session.execute(
+            update(Digest)
+            .where(Digest.id == digest_id)
+            .values(state=prepared.state, number=prepared.number, snapshot=prepared.snapshot)
+            .execution_options(synchronize_session=False)
+        )
+
+
+def _prepare(
     session: Session, settings: Settings, digest_id: int, now: datetime, gathered: Gathered
-) -> None:
-    """Claim one digest and decide it: skipped, no changes, or sent."""
-    if not _claim(session, digest_id, now):
-        return
-    row = session.get_one(Digest, digest_id, populate_existing=True)
+) -> Prepared | None:
+    """The digest's email, numbered after the auditor's previous one and
+    saying what changed since it; None when nothing is to be sent."""
+    row = session.get(Digest, digest_id)
+    if row is None or row.state is not DigestState.QUEUED or not gathered.alerts:
+        return None
     auditor = session.get_one(User, row.user_id)
-    if not _still_wanted(session, row, auditor) or not gathered.alerts:
-        return
-    snapshot = digest_changes.snapshot_of(d.figures for d in gathered.alerts)
-    state, number = _queue_email(session, settings, auditor, gathered, snapshot, now)
-    session.execute(
-        update(Digest)
-        .where(Digest.id == digest_id)
-        .values(state=state, number=number, snapshot=digest_changes.dumps(snapshot))
-        .execution_options(synchronize_session=False)
-    )
-
-
-def _queue_email(
-    session: Session,
-    settings: Settings,
-    auditor: User,
-    gathered: Gathered,
-    snapshot: digest_changes.Snapshot,
-    now: datetime,
-) -> tuple[DigestState, int]:
-    """Number the digest and queue its email: "no changes" when the
-    previous one said the same, else the full digest."""
+    if not _still_wanted(session, row, auditor):
+        return None
     previous = _previous(session, auditor.id)
     numbering = DigestNumbering(
         number=(previous.number if previous and previous.number else 0) + 1,
         day=long_day(now, settings),
         previous_number=previous.number if previous else None,
     )
+    snapshot = digest_changes.snapshot_of(d.figures for d in gathered.alerts)
     before = digest_changes.loads(previous.snapshot) if previous else None
     changed = digest_changes.changes(before, snapshot) if before is not None else []
     if before is not None and not changed:
-        compose_no_changes(
-            session,
+        state, kind = DigestState.NO_CHANGES, NO_CHANGES_KIND
+        raw = no_changes_message(
             settings,
             auditor=auditor,
             open_alerts=len(gathered.alerts),
             numbering=numbering,
             now=now,
         )
-        return DigestState.NO_CHANGES, numbering.number
-    compose_digest(
-        session,
-        settings,
-        auditor=auditor,
-        alerts=gathered.alerts,
-        charts=gathered.charts,
-        changed=changed,
-        numbering=numbering,
-        now=now,
+    else:
+        state, kind = DigestState.SENT, DIGEST_KIND
+        raw = digest_message(
+            settings,
+            auditor=auditor,
+            alerts=gathered.alerts,
+            charts=gathered.charts,
+            changed=changed,
+            numbering=numbering,
+            now=now,
+        )
+    return Prepared(
+        auditor.id,
+        state,
+        numbering.number,
+        numbering.previous_number,
+        kind,
+        raw,
+        digest_changes.dumps(snapshot),
     )
-    return DigestState.SENT, numbering.number
 
 
 def _still_wanted(session: Session, row: Digest, auditor: User) -> bool:
@@ -171,7 +202,9 @@ def _still_wanted(session: Session, row: Digest, auditor: User) -> bool:
     theirs has been queued since."""
     if not auditor.active or auditor.national_role != NationalRole.AUDITOR:
         return False
-    if auditor.digest is DigestSchedule.OFF:
+    if auditor.digest is DigestSchedule.OFF or auditor.digest is not row.schedule:
+        # Off, or changed since the row was queued: the new schedule's
+        # own period sends the next one.
         return False
     later = session.scalar(
         select(Digest.id)
@@ -179,6 +212,12 @@ def _still_wanted(session: Session, row: Digest, auditor: User) -> bool:
         .limit(1)
     )
     return later is None
+
+
+def _number_of_previous(session: Session, user_id: int) -> int | None:
+    return session.scalar(
+        select(func.max(Digest.number)).where(Digest.user_id == user_id, Digest.number.is_not(None))
+    )
 
 
 def _previous(session: Session, user_id: int) -> Digest | None:
