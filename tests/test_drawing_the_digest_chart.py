@@ -29,7 +29,7 @@ from mailflow.answers.recording import record_answers
 from mailflow.answers.statuses import AnswerStatus
 from mailflow.config import Settings
 from mailflow.core.models import User
-from mailflow.reports.chart import DEADLINE_COLOUR, Chart, alert_chart
+from mailflow.reports.chart import DEADLINE_COLOUR, Chart, _share_steps, alert_chart
 from mailflow.reports.digest_content import AlertDigest, gather_alert
 from tests.support.reporting import EARLIER, LATER, LONDON, build, hours
 
@@ -285,3 +285,14 @@ def test_after_an_update_asking_again_the_chart_counts_hours_from_the_update(
     assert chart.alt.startswith(
         "CC-4720, 5 hours after the update asking again: 1 of 9 organisations answered (11%)"
     )
+
+
+def test_each_running_total_is_drawn_at_the_end_of_its_hour_never_earlier() -> None:
+    # One answered in hour 2, another 30 minutes after a 48-hour deadline
+    # (hour 48): drawn at 3 and at 49, not on the deadline line.
+    xs, ys = _share_steps(((2, 1), (48, 2)), in_scope=4, now=60)
+
+    assert xs == [0.0, 3.0, 49.0, 60.0]
+    assert ys == [0.0, 25.0, 50.0, 50.0]
+    # Never beyond now.
+    assert _share_steps(((48, 2),), in_scope=4, now=48.5)[0] == [0.0, 48.5, 48.5]

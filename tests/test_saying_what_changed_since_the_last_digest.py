@@ -135,7 +135,19 @@ def test_times_to_first_answer_read_as_a_person_says_them(
 
 @pytest.mark.parametrize(
     ("part", "whole", "said"),
-    [(6, 9, "67%"), (5, 9, "56%"), (1, 3, "33%"), (0, 9, "0%"), (9, 9, "100%"), (0, 0, "-")],
+    [
+        (6, 9, "67%"),
+        (5, 9, "56%"),
+        (1, 3, "33%"),
+        (0, 9, "0%"),
+        (9, 9, "100%"),
+        (0, 0, "-"),
+        # Never all, or none, while it is not.
+        (199, 200, ">99%"),
+        (1, 200, "<1%"),
+        (197, 200, "98%"),
+        (3, 200, "2%"),
+    ],
 )
 def test_percentages_are_of_the_organisations_in_scope_to_a_whole_percent(
     part: int, whole: int, said: str

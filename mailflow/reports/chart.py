@@ -214,7 +214,8 @@ def _draw_share(axes: Axes, digest: AlertDigest, scale: float) -> None:
     axes.set_ylim(0, 105)
     axes.set_yticks([0, 50, 100], ["0%", "50%", "100%"])
     axes.set_xticks(_hour_ticks(end))
-    axes.set_xlabel("hours since issue", fontsize=FONT_PT * scale, fontfamily=FONT)
+    since = "issue" if f.round_started_at == f.issued_at else "the update asking again"
+    axes.set_xlabel(f"hours since {since}", fontsize=FONT_PT * scale, fontfamily=FONT)
     axes.grid(axis="y", color=GRID_COLOUR, linewidth=scale)
 
 
@@ -222,11 +223,14 @@ def _share_steps(
     answered_by_hour: tuple[tuple[int, int], ...], in_scope: int, now: float
 ) -> tuple[list[float], list[float]]:
     """The step line's corners: none answered at the issue, then each
-    hour's running total as a percentage, held until now."""
+    hour's running total as a percentage, held until now.  A total is
+    drawn at the end of its hour (it counts those who answered by then),
+    so an answer is never shown earlier than it came: one 30 minutes
+    after the deadline is not drawn on it."""
     xs: list[float] = [0.0]
     ys: list[float] = [0.0]
     for hour, answered in answered_by_hour:
-        xs.append(float(min(max(hour, 0), now)))
+        xs.append(float(min(max(hour + 1, 0), now)))
         ys.append(100 * answered / in_scope)
     xs.append(now)
     ys.append(ys[-1])

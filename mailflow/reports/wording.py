@@ -10,9 +10,18 @@ HOURS_PER_DAY = 24
 
 
 def percent(part: int, whole: int) -> str:
-    """'67%', rounded to the nearest whole per cent (halves to even);
-    '-' when there is nothing to be a share of."""
-    return f"{100 * part / whole:.0f}%" if whole else "-"
+    """'67%', rounded to the nearest whole per cent (halves to even), but
+    never to 0% or 100% unless it is: 1 of 200 is '<1%' and 199 of 200
+    '>99%', so nobody reads "all answered" while one has not.  '-' when
+    there is nothing to be a share of."""
+    if not whole:
+        return "-"
+    share = 100 * part / whole
+    if 0 < share < 1:
+        return "<1%"
+    if 99 < share < 100:
+        return ">99%"
+    return f"{share:.0f}%"
 
 
 def human_duration(value: timedelta | None) -> str:
