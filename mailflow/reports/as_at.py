@@ -5,13 +5,14 @@ aggregated or streamed by the database from the same definitions."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Boolean, ColumnElement, Subquery, and_, case, func, or_, select
+from sqlalchemy import ColumnElement, Subquery, case, func, select
 from sqlalchemy.orm import Session
 
 from mailflow.core.models import (
@@ -43,15 +44,24 @@ class Moment:
     later_round: bool = False
 
 
+def restarts_of(session: Session, alert_ids: Sequence[int]) -> dict[int, list[Any]]:
+    """Each alert's updates that asked for answers again, newest first."""
+    found: dict[int, list[Any]] = defaultdict(list)
+    rows = session.execute(
+        select(AlertUpdate.alert_id, AlertUpdate.published_at, AlertUpdate.deadline_at)
+        .where(AlertUpdate.alert_id.in_(alert_ids), AlertUpdate.answer_again.is_(True))
+        .order_by(AlertUpdate.published_at.desc(), AlertUpdate.id.desc())
+    )
+    for alert_id, published_at, deadline_at in rows:
+        found[alert_id].append((published_at, deadline_at))
+    return found
+
+
 def moment(session: Session, alert: Alert, *, as_at: datetime, zone: ZoneInfo) -> Moment:
     """An update that asked for answers again cleared the statuses: the
     answers given before it no longer count from its publication on."""
-    restarts = session.execute(
-        select(AlertUpdate.published_at, AlertUpdate.deadline_at)
-        .where(AlertUpdate.alert_id == alert.id, AlertUpdate.answer_again.is_(True))
-        .order_by(AlertUpdate.published_at.desc(), AlertUpdate.id.desc())
-    ).all()
-    return moment_of(alert, [(r[0], r[1]) for r in restarts], as_at=as_at, zone=zone)
+    restarts = restarts_of(session, [alert.id])[alert.id]
+    return moment_of(alert, restarts, as_at=as_at, zone=zone)
 
 
 def moment_of(
@@ -79,14 +89,29 @@ def moment_of(
 
 def in_scope(at: Moment) -> Subquery:
     """The organisations the alert went to that were open at the time."""
+    return scope_of([at.alert.id], at.today)
+
+
+def scope_of(alert_ids: Sequence[int], today: date) -> Subquery:
+    """The organisations each alert went to that were open on ``today``."""
     return (
-        select(AlertAudience.alert_id, Organisation.id.label("organisation_id"))
-        .join(AlertAudience, AlertAudience.organisation_id == Organisation.id)
+        select(AlertAudience.alert_id, AlertAudience.organisation_id)
         .where(
-            AlertAudience.alert_id == at.alert.id,
-            or_(Organisation.closed_on.is_(None), Organisation.closed_on > at.today),
+            AlertAudience.alert_id.in_(alert_ids),
+            ~closed_by(AlertAudience.organisation_id, today),
         )
         .subquery("scope")
+    )
+
+
+def closed_by(organisation_id: Any, today: date) -> ColumnElement[bool]:
+    """The organisation had closed by ``today``.  Few ever close, and the
+    index on ``closed_on`` finds those few, so leaving them out (NOT this)
+    costs next to nothing, where joining every organisation did."""
+    return (
+        select(Organisation.id)
+        .where(Organisation.id == organisation_id, Organisation.closed_on <= today)
+        .exists()
     )
 
 
@@ -124,28 +149,28 @@ def latest_answers(at: Moment) -> Subquery:
     return select(ranked).where(ranked.c.newest == 1).subquery("latest")
 
 
-def current_statuses(at: Moment, *, with_answers: bool) -> Subquery:
-    """The same columns as ``latest_answers`` read from ``alert_statuses``
-    (one row per organisation, kept current as each answer is recorded),
-    which is right only while nothing was recorded after ``as_at``: see
-    ``statuses_are_current``.  ``with_answers`` joins each status to its
-    answer for the note, reason, mitigations and who gave it; the counts
-    need none of them."""
-    status = AlertStatus
+def statuses_of(alert_ids: Sequence[int], *, with_answers: bool = False) -> Subquery:
+    """The current statuses of these alerts (one row per organisation,
+    kept current as each answer is recorded), under the names of
+    ``latest_answers``: right only while nothing was recorded after the
+    time asked about (see ``statuses_are_current``).  ``with_answers``
+    joins each to its answer for the note, reason, mitigations and who
+    gave it; the counts need none of them."""
     columns: list[Any] = [
-        status.answer_id.label("id"),
-        status.organisation_id,
-        status.status,
-        status.next_update_on,
-        status.updated_at.label("recorded_at"),
-        status.first_answered_at.label("first_at"),
-        status.within_deadline.label("first_within"),
+        AlertStatus.alert_id,
+        AlertStatus.organisation_id,
+        AlertStatus.answer_id.label("id"),
+        AlertStatus.status,
+        AlertStatus.next_update_on,
+        AlertStatus.updated_at.label("recorded_at"),
+        AlertStatus.first_answered_at.label("first_at"),
+        AlertStatus.within_deadline.label("first_within"),
     ]
     if with_answers:
         columns += [Answer.user_id, Answer.note, Answer.reason, Answer.mitigations]
-    query = select(*columns).where(status.alert_id == at.alert.id)
+    query = select(*columns).where(AlertStatus.alert_id.in_(alert_ids))
     if with_answers:
-        query = query.join(Answer, Answer.id == status.answer_id)
+        query = query.join(Answer, Answer.id == AlertStatus.answer_id)
     return query.subquery("latest")
 
 
@@ -165,30 +190,21 @@ def answers_then(session: Session, at: Moment, *, with_answers: bool) -> Subquer
     when they still hold it (reports as at now, the usual case), else from
     the history of answers."""
     if statuses_are_current(session, at):
-        return current_statuses(at, with_answers=with_answers)
+        return statuses_of([at.alert.id], with_answers=with_answers)
     return latest_answers(at)
 
 
-def bounced(at: Moment) -> Subquery:
-    """Per organisation the alert was sent to (anyone holding a role
-    there), whether every one of those emails bounced.  (Deliveries keep
-    only their current state, so this is as of now, not ``as_at``.)"""
-    reached = func.count(case((Delivery.state != DeliveryState.BOUNCED, 1)))
+def unreachable(alert_id: Any, organisation_id: Any) -> ColumnElement[bool]:
+    """Every email of the alert sent to the organisation's people bounced
+    (and there was at least one: with none, the comparison is with null,
+    which is not true).  As of now: deliveries keep only their current
+    state.  One correlated subquery, so the database looks it up once
+    for each organisation it asks about."""
+    reached = func.max(case((Delivery.state != DeliveryState.BOUNCED, 1), else_=0))
     return (
-        select(
-            Membership.organisation_id,
-            (reached == 0).label("all_bounced"),
-        )
-        .join(
-            Delivery,
-            and_(Delivery.user_id == Membership.user_id, Delivery.alert_id == at.alert.id),
-        )
-        .group_by(Membership.organisation_id)
-        .subquery("sent")
+        select(reached)
+        .join(Membership, Membership.user_id == Delivery.user_id)
+        .where(Delivery.alert_id == alert_id, Membership.organisation_id == organisation_id)
+        .scalar_subquery()
+        == 0
     )
-
-
-def all_bounced(sent: Subquery) -> ColumnElement[bool]:
-    """True for an organisation whose every email bounced; false (not
-    null) for one never sent the alert."""
-    return func.coalesce(sent.c.all_bounced, False, type_=Boolean)

@@ -16,14 +16,7 @@ from sqlalchemy import ColumnElement, Subquery, and_, case, func, select
 from sqlalchemy.orm import Session
 
 from mailflow.answers.statuses import AnswerStatus
-from mailflow.core.models import (
-    AlertAudience,
-    AlertStatus,
-    Delivery,
-    DeliveryState,
-    Membership,
-    Organisation,
-)
+from mailflow.reports.as_at import scope_of, statuses_of, unreachable
 
 # Statuses that owe an update (in progress) or a review (unable).
 OWING = (AnswerStatus.IN_PROGRESS.value, AnswerStatus.UNABLE.value)
@@ -69,33 +62,6 @@ def nearest_rank(fraction: float, count: int) -> int:
 
 def update_overdue(latest: Subquery, today: date) -> ColumnElement[bool]:
     return and_(latest.c.status.in_(OWING), latest.c.next_update_on < today)
-
-
-def unreachable(alert_id: Any, organisation_id: Any) -> ColumnElement[bool]:
-    """Every email of the alert sent to the organisation's people bounced
-    (and there was at least one: with none, the comparison is with null,
-    which is not true).  As of now: deliveries keep only their current
-    state.  One correlated subquery, so the database looks it up once
-    for each organisation it asks about."""
-    reached = func.max(case((Delivery.state != DeliveryState.BOUNCED, 1), else_=0))
-    return (
-        select(reached)
-        .join(Membership, Membership.user_id == Delivery.user_id)
-        .where(Delivery.alert_id == alert_id, Membership.organisation_id == organisation_id)
-        .scalar_subquery()
-        == 0
-    )
-
-
-def closed_by(organisation_id: Any, today: date) -> ColumnElement[bool]:
-    """The organisation had closed by ``today``.  Few ever close, and the
-    index on ``closed_on`` finds those few, so leaving them out (NOT this)
-    costs next to nothing, where joining every organisation did."""
-    return (
-        select(Organisation.id)
-        .where(Organisation.id == organisation_id, Organisation.closed_on <= today)
-        .exists()
-    )
 
 
 def count_columns(latest: Subquery, scope: Subquery, today: date) -> list[Any]:
@@ -147,37 +113,6 @@ def percentile_columns(latest: Subquery) -> list[Any]:
         func.percentile_disc(MEDIAN).within_group(first_at),
         func.percentile_disc(NINETIETH).within_group(first_at),
     ]
-
-
-def scope_of(alert_ids: Sequence[int], today: date) -> Subquery:
-    """The organisations each alert went to that were open on ``today``."""
-    return (
-        select(AlertAudience.alert_id, AlertAudience.organisation_id)
-        .where(
-            AlertAudience.alert_id.in_(alert_ids),
-            ~closed_by(AlertAudience.organisation_id, today),
-        )
-        .subquery("scope")
-    )
-
-
-def statuses_of(alert_ids: Sequence[int]) -> Subquery:
-    """The current statuses of these alerts, under the names the counts
-    read (those of ``as_at.latest_answers``)."""
-    return (
-        select(
-            AlertStatus.alert_id,
-            AlertStatus.organisation_id,
-            AlertStatus.answer_id.label("id"),
-            AlertStatus.status,
-            AlertStatus.next_update_on,
-            AlertStatus.updated_at.label("recorded_at"),
-            AlertStatus.first_answered_at.label("first_at"),
-            AlertStatus.within_deadline.label("first_within"),
-        )
-        .where(AlertStatus.alert_id.in_(alert_ids))
-        .subquery("latest")
-    )
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,6 @@ organisation is loaded to be counted in Python."""
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
@@ -13,6 +12,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
+    Boolean,
     ColumnElement,
     Integer,
     Row,
@@ -27,16 +27,18 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session, aliased
 
 from mailflow.answers.statuses import AnswerStatus
-from mailflow.core.models import Alert, AlertUpdate, Organisation, User, UTCDateTime
+from mailflow.core.models import Alert, Organisation, User, UTCDateTime
 from mailflow.reports.as_at import (
     Moment,
-    all_bounced,
     answers_then,
-    bounced,
     in_scope,
     latest_answers,
     moment,
     moment_of,
+    restarts_of,
+    scope_of,
+    statuses_of,
+    unreachable,
 )
 from mailflow.reports.counting import (
     Counts,
@@ -45,8 +47,6 @@ from mailflow.reports.counting import (
     current_counts,
     percentile_columns,
     ranked_first_answers,
-    scope_of,
-    statuses_of,
     update_overdue,
 )
 
@@ -111,19 +111,6 @@ def _history_counts(session: Session, at: Moment) -> Counts:
     return counts_of(values)
 
 
-def _restarts(session: Session, alert_ids: Sequence[int]) -> dict[int, list[Any]]:
-    """Each alert's updates that asked for answers again, newest first."""
-    found: dict[int, list[Any]] = defaultdict(list)
-    rows = session.execute(
-        select(AlertUpdate.alert_id, AlertUpdate.published_at, AlertUpdate.deadline_at)
-        .where(AlertUpdate.alert_id.in_(alert_ids), AlertUpdate.answer_again.is_(True))
-        .order_by(AlertUpdate.published_at.desc(), AlertUpdate.id.desc())
-    )
-    for alert_id, published_at, deadline_at in rows:
-        found[alert_id].append((published_at, deadline_at))
-    return found
-
-
 def alerts_figures(
     session: Session, alert_ids: Sequence[int], *, as_at: datetime, zone: ZoneInfo
 ) -> list[AlertFigures]:
@@ -132,7 +119,7 @@ def alerts_figures(
     the current statuses; an alert with answers after ``as_at`` is counted
     from its history instead."""
     alerts = {a.id: a for a in session.scalars(select(Alert).where(Alert.id.in_(alert_ids)))}
-    restarts = _restarts(session, alert_ids)
+    restarts = restarts_of(session, alert_ids)
     today = as_at.astimezone(zone).date()
     current = current_counts(session, alert_ids, today)
     figures = []
@@ -273,8 +260,12 @@ def alert_rows(
     sort = sort or Sort()
     only = only or RowFilter()
     at = moment(session, session.get_one(Alert, alert_id), as_at=as_at, zone=zone)
-    scope, sent = in_scope(at), bounced(at)
+    scope = in_scope(at)
     latest = answers_then(session, at, with_answers=True)
+    # Looked up per organisation listed: a correlated subquery, as counted.
+    all_bounced = func.coalesce(
+        unreachable(scope.c.alert_id, scope.c.organisation_id), False, type_=Boolean
+    )
     parent = aliased(Organisation)
     unanswered = latest.c.id.is_(None)
     late = unanswered if at.deadline_at < as_at else false()
@@ -294,20 +285,19 @@ def alert_rows(
             latest.c.first_at.label("first_answered_at"),
             latest.c.next_update_on,
             func.coalesce(overdue, False).label("overdue"),
-            all_bounced(sent).label("bounced"),
+            all_bounced.label("bounced"),
         )
         .select_from(scope)
         .join(Organisation, Organisation.id == scope.c.organisation_id)
         .outerjoin(parent, parent.id == Organisation.parent_id)
         .outerjoin(latest, latest.c.organisation_id == scope.c.organisation_id)
         .outerjoin(User, User.id == latest.c.user_id)
-        .outerjoin(sent, sent.c.organisation_id == scope.c.organisation_id)
         .execution_options(yield_per=STREAM_ROWS)
     )
     if only.status == NO_ANSWER:
-        query = query.where(unanswered, ~all_bounced(sent))
+        query = query.where(unanswered, ~all_bounced)
     elif only.status == UNREACHABLE:
-        query = query.where(unanswered, all_bounced(sent))
+        query = query.where(unanswered, all_bounced)
     elif only.status is not None:
         query = query.where(latest.c.status == only.status)
     if only.overdue_only:
