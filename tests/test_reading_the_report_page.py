@@ -14,6 +14,8 @@ from datetime import date, datetime, timedelta
 import pytest
 from sqlalchemy import func, select, update
 
+from mailflow.alerts.alert_files import parse_alert_spec
+from mailflow.alerts.issuing import issue_alert
 from mailflow.core.links import PEOPLE_LINK
 from mailflow.core.models import Alert, MfaFailure, User
 from mailflow.reports import report_downloads, report_pages, report_query
@@ -32,6 +34,7 @@ from tests.support.report_pages import (
     figures_shown,
 )
 from tests.support.reporting import EARLIER, INJECTION, LONDON, SATURDAY, hours
+from tests.support.seed import alert_spec_data
 
 REFERENCE = "CC-4720"
 NONE = ["RXG", "RXH", "RXJ"]  # no answer
@@ -357,6 +360,15 @@ def test_closed_alerts_stay_on_the_report_for_thirty_days(report_web: ReportWeb)
 
     assert listed(closed + timedelta(days=29)) == [report_web.alert_id]
     assert listed(closed + timedelta(days=30)) == []
+
+
+def test_an_alert_that_asks_for_no_answers_is_not_on_the_report(report_web: ReportWeb) -> None:
+    session = report_web.db()
+    spec = parse_alert_spec(alert_spec_data(reference="CC-5000", severity="medium"), source="t")
+    issue_alert(session, spec, now=hours(1), actor="test", mail_domain="alerts.test")
+    session.commit()
+
+    assert [a.reference for a in alerts_in_report(session, as_at=hours(2))] == ["CC-4720"]
 
 
 # ----------------------------------------------------------------- CSV

@@ -30,7 +30,8 @@ FORMATS = ("table", "csv", "json")
 
 
 def _alerts(session: Session, references: Sequence[str], as_at: datetime) -> list[Alert]:
-    """The alerts named, or every alert open at ``as_at``, oldest first."""
+    """The alerts named, or every alert open at ``as_at`` that asks for
+    answers (one that asks none has no figures), oldest first."""
     if references:
         try:
             return [get_alert(session, reference) for reference in references]
@@ -40,6 +41,7 @@ def _alerts(session: Session, references: Sequence[str], as_at: datetime) -> lis
         session.scalars(
             select(Alert)
             .where(
+                Alert.response_required.is_(True),
                 Alert.issued_at <= as_at,
                 or_(Alert.closed_at.is_(None), Alert.closed_at > as_at),
             )

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 
 from mailflow.core.links import REPORT_LINK
-from mailflow.core.models import NationalRole, User
+from mailflow.core.models import Alert, NationalRole, User
 from mailflow.core.pages.committing import CodeRefused, Committed, commit_with_second_factor
 from mailflow.core.pages.refusals import (
     INVALID,
@@ -32,6 +32,7 @@ from mailflow.core.runtime import Runtime
 from mailflow.core.second_factor.mfa import is_enrolled
 from mailflow.core.second_factor.verified_sessions import verified_session_holds
 from mailflow.reports.report_link import USER_FIELD
+from mailflow.reports.reported_alerts import alert_in_report
 
 NOT_AUDITOR = (
     "This report is only for the auditors of the service, and this link was not made for one "
@@ -113,3 +114,14 @@ class ReportAccess:
             return outcome
         assert isinstance(outcome, Committed), outcome
         return None
+
+
+NO_SUCH_ALERT = "There is no alert with that reference in the report. Go back to the report."
+
+
+def reported_alert(session: Session, request: Request, *, as_at: datetime) -> Alert:
+    """The alert the address names, as the report shows it; else a 404."""
+    found = alert_in_report(session, request.path_params["reference"], as_at=as_at)
+    if found is None:
+        raise Refusal(404, "Alert not found", NO_SUCH_ALERT)
+    return found

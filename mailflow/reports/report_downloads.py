@@ -22,9 +22,9 @@ from starlette.responses import Response, StreamingResponse
 from mailflow.core.runtime import Runtime
 from mailflow.reports.csv_export import CsvWriter
 from mailflow.reports.figures import alert_rows
-from mailflow.reports.report_access import Auditor
+from mailflow.reports.report_access import Auditor, reported_alert
 from mailflow.reports.report_query import ReportQuery
-from mailflow.reports.reported_alerts import alert_in_report, alerts_in_report
+from mailflow.reports.reported_alerts import alerts_in_report
 
 # Rows written before a chunk is sent.
 CHUNK_ROWS = 500
@@ -49,7 +49,7 @@ class ReportDownloads:
         now: datetime,
     ) -> Response:
         as_at = query.when(now)
-        found = alert_in_report(session, request.path_params["reference"], as_at=as_at)
+        found = reported_alert(session, request, as_at=as_at)
         return self._csv([(found.id, found.reference)], query, as_at, found.reference)
 
     def all_alerts(

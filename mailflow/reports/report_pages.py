@@ -42,10 +42,10 @@ from mailflow.reports.figures import (
     alert_rows,
     alerts_figures,
 )
-from mailflow.reports.report_access import Auditor, ReportAccess
+from mailflow.reports.report_access import Auditor, ReportAccess, reported_alert
 from mailflow.reports.report_downloads import ReportDownloads
 from mailflow.reports.report_query import PAGE_ROWS, ReportQuery, read_query
-from mailflow.reports.reported_alerts import RECENTLY_CLOSED, alert_in_report, alerts_in_report
+from mailflow.reports.reported_alerts import RECENTLY_CLOSED, alerts_in_report
 from mailflow.reports.wording import human_duration, percent
 
 BASE = REPORT_LINK.path_prefix + "{token}"
@@ -228,7 +228,7 @@ class ReportPages:
     ) -> Response:
         as_at = query.when(now)
         zone = self.runtime.settings.zone
-        found = alert_in_report(session, request.path_params["reference"], as_at=as_at)
+        found = reported_alert(session, request, as_at=as_at)
         rows = list(
             alert_rows(
                 session,

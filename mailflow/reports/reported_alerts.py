@@ -1,5 +1,6 @@
 """Which alerts the auditors' report page shows: every alert open at the
-time asked for, and those closed in the 30 days before it, newest first;
+time asked for, and those closed in the 30 days before it, newest first
+(only alerts that ask for answers);
 and one of them by its reference.  Auditors are national: every alert
 issued by then is theirs to see."""
 
@@ -11,12 +12,10 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from mailflow.core.models import Alert
-from mailflow.core.pages.refusals import Refusal
 
 # How long a closed alert stays on the page.
 RECENTLY_CLOSED = timedelta(days=30)
 MAX_REFERENCE_LENGTH = 20
-NO_SUCH_ALERT = "There is no alert with that reference in the report. Go back to the report."
 
 
 def alerts_in_report(session: Session, *, as_at: datetime) -> list[Alert]:
@@ -24,6 +23,8 @@ def alerts_in_report(session: Session, *, as_at: datetime) -> list[Alert]:
         session.scalars(
             select(Alert)
             .where(
+                # One that asks for no answers has no figures to show.
+                Alert.response_required.is_(True),
                 Alert.issued_at <= as_at,
                 or_(Alert.closed_at.is_(None), Alert.closed_at > as_at - RECENTLY_CLOSED),
             )
@@ -32,14 +33,10 @@ def alerts_in_report(session: Session, *, as_at: datetime) -> list[Alert]:
     )
 
 
-def alert_in_report(session: Session, reference: str, *, as_at: datetime) -> Alert:
-    """The alert with this reference, if it had been issued by ``as_at``;
-    else the page's 404."""
-    found = None
-    if len(reference) <= MAX_REFERENCE_LENGTH:
-        found = session.scalar(
-            select(Alert).where(Alert.reference == reference.upper(), Alert.issued_at <= as_at)
-        )
-    if found is None:
-        raise Refusal(404, "Alert not found", NO_SUCH_ALERT)
-    return found
+def alert_in_report(session: Session, reference: str, *, as_at: datetime) -> Alert | None:
+    """The alert with this reference, if it had been issued by ``as_at``."""
+    if len(reference) > MAX_REFERENCE_LENGTH:
+        return None
+    return session.scalar(
+        select(Alert).where(Alert.reference == reference.upper(), Alert.issued_at <= as_at)
+    )
