@@ -16,7 +16,8 @@ from sqlalchemy import ColumnElement, Subquery, and_, case, func, select
 from sqlalchemy.orm import Session
 
 from mailflow.answers.statuses import AnswerStatus
-from mailflow.reports.as_at import scope_of, statuses_of, unreachable
+from mailflow.core.models import AlertAudience
+from mailflow.reports.as_at import closed_by, statuses_of, unreachable, unreachable_counts
 
 # Statuses that owe an update (in progress) or a review (unable).
 OWING = (AnswerStatus.IN_PROGRESS.value, AnswerStatus.UNABLE.value)
@@ -64,29 +65,34 @@ def update_overdue(latest: Subquery, today: date) -> ColumnElement[bool]:
     return and_(latest.c.status.in_(OWING), latest.c.next_update_on < today)
 
 
-def count_columns(latest: Subquery, scope: Subquery, today: date) -> list[Any]:
-    """The aggregates of Counts but the percentiles, in its order, over
-    ``scope`` (alert_id, organisation_id) outer-joined to ``latest``.
-    Whether an unanswered organisation is unreachable is looked up only
-    for those (the CASE stops at the first false condition)."""
-    unanswered = latest.c.id.is_(None)
-    cut_off = and_(unanswered, unreachable(scope.c.alert_id, scope.c.organisation_id))
+def answer_columns(latest: Subquery, today: date) -> list[Any]:
+    """The aggregates over the answers themselves, in Counts' order:
+    answered, within the deadline, each status, overdue updates, the
+    newest answer."""
     return [
-        func.count(),
         func.count(latest.c.id),
         func.count(case((latest.c.first_within.is_(True), 1))),
         *(func.count(case((latest.c.status == s.value, 1))) for s in STATUS_ORDER),
-        func.count(case((cut_off, 1))),
         func.count(case((update_overdue(latest, today), 1))),
         func.max(latest.c.recorded_at),
     ]
 
 
+def count_columns(latest: Subquery, scope: Subquery, today: date) -> list[Any]:
+    """In scope, unreachable, then ``answer_columns``, over ``scope``
+    (alert_id, organisation_id) outer-joined to ``latest``: the counts as
+    at a past time.  Whether an unanswered organisation is unreachable is
+    looked up only for those (the CASE stops at the first false
+    condition)."""
+    unanswered = latest.c.id.is_(None)
+    cut_off = and_(unanswered, unreachable(scope.c.alert_id, scope.c.organisation_id))
+    return [func.count(), func.count(case((cut_off, 1))), *answer_columns(latest, today)]
+
+
 def counts_of(values: Sequence[Any]) -> Counts:
-    """Counts from a row of ``count_columns`` then the two percentiles.
-    The silent are the unanswered less the unreachable, worked out here
-    so the database looks each unanswered organisation up once."""
-    (in_scope, answered, within, in_progress, complete, not_applicable, unable, cut_off, overdue,
+    """Counts from in scope, unreachable, ``answer_columns`` and the two
+    percentiles.  The silent are the unanswered less the unreachable."""
+    (in_scope, cut_off, answered, within, in_progress, complete, not_applicable, unable, overdue,
      last_answer_at, median, p90) = values  # fmt: skip
     return Counts(
         in_scope=in_scope,
@@ -126,29 +132,43 @@ class CurrentCounts:
 def current_counts(
     session: Session, alert_ids: Sequence[int], today: date
 ) -> dict[int, CurrentCounts]:
-    """Counts per alert from the current statuses, in one grouped query;
-    the percentiles too on PostgreSQL (on SQLite, see
-    ``ranked_first_answers``)."""
-    scope, latest = scope_of(alert_ids, today), statuses_of(alert_ids)
+    """Counts per alert from the current statuses, as three grouped
+    queries each reading one thing once: the answers (with the
+    percentiles on PostgreSQL; on SQLite see ``ranked_first_answers``),
+    the audience, and the bounces.  An organisation has a status only if
+    the alert went to it (answers are taken only for the audience), so
+    the answers need no join to the audience."""
+    latest = statuses_of(alert_ids)
     postgresql = session.get_bind().dialect.name == "postgresql"
-    columns = count_columns(latest, scope, today)
+    columns = answer_columns(latest, today)
     if postgresql:
         columns += percentile_columns(latest)
-    rows = session.execute(
-        select(scope.c.alert_id, *columns)
-        .select_from(scope)
-        .outerjoin(
-            latest,
-            and_(
-                latest.c.alert_id == scope.c.alert_id,
-                latest.c.organisation_id == scope.c.organisation_id,
-            ),
+    answered = {
+        alert_id: values
+        for alert_id, *values in session.execute(
+            select(latest.c.alert_id, *columns)
+            .where(~closed_by(latest.c.organisation_id, today))
+            .group_by(latest.c.alert_id)
         )
-        .group_by(scope.c.alert_id)
+    }
+    in_scope = session.execute(
+        select(AlertAudience.alert_id, func.count())
+        .where(
+            AlertAudience.alert_id.in_(alert_ids),
+            ~closed_by(AlertAudience.organisation_id, today),
+        )
+        .group_by(AlertAudience.alert_id)
     )
+    cut_off = {
+        alert_id: int(count)
+        for alert_id, count in session.execute(unreachable_counts(alert_ids, today))
+    }
+    nothing = [0] * (len(columns) - 1) + [None]
     found = {}
-    for alert_id, *values in rows:
-        counts = counts_of(values if postgresql else [*values, None, None])
+    for alert_id, scope_count in in_scope:
+        values = answered.get(alert_id, nothing)
+        padded = values if postgresql else [*values, None, None]
+        counts = counts_of([scope_count, cut_off.get(alert_id, 0), *padded])
         found[alert_id] = CurrentCounts(counts, counts.last_answer_at)
     return found
 

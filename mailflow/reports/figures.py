@@ -107,7 +107,8 @@ def _history_counts(session: Session, at: Moment) -> Counts:
         ).one()
     )
     if not postgresql:
-        values += ranked_first_answers(session, latest, scope, values[1])
+        answered = values[2]  # after in scope and unreachable (count_columns)
+        values += ranked_first_answers(session, latest, scope, answered)
     return counts_of(values)
 
 
