@@ -13,7 +13,7 @@ from email.message import EmailMessage
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from mailflow.core.models import Digest, DigestState, User
 from tests.support.digests import (
@@ -255,6 +255,21 @@ def test_nothing_changed_since_the_last_one_is_a_one_line_email_numbered_next(
         " The report: https://mailflow.test/report/"
     )
     assert "No changes since digest 2" in visible_text(message)
+
+
+def test_a_previous_digest_whose_figures_cannot_be_read_is_followed_by_a_full_one(
+    digests: Digests, first: dict[str, EmailMessage]
+) -> None:
+    with digests.runtime.sessions.begin() as session:
+        session.execute(update(Digest).values(snapshot="not json"))
+
+    monday = digests.send(MONDAY_8)
+
+    message = monday[OLA]
+    assert message["Subject"] == "Digest 2, 7 December 2026"
+    said = "The figures of digest 1 could not be read, so they are not compared"
+    assert said in text_of(message)
+    assert said in visible_text(message)
 
 
 def test_with_nothing_open_no_digest_is_sent_and_no_number_used(
