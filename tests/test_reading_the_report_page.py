@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from dataclasses import asdict
 from datetime import date, datetime, timedelta
 
@@ -17,7 +18,7 @@ from sqlalchemy import func, select, update
 from mailflow.alerts.alert_files import parse_alert_spec
 from mailflow.alerts.issuing import issue_alert
 from mailflow.core.links import PEOPLE_LINK
-from mailflow.core.models import Alert, MfaFailure, User
+from mailflow.core.models import Alert, MfaFailure, Organisation, User
 from mailflow.reports import report_downloads, report_pages, report_query
 from mailflow.reports.csv_export import HEADER
 from mailflow.reports.figures import alert_figures
@@ -34,7 +35,7 @@ from tests.support.report_pages import (
     figures_shown,
 )
 from tests.support.reporting import EARLIER, INJECTION, LONDON, SATURDAY, hours
-from tests.support.seed import alert_spec_data
+from tests.support.seed import NOW, alert_spec_data
 
 REFERENCE = "CC-4720"
 NONE = ["RXG", "RXH", "RXJ"]  # no answer
@@ -254,6 +255,24 @@ def test_the_table_lists_every_organisation_with_what_it_answered(report_web: Re
     # The note is shown as text, never as markup.
     assert "Note: =cmd|&#39; /C calc&#39;!A0" in page.text
     assert '<time datetime="2026-12-16">Wednesday 16 December 2026</time>' in page.text
+
+
+def test_the_type_filter_offers_only_the_types_the_alert_went_to(report_web: ReportWeb) -> None:
+    session = report_web.db()
+    # An ambulance service the alert did not go to.
+    session.add(
+        Organisation(code="RYA", name="Ambulance", type="ambulance", created_at=NOW, updated_at=NOW)
+    )
+    session.commit()
+    client, path = report_web.verified_browser(OLA)
+
+    page = client.get(f"{path}/alerts/{reference(report_web)}")
+
+    offered = re.findall(
+        r'<option value="([^"]*)"', page.text.split('id="type"')[1].split("</select>")[0]
+    )
+    assert offered[-2:] == ["practice", "trust"]
+    assert "ambulance" not in offered
 
 
 @pytest.mark.parametrize(

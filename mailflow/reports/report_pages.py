@@ -27,7 +27,7 @@ from starlette.routing import Route
 from mailflow.answers.statuses import AnswerStatus
 from mailflow.core.errors import InvalidInput
 from mailflow.core.links import REPORT_LINK
-from mailflow.core.models import Organisation
+from mailflow.core.models import AlertAudience, Organisation
 from mailflow.core.pages.forms import Problems, text
 from mailflow.core.pages.refusals import CODE_FIELD, FORM_EXPIRED, Refusal, form_dict, guarded
 from mailflow.core.pages.rendering import Pages
@@ -241,7 +241,15 @@ class ReportPages:
                 offset=query.offset,
             )
         )
-        types = session.scalars(select(Organisation.type).distinct().order_by(Organisation.type))
+        # The types among the organisations the alert went to, not every
+        # type there is.
+        types = session.scalars(
+            select(Organisation.type)
+            .join(AlertAudience, AlertAudience.organisation_id == Organisation.id)
+            .where(AlertAudience.alert_id == found.id)
+            .distinct()
+            .order_by(Organisation.type)
+        )
         return self.pages.render(
             request,
             "report_alert.html",
