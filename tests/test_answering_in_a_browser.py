@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import re
 import smtplib
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -16,7 +15,6 @@ from typing import Any
 
 import pyotp
 import pytest
-import uvicorn
 from sqlalchemy.orm import Session
 
 from mailflow.answers.update_dates import UpdateDates
@@ -24,7 +22,6 @@ from mailflow.config import Settings, parse_relay
 from mailflow.core.links import ANSWER_LINK
 from mailflow.core.runtime import Runtime, utc_now
 from mailflow.gateway.smtpd import InboundServer
-from mailflow.web import create_app
 from mailflow.workers.key_kinds import REPLY_KEY_KINDS
 from mailflow.workers.queue import QueueWorker
 from tests.support.cli import mailflow_with
@@ -32,6 +29,7 @@ from tests.support.mail import reply
 from tests.support.relay import CapturingRelay, Received, free_port
 from tests.support.seed import issue, seed_people
 from tests.support.waiting import wait_until
+from tests.support.web_server import web_server
 
 NIA = "nia@riverside.example"
 
@@ -55,23 +53,18 @@ def service(
     seed_people(session)
     session.commit()
     runtime = Runtime(settings)
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(runtime), host="127.0.0.1", port=port, log_level="warning")
-    )
-    web_thread = threading.Thread(target=server.run, name="web", daemon=True)
     inbound = InboundServer(runtime, "127.0.0.1", 0, key_kinds=REPLY_KEY_KINDS)
     worker = QueueWorker(runtime, poll_seconds=0.05)
-    web_thread.start()
-    inbound.start()
-    worker.start()
     try:
-        wait_until(lambda: server.started, timeout=10, what="the web server to start")
-        yield Service(settings, inbound.port)
+        with web_server(runtime, port):
+            inbound.start()
+            worker.start()
+            try:
+                yield Service(settings, inbound.port)
+            finally:
+                worker.stop()
+                inbound.stop()
     finally:
-        worker.stop()
-        inbound.stop()
-        server.should_exit = True
-        web_thread.join(timeout=10)
         runtime.close()
 
 

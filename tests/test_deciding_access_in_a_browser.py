@@ -4,25 +4,23 @@ headless Chromium, with the real web server, queue worker and relay."""
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pyotp
 import pytest
-import uvicorn
 from sqlalchemy.orm import Session
 
 from mailflow.config import Settings, parse_relay
 from mailflow.core.models import AccessRequest, AccessState
 from mailflow.core.runtime import Runtime
-from mailflow.web import create_app
 from tests.support.access_decisions import ANN, LI, ask, sending
 from tests.support.mail import plain_text
 from tests.support.pages import enrol
 from tests.support.relay import CapturingRelay, Received, free_port
 from tests.support.seed import seed_people
 from tests.support.waiting import wait_until
+from tests.support.web_server import web_server
 
 
 @pytest.fixture
@@ -38,18 +36,10 @@ def service(
     seed_people(session)
     session.commit()
     runtime = Runtime(settings)
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(runtime), host="127.0.0.1", port=port, log_level="warning")
-    )
-    web_thread = threading.Thread(target=server.run, name="web", daemon=True)
-    web_thread.start()
     try:
-        with sending(runtime):
-            wait_until(lambda: server.started, timeout=10, what="the web server to start")
+        with web_server(runtime, port), sending(runtime):
             yield settings, runtime
     finally:
-        server.should_exit = True
-        web_thread.join(timeout=10)
         runtime.close()
 
 

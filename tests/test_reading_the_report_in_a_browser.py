@@ -9,20 +9,17 @@ from __future__ import annotations
 
 import html
 import re
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pyotp
 import pytest
-import uvicorn
 from sqlalchemy.orm import Session
 
 from mailflow.config import Settings, parse_relay
 from mailflow.core.runtime import Runtime
 from mailflow.reports.report_link import report_url
-from mailflow.web import create_app
 from tests.support.chasing import Clock
 from tests.support.digests import Digests
 from tests.support.mail import html_text
@@ -30,7 +27,7 @@ from tests.support.pages import enrol, user_id
 from tests.support.relay import CapturingRelay, free_port
 from tests.support.report_pages import OLA
 from tests.support.reporting import ISSUED, LATER, SATURDAY, build
-from tests.support.waiting import wait_until
+from tests.support.web_server import web_server
 
 PHONE = {"width": 375, "height": 800}
 
@@ -56,17 +53,10 @@ def service(
     secret = enrol(session, settings, OLA)
     link = report_url(settings, user_id=user_id(session, OLA), now=SATURDAY)
     runtime = Runtime(settings, clock=Clock(SATURDAY))
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(runtime), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, name="web", daemon=True)
-    thread.start()
     try:
-        wait_until(lambda: server.started, timeout=10, what="the web server to start")
-        yield Service(link, secret, "CC-4720")
+        with web_server(runtime, port):
+            yield Service(link, secret, "CC-4720")
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
         runtime.close()
 
 
@@ -138,18 +128,11 @@ def from_a_digest(
     sent = digests.send(LATER)
     links = re.findall(r'href="(http://127\.0\.0\.1:\d+/report/[^"]+)"', html_text(sent[OLA]))
     secret = enrol(session, settings, OLA)
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(runtime), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, name="web", daemon=True)
-    thread.start()
     try:
-        wait_until(lambda: server.started, timeout=10, what="the web server to start")
         assert len(set(links)) == 1, links
-        yield Service(html.unescape(links[0]), secret, "CC-4720")
+        with web_server(runtime, port):
+            yield Service(html.unescape(links[0]), secret, "CC-4720")
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
         runtime.close()
 
 
