@@ -3,13 +3,18 @@ needs them, handed to the queue by id, and finished idempotently."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, or_, select, update
+from sqlalchemy import Select, and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from mailflow.core.models import Job, JobState
+
+# What running a job gave: None when it is done, the time it is due again,
+# or the error it failed with.
+JobResult = datetime | Exception | None
 
 
 def add_job(
@@ -39,14 +44,18 @@ def new_job_values(
     }
 
 
-def _due_for_dispatch(now: datetime, stale_after: timedelta) -> Select[int]:
+def _due_for_dispatch(now: datetime, stale_after: timedelta) -> Select[int, str]:
+    # Due: pending, its time come, and either held by a worker whose lease
+    # has lapsed (it died), or held by nobody and not put on the queue
+    # within ``stale_after`` (its queue message may have been lost).
+    lapsed = Job.held_until < now
+    unqueued = and_(
+        Job.held_until.is_(None),
+        or_(Job.enqueued_at.is_(None), Job.enqueued_at < now - stale_after),
+    )
     return (
-        select(Job.id)
-        .where(
-            Job.state == JobState.PENDING,
-            Job.run_after <= now,
-            or_(Job.enqueued_at.is_(None), Job.enqueued_at < now - stale_after),
-        )
+        select(Job.id, Job.kind)
+        .where(Job.state == JobState.PENDING, Job.run_after <= now, or_(lapsed, unqueued))
         .order_by(Job.id)
     )
 
@@ -54,56 +63,106 @@ def _due_for_dispatch(now: datetime, stale_after: timedelta) -> Select[int]:
 def any_jobs_for_dispatch(session: Session, *, now: datetime, stale_after: timedelta) -> bool:
     """A cheap look, for a reader that must not take the write lock when
     (as nearly always) there is nothing to do."""
-    return session.scalar(_due_for_dispatch(now, stale_after).limit(1)) is not None
+    return session.execute(_due_for_dispatch(now, stale_after).limit(1)).first() is not None
 
 
 def take_jobs_for_dispatch(
-    session: Session, *, now: datetime, stale_after: timedelta, limit: int = 100
-) -> list[int]:
-    """Mark due jobs as enqueued and return their ids, for the caller to put
-    on the queue after committing.
+    session: Session,
+    *,
+    now: datetime,
+    stale_after: timedelta,
+    limit: int = 100,
+    held_until: datetime | None = None,
+) -> list[tuple[int, str]]:
+    """Mark due jobs as enqueued and return their ids and kinds, for the
+    caller to put on the queue after committing.
 
-    A job counts as due when it is pending, its time has come, and it has not
-    been put on the queue within ``stale_after`` (a queue message that was
-    lost, with an in-process queue that died, say, is sent again then).
+    ``held_until`` is for a queue in the caller's own memory: the caller
+    holds the jobs from now on and must renew their lease (``renew_holds``)
+    until it starts them, since they die with it.
     """
     due = _due_for_dispatch(now, stale_after).limit(limit)
     if session.get_bind().dialect.name == "postgresql":
         due = due.with_for_update(skip_locked=True)
-    ids = list(session.scalars(due))
-    if ids:
-        session.execute(update(Job).where(Job.id.in_(ids)).values(enqueued_at=now))
-    return ids
+    taken = [(job_id, kind) for job_id, kind in session.execute(due)]
+    if taken:
+        session.execute(
+            update(Job)
+            .where(Job.id.in_([job_id for job_id, _ in taken]))
+            .values(enqueued_at=now, held_until=held_until)
+        )
+    return taken
 
 
 def forget_enqueued(session: Session) -> None:
     """An in-process queue starts empty: whatever it held before a restart
     is gone, so every pending job must be dispatched again."""
-    session.execute(update(Job).where(Job.state == JobState.PENDING).values(enqueued_at=None))
+    session.execute(
+        update(Job).where(Job.state == JobState.PENDING).values(enqueued_at=None, held_until=None)
+    )
 
 
-def start_job(session: Session, job_id: int) -> Job | None:
-    """The job, if there is still work to do for it (a redelivered message
-    for a finished job finds None)."""
-    job = session.get(Job, job_id)
-    if job is None or job.state != JobState.PENDING:
-        return None
-    job.attempts += 1
-    return job
+@dataclass(frozen=True)
+class StartedJob:
+    id: int
+    kind: str
+    payload: dict[str, Any]
+    attempts: int
 
 
-def finish_job(job: Job, *, now: datetime) -> None:
-    job.state = JobState.DONE
-    job.finished_at = now
-    job.last_error = None
+def start_jobs(session: Session, ids: list[int], *, held_until: datetime) -> list[StartedJob]:
+    """The jobs among ``ids`` that still have work to do (a redelivered
+    message for a finished job finds none), each counted as attempted and
+    held by the caller until ``held_until``: one claim for a whole batch."""
+    rows = session.execute(
+        select(Job.id, Job.kind, Job.payload, Job.attempts)
+        .where(Job.id.in_(ids), Job.state == JobState.PENDING)
+        .order_by(Job.id)
+    ).all()
+    if rows:
+        session.execute(
+            update(Job)
+            .where(Job.id.in_([row.id for row in rows]))
+            .values(attempts=Job.attempts + 1, held_until=held_until)
+        )
+    return [StartedJob(row.id, row.kind, dict(row.payload), row.attempts + 1) for row in rows]
 
 
-def run_job_again(job: Job, *, at: datetime) -> None:
-    job.run_after = at
-    job.enqueued_at = None
+def renew_holds(session: Session, ids: list[int], *, until: datetime) -> None:
+    """Extend the lease on jobs this worker still holds (a heartbeat).  A
+    job finished or let go meanwhile has no lease, and is not given one."""
+    session.execute(
+        update(Job)
+        .where(Job.id.in_(ids), Job.state == JobState.PENDING, Job.held_until.is_not(None))
+        .values(held_until=until)
+    )
 
 
-def fail_job(job: Job, *, now: datetime, error: str) -> None:
-    job.state = JobState.FAILED
-    job.finished_at = now
-    job.last_error = error
+def finish_jobs(session: Session, ids: list[int], *, now: datetime) -> None:
+    session.execute(
+        update(Job)
+        .where(Job.id.in_(ids))
+        .values(state=JobState.DONE, finished_at=now, last_error=None, held_until=None)
+    )
+
+
+def run_jobs_again(session: Session, ids: list[int], *, at: datetime) -> None:
+    session.execute(
+        update(Job).where(Job.id.in_(ids)).values(run_after=at, enqueued_at=None, held_until=None)
+    )
+
+
+def retry_or_fail_job(
+    session: Session, job: StartedJob, *, error: str, now: datetime, max_attempts: int
+) -> bool:
+    """Record a failed attempt: the job runs again after a back-off that
+    grows with its attempts, or fails for good after ``max_attempts``.
+    True when it has failed for good."""
+    given_up = job.attempts >= max_attempts
+    values: dict[str, Any] = {"last_error": error, "enqueued_at": None, "held_until": None}
+    if given_up:
+        values |= {"state": JobState.FAILED, "finished_at": now}
+    else:
+        values["run_after"] = now + timedelta(seconds=min(60, 2**job.attempts))
+    session.execute(update(Job).where(Job.id == job.id).values(**values))
+    return given_up

@@ -98,24 +98,35 @@ def _record(
     )
 
 
-def claim_outgoing(
-    session: Session, email_id: int, *, now: datetime, hold: timedelta
-) -> OutgoingEmail | None:
-    """Take a queued, due email for sending, or None when it is not due or
-    another sender has it (its hold runs until ``next_attempt_at``)."""
-    result = session.execute(
-        update(OutgoingEmail)
-        .where(
-            OutgoingEmail.id == email_id,
-            OutgoingEmail.state == OutgoingState.QUEUED,
-            OutgoingEmail.next_attempt_at <= now,
+def claim_outgoing_emails(
+    session: Session, email_ids: list[int], *, now: datetime, hold: timedelta
+) -> list[int]:
+    """Take the queued, due emails among ``email_ids`` for sending, in one
+    UPDATE; returns their ids.  Those not due, or held by another sender
+    (its hold runs until ``next_attempt_at``), are left."""
+    return list(
+        session.scalars(
+            update(OutgoingEmail)
+            .where(
+                OutgoingEmail.id.in_(email_ids),
+                OutgoingEmail.state == OutgoingState.QUEUED,
+                OutgoingEmail.next_attempt_at <= now,
+            )
+            .values(next_attempt_at=now + hold)
+            .returning(OutgoingEmail.id)
+            .execution_options(synchronize_session=False)
         )
-        .values(next_attempt_at=now + hold)
+    )
+
+
+def renew_outgoing_claims(session: Session, email_ids: list[int], *, until: datetime) -> None:
+    """Extend the hold on emails still being sent (a heartbeat)."""
+    session.execute(
+        update(OutgoingEmail)
+        .where(OutgoingEmail.id.in_(email_ids), OutgoingEmail.state == OutgoingState.QUEUED)
+        .values(next_attempt_at=until)
         .execution_options(synchronize_session=False)
     )
-    if not result.rowcount:  # type: ignore[attr-defined]
-        return None
-    return session.get_one(OutgoingEmail, email_id, populate_existing=True)
 
 
 def find_by_bounce_key(session: Session, bounce_key: str) -> OutgoingEmail | None:

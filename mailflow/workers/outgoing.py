@@ -1,36 +1,105 @@
-"""Sending one queued email (a confirmation request or an error reply)."""
+"""Sending queued emails (confirmation requests, receipts, error replies
+and every other email but an alert's), a batch at a time: claimed in one
+transaction, sent over the relay's connections at once, their lease
+renewed while the relay takes its time, and every outcome recorded in one
+more transaction."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
+from typing import Any
 
-from mailflow.core.mail.transport import Envelope, OutgoingMessage, send_now
+from sqlalchemy import select
+
+from mailflow.core.jobs import JobResult
+from mailflow.core.mail.transport import Envelope, Outcome, OutgoingMessage, SendResult
 from mailflow.core.models import OutgoingEmail, OutgoingState
-from mailflow.core.outgoing import claim_outgoing, record_outgoing_result
+from mailflow.core.outgoing import (
+    claim_outgoing_emails,
+    record_outgoing_result,
+    renew_outgoing_claims,
+)
 from mailflow.core.runtime import Runtime
 
 
 def send_outgoing(runtime: Runtime, email_id: int) -> datetime | None:
     """Send the email if it is still queued and due.  Returns when to try
     again after a temporary failure, else None."""
-    with runtime.readers() as session:
-        email = session.get(OutgoingEmail, email_id)
-        if email is None or email.state != OutgoingState.QUEUED:
-            return None
-        if email.next_attempt_at > runtime.clock():
-            return email.next_attempt_at
-    # Claimed in a transaction of its own, so that a job delivered twice at
-    # once sends once; a sender that dies leaves it to be sent again when
-    # the hold runs out.
-    hold = timedelta(seconds=runtime.settings.send_lease_seconds)
+    return send_outgoing_emails(runtime, [email_id])[email_id]
+
+
+def send_outgoing_batch(
+    runtime: Runtime, payloads: dict[int, dict[str, Any]]
+) -> dict[int, JobResult]:
+    """The batch job: one job per email."""
+    emails = {job_id: int(payload["outgoing_email_id"]) for job_id, payload in payloads.items()}
+    results = send_outgoing_emails(runtime, list(emails.values()))
+    return {job_id: results[email_id] for job_id, email_id in emails.items()}
+
+
+def send_outgoing_emails(runtime: Runtime, email_ids: list[int]) -> dict[int, datetime | None]:
+    """Send those of the emails that are queued and due.  For each, when
+    to try again (not yet due, deferred, or another sender holds it), or
+    None when it has reached an end state."""
+    results: dict[int, datetime | None] = dict.fromkeys(email_ids)
+    lease = timedelta(seconds=runtime.settings.send_lease_seconds)
+    # Claimed in a transaction of their own, so that a job delivered twice
+    # at once sends once; a sender that dies leaves them to be sent again
+    # when its lease runs out.
     with runtime.sessions.begin() as session:
-        email = claim_outgoing(session, email_id, now=runtime.clock(), hold=hold)
-        if email is None:
-            current = session.get_one(OutgoingEmail, email_id)
-            return current.next_attempt_at if current.state == OutgoingState.QUEUED else None
-        message = OutgoingMessage(Envelope(email.mail_from, email.recipient), email.raw)
-    result = send_now(runtime.transport, message)
+        claimed = claim_outgoing_emails(session, email_ids, now=runtime.clock(), hold=lease)
+        messages = {
+            row.id: OutgoingMessage(Envelope(row.mail_from, row.recipient), row.raw)
+            for row in session.execute(
+                select(
+                    OutgoingEmail.id,
+                    OutgoingEmail.mail_from,
+                    OutgoingEmail.recipient,
+                    OutgoingEmail.raw,
+                ).where(OutgoingEmail.id.in_(claimed))
+            )
+        }
+        others = [email_id for email_id in email_ids if email_id not in messages]
+        for email_id, state, next_attempt_at in session.execute(
+            select(OutgoingEmail.id, OutgoingEmail.state, OutgoingEmail.next_attempt_at).where(
+                OutgoingEmail.id.in_(others)
+            )
+        ):
+            results[email_id] = next_attempt_at if state == OutgoingState.QUEUED else None
+    if not messages:
+        return results
+    sent = runtime.transport.run(_send_all(runtime, messages, lease))
     now = runtime.clock()
     with runtime.sessions.begin() as session:
-        email = session.get_one(OutgoingEmail, email_id)
-        return record_outgoing_result(session, email, result, now=now, policy=runtime.send_policy)
+        for email in session.scalars(select(OutgoingEmail).where(OutgoingEmail.id.in_(sent))):
+            results[email.id] = record_outgoing_result(
+                session, email, sent[email.id], now=now, policy=runtime.send_policy
+            )
+    return results
+
+
+async def _send_all(
+    runtime: Runtime, messages: dict[int, OutgoingMessage], lease: timedelta
+) -> dict[int, SendResult]:
+    """Send every message at once (the transport's connections set the
+    pace), renewing the lease on those still out every quarter lease."""
+    tasks = {
+        email_id: asyncio.ensure_future(runtime.transport.send(message))
+        for email_id, message in messages.items()
+    }
+    waiting = set(tasks.values())
+    while waiting:
+        _, waiting = await asyncio.wait(waiting, timeout=lease.total_seconds() / 4)
+        if waiting:
+            out = [email_id for email_id, task in tasks.items() if task in waiting]
+            with runtime.sessions.begin() as session:
+                renew_outgoing_claims(session, out, until=runtime.clock() + lease)
+    return {email_id: _result(task) for email_id, task in tasks.items()}
+
+
+def _result(task: asyncio.Task[SendResult]) -> SendResult:
+    try:
+        return task.result()
+    except Exception as exc:
+        return SendResult(Outcome.TEMPORARY, f"could not send: {exc!r}")

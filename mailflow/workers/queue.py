@@ -1,68 +1,39 @@
 """The job queue: dramatiq over RabbitMQ, Redis, or an in-process queue.
 
 The database's jobs table is the source of truth (the outbox); a queue
-message carries only a job id.  The dispatcher moves due jobs onto the
-queue, and the one actor runs a job by id, doing nothing for a job that is
-already finished, so a redelivered message is harmless.
+message carries only job ids.  The dispatcher moves due jobs onto the
+queue, those of a kind that runs in batches grouped into one message, and
+the one actor runs them by id (``job_runs``), doing nothing for a job that
+is already finished, so a redelivered message is harmless.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
-from collections.abc import Callable
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import timedelta
 
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
 
-from mailflow.alerts.fanout import deliver_alert
-from mailflow.alerts.issuing import DELIVER_ALERT
 from mailflow.config import Settings
-from mailflow.core.jobs import (
-    any_jobs_for_dispatch,
-    fail_job,
-    finish_job,
-    forget_enqueued,
-    run_job_again,
-    start_job,
-    take_jobs_for_dispatch,
-)
-from mailflow.core.models import Job
-from mailflow.core.outgoing import SEND_EMAIL
+from mailflow.core.jobs import any_jobs_for_dispatch, forget_enqueued, take_jobs_for_dispatch
 from mailflow.core.runtime import Runtime
-from mailflow.deadlines.chaser_emails import send_chasers
-from mailflow.deadlines.chasing import SEND_CHASERS
-from mailflow.gateway.inbound_messages import PROCESS_INBOUND
-from mailflow.reports.digest_job import SEND_DIGESTS, send_digests
-from mailflow.workers.inbound import process_inbound
-from mailflow.workers.outgoing import send_outgoing
+from mailflow.workers.job_kinds import BATCH_HANDLERS
+from mailflow.workers.job_runs import JobRuns
 
 log = logging.getLogger(__name__)
 
-# A job put on the queue this long ago and still pending is put on it again
-# (its message may have been lost with a process that died).
+# A job put on the queue this long ago, held by nobody and still pending
+# is put on it again (its message may have been lost with a broker that
+# forgot it).  A job held by a worker that died is dispatched again as
+# soon as its lease lapses, which is much sooner.
 REDISPATCH_AFTER = timedelta(minutes=5)
-# A job that keeps raising is given up after this many runs, so one bad job
-# cannot occupy the workers for ever; it stays in the table with its error.
-MAX_JOB_ATTEMPTS = 10
 JOB_TIME_LIMIT_MS = 15 * 60 * 1000
-
-Handler = Callable[[Runtime, dict[str, Any]], datetime | None]
-
-
-def _process_inbound(runtime: Runtime, payload: dict[str, Any]) -> None:
-    process_inbound(runtime, int(payload["inbound_message_id"]))
-
-
-HANDLERS: dict[str, Handler] = {
-    DELIVER_ALERT: lambda runtime, payload: deliver_alert(runtime, int(payload["alert_id"])),
-    PROCESS_INBOUND: _process_inbound,
-    SEND_EMAIL: lambda runtime, payload: send_outgoing(runtime, int(payload["outgoing_email_id"])),
-    SEND_CHASERS: send_chasers,
-    SEND_DIGESTS: send_digests,
-}
+# The most jobs of one kind in one queue message, and so in one claim.
+BATCH_SIZE = 50
+DISPATCH_LIMIT = 200
 
 
 def make_broker(settings: Settings) -> dramatiq.Broker:
@@ -82,107 +53,123 @@ def make_broker(settings: Settings) -> dramatiq.Broker:
 
 
 class JobQueue:
-    def __init__(self, runtime: Runtime, broker: dramatiq.Broker | None = None) -> None:
+    def __init__(
+        self, runtime: Runtime, broker: dramatiq.Broker | None = None, *, threads: int = 2
+    ) -> None:
         self.runtime = runtime
         self.broker = broker if broker is not None else make_broker(runtime.settings)
         self.in_process = isinstance(self.broker, StubBroker)
+        self.threads = threads
+        self.runs = JobRuns(runtime)
         self.actor = dramatiq.actor(
             broker=self.broker,
             actor_name="run_job",
             queue_name=runtime.settings.queue_name,
-            max_retries=3,
-            min_backoff=1_000,
-            max_backoff=60_000,
+            # Failures are retried by job_runs, with the job's own back-off.
+            max_retries=0,
             time_limit=JOB_TIME_LIMIT_MS,
         )(self._run)
         self._dispatch_lock = threading.Lock()
 
     def dispatch_due(self) -> int:
-        """Put every due job on the queue; returns how many."""
+        """Put due jobs on the queue; returns how many."""
         with self._dispatch_lock:
+            room = self._room()
+            if room <= 0:
+                return 0
+            now = self.runtime.clock()
             with self.runtime.readers() as session:
-                if not any_jobs_for_dispatch(
-                    session, now=self.runtime.clock(), stale_after=REDISPATCH_AFTER
-                ):
+                if not any_jobs_for_dispatch(session, now=now, stale_after=REDISPATCH_AFTER):
                     return 0
+            # An in-process queue dies with this process, so the jobs in it
+            # are held under a lease (see JobRuns.renew).
+            held_until = now + self.runs.lease if self.in_process else None
             with self.runtime.sessions.begin() as session:
-                ids = take_jobs_for_dispatch(
-                    session, now=self.runtime.clock(), stale_after=REDISPATCH_AFTER
+                taken = take_jobs_for_dispatch(
+                    session,
+                    now=now,
+                    stale_after=REDISPATCH_AFTER,
+                    limit=room,
+                    held_until=held_until,
                 )
-            for job_id in ids:
-                self.actor.send(job_id)
-        return len(ids)
+            if self.in_process:
+                self.runs.hold([job_id for job_id, _ in taken])
+            for message in self._messages(taken):
+                self.actor.send(message)
+        return len(taken)
+
+    def _room(self) -> int:
+        """How many jobs to take now.  An in-process queue takes only what
+        its threads will soon run, so that a worker that dies holds few,
+        and other worker processes get their share."""
+        if not self.in_process:
+            return DISPATCH_LIMIT
+        return min(DISPATCH_LIMIT, 2 * self.threads * BATCH_SIZE - self.runs.held_count())
+
+    def _messages(self, taken: list[tuple[int, str]]) -> list[int | list[int]]:
+        """One message per job, but jobs of a kind that runs in batches are
+        grouped, spread over the worker's threads."""
+        singles: list[int | list[int]] = []
+        grouped: dict[str, list[int]] = {}
+        for job_id, kind in taken:
+            if kind in BATCH_HANDLERS:
+                grouped.setdefault(kind, []).append(job_id)
+            else:
+                singles.append(job_id)
+        for ids in grouped.values():
+            size = min(BATCH_SIZE, math.ceil(len(ids) / self.threads))
+            singles.extend(ids[i : i + size] for i in range(0, len(ids), size))
+        return singles
 
     def close(self) -> None:
         self.broker.close()
 
-    def _run(self, job_id: int) -> None:
-        sessions = self.runtime.sessions
-        with sessions.begin() as session:
-            job = start_job(session, job_id)
-            if job is None:
-                return
-            kind, payload, attempts = job.kind, dict(job.payload), job.attempts
-        handler = HANDLERS.get(kind)
-        try:
-            if handler is None:
-                raise LookupError(f"no handler for job kind {kind!r}")
-            again_at = handler(self.runtime, payload)
-        except Exception as exc:
-            log.exception("job %s (%s) failed on attempt %s", job_id, kind, attempts)
-            if attempts >= MAX_JOB_ATTEMPTS or handler is None:
-                with sessions.begin() as session:
-                    fail_job(
-                        session.get_one(Job, job_id), now=self.runtime.clock(), error=repr(exc)
-                    )
-                return
-            raise
-        now = self.runtime.clock()
-        with sessions.begin() as session:
-            job = session.get_one(Job, job_id)
-            if again_at is None:
-                finish_job(job, now=now)
-            else:
-                run_job_again(job, at=again_at)
-        # The job may have queued others (a processed reply queues its
-        # confirm email), or be due again at once: hand them over now rather
-        # than at the dispatcher's next round.
-        if again_at is None or again_at <= now:
+    def _run(self, job_ids: int | list[int]) -> None:
+        ids = [job_ids] if isinstance(job_ids, int) else [int(i) for i in job_ids]
+        if self.runs.run(ids):
+            # A job may have queued others (a processed reply queues its
+            # confirm email), or be due again at once: hand them over now
+            # rather than at the dispatcher's next round.
             self.dispatch_due()
 
 
 class QueueWorker:
-    """A dramatiq worker plus the dispatcher loop: what `mailflow worker`
-    runs, and `mailflow serve` runs beside the other edges."""
+    """A dramatiq worker plus the dispatcher loop and the heartbeat that
+    renews the lease on the jobs it holds: what `mailflow worker` runs, and
+    `mailflow serve` runs beside the other edges."""
 
     def __init__(
         self,
         runtime: Runtime,
         *,
         threads: int = 2,
-        poll_seconds: float = 1.0,
+        poll_seconds: float = 0.2,
         broker: dramatiq.Broker | None = None,
+        forget_on_start: bool = True,
     ) -> None:
-        self.queue = JobQueue(runtime, broker)
+        self.queue = JobQueue(runtime, broker, threads=threads)
         self.runtime = runtime
         self.threads = threads
         self.poll_seconds = poll_seconds
+        # Only one process may forget what an in-process queue held: the
+        # parent of `mailflow worker --processes N` does, its children not.
+        self.forget_on_start = forget_on_start
         self._stop = threading.Event()
         self._worker: dramatiq.Worker | None = None
-        self._dispatcher: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
-        if self.queue.in_process:
+        if self.queue.in_process and self.forget_on_start:
             with self.runtime.sessions.begin() as session:
                 forget_enqueued(session)
         self._worker = dramatiq.Worker(
             self.queue.broker, worker_threads=self.threads, worker_timeout=100
         )
         self._worker.start()
-        self._dispatcher = threading.Thread(
-            target=self._dispatch_loop, name="dispatcher", daemon=True
-        )
-        self._dispatcher.start()
+        for name, loop in (("dispatcher", self._dispatch_loop), ("heartbeat", self._heartbeat)):
+            thread = threading.Thread(target=loop, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
 
     def _dispatch_loop(self) -> None:
         while not self._stop.is_set():
@@ -194,10 +181,19 @@ class QueueWorker:
                 log.exception("dispatching jobs failed; trying again")
             self._stop.wait(self.poll_seconds)
 
+    def _heartbeat(self) -> None:
+        every = self.runtime.settings.send_lease_seconds / 4
+        while not self._stop.wait(every):
+            try:
+                self.queue.runs.renew()
+            except Exception:
+                # Missing a beat is survivable: the lease is four beats long.
+                log.exception("renewing the lease on held jobs failed; trying again")
+
     def stop(self) -> None:
         self._stop.set()
-        if self._dispatcher is not None:
-            self._dispatcher.join(timeout=10)
+        for thread in self._threads:
+            thread.join(timeout=10)
         if self._worker is not None:
             self._worker.stop()
         self.queue.close()

@@ -38,6 +38,10 @@ class Job(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     run_after: Mapped[datetime]
     enqueued_at: Mapped[datetime | None]
+    # While a worker holds the job (running it, or keeping it in an
+    # in-process queue), it renews this every few seconds; once it lapses,
+    # the worker is taken for dead and the job is dispatched again.
+    held_until: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]
     finished_at: Mapped[datetime | None]
