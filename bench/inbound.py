@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -72,6 +73,7 @@ from mailflow.core.models import (
     Delivery,
     InboundMessage,
     InboundState,
+    Job,
     OutgoingEmail,
     OutgoingState,
     Role,
@@ -384,6 +386,7 @@ class Processing:
     states: dict[str, int]
     confirms_sent: int
     sink_count: int
+    failures: list[str]
 
 
 def make_settings(fixture: Fixture, sink_port: int, connections: int, tmp: Path) -> Settings:
@@ -417,6 +420,20 @@ def _confirms_sent(engine: Engine, first_id: int) -> int:
             )
             or 0
         )
+
+
+def _failures(engine: Engine, first_id: int) -> list[str]:
+    """The errors failed messages and jobs were left with, most common first."""
+    with engine.connect() as conn:
+        errors = Counter(
+            conn.scalars(
+                select(InboundMessage.error).where(
+                    InboundMessage.id > first_id, InboundMessage.state == InboundState.FAILED
+                )
+            )
+        )
+        errors.update(conn.scalars(select(Job.last_error).where(Job.last_error.is_not(None))))
+    return [f"{count} x {error}" for error, count in errors.most_common(3)]
 
 
 def run_processing(
@@ -462,8 +479,9 @@ def run_processing(
         states = _inbound_states(reader, first_id)
         confirms = _confirms_sent(reader, first_id)
         count = sink.count
+        failures = _failures(reader, first_id)
     reader.dispose()
-    return Processing(seconds, processed_seconds, states, confirms, count)
+    return Processing(seconds, processed_seconds, states, confirms, count, failures)
 
 
 # --------------------------------------------------------------------- main
@@ -562,7 +580,8 @@ def main(argv: list[str] | None = None) -> int:
         if processed != n or processing.confirms_sent != n or processing.sink_count != n:
             problems.append(
                 f"processing: inbound states {processing.states}, {processing.confirms_sent} "
-                f"confirm emails sent, sink received {processing.sink_count} of {n}"
+                f"confirm emails sent, sink received {processing.sink_count} of {n}; "
+                f"errors: {processing.failures}"
             )
     if problems:
         for problem in problems:

@@ -42,12 +42,17 @@ class CapturingHandler:
         # Replies to give to DATA, in order, before falling back to 250.
         self.data_replies: list[str] = []
         self.delay_seconds = 0.0
+        # The reply to DATA for mail to these recipients, every time.
+        self.refuse: dict[str, str] = {}
         self.lock = threading.Lock()
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         if self.delay_seconds:
             await asyncio.sleep(self.delay_seconds)
         with self.lock:
+            refusal = self.refuse.get(envelope.rcpt_tos[0])
+            if refusal:
+                return refusal
             if self.data_replies:
                 reply = self.data_replies.pop(0)
                 if not reply.startswith("250"):
