@@ -570,8 +570,16 @@ def main(argv: list[str] | None = None) -> int:
 
         web = Server(
             "mailflow",
-            [sys.executable, "-m", "mailflow", "web", "--listen", f"{HOST}:{{port}}"]
-            + ["--workers", str(args.workers)],
+            [
+                sys.executable,
+                "-m",
+                "mailflow",
+                "web",
+                "--listen",
+                f"{HOST}:{{port}}",
+                "--workers",
+                str(args.workers),
+            ],
             env,
             tmp / "web.log",
         )

@@ -37,8 +37,16 @@ def start_web(web: Web, port: int, tmp_path: Path) -> subprocess.Popen[bytes]:
     }
     with (tmp_path / "web.log").open("ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "mailflow", "web", "--workers", "2"]
-            + ["--listen", f"127.0.0.1:{port}"],
+            [
+                sys.executable,
+                "-m",
+                "mailflow",
+                "web",
+                "--workers",
+                "2",
+                "--listen",
+                f"127.0.0.1:{port}",
+            ],
             env=env,
             stdout=log,
             stderr=log,
