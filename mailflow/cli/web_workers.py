@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from types import FrameType
+from typing import Any
 
 log = logging.getLogger("mailflow")
 
@@ -66,7 +67,7 @@ def _setter(stop: threading.Event) -> Callable[[int, FrameType | None], None]:
     return handler
 
 
-def _start(serve: Serve, sock: socket.socket, handlers: dict[int, object]) -> int:
+def _start(serve: Serve, sock: socket.socket, handlers: dict[signal.Signals, Any]) -> int:
     pid = os.fork()
     if pid:
         return pid
@@ -75,7 +76,7 @@ def _start(serve: Serve, sock: socket.socket, handlers: dict[int, object]) -> in
     code = NEVER_SERVED
     try:
         for sig, handler in handlers.items():
-            signal.signal(sig, handler)  # type: ignore[arg-type]
+            signal.signal(sig, handler)
         code = 0 if serve(sock) else NEVER_SERVED
     except KeyboardInterrupt:
         code = 0
