@@ -18,7 +18,7 @@ before the clock starts:
 Run from the repository root::
 
     .venv/bin/python bench/web.py [--requests 2000] [--concurrency 8]
-        [--database-url URL]
+        [--workers 1] [--database-url URL]
 """
 
 from __future__ import annotations
@@ -523,6 +523,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = make_parser(__doc__)
     parser.add_argument("--requests", type=int, default=2000, help="per scenario")
     parser.add_argument("--concurrency", type=int, default=8, help="keep-alive connections")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="mailflow web --workers (the mailflow server only)"
+    )
     add_database_and_timeout_arguments(
         parser, "seconds allowed for each scenario (default: scaled to --requests)"
     )
@@ -567,7 +570,16 @@ def main(argv: list[str] | None = None) -> int:
 
         web = Server(
             "mailflow",
-            [sys.executable, "-m", "mailflow", "web", "--listen", f"{HOST}:{{port}}"],
+            [
+                sys.executable,
+                "-m",
+                "mailflow",
+                "web",
+                "--listen",
+                f"{HOST}:{{port}}",
+                "--workers",
+                str(args.workers),
+            ],
             env,
             tmp / "web.log",
         )
@@ -582,7 +594,10 @@ def main(argv: list[str] | None = None) -> int:
         web_log = web.log_tail()
         fixture.engine.dispose()
 
-    print(f"requests:     {n} per scenario over {concurrency} keep-alive connections")
+    print(
+        f"requests:     {n} per scenario over {concurrency} keep-alive connections; "
+        f"mailflow web --workers {args.workers}"
+    )
     print()
     print(
         f"{'scenario':<16} {'requests':>8} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'vs bare':>8}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from importlib import import_module
 from typing import TYPE_CHECKING
 
 import click
@@ -64,24 +65,60 @@ def listening_socket(host: str, port: int) -> socket.socket:
     metavar="HOST:PORT",
     help="Where to listen (default: MAILFLOW_WEB_ADDR, 127.0.0.1:8000).",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Server processes sharing the one port (each with its own database connections).",
+)
 @click.pass_obj
-def web(ctx: Context, listen: tuple[str, int] | None) -> None:
+def web(ctx: Context, listen: tuple[str, int] | None, workers: int) -> None:
     """Serve the web pages: confirming answers with a second factor
     (the /r/ and /c/ links in emails) and setting up an authenticator
     app (the /enrol/ link in welcome emails).
 
     Serves plain HTTP: put it behind a TLS proxy at MAILFLOW_BASE_URL.
-    Stops on SIGTERM or Ctrl-C."""
+    Stops on SIGTERM or Ctrl-C; with --workers, a worker that dies is
+    replaced."""
     ctx.require_schema()
     host, port = listen or ctx.settings.web_addr
     try:
         sock = listening_socket(host, port)
     except OSError as exc:
         fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}", code=2)
-    server = web_server(ctx.runtime, host, port)
     log.info("web pages on http://%s:%s for %s", host, port, ctx.settings.base_url)
+    if workers > 1:
+        serve_in_workers(ctx, sock, host, port, workers)
+        return
+    server = web_server(ctx.runtime, host, port)
     # uvicorn handles SIGTERM and Ctrl-C itself, finishing requests in flight.
     server.run(sockets=[sock])
     if not server.started:
         fail(f"cannot listen on {host}:{port}", code=2)
+    log.info("web server stopped")
+
+
+def serve_in_workers(ctx: Context, sock: socket.socket, host: str, port: int, workers: int) -> None:
+    from mailflow.cli.web_workers import run_workers
+
+    # Loaded once here, before forking, rather than by every worker.
+    import_module("uvicorn")
+    import_module("mailflow.web")
+    settings = ctx.settings
+    # Connections opened here (the schema check) must not be shared by
+    # the forked workers: each makes its own.
+    ctx.close()
+
+    def serve(sock: socket.socket) -> bool:
+        runtime = Runtime(settings)
+        try:
+            server = web_server(runtime, host, port)
+            server.run(sockets=[sock])
+            return server.started
+        finally:
+            runtime.close()
+
+    if not run_workers(serve, sock, workers):
+        fail(f"the web workers on {host}:{port} could not start", code=2)
     log.info("web server stopped")
