@@ -106,7 +106,7 @@ class JobRuns:
                 result = results.get(job.id)
                 if isinstance(result, Exception):
                     # A kind nobody handles fails at once: no retry will mend it.
-                    attempts = MAX_JOB_ATTEMPTS if job.kind in _KNOWN else 0
+                    attempts = MAX_JOB_ATTEMPTS if _handled(job.kind) else 0
                     retry_or_fail_job(
                         session, job, error=repr(result)[:2000], now=now, max_attempts=attempts
                     )
@@ -121,4 +121,5 @@ class JobRuns:
         return bool(done) or any(at <= now for at in again)
 
 
-_KNOWN = set(HANDLERS) | set(BATCH_HANDLERS)
+def _handled(kind: str) -> bool:
+    return kind in HANDLERS or kind in BATCH_HANDLERS
