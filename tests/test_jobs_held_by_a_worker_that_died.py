@@ -69,9 +69,7 @@ def held_until(session: Session, job_id: int) -> datetime | None:
     return session.scalar(select(Job.held_until).where(Job.id == job_id))
 
 
-def test_a_started_job_is_left_alone_until_its_lease_lapses(
-    runtime: Runtime, job_id: int
-) -> None:
+def test_a_started_job_is_left_alone_until_its_lease_lapses(runtime: Runtime, job_id: int) -> None:
     with runtime.sessions.begin() as session:
         [started] = start_jobs(session, [job_id], held_until=NOW + LEASE)
     assert started.attempts == 1

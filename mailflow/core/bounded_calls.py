@@ -30,6 +30,12 @@ from typing import Any, Generic, TypeVar
 
 _CONTEXT = multiprocessing.get_context("forkserver")
 STOP_SECONDS = 2.0
+# How long a new child may take to start: not part of any call's bound,
+# which is for the function alone (on a loaded machine a child can take
+# seconds to start, and a bound that counted it failed good input, killed
+# the child, and made the next call wait for a new one again).
+START_SECONDS = 120.0
+_READY = "ready"
 
 Result = TypeVar("Result")
 
@@ -38,8 +44,14 @@ class TookTooLong(Exception):
     """A call took longer than its bound allows."""
 
 
+class ChildDidNotStart(Exception):
+    """A child process did not start within START_SECONDS."""
+
+
 def _serve(connection: Connection, function: Callable[..., Any]) -> None:
-    """The child: make each call sent, until told to stop."""
+    """The child: say it is ready, then make each call sent, until told to
+    stop."""
+    connection.send(_READY)
     while True:
         try:
             request = connection.recv()
@@ -59,8 +71,13 @@ class _Child:
         self.process.start()
         theirs.close()
         self.connection = ours
+        self._ready = False
 
     def call(self, request: dict[str, Any], seconds: float) -> object:
+        if not self._ready:
+            if not self.connection.poll(START_SECONDS):
+                raise ChildDidNotStart(f"no child process within {START_SECONDS:g} s")
+            self._ready = self.connection.recv() == _READY
         self.connection.send(request)
         if not self.connection.poll(seconds):
             raise TookTooLong(f"took longer than {seconds:g} s")
