@@ -30,17 +30,6 @@ class Machine:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def stop(self) -> int:
-        """SIGTERM, as a service manager stops it; returns its exit code."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
-            raise AssertionError(f"{self.name} did not stop on SIGTERM:\n{self.log}") from None
-
 
 def environment(settings: dict[str, str]) -> dict[str, str]:
     """The test's own environment without any MAILFLOW_ setting from the
@@ -70,21 +59,32 @@ def start(name: str, args: list[str], env: dict[str, str], workdir: Path) -> Mac
     return Machine(name, process, log_path)
 
 
+def stop_all(machines: list[Machine], *, timeout: float = 30.0) -> dict[str, int | None]:
+    """SIGTERM to each at once, as a service manager stops them; each
+    one's exit code, or None for one that had not stopped in ``timeout``
+    seconds (it is killed)."""
+    for machine in machines:
+        if machine.process.poll() is None:
+            machine.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    codes: dict[str, int | None] = {}
+    for machine in machines:
+        try:
+            codes[machine.name] = machine.process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            machine.process.kill()
+            machine.process.wait(timeout=10)
+            codes[machine.name] = None
+    return codes
+
+
 @contextmanager
 def running(machines: list[Machine]) -> Iterator[list[Machine]]:
     """Stop every machine on the way out, even when one failed to start."""
     try:
         yield machines
     finally:
-        for machine in machines:
-            if machine.process.poll() is None:
-                machine.process.send_signal(signal.SIGTERM)
-        for machine in machines:
-            try:
-                machine.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                machine.process.kill()
-                machine.process.wait(timeout=10)
+        stop_all(machines)
 
 
 def wait_for_port(machine: Machine, port: int, *, timeout: float = 90.0) -> None:
