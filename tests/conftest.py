@@ -1,6 +1,6 @@
 """Shared fixtures: real databases (SQLite file and PostgreSQL), a real
 aiosmtpd relay that captures what it receives, and settings to match; and
-the fixtures of tests/support registered for every test (the browser,
+the fixtures of tests/support registered for every test (the brokers, the browser,
 Dovecot, the web pages, chasing).
 
 A test that needs a component that is missing fails when CI=true and is
@@ -24,6 +24,7 @@ from mailflow.config import Settings, load_settings, parse_relay
 from mailflow.core.models import Base
 from mailflow.db import migrate
 from mailflow.db.engine import make_engine
+from tests.support.brokers import broker_url  # noqa: F401
 from tests.support.browser import browser  # noqa: F401
 from tests.support.chasing import chasing  # noqa: F401
 from tests.support.digests import digests  # noqa: F401

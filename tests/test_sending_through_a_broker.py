@@ -14,20 +14,10 @@ from mailflow.config import Settings, parse_relay
 from mailflow.core.models import Job
 from mailflow.core.runtime import Runtime
 from mailflow.workers.queue import QueueWorker
-from tests.support.environment import RABBITMQ_URL, REDIS_URL, missing_component, port_open
+from tests.support.brokers import delete_queues
 from tests.support.relay import CapturingRelay
 from tests.support.seed import AUDIENCE_RECIPIENTS, alert_spec_data, seed_people
 from tests.support.waiting import settled, wait_until
-
-BROKERS = {"rabbitmq": (RABBITMQ_URL, 5672), "redis": (REDIS_URL, 6379)}
-
-
-@pytest.fixture(params=sorted(BROKERS))
-def broker_url(request: pytest.FixtureRequest) -> str:
-    url, port = BROKERS[request.param]
-    if not port_open("127.0.0.1", port):
-        missing_component(f"{request.param} at 127.0.0.1:{port}")
-    return url
 
 
 @pytest.fixture
@@ -40,28 +30,8 @@ def broker_settings(
         smtp_relay=parse_relay(f"smtp://127.0.0.1:{relay.port}"),
     )
     yield settings
-    _delete_queues(settings)
-
-
-def _delete_queues(settings: Settings) -> None:
-    """Queues are named per test; remove them so the broker does not fill up."""
     assert settings.broker_url is not None
-    names = [settings.queue_name, f"{settings.queue_name}.DQ", f"{settings.queue_name}.XQ"]
-    if settings.broker_url.startswith("amqp"):
-        import pika
-
-        connection = pika.BlockingConnection(pika.URLParameters(settings.broker_url))
-        channel = connection.channel()
-        for name in names:
-            channel.queue_delete(queue=name)
-        connection.close()
-    else:
-        import redis
-
-        client = redis.Redis.from_url(settings.broker_url)
-        for key in client.scan_iter(f"dramatiq:{settings.queue_name}*"):
-            client.delete(key)
-        client.close()
+    delete_queues(settings.broker_url, settings.queue_name)
 
 
 def test_an_alert_issued_from_the_cli_goes_through_the_broker_to_a_worker(

@@ -22,6 +22,8 @@ class Received:
     mail_from: str
     recipients: list[str]
     data: bytes
+    # The client's address and port: which connection brought it.
+    peer: tuple[str, int] | None = None
 
     @property
     def message(self) -> EmailMessage:
@@ -58,9 +60,21 @@ class CapturingHandler:
                 if not reply.startswith("250"):
                     return reply
             self.received.append(
-                Received(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.content))
+                Received(
+                    envelope.mail_from,
+                    list(envelope.rcpt_tos),
+                    bytes(envelope.content),
+                    peer=_peer(session),
+                )
             )
         return "250 2.0.0 Message accepted"
+
+
+def _peer(session: Any) -> tuple[str, int] | None:
+    peer = session.peer
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return str(peer[0]), int(peer[1])
+    return None
 
 
 class CapturingRelay:
