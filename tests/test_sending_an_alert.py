@@ -242,3 +242,48 @@ def test_on_the_embedded_defaults_mail_lands_in_the_local_maildir(
     assert sorted(m["Delivered-To"] for m in messages) == sorted(AUDIENCE_RECIPIENTS)
     assert all(m["Return-Path"].startswith("<bounce+") for m in messages)
     assert all(m["Reply-To"].startswith("reply+") for m in messages)
+
+
+def test_a_large_audience_is_sent_by_several_jobs_each_email_once(
+    runtime: Runtime,
+    settings: Settings,
+    relay: CapturingRelay,
+    session: Session,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Several jobs, run by two workers at once (as on two machines), share
+    one alert's fan-out: each claims its own deliveries."""
+    from mailflow.alerts import issuing
+    from mailflow.workers.queue import QueueWorker
+    from tests.support.seed import seed_crowd
+    from tests.support.waiting import settled, wait_until
+
+    monkeypatch.setattr(issuing, "EMAILS_PER_SENDER", 10)
+    crowd = seed_crowd(session, organisations=12, per_organisation=5)
+    alert_id = issue(session, audience={"organisations": crowd.org_codes}).alert.id
+    session.commit()
+    jobs = session.scalar(select(func.count()).where(Job.kind == "deliver_alert"))
+    assert jobs == issuing.MAX_SENDERS
+
+    second = Runtime(settings)
+    workers = [QueueWorker(runtime, poll_seconds=0.05), QueueWorker(second, poll_seconds=0.05)]
+    for worker in workers:
+        worker.start()
+    try:
+        wait_until(lambda: settled(runtime.sessions, alert_id), timeout=60, what="the fan-out")
+    finally:
+        for worker in workers:
+            worker.stop()
+        second.close()
+
+    assert sorted(r.recipients[0] for r in relay.received) == sorted(crowd.emails)
+    assert states(runtime.sessions, alert_id) == {"sent": len(crowd.emails)}
+
+
+def test_how_many_jobs_send_an_alert() -> None:
+    from mailflow.alerts.issuing import EMAILS_PER_SENDER, MAX_SENDERS, senders_for
+
+    assert senders_for(0) == 1
+    assert senders_for(EMAILS_PER_SENDER) == 1
+    assert senders_for(EMAILS_PER_SENDER + 1) == 2
+    assert senders_for(EMAILS_PER_SENDER * 100) == MAX_SENDERS

@@ -32,6 +32,12 @@ DELIVER_ALERT = "deliver_alert"
 REFERENCE_PATTERN = r"^[A-Z]{2,6}-[0-9]{1,6}$"
 CVE_PATTERN = re.compile(r"^CVE-\d{4}-\d{4,}$")
 MAX_DEADLINE_HOURS = 24 * 30
+# A large audience's emails are sent by several jobs at once, which
+# several workers (on several machines) can run: each claims its own
+# deliveries, so they share the fan-out.  One job per this many emails,
+# up to MAX_SENDERS.
+EMAILS_PER_SENDER = 2_500
+MAX_SENDERS = 4
 
 # An alert as its publisher writes it is checked here, in the domain, so
 # that every way in (a TOML or JSON file today) checks it the same way.
@@ -204,7 +210,8 @@ def issue_alert(
         )
         for user_id in sorted(orgs_by_user)
     )
-    add_job(session, DELIVER_ALERT, {"alert_id": alert.id}, now=now)
+    for _ in range(senders_for(len(orgs_by_user))):
+        add_job(session, DELIVER_ALERT, {"alert_id": alert.id}, now=now)
     unreached = [o.code for o in audience if o.id not in reached]
     record_event(
         session,
@@ -226,3 +233,8 @@ def get_alert(session: Session, reference: str) -> Alert:
     if alert is None:
         raise NotFound(f"no alert {reference.strip().upper()}")
     return alert
+
+
+def senders_for(emails: int) -> int:
+    """How many jobs send an alert's ``emails`` emails."""
+    return max(1, min(MAX_SENDERS, -(-emails // EMAILS_PER_SENDER)))
