@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from mailflow.cli.processes import parent_is_gone
 from mailflow.config import parse_host_port
 
 log = logging.getLogger("mailflow")
@@ -29,7 +30,9 @@ def run_until_stopped(start: Callable[[], None], stop: Callable[[], None]) -> No
     start()
     try:
         while not stopping.wait(1.0):
-            pass
+            if parent_is_gone():
+                log.warning("the parent process is gone: stopping")
+                break
     finally:
         stop()
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 import click
 
 from mailflow.cli.context import Context, fail
+from mailflow.cli.processes import ChildProcesses, child_argv, reserve_shared_port
 from mailflow.cli.running import HostPort, run_until_stopped, show_addr
 
 log = logging.getLogger("mailflow")
@@ -25,8 +27,24 @@ log = logging.getLogger("mailflow")
     metavar="HOST:PORT",
     help="Where to listen (default: MAILFLOW_INBOUND_ADDR, 127.0.0.1:8025).",
 )
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Server processes sharing the port (SO_REUSEPORT), started and watched "
+    "by this one: a process that dies is replaced.",
+)
+# Set by the parent of --processes N on its children.
+@click.option("--reuse-port", is_flag=True, hidden=True)
 @click.pass_obj
-def smtpd(ctx: Context, lmtp: bool, listen: tuple[str, int] | None) -> None:
+def smtpd(
+    ctx: Context,
+    lmtp: bool,
+    listen: tuple[str, int] | None,
+    processes: int,
+    reuse_port: bool,
+) -> None:
     """Receive replies and bounces by SMTP (or LMTP) and store them.
 
     Takes mail only for reply+KEY@ and bounce+KEY@ the mail domain
@@ -47,16 +65,48 @@ def smtpd(ctx: Context, lmtp: bool, listen: tuple[str, int] | None) -> None:
 
     Point the domain's MX at it, or have your MTA deliver to it with
     --lmtp.  Stops on SIGTERM or Ctrl-C, letting messages being stored
-    finish."""
+    finish.
+
+    With --processes N, N server processes listen on the one port (the
+    kernel spreads connections among them); this process starts them,
+    replaces one that dies, and stops them all on SIGTERM or Ctrl-C."""
+    ctx.require_schema()
+    host, port = listen or ctx.settings.inbound_addr
+    if processes > 1:
+        sys.exit(run_server_processes(ctx, host, port, processes, lmtp=lmtp))
+    serve_inbound(ctx, host, port, lmtp=lmtp, reuse_port=reuse_port)
+
+
+def run_server_processes(ctx: Context, host: str, port: int, count: int, *, lmtp: bool) -> int:
+    try:
+        held = reserve_shared_port(host, port)
+    except OSError as exc:
+        fail(f"cannot listen on {show_addr(host, port)}: {exc.strerror or exc}", code=2)
+    with held:
+        port = held.getsockname()[1]
+        # The children open their own connections; this one needs none.
+        ctx.runtime.close()
+        arguments = ["smtpd", "--listen", show_addr(host, port), "--reuse-port"]
+        if lmtp:
+            arguments.append("--lmtp")
+        if log.getEffectiveLevel() <= logging.DEBUG:
+            arguments.insert(0, "--verbose")
+        children = ChildProcesses("smtpd", lambda _index: child_argv(*arguments), count)
+        log.info("%d inbound server processes on %s", count, show_addr(host, port))
+        return children.run()
+
+
+def serve_inbound(ctx: Context, host: str, port: int, *, lmtp: bool, reuse_port: bool) -> None:
+    """One server process, until SIGTERM or Ctrl-C."""
     # Imported here: only the commands that run the server pay for
     # loading aiosmtpd.
     from mailflow.gateway.smtpd import InboundServer
     from mailflow.workers.key_kinds import REPLY_KEY_KINDS
 
-    ctx.require_schema()
     settings = ctx.settings
-    host, port = listen or settings.inbound_addr
-    server = InboundServer(ctx.runtime, host, port, key_kinds=REPLY_KEY_KINDS, lmtp=lmtp)
+    server = InboundServer(
+        ctx.runtime, host, port, key_kinds=REPLY_KEY_KINDS, lmtp=lmtp, reuse_port=reuse_port
+    )
 
     def start() -> None:
         try:

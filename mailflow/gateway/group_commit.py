@@ -3,11 +3,10 @@ whatever arrived together in one transaction (the SMTP edge's hot path)."""
 
 from __future__ import annotations
 
-import queue
-import threading
-from concurrent.futures import Future
+import asyncio
 
 from mailflow.core.runtime import Runtime
+from mailflow.gateway.batching import BatchThread
 from mailflow.gateway.inbound_messages import Received, store_received_messages
 
 # At most this many messages in one commit.
@@ -23,67 +22,24 @@ class GroupCommitter:
 
     def __init__(self, runtime: Runtime, *, max_batch: int = GROUP_COMMIT_MAX) -> None:
         self.runtime = runtime
-        self.max_batch = max_batch
-        self._queue: queue.SimpleQueue[tuple[Received, Future[int]] | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="smtpd-store", daemon=True)
-        self._thread.start()
+        self._thread: BatchThread[Received, int] = BatchThread(
+            "smtpd-store", self._commit, max_batch=max_batch
+        )
 
-    def submit(self, received: Received) -> Future[int]:
-        future: Future[int] = Future()
-        self._queue.put((received, future))
-        return future
+    def submit(self, received: Received) -> asyncio.Future[int]:
+        """On the event loop: the new message's id, once committed."""
+        return self._thread.submit(received)
 
     def stop(self) -> None:
-        self._queue.put(None)
-        self._thread.join()
+        self._thread.stop()
 
-    def _run(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            stopping = False
-            while len(batch) < self.max_batch:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stopping = True
-                    break
-                batch.append(item)
-            self._commit(batch)
-            if stopping:
-                return
-
-    def _commit(self, batch: list[tuple[Received, Future[int]]]) -> None:
+    def _commit(self, batch: list[Received]) -> list[int | BaseException]:
         try:
             with self.runtime.sessions.begin() as session:
-                ids = store_received_messages(
-                    session, [received for received, _ in batch], now=self.runtime.clock()
-                )
+                return list(store_received_messages(session, batch, now=self.runtime.clock()))
         except Exception as exc:
-            if len(batch) > 1:
-                # One message must not take others down with it: each on
-                # its own, so only a message that cannot be stored fails.
-                for item in batch:
-                    self._commit([item])
-                return
-            _settle(batch[0][1], error=exc)
-            return
-        for (_, future), message_id in zip(batch, ids, strict=True):
-            _settle(future, result=message_id)
-
-
-def _settle(future: Future[int], *, result: int = 0, error: Exception | None = None) -> None:
-    """Tell the session how its message fared, unless it is gone: a client
-    that hangs up while its message is stored cancels the future, and
-    setting it then would raise here and end the thread that stores
-    everyone's mail.  (The message stays stored; a retry is a duplicate the
-    processing job recognises.)"""
-    if future.set_running_or_notify_cancel():
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
+            if len(batch) == 1:
+                return [exc]
+        # One message must not take others down with it: each on its own,
+        # so only a message that cannot be stored fails.
+        return [outcome for received in batch for outcome in self._commit([received])]

@@ -13,20 +13,18 @@ job before the 250 (invariant 2), and any failure before that is a 451.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
-from concurrent.futures import ThreadPoolExecutor
 
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, Envelope
 from aiosmtpd.smtp import Session as SMTPSession
 
-from mailflow.alerts.deliveries import bounce_key_in_use
-from mailflow.core.mail.addresses import AddressKind, ServiceAddress, parse_service_address
+from mailflow.core.mail.addresses import ServiceAddress, parse_service_address
 from mailflow.core.runtime import Runtime
 from mailflow.gateway.group_commit import GroupCommitter
 from mailflow.gateway.inbound_messages import Received
+from mailflow.gateway.key_lookups import KeyLookups
 from mailflow.gateway.raw_headers import limits_problem
 from mailflow.gateway.routing import KeyKinds
 
@@ -88,7 +86,7 @@ class InboundHandler:
         self,
         runtime: Runtime,
         committer: GroupCommitter,
-        lookups: ThreadPoolExecutor,
+        lookups: KeyLookups,
         key_kinds: KeyKinds,
     ) -> None:
         self.runtime = runtime
@@ -155,9 +153,8 @@ class InboundHandler:
         """The refusal for a reply or bounce key no delivery has (or no
         longer has), or None.  Looked up on a thread, in a short read-only
         transaction, so the event loop keeps serving everyone else."""
-        loop = asyncio.get_running_loop()
         try:
-            known = await loop.run_in_executor(self.lookups, self._key_in_use, address)
+            known = await self.lookups.in_use(address)
         except Exception:
             log.exception(
                 "could not look a %s key up for %s: answered 451", address.kind, session.peer
@@ -170,14 +167,6 @@ class InboundHandler:
             )
             return REPLY_UNKNOWN_KEY
         return None
-
-    def _key_in_use(self, address: ServiceAddress) -> bool:
-        now = self.runtime.clock()
-        with self.runtime.readers() as session:
-            if address.kind is AddressKind.REPLY:
-                settings = self.runtime.settings
-                return self.key_kinds.accepts(session, address.key, settings=settings, now=now)
-            return bounce_key_in_use(session, address.key, now=now)
 
     async def handle_DATA(self, server: SMTP, session: SMTPSession, envelope: Envelope) -> str:
         """One reply for the message; for LMTP, ``InboundLMTP`` repeats it
@@ -203,7 +192,7 @@ class InboundHandler:
             )
             self.storing += 1
             try:
-                message_id = await asyncio.wrap_future(self.committer.submit(received))
+                message_id = await self.committer.submit(received)
             finally:
                 self.storing -= 1
         except Exception:

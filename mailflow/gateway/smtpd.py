@@ -42,6 +42,7 @@ from aiosmtpd.smtp import SMTP
 from mailflow.core.runtime import Runtime
 from mailflow.gateway.group_commit import GroupCommitter
 from mailflow.gateway.inbound_handler import InboundHandler
+from mailflow.gateway.key_lookups import KeyLookups
 from mailflow.gateway.retention import PURGE_INTERVAL_SECONDS, purge_expired_inbound
 from mailflow.gateway.routing import KeyKinds
 from mailflow.gateway.smtp_limits import (
@@ -57,9 +58,6 @@ log = logging.getLogger(__name__)
 # How long stop() waits for messages being committed, so that their senders
 # get their 250 rather than a dropped connection and a needless retry.
 STOP_GRACE_SECONDS = 10.0
-# Threads looking reply and bounce keys up at RCPT, off the event loop: at
-# most this many database connections for them, however many sessions.
-LOOKUP_THREADS = 4
 
 
 class InboundLMTP(GatedLMTP):
@@ -99,7 +97,9 @@ class InboundLMTP(GatedLMTP):
 class InboundServer:
     """The handler on a listening socket, served by an event loop in a
     thread of its own; ``start()`` returns once it listens.  ``key_kinds``
-    is the shell's list of what reply keys belong to, asked at RCPT."""
+    is the shell's list of what reply keys belong to, asked at RCPT.  With
+    ``reuse_port``, other processes may listen on the same port (SO_REUSEPORT:
+    ``mailflow smtpd --processes N``)."""
 
     def __init__(
         self,
@@ -109,8 +109,10 @@ class InboundServer:
         *,
         key_kinds: KeyKinds,
         lmtp: bool = False,
+        reuse_port: bool = False,
     ) -> None:
         self.runtime = runtime
+        self.reuse_port = reuse_port
         self.key_kinds = key_kinds
         self.host = host
         self.requested_port = port
@@ -120,7 +122,8 @@ class InboundServer:
         self._server: asyncio.Server | None = None
         self._committer: GroupCommitter | None = None
         self._handler: InboundHandler | None = None
-        self._lookups: ThreadPoolExecutor | None = None
+        self._lookups: KeyLookups | None = None
+        self._purger: ThreadPoolExecutor | None = None
         self._connections: weakref.WeakSet[SMTP] = weakref.WeakSet()
         self._gate = SessionGate(
             max_sessions=runtime.settings.inbound_max_sessions,
@@ -161,15 +164,22 @@ class InboundServer:
         self.runtime.sessions  # noqa: B018
         loop = asyncio.new_event_loop()
         committer = GroupCommitter(self.runtime)
-        lookups = ThreadPoolExecutor(LOOKUP_THREADS, thread_name_prefix="smtpd-lookup")
+        lookups = KeyLookups(self.runtime, self.key_kinds)
         self._handler = InboundHandler(self.runtime, committer, lookups, self.key_kinds)
         self._lookups = lookups
+        self._purger = ThreadPoolExecutor(1, thread_name_prefix="smtpd-purge")
         thread = threading.Thread(target=loop.run_forever, name="smtpd", daemon=True)
         thread.start()
         self._loop, self._committer = loop, committer
         try:
             self._server = asyncio.run_coroutine_threadsafe(
-                loop.create_server(self._make_protocol, self.host, self.requested_port), loop
+                loop.create_server(
+                    self._make_protocol,
+                    self.host,
+                    self.requested_port,
+                    reuse_port=self.reuse_port or None,
+                ),
+                loop,
             ).result()
         except BaseException:
             self._loop = None
@@ -178,7 +188,8 @@ class InboundServer:
             thread.join()
             loop.close()
             committer.stop()
-            lookups.shutdown()
+            lookups.stop()
+            self._purger.shutdown()
             raise
         self._thread = thread
         self._purging = asyncio.run_coroutine_threadsafe(self._purge_hourly(), loop).result()
@@ -195,21 +206,23 @@ class InboundServer:
             loop.close()
             committer.stop()
             if self._lookups is not None:
-                self._lookups.shutdown()
+                self._lookups.stop()
+            if self._purger is not None:
+                self._purger.shutdown()
             self._loop = self._thread = None
             self._committer = None
             self._server = None
 
     async def _purge_hourly(self) -> asyncio.Task[None]:
         """Start purging old ignored messages now and every hour (there is
-        no scheduler yet), on a lookup thread."""
+        no scheduler yet), on a thread of its own."""
 
         async def purge_every_hour() -> None:
             loop = asyncio.get_running_loop()
             while True:
                 try:
                     await loop.run_in_executor(
-                        self._lookups, lambda: purge_expired_inbound(self.runtime, actor="smtpd")
+                        self._purger, lambda: purge_expired_inbound(self.runtime, actor="smtpd")
                     )
                 except Exception:
                     log.exception("purging old inbound messages failed; trying again in an hour")
