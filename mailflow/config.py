@@ -58,7 +58,7 @@ DEFAULT_CONFIG_FILE = Path("config/mailflow.toml")
 DEFAULT_SECRET_KEY_FILE = Path("var/secret-key")
 # MAILFLOW_* variables that are not settings: the config file's name, and
 # the test suite's own (MAILFLOW_TEST_POSTGRES_URL ...).
-OTHER_VARIABLES = frozenset({"MAILFLOW_CONFIG"})
+OTHER_VARIABLES = frozenset({"MAILFLOW_CONFIG", "MAILFLOW_PARENT_PID"})
 TEST_VARIABLE_PREFIX = "MAILFLOW_TEST_"
 
 

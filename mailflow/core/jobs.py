@@ -138,6 +138,15 @@ def renew_holds(session: Session, ids: list[int], *, until: datetime) -> None:
     )
 
 
+def release_holds(session: Session, ids: list[int]) -> None:
+    """Give up jobs held but not run: due for dispatch again at once."""
+    session.execute(
+        update(Job)
+        .where(Job.id.in_(ids), Job.state == JobState.PENDING, Job.held_until.is_not(None))
+        .values(held_until=None, enqueued_at=None)
+    )
+
+
 def finish_jobs(session: Session, ids: list[int], *, now: datetime) -> None:
     session.execute(
         update(Job)

@@ -15,6 +15,7 @@ from mailflow.core.jobs import (
     JobResult,
     StartedJob,
     finish_jobs,
+    release_holds,
     renew_holds,
     retry_or_fail_job,
     run_jobs_again,
@@ -61,6 +62,16 @@ class JobRuns:
         if ids:
             with self.runtime.sessions.begin() as session:
                 renew_holds(session, ids, until=self.runtime.clock() + self.lease)
+
+    def release(self) -> None:
+        """Let go of every job still held here (on a clean stop: those an
+        in-process queue held but never ran), so that another worker takes
+        them at once rather than when their lease runs out."""
+        with self._lock:
+            ids, self._held = sorted(self._held), set()
+        if ids:
+            with self.runtime.sessions.begin() as session:
+                release_holds(session, ids)
 
     def run(self, ids: list[int]) -> bool:
         """Run the jobs; True when one of them may have queued others or is

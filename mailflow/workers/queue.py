@@ -196,4 +196,9 @@ class QueueWorker:
             thread.join(timeout=10)
         if self._worker is not None:
             self._worker.stop()
+        try:
+            self.queue.runs.release()
+        except Exception:
+            # Their lease runs out by itself: nothing is lost, only later.
+            log.exception("letting go of the jobs held here failed")
         self.queue.close()
