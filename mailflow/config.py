@@ -93,7 +93,10 @@ class Settings:
     answer_link_days: int = 30
     send_retry_base_seconds: float = 60.0
     send_max_attempts: int = 8
-    send_lease_seconds: float = 600.0
+    # How long a sender holds the emails it has claimed.  It renews the hold
+    # every quarter of this while it lives, so this is how soon another
+    # worker takes over the emails of one that died (at least 5 s).
+    send_lease_seconds: float = 20.0
     queue_name: str = "mailflow"
     inbound_addr: tuple[str, int] = ("127.0.0.1", 8025)
     inbound_max_bytes: int = 10 * 1024 * 1024

@@ -154,6 +154,25 @@ def _parse_positive_float(text: str) -> float:
     return value
 
 
+# A sender renews its lease every quarter of it.  Under five seconds that
+# is a write a second per sender, and a pause of the process (a long garbage
+# collection, a busy disk) could outlast the lease and let another sender
+# take emails that are still in flight.
+MIN_SEND_LEASE_SECONDS = 5.0
+MAX_SEND_LEASE_SECONDS = 86400.0
+
+
+def _parse_send_lease(text: str) -> float:
+    value = float(text)
+    if not MIN_SEND_LEASE_SECONDS <= value <= MAX_SEND_LEASE_SECONDS:
+        raise ValueError(
+            f"must be between {MIN_SEND_LEASE_SECONDS:g} and {MAX_SEND_LEASE_SECONDS:g} seconds: "
+            "a sender renews its lease every quarter of it, so a shorter one could run out "
+            "while it is still sending"
+        )
+    return value
+
+
 def _parse_domain(text: str) -> str:
     text = text.strip().lower()
     labels = text.split(".")
@@ -247,7 +266,7 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "answer_link_days": _parse_positive_int,
     "send_retry_base_seconds": _parse_positive_float,
     "send_max_attempts": _parse_positive_int,
-    "send_lease_seconds": _parse_positive_float,
+    "send_lease_seconds": _parse_send_lease,
     "queue_name": str,
     "inbound_addr": lambda t: parse_host_port(t),
     "inbound_max_bytes": _parse_positive_int,

@@ -1,6 +1,7 @@
 """A worker killed with SIGKILL in the middle of a fan-out loses nothing:
-started again, it finishes the job, and only a message that was in flight
-at the moment of the kill can arrive twice."""
+another worker takes over its deliveries once its short lease has run out
+(it was renewing it while it lived), finishes the job, and only a message
+that was in flight at the moment of the kill can arrive twice."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import select
@@ -23,6 +25,9 @@ from tests.support.seed import issue, seed_crowd
 from tests.support.waiting import settled, wait_until
 
 CONNECTIONS = 4
+# The shortest lease the setting allows: a killed worker's deliveries are
+# taken over this soon after its last renewal.
+LEASE_SECONDS = 5
 
 
 def start_worker(database_url: str, relay_port: int, tmp_path: Path) -> subprocess.Popen[bytes]:
@@ -33,8 +38,7 @@ def start_worker(database_url: str, relay_port: int, tmp_path: Path) -> subproce
         "MAILFLOW_SMTP_RELAY": f"smtp://127.0.0.1:{relay_port}",
         "MAILFLOW_SMTP_CONNECTIONS": str(CONNECTIONS),
         "MAILFLOW_MAIL_DOMAIN": "alerts.test",
-        # A killed worker's hold on its deliveries runs out quickly here.
-        "MAILFLOW_SEND_LEASE_SECONDS": "2",
+        "MAILFLOW_SEND_LEASE_SECONDS": str(LEASE_SECONDS),
     }
     env.pop("MAILFLOW_BROKER_URL", None)
     with (tmp_path / "worker.log").open("ab") as log:
@@ -58,7 +62,20 @@ def sent_emails(session: Session) -> set[str]:
     )
 
 
-def test_sigkill_mid_fan_out_then_restart_sends_everything_once_but_what_was_in_flight(
+def held_until(session: Session) -> dict[int, datetime]:
+    """Each delivery some sender holds, with when its hold runs out."""
+    session.rollback()
+    return {
+        delivery_id: until
+        for delivery_id, until in session.execute(
+            select(Delivery.id, Delivery.claimed_until).where(
+                Delivery.state == DeliveryState.SENDING
+            )
+        )
+    }
+
+
+def test_sigkill_mid_fan_out_then_another_worker_sends_everything_once_but_what_was_in_flight(
     session: Session, database_url: str, relay: CapturingRelay, tmp_path: Path
 ) -> None:
     crowd = seed_crowd(session, organisations=20, per_organisation=10)
@@ -73,6 +90,11 @@ def test_sigkill_mid_fan_out_then_restart_sends_everything_once_but_what_was_in_
     finally:
         worker.send_signal(signal.SIGKILL)
         worker.wait(timeout=10)
+    killed_at = datetime.now(UTC)
+    held = held_until(session)
+    assert held, "the kill left no delivery held"
+    # Held for one short lease at most, not for minutes.
+    assert max(held.values()) <= killed_at + timedelta(seconds=LEASE_SECONDS)
     # The relay finishes whatever DATA it had fully received.
     time.sleep(0.3)
     received_before = Counter(r.recipients[0] for r in relay.received)
@@ -84,15 +106,15 @@ def test_sigkill_mid_fan_out_then_restart_sends_everything_once_but_what_was_in_
     assert len(in_flight) <= BATCHES_IN_FLIGHT * CLAIM_PER_CONNECTION * CONNECTIONS
 
     relay.handler.delay_seconds = 0.0
-    restarted = start_worker(database_url, relay.port, tmp_path)
+    another = start_worker(database_url, relay.port, tmp_path)
     try:
         readers = sessionmaker(session.get_bind())
         wait_until(
-            lambda: settled(readers, alert_id), timeout=60, what="the restarted worker to finish"
+            lambda: settled(readers, alert_id), timeout=60, what="the other worker to finish"
         )
     finally:
-        restarted.send_signal(signal.SIGTERM)
-        assert restarted.wait(timeout=30) == 0
+        another.send_signal(signal.SIGTERM)
+        assert another.wait(timeout=30) == 0
 
     copies = Counter(r.recipients[0] for r in relay.received)
     assert set(copies) == set(crowd.emails), "someone got no email"
@@ -103,3 +125,12 @@ def test_sigkill_mid_fan_out_then_restart_sends_everything_once_but_what_was_in_
     assert twice <= in_flight
     assert not twice & recorded_before
     assert sent_emails(session) == set(crowd.emails)
+    # The other worker sent what the killed one held only once its hold had
+    # run out (its first run found them held and came back then).
+    session.rollback()
+    sent_at = dict(
+        session.execute(
+            select(Delivery.id, Delivery.sent_at).where(Delivery.id.in_(list(held)))
+        ).all()
+    )
+    assert all(sent_at[d] is not None and sent_at[d] >= until for d, until in held.items())

@@ -49,6 +49,8 @@ def test_only_a_secret_key_is_needed_and_everything_else_has_a_default() -> None
     assert settings.base_url == "http://127.0.0.1:8000"
     assert settings.timezone == "Europe/London"
     assert settings.answer_link_days == 30
+    # A dead sender's emails are taken over within 30 s.
+    assert settings.send_lease_seconds == 20
 
 
 def test_a_toml_file_is_read_and_environment_variables_win_over_it(tmp_path: Path) -> None:
@@ -163,6 +165,8 @@ def test_a_short_secret_key_is_refused_by_name() -> None:
         ("MAILFLOW_IMAP_URL", "imap://mail.example.org/INBOX"),
         ("MAILFLOW_IMAP_URL", "imap://u:p@mail.example.org:onefourthree/INBOX"),
         ("MAILFLOW_IMAP_AFTER", "archive"),
+        ("MAILFLOW_SEND_LEASE_SECONDS", "nan"),
+        ("MAILFLOW_SEND_LEASE_SECONDS", "inf"),
     ],
 )
 def test_a_malformed_environment_variable_is_refused_by_name(variable: str, value: str) -> None:
@@ -452,3 +456,16 @@ def test_a_misspelt_variable_is_named_in_a_warning_with_the_setting_it_was_meant
         "(did you mean MAILFLOW_DATABASE_URL?)\n"
     )
     assert "MAILFLOW_DATABASE_URL=sqlite:///var/mailflow.db" in result.stdout.splitlines()
+
+
+def test_a_send_lease_too_short_to_renew_in_time_is_refused_saying_why() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ={"MAILFLOW_SECRET_KEY": SECRET, "MAILFLOW_SEND_LEASE_SECONDS": "4"})
+
+    assert caught.value.setting == "MAILFLOW_SEND_LEASE_SECONDS"
+    assert "between 5 and 86400 seconds" in caught.value.problem
+    assert "renews" in caught.value.problem
+    accepted = load_settings(
+        environ={"MAILFLOW_SECRET_KEY": SECRET, "MAILFLOW_SEND_LEASE_SECONDS": "5"}
+    )
+    assert accepted.send_lease_seconds == 5

@@ -4,7 +4,7 @@ deferred for a retry, failed, or (later) bounced."""
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -12,6 +12,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from mailflow.core.audit import record_event
+from mailflow.core.leases import renew_lease
 from mailflow.core.models import (
     AuditEvent,
     Delivery,
@@ -117,6 +118,21 @@ def claim_due_deliveries(
         .execution_options(synchronize_session=False)
     )
     return describe_deliveries(session, ids)
+
+
+def renew_claims(session: Session, ids: Collection[int], *, now: datetime, hold: timedelta) -> int:
+    """A live sender's heartbeat: hold the deliveries it still has in
+    flight for another ``hold``, in one UPDATE.  One whose outcome is
+    recorded (no longer sending) or whose hold already ran out is left
+    alone.  Returns how many were renewed."""
+    return renew_lease(
+        session,
+        Delivery.claimed_until,
+        ids,
+        still_held=Delivery.state == DeliveryState.SENDING,
+        now=now,
+        until=now + hold,
+    )
 
 
 def _finish_sending(session: Session, delivery_id: int, now: datetime, **values: object) -> bool:

@@ -19,7 +19,9 @@ from mailflow.alerts.deliveries import (
     claim_due_deliveries,
     next_due_time,
     record_outcomes,
+    renew_claims,
 )
+from mailflow.core.leases import Heartbeat
 from mailflow.core.models import Alert, AlertAudience, Organisation
 from mailflow.core.runtime import Runtime
 from mailflow.core.sending import Outcome, SendPolicy, SendResult
@@ -32,6 +34,8 @@ log = logging.getLogger(__name__)
 TIME_SLICE_SECONDS = 60.0
 CLAIM_PER_CONNECTION = 8
 BATCHES_IN_FLIGHT = 3
+
+Batch = list[tuple[asyncio.Task[SendResult], ClaimedDelivery]]
 
 
 def deliver_alert(runtime: Runtime, alert_id: int) -> datetime | None:
@@ -64,11 +68,12 @@ async def _fan_out(
     between threads."""
     settings = runtime.settings
     hold = timedelta(seconds=settings.send_lease_seconds)
+    heartbeat = Heartbeat(settings.send_lease_seconds)
     # Keep every relay connection busy: while one batch goes out, the next
     # is being sent too.  When the oldest batch is done, its outcomes are
     # recorded and the next batch claimed in one commit.
     claim_size = CLAIM_PER_CONNECTION * settings.smtp_connections
-    batches: deque[list[tuple[asyncio.Task[SendResult], ClaimedDelivery]]] = deque()
+    batches: deque[Batch] = deque()
     finished: list[tuple[ClaimedDelivery, SendResult]] = []
     stop_at = time.monotonic() + TIME_SLICE_SECONDS
     more = True
@@ -102,12 +107,38 @@ async def _fan_out(
             break
         # A message the relay has taken but that is not yet recorded is what
         # a crash at this moment could send twice: at most these batches.
+        await _wait_renewing(runtime, batches, heartbeat, hold)
         oldest = batches.popleft()
-        await asyncio.wait([task for task, _ in oldest])
         finished = [(delivery, _outcome(task)) for task, delivery in oldest]
 
     with runtime.sessions() as session:
         return next_due_time(session, alert_id=alert_id)
+
+
+async def _wait_renewing(
+    runtime: Runtime, batches: deque[Batch], heartbeat: Heartbeat, hold: timedelta
+) -> None:
+    """Wait for the oldest batch to be sent, renewing the hold on every
+    delivery in flight whenever the heartbeat is due, however slow the
+    relay: another sender takes them only if this one has died."""
+    pending = {task for task, _ in batches[0]}
+    while pending:
+        if heartbeat.due():
+            in_flight = [delivery.id for batch in batches for _, delivery in batch]
+            now = runtime.clock()
+            with runtime.sessions.begin() as session:
+                renewed = renew_claims(session, in_flight, now=now, hold=hold)
+            heartbeat.beat()
+            if renewed < len(in_flight):
+                # Their hold ran out before this renewal (the process was
+                # paused, or the database slow): another sender may send
+                # them too.
+                log.warning(
+                    "alert fan-out: the hold on %d of %d deliveries in flight ran out",
+                    len(in_flight) - renewed,
+                    len(in_flight),
+                )
+        _, pending = await asyncio.wait(pending, timeout=heartbeat.seconds_left())
 
 
 def _outcome(task: asyncio.Task[SendResult]) -> SendResult:

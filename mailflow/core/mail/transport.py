@@ -11,6 +11,7 @@ import asyncio
 import logging
 import mailbox
 import os
+import re
 import threading
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import aiosmtplib
+from aiosmtplib.typing import SMTPStatus
 
 from mailflow.config import RelayConfig
 from mailflow.core.private_files import PRIVATE_FILE, make_private_folder
@@ -143,6 +145,32 @@ def classify_failure(exc: BaseException) -> SendResult:
     return SendResult(Outcome.TEMPORARY, _describe(exc))
 
 
+# An address we can put in MAIL FROM or RCPT TO as it is: our own bounce
+# addresses and the stored addresses of our users.  aiosmtplib's mail() and
+# rcpt() parse every address with email.utils first, which cost a twentieth
+# of fan-out's time; anything unusual still goes through them.
+_PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9.-]+")
+
+
+async def _mail(client: aiosmtplib.SMTP, sender: str, options: list[str]) -> None:
+    if not _PLAIN_ADDRESS.fullmatch(sender):
+        await client.mail(sender, options=options)
+        return
+    args = [f"FROM:<{sender}>".encode("ascii"), *(o.encode("ascii") for o in options)]
+    response = await client.execute_command(b"MAIL", *args)
+    if response.code != SMTPStatus.completed:
+        raise aiosmtplib.SMTPSenderRefused(response.code, response.message, sender)
+
+
+async def _rcpt(client: aiosmtplib.SMTP, recipient: str) -> None:
+    if not _PLAIN_ADDRESS.fullmatch(recipient):
+        await client.rcpt(recipient)
+        return
+    response = await client.execute_command(b"RCPT", f"TO:<{recipient}>".encode("ascii"))
+    if response.code not in (SMTPStatus.completed, SMTPStatus.will_forward):
+        raise aiosmtplib.SMTPRecipientRefused(response.code, response.message, recipient)
+
+
 class SmtpRelayPool:
     """A pool of persistent connections to one SMTP relay.
 
@@ -208,8 +236,8 @@ class SmtpRelayPool:
         their length is the size.)"""
         options = [f"SIZE={len(message.data)}"] if client.supports_extension("size") else []
         try:
-            await client.mail(message.envelope.mail_from, options=options)
-            await client.rcpt(message.envelope.recipient)
+            await _mail(client, message.envelope.mail_from, options)
+            await _rcpt(client, message.envelope.recipient)
             response = await client.data(message.data)
         except aiosmtplib.SMTPResponseException:
             # Leave the connection ready for the next message.
