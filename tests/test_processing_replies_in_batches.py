@@ -227,3 +227,49 @@ def test_the_worker_processes_the_replies_and_sends_each_confirm_once(
     }
     assert emails.pop(stored.senders[0]) == OutgoingState.FAILED
     assert set(emails.values()) == {OutgoingState.SENT}
+
+
+def test_a_confirm_email_on_a_slow_relay_stays_held_past_its_first_lease(
+    settings: Settings, stored: Stored, session: Session, relay: CapturingRelay
+) -> None:
+    """Real time: the relay takes 3 s over the email, the lease is 1 s, and
+    the sender's renewals keep a second sender off it."""
+    import dataclasses
+    import threading
+    from datetime import UTC, datetime, timedelta
+
+    from mailflow.workers.outgoing import send_outgoing_emails
+
+    short = dataclasses.replace(settings, send_lease_seconds=1.0)
+    first, second = Runtime(short), Runtime(short)
+    try:
+        inbound.process_inbound_messages(first, stored.message_ids[:1])
+        session.rollback()
+        email = session.scalars(select(OutgoingEmail)).one()
+        unclaimed = email.next_attempt_at
+        relay.handler.delay_seconds = 3.0
+        sender = threading.Thread(target=send_outgoing_emails, args=(first, [email.id]))
+        sender.start()
+        claims: list[datetime] = []
+
+        def claimed() -> bool:
+            session.rollback()
+            claims.append(session.get_one(OutgoingEmail, email.id).next_attempt_at)
+            return claims[-1] > unclaimed
+
+        wait_until(claimed, timeout=10, what="the first sender to claim the email")
+        wait_until(
+            lambda: datetime.now(UTC) > claims[-1] + timedelta(seconds=0.5),
+            timeout=10,
+            what="the first lease to run out",
+        )
+        came_back = send_outgoing_emails(second, [email.id])[email.id]
+        sender.join(timeout=30)
+    finally:
+        first.close()
+        second.close()
+
+    assert came_back is not None  # told to come back, not sent again
+    assert [r.recipients for r in relay.received] == [[stored.senders[0]]]
+    session.rollback()
+    assert session.get_one(OutgoingEmail, email.id).state == OutgoingState.SENT

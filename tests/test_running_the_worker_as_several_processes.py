@@ -109,9 +109,7 @@ def test_worker_processes_killed_mid_fan_out_are_replaced_and_finish_it(
 
     relay.handler.delay_seconds = 0.0
     readers = sessionmaker(session.get_bind())
-    wait_until(
-        lambda: settled(readers, alert_id), timeout=90, what="the new processes to finish"
-    )
+    wait_until(lambda: settled(readers, alert_id), timeout=90, what="the new processes to finish")
     second = children_of(parent)
     assert len(second) == 2 and not second & first
 

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Select, and_, or_, select, update
 from sqlalchemy.orm import Session
 
+from mailflow.core.leases import renew_lease
 from mailflow.core.models import Job, JobState
 
 # What running a job gave: None when it is done, the time it is due again,
@@ -128,13 +129,12 @@ def start_jobs(session: Session, ids: list[int], *, held_until: datetime) -> lis
     return [StartedJob(row.id, row.kind, dict(row.payload), row.attempts + 1) for row in rows]
 
 
-def renew_holds(session: Session, ids: list[int], *, until: datetime) -> None:
+def renew_holds(session: Session, ids: list[int], *, now: datetime, until: datetime) -> None:
     """Extend the lease on jobs this worker still holds (a heartbeat).  A
-    job finished or let go meanwhile has no lease, and is not given one."""
-    session.execute(
-        update(Job)
-        .where(Job.id.in_(ids), Job.state == JobState.PENDING, Job.held_until.is_not(None))
-        .values(held_until=until)
+    job finished or let go meanwhile has no lease, and is not given one;
+    nor is one whose lease ran out (another worker may have it now)."""
+    renew_lease(
+        session, Job.held_until, ids, still_held=Job.state == JobState.PENDING, now=now, until=until
     )
 
 

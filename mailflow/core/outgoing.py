@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from mailflow.core.audit import record_event
 from mailflow.core.jobs import add_job
+from mailflow.core.leases import renew_lease
 from mailflow.core.models import OutgoingEmail, OutgoingState
 from mailflow.core.sending import SendPolicy, SendResult, Step, next_state
 
@@ -119,13 +120,17 @@ def claim_outgoing_emails(
     )
 
 
-def renew_outgoing_claims(session: Session, email_ids: list[int], *, until: datetime) -> None:
+def renew_outgoing_claims(
+    session: Session, email_ids: list[int], *, now: datetime, until: datetime
+) -> None:
     """Extend the hold on emails still being sent (a heartbeat)."""
-    session.execute(
-        update(OutgoingEmail)
-        .where(OutgoingEmail.id.in_(email_ids), OutgoingEmail.state == OutgoingState.QUEUED)
-        .values(next_attempt_at=until)
-        .execution_options(synchronize_session=False)
+    renew_lease(
+        session,
+        OutgoingEmail.next_attempt_at,
+        email_ids,
+        still_held=OutgoingEmail.state == OutgoingState.QUEUED,
+        now=now,
+        until=until,
     )
 
 

@@ -60,8 +60,9 @@ class JobRuns:
         with self._lock:
             ids = sorted(self._held)
         if ids:
+            now = self.runtime.clock()
             with self.runtime.sessions.begin() as session:
-                renew_holds(session, ids, until=self.runtime.clock() + self.lease)
+                renew_holds(session, ids, now=now, until=now + self.lease)
 
     def release(self) -> None:
         """Let go of every job still held here (on a clean stop: those an

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import select
 
 from mailflow.core.jobs import JobResult
+from mailflow.core.leases import RENEWALS_PER_LEASE
 from mailflow.core.mail.transport import Envelope, Outcome, OutgoingMessage, SendResult
 from mailflow.core.models import OutgoingEmail, OutgoingState
 from mailflow.core.outgoing import (
@@ -83,18 +84,20 @@ async def _send_all(
     runtime: Runtime, messages: dict[int, OutgoingMessage], lease: timedelta
 ) -> dict[int, SendResult]:
     """Send every message at once (the transport's connections set the
-    pace), renewing the lease on those still out every quarter lease."""
+    pace), renewing the lease on those still out while the relay takes
+    its time."""
     tasks = {
         email_id: asyncio.ensure_future(runtime.transport.send(message))
         for email_id, message in messages.items()
     }
     waiting = set(tasks.values())
     while waiting:
-        _, waiting = await asyncio.wait(waiting, timeout=lease.total_seconds() / 4)
+        _, waiting = await asyncio.wait(waiting, timeout=lease.total_seconds() / RENEWALS_PER_LEASE)
         if waiting:
             out = [email_id for email_id, task in tasks.items() if task in waiting]
+            now = runtime.clock()
             with runtime.sessions.begin() as session:
-                renew_outgoing_claims(session, out, until=runtime.clock() + lease)
+                renew_outgoing_claims(session, out, now=now, until=now + lease)
     return {email_id: _result(task) for email_id, task in tasks.items()}
 
 

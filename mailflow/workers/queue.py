@@ -19,6 +19,7 @@ from dramatiq.brokers.stub import StubBroker
 
 from mailflow.config import Settings
 from mailflow.core.jobs import any_jobs_for_dispatch, forget_enqueued, take_jobs_for_dispatch
+from mailflow.core.leases import RENEWALS_PER_LEASE
 from mailflow.core.runtime import Runtime
 from mailflow.workers.job_kinds import BATCH_HANDLERS
 from mailflow.workers.job_runs import JobRuns
@@ -182,12 +183,12 @@ class QueueWorker:
             self._stop.wait(self.poll_seconds)
 
     def _heartbeat(self) -> None:
-        every = self.runtime.settings.send_lease_seconds / 4
+        every = self.runtime.settings.send_lease_seconds / RENEWALS_PER_LEASE
         while not self._stop.wait(every):
             try:
                 self.queue.runs.renew()
             except Exception:
-                # Missing a beat is survivable: the lease is four beats long.
+                # Missing a beat is survivable: a lease is several beats long.
                 log.exception("renewing the lease on held jobs failed; trying again")
 
     def stop(self) -> None:
