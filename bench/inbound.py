@@ -33,15 +33,17 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
+from typing import Any
 
 import aiosmtplib
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.engine import Engine
 
 from bench.common import (
@@ -82,6 +84,7 @@ from mailflow.core.models import (
 from mailflow.core.runtime import Runtime
 from mailflow.db.engine import make_engine, make_sessionmaker
 from mailflow.db.migrate import upgrade
+from mailflow.gateway.inbound_messages import PROCESS_INBOUND
 from mailflow.workers.queue import QueueWorker
 
 TARGET_RATIO = 0.5
@@ -448,22 +451,29 @@ def run_processing(
     poll_seconds: float,
     timeout: float,
     tmp: Path,
+    processes: int = 0,
 ) -> Processing:
-    """A QueueWorker in this process on the stored replies, sending to a
-    counting sink; timed from start() until the database says every reply
-    is processed and the sink has n messages."""
+    """A QueueWorker in this process (or, with ``processes``, the real
+    `mailflow worker --processes N` in a subprocess) on the stored replies,
+    sending to a counting sink; timed from the moment the jobs fall due
+    until the database says every reply is processed and the sink has n
+    messages."""
     # Looks on without taking SQLite's write lock (BEGIN, not IMMEDIATE).
     reader = make_engine(fixture.database_url, immediate=False)
     processed = InboundState.PROCESSED.value
     with Sink() as sink:
-        runtime = Runtime(make_settings(fixture, sink.port, connections, tmp))
-        runtime.engine  # noqa: B018 - connect outside the timed part
-        worker = QueueWorker(runtime, threads=threads, poll_seconds=poll_seconds)
+        settings = make_settings(fixture, sink.port, connections, tmp)
+        start, stop = (
+            _worker_processes(fixture, settings, processes, threads, tmp)
+            if processes
+            else _worker_here(settings, threads, poll_seconds)
+        )
         processed_seconds = math.inf
         try:
-            started = time.perf_counter()
+            _hold_jobs(fixture.engine, first_id)
+            start()
+            started = _release_jobs(fixture.engine, first_id)
             deadline = time.monotonic() + timeout
-            worker.start()
             next_look = 0.0
             while time.monotonic() < deadline:
                 now = time.perf_counter()
@@ -476,8 +486,7 @@ def run_processing(
                 time.sleep(0.002)
             seconds = time.perf_counter() - started
         finally:
-            worker.stop()
-            runtime.close()
+            stop()
         time.sleep(0.3)  # anything sent twice would show up in the count now
         states = _inbound_states(reader, first_id)
         confirms = _confirms_sent(reader, first_id)
@@ -485,6 +494,87 @@ def run_processing(
         failures = _failures(reader, first_id)
     reader.dispose()
     return Processing(seconds, processed_seconds, states, confirms, count, failures)
+
+
+def _stored_jobs(first_id: int) -> Any:
+    return select(Job.id).where(
+        Job.kind == PROCESS_INBOUND,
+        Job.payload["inbound_message_id"].as_integer() > first_id,
+    )
+
+
+def _hold_jobs(engine: Engine, first_id: int) -> None:
+    """The stored replies' jobs wait until the worker is up, so its start
+    (a subprocess importing mailflow) is not timed."""
+    with engine.begin() as conn:
+        conn.execute(
+            update(Job)
+            .where(Job.id.in_(_stored_jobs(first_id)))
+            .values(run_after=datetime(2999, 1, 1, tzinfo=UTC))
+        )
+
+
+def _release_jobs(engine: Engine, first_id: int) -> float:
+    """The jobs fall due now: the clock starts."""
+    with engine.begin() as conn:
+        conn.execute(
+            update(Job)
+            .where(Job.id.in_(_stored_jobs(first_id)))
+            .values(run_after=datetime.now(UTC))
+        )
+    return time.perf_counter()
+
+
+def _worker_here(
+    settings: Settings, threads: int, poll_seconds: float
+) -> tuple[Callable[[], None], Callable[[], None]]:
+    runtime = Runtime(settings)
+    runtime.engine  # noqa: B018 - connect outside the timed part
+    worker = QueueWorker(runtime, threads=threads, poll_seconds=poll_seconds)
+
+    def stop() -> None:
+        worker.stop()
+        runtime.close()
+
+    return worker.start, stop
+
+
+def _worker_processes(
+    fixture: Fixture, settings: Settings, processes: int, threads: int, tmp: Path
+) -> tuple[Callable[[], None], Callable[[], None]]:
+    assert settings.smtp_relay is not None
+    env = server_env(fixture.database_url, tmp / "empty.toml")
+    env.update(
+        MAILFLOW_SMTP_RELAY=f"smtp://{HOST}:{settings.smtp_relay.port}",
+        MAILFLOW_SMTP_CONNECTIONS=str(settings.smtp_connections),
+    )
+    log_path = tmp / "worker.log"
+    command = [sys.executable, "-m", "mailflow", "worker"]
+    command += ["--processes", str(processes), "--threads", str(threads)]
+    holder: list[subprocess.Popen[bytes]] = []
+
+    def start() -> None:
+        with log_path.open("wb") as log_file:
+            process = subprocess.Popen(
+                command,
+                cwd=tmp,
+                env=env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        holder.append(process)
+        ready = wait_until_serving(
+            process, lambda: log_path.read_text().count("worker started") >= processes, 120
+        )
+        if ready != "serving":
+            raise RuntimeError(f"mailflow worker {ready}:\n{log_tail(log_path)}")
+
+    def stop() -> None:
+        for process in holder:
+            _stop(process)
+
+    return start, stop
 
 
 # --------------------------------------------------------------------- main
@@ -498,6 +588,13 @@ def main(argv: list[str] | None = None) -> int:
         parser, "seconds allowed for each phase (default: scaled to --replies)"
     )
     parser.add_argument("--worker-threads", type=int, default=2, help="QueueWorker threads")
+    parser.add_argument(
+        "--worker-processes",
+        type=int,
+        default=0,
+        help="process with `mailflow worker --processes N` in a subprocess "
+        "(default 0: a QueueWorker in the bench process)",
+    )
     parser.add_argument(
         "--poll-seconds",
         type=float,
@@ -576,6 +673,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.poll_seconds,
                 timeout,
                 tmp,
+                args.worker_processes,
             )
         fixture.engine.dispose()
 
