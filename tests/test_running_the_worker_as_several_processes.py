@@ -124,3 +124,13 @@ def test_worker_processes_killed_mid_fan_out_are_replaced_and_finish_it(
     parent.send_signal(signal.SIGTERM)
     assert parent.wait(timeout=60) == 0
     assert not any(Path(f"/proc/{pid}").exists() for pid in second)
+
+
+@pytest.mark.parametrize(("cpus", "threads"), [(None, 2), (1, 2), (2, 4), (3, 6), (16, 8)])
+def test_serve_gives_its_queue_worker_two_threads_a_cpu_within_bounds(
+    monkeypatch: pytest.MonkeyPatch, cpus: int | None, threads: int
+) -> None:
+    from mailflow.cli.serve_command import default_worker_threads
+
+    monkeypatch.setattr(os, "cpu_count", lambda: cpus)
+    assert default_worker_threads() == threads

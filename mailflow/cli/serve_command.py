@@ -4,6 +4,7 @@ that starts them in order and stops them in reverse."""
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 
@@ -47,9 +48,20 @@ class Supervisor:
             stop()
 
 
+def default_worker_threads() -> int:
+    """Two threads a CPU, at least 2 and at most 8: the queue worker's
+    threads mostly wait on the relay and the database, but share one GIL
+    with every other edge of this process."""
+    return max(2, min(8, 2 * (os.cpu_count() or 1)))
+
+
 @click.command()
 @click.option(
-    "--threads", type=click.IntRange(min=1), default=2, show_default=True, help="Worker threads."
+    "--threads",
+    type=click.IntRange(min=1),
+    default=default_worker_threads,
+    show_default="2 a CPU, 2 to 8",
+    help="Worker threads.",
 )
 @click.option("--no-smtpd", is_flag=True, help="Do not run the inbound SMTP server.")
 @click.option("--no-web", is_flag=True, help="Do not run the web server.")
