@@ -70,7 +70,7 @@ from mailflow.workers.queue import QueueWorker
 MAIL_FROM = f"bounces@{MAIL_DOMAIN}"
 SAMPLE_MESSAGES = 16
 COMPOSE_SAMPLE = 500
-TARGET_RATIO = 0.7
+TARGET_RATIO = 0.9
 
 
 # -------------------------------------------------------------- fixture data
