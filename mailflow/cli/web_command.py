@@ -11,6 +11,7 @@ import click
 
 from mailflow.cli.context import Context, fail
 from mailflow.cli.running import HostPort
+from mailflow.cli.web_workers import run_workers
 from mailflow.core.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -100,8 +101,6 @@ def web(ctx: Context, listen: tuple[str, int] | None, workers: int) -> None:
 
 
 def serve_in_workers(ctx: Context, sock: socket.socket, host: str, port: int, workers: int) -> None:
-    from mailflow.cli.web_workers import run_workers
-
     # Loaded once here, before forking, rather than by every worker.
     import_module("uvicorn")
     import_module("mailflow.web")
