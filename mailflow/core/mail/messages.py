@@ -16,7 +16,12 @@ from email.policy import SMTP
 from email.utils import format_datetime, make_msgid
 
 from mailflow.config import Settings
-from mailflow.core.mail.skeleton import alternative_body, fold_header, transfer_encoding
+from mailflow.core.mail.skeleton import (
+    alternative_body,
+    fold_address,
+    fold_header,
+    transfer_encoding,
+)
 from mailflow.core.mail.templates import RenderedEmail
 from mailflow.core.models import User
 
@@ -61,8 +66,8 @@ def compose_message(rendered: RenderedEmail, headers: MessageHeaders) -> bytes:
     read the same once parsed."""
     lines = [
         fold_header("Subject", rendered.subject),
-        fold_header("From", str(headers.sender)),
-        fold_header("To", str(headers.to)),
+        fold_address("From", headers.sender),
+        fold_address("To", headers.to),
     ]
     if headers.reply_to:
         lines.append(fold_header("Reply-To", headers.reply_to))
