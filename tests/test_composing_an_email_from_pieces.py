@@ -267,8 +267,10 @@ ANY_TEXT = st.text(max_size=90).filter(lambda v: "\r" not in v and "\n" not in v
 ATOMS = st.from_regex(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,25}", fullmatch=True)
 SIMPLE_ADDRESSES = st.builds(lambda local, domain: f"{local}@{domain}", ATOMS, ATOMS)
 HEADER_NAMES = st.sampled_from(
-    ["Subject", "From", "To", "Reply-To", "Message-ID", "Date", "In-Reply-To", "References"]
-    + ["Auto-Submitted", "X-Mailflow-Alert"]
+    [
+        *("Subject", "From", "To", "Reply-To", "Message-ID", "Date"),
+        *("In-Reply-To", "References", "Auto-Submitted", "X-Mailflow-Alert"),
+    ]
 )
 EXAMPLES = settings(
     max_examples=400,
