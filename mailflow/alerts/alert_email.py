@@ -18,12 +18,12 @@ from mailflow.core.links import ACCESS_NEW_LINK, ANSWER_LINK
 from mailflow.core.mail.addresses import bounce_address, reply_address
 from mailflow.core.mail.messages import (
     AUTO_SUBMITTED_GENERATED,
-    AlternativeSkeleton,
     MessageHeaders,
     address,
     build_message,
 )
 from mailflow.core.mail.one_off import access_new_payload
+from mailflow.core.mail.skeleton import AlternativeSkeleton
 from mailflow.core.mail.templates import RenderedEmail, render_service_email
 from mailflow.core.mail.transport import Envelope, OutgoingMessage
 from mailflow.core.models import Alert, Organisation
@@ -77,7 +77,7 @@ class AlertEmailComposer:
         self.sender = settings.from_header
         self.skeleton = AlternativeSkeleton(
             {
-                "From": self.sender,
+                "From": str(self.sender),
                 "Date": format_datetime(now),
                 "X-Mailflow-Alert": alert.reference,
             },

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from mailflow.config import Settings
 from mailflow.core.mail.addresses import reply_address
-from mailflow.core.mail.messages import build_message, notification_headers, thread_headers
+from mailflow.core.mail.messages import compose_message, notification_headers, thread_headers
 from mailflow.core.mail.one_off import queue_email_to_person
 from mailflow.core.mail.templates import render_service_email
 from mailflow.core.models import Alert, Delivery, OutgoingEmail, User
@@ -49,6 +49,6 @@ def queue_in_alert_thread(
         settings,
         kind=kind,
         user=user,
-        raw=bytes(build_message(rendered, headers)),
+        raw=compose_message(rendered, headers),
         now=now,
     )

@@ -22,11 +22,11 @@ from mailflow.core.mail.messages import (
     AUTO_SUBMITTED_REPLIED,
     MessageHeaders,
     address,
-    build_message,
+    compose_message,
     notification_headers,
     thread_headers,
 )
-from mailflow.core.mail.templates import render_service_email
+from mailflow.core.mail.templates import RenderedEmail, render_service_email
 from mailflow.core.models import OutgoingEmail, User
 from mailflow.core.outgoing import queue_email
 
@@ -67,6 +67,37 @@ def send_one_off(
     """Render the email in ``templates/email/TEMPLATE/`` and queue it, in
     the caller's transaction, to one person.  ``reply_key`` makes replies
     go to ``reply+KEY@MAIL_DOMAIN`` (an email asking for a decision)."""
+    rendered, headers = one_off_email(
+        settings,
+        template=template,
+        context=context,
+        to=to,
+        now=now,
+        thread=thread,
+        reply_key=reply_key,
+    )
+    return queue_email_to_person(
+        session,
+        settings,
+        kind=kind,
+        user=to,
+        raw=compose_message(rendered, headers),
+        now=now,
+        inbound_message_id=inbound_message_id,
+    )
+
+
+def one_off_email(
+    settings: Settings,
+    *,
+    template: str,
+    context: dict[str, object],
+    to: User,
+    now: datetime,
+    thread: ThreadHeaders | None = None,
+    reply_key: str | None = None,
+) -> tuple[RenderedEmail, MessageHeaders]:
+    """What ``send_one_off`` sends, rendered, with its headers."""
     rendered = render_service_email(
         settings, template, {"access_new_link": access_new_link(settings, to.id, now)} | context
     )
@@ -87,15 +118,7 @@ def send_one_off(
             else None
         ),
     )
-    return queue_email_to_person(
-        session,
-        settings,
-        kind=kind,
-        user=to,
-        raw=bytes(build_message(rendered, headers)),
-        now=now,
-        inbound_message_id=inbound_message_id,
-    )
+    return rendered, headers
 
 
 def access_new_payload(user_id: int) -> dict[str, object]:
@@ -179,7 +202,7 @@ def send_one_off_to_address(
         recipient=to,
         mail_from=bounce_address(key, settings.mail_domain),
         bounce_key=key,
-        raw=bytes(build_message(rendered, headers)),
+        raw=compose_message(rendered, headers),
         now=now,
         inbound_message_id=inbound_message_id,
     )
