@@ -132,6 +132,9 @@ class TokenService:
         return signed_at
 
 
+_SERVICES: dict[tuple[Purpose, str, timedelta], TokenService] = {}
+
+
 @dataclass(frozen=True)
 class LinkSpec:
     """One kind of link: what it is for, where it points, how long it works."""
@@ -146,7 +149,16 @@ class LinkSpec:
         return self.path_prefix + "{token}"
 
     def tokens(self, settings: Settings) -> TokenService:
-        return TokenService(settings.secret_key, self.purpose, self.lifetime(settings))
+        """The service for these links, made once a process for each key and
+        lifetime: every email with links and every page asks for it."""
+        lifetime = self.lifetime(settings)
+        key = (self.purpose, settings.secret_key, lifetime)
+        service = _SERVICES.get(key)
+        if service is None:
+            service = _SERVICES.setdefault(
+                key, TokenService(settings.secret_key, self.purpose, lifetime)
+            )
+        return service
 
     def url(self, settings: Settings, token: str) -> str:
         return f"{settings.base_url}{self.path_prefix}{token}"
