@@ -150,8 +150,9 @@ def use_link_once(session: Session, *, kind: str, token: str, user_id: int, now:
             superseded_at=None,
         )
         .on_conflict_do_nothing(index_elements=["token_digest"])
+        .returning(PendingAction.id)
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return result.scalar() is not None
 
 
 def link_used(session: Session, token: str) -> bool:
