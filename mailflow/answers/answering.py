@@ -13,13 +13,10 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from mailflow.answers.answer_rights import answer_rights
 from mailflow.answers.answer_values import AnswerValue
 from mailflow.answers.receipts import queue_receipts
-from mailflow.answers.recording import (
-    alert_status_lines,
-    answers_asked_again_at,
-    record_answers,
-)
+from mailflow.answers.recording import alert_status_lines, record_answers
 from mailflow.answers.statuses import AnswerStatus
 from mailflow.core.mail.templates import format_time
 from mailflow.core.models import Alert, Organisation, User
@@ -64,13 +61,17 @@ def active_user(session: Session, user_id: int) -> User:
     user = session.get(User, user_id)
     if user is None:
         raise Refusal(400, "This link is not valid", INVALID)
+    refuse_inactive(user)
+    return user
+
+
+def refuse_inactive(user: User) -> None:
     if not user.active:
         raise Refusal(
             403,
             "Your access has been removed",
             "You can no longer answer alerts with this service. Nothing has been recorded.",
         )
-    return user
 
 
 def no_longer(org: Organisation) -> Refusal:
@@ -106,8 +107,8 @@ class AnswerKind:
         self,
         session: Session,
         *,
-        user_id: int,
-        alert_id: int,
+        user: User,
+        alert: Alert,
         answers: Sequence[AnswerValue],
         via: str,
         now: datetime,
@@ -115,10 +116,13 @@ class AnswerKind:
         confirmation_id: int | None = None,
     ) -> Committed:
         """Record the answers and queue their receipts, in the commit's
-        transaction.  ``asked_at`` is when the link or the reply being
-        confirmed was made: one from before an update that asked for
+        transaction.  ``user`` and ``alert`` are as the page loaded them
+        (what may have changed since is read again, in one statement, by
+        ``answer_rights``).  ``asked_at`` is when the link or the reply
+        being confirmed was made: one from before an update that asked for
         answers again is refused."""
-        asked_again = answers_asked_again_at(session, alert_id)
+        rights = answer_rights(session, user_id=user.id, alert_id=alert.id)
+        asked_again = rights.asked_again_at if rights else None
         # To the second: a link's signing time is kept to the second, and a
         # link in the update's own email may be signed in the same second.
         if asked_again is not None and asked_at < asked_again.replace(microsecond=0):
@@ -133,20 +137,16 @@ class AnswerKind:
         recorded = record_answers(
             session,
             self.runtime.settings,
-            user_id=user_id,
-            alert_id=alert_id,
+            user_id=user.id,
+            alert_id=alert.id,
             answers=answers,
             via=via,
             confirmation_id=confirmation_id,
             now=now,
+            rights=rights,
         )
         queue_receipts(
-            session,
-            self.runtime.settings,
-            user=session.get_one(User, user_id),
-            alert=session.get_one(Alert, alert_id),
-            answers=recorded,
-            now=now,
+            session, self.runtime.settings, user=user, alert=alert, answers=recorded, now=now
         )
         return Committed([a.id for a in recorded])
 

@@ -10,16 +10,15 @@ from datetime import date, datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from mailflow.answers.answer_rights import AnswerRights, answer_rights
 from mailflow.answers.answer_values import AnswerValue
-from mailflow.answers.pending_answers import answerable_organisations
 from mailflow.answers.statuses import AnswerStatus
 from mailflow.answers.update_dates import UpdateDates, next_update_problem
 from mailflow.config import Settings
 from mailflow.core import pending
 from mailflow.core.audit import record_event
-from mailflow.core.errors import InvalidInput, NotAllowed
+from mailflow.core.errors import InvalidInput, NotAllowed, NotFound
 from mailflow.core.models import (
-    Alert,
     AlertAudience,
     AlertStatus,
     AlertUpdate,
@@ -88,18 +87,20 @@ def record_answers(
     via: str,
     confirmation_id: int | None = None,
     now: datetime,
+    rights: AnswerRights | None = None,
 ) -> list[Answer]:
     """Record confirmed answers in the caller's transaction: each one joins
     the history and becomes its organisation's current status, with when
     its next update (in progress) or review (unable) is due; a final
-    answer ends the chasing for its organisation."""
+    answer ends the chasing for its organisation.  ``rights`` are the
+    person's, read in this transaction by the caller (read here if not)."""
     dates = UpdateDates.of(settings)
-    user = session.get_one(User, user_id)
-    alert = session.get_one(Alert, alert_id)
-    allowed = {
-        o.code: o.id for o in answerable_organisations(session, user_id=user_id, alert_id=alert_id)
-    }
-    if not user.active:
+    if rights is None:
+        rights = answer_rights(session, user_id=user_id, alert_id=alert_id)
+    if rights is None:
+        raise NotFound(f"no user {user_id} or no alert {alert_id}")
+    allowed = rights.allowed
+    if not rights.active:
         raise AccessRefused("your access has been removed")
     if not answers:
         raise InvalidInput("organisations", "Choose at least one organisation")
@@ -111,7 +112,7 @@ def record_answers(
         )
         validate_next_update(answer, dates.today(now))
 
-    within = now <= alert.deadline_at
+    within = now <= rights.deadline_at
     recorded = []
     for answer in answers:
         organisation_id = allowed[answer.organisation]
@@ -164,7 +165,7 @@ def record_answers(
             at=now,
             actor=f"user:{user_id}",
             action="answer.recorded",
-            subject=f"alert:{alert.reference}",
+            subject=f"alert:{rights.alert_reference}",
             organisation_id=organisation_id,
             status=row.status,
             via=via,

@@ -166,19 +166,19 @@ class ReplyAnswersKind(AnswerKind):
         for item in context.items:
             information = read_information(form, item.status, item.prefix, problems, today=today)
             inputs.append(information.answer(item.organisation.code, item.status))
-        user_id, alert_id = context.user.id, context.alert.id
+        user, alert = context.user, context.alert
         confirmation_id, nonce = context.confirmation.id, context.confirmation.nonce
 
         def change(session: Session) -> Outcome:
             confirmation = use_confirmation(
-                session, confirmation_id=confirmation_id, nonce=nonce, user_id=user_id, now=now
+                session, confirmation_id=confirmation_id, nonce=nonce, user_id=user.id, now=now
             )
             if confirmation is None:
                 return AlreadyUsed()
             return self.record(
                 session,
-                user_id=user_id,
-                alert_id=alert_id,
+                user=user,
+                alert=alert,
                 answers=inputs,
                 via="reply",
                 confirmation_id=confirmation.id,

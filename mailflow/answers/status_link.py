@@ -12,14 +12,15 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import Response
 
+from mailflow.answers.answer_rights import read_link
 from mailflow.answers.answering import (
     AnswerKind,
     active_user,
     already_recorded,
     no_longer,
+    refuse_inactive,
 )
 from mailflow.answers.forms import FIELDS, Information, read_information, typed_parts
-from mailflow.answers.pending_answers import answerable_organisations
 from mailflow.answers.statuses import AnswerStatus
 from mailflow.answers.update_dates import UpdateDates
 from mailflow.core import pending
@@ -35,9 +36,7 @@ from mailflow.core.pages.refusals import (
     refuse_links_from_before_removal,
 )
 from mailflow.core.pages.rendering import Pages
-from mailflow.core.pending import link_used
 from mailflow.core.runtime import Runtime
-from mailflow.core.second_factor.mfa import is_enrolled
 
 
 @dataclass(frozen=True)
@@ -72,16 +71,19 @@ class StatusLinkKind(AnswerKind):
             status = AnswerStatus(str(payload.get("s")))
         except ValueError:
             raise Refusal(400, "This link is not valid", INVALID) from None
-        user = active_user(session, int_field(payload, "u"))
-        alert = session.get(Alert, int_field(payload, "a"))
-        org = session.get(Organisation, int_field(payload, "o"))
-        if alert is None or org is None:
+        user_id, alert_id, org_id = (int_field(payload, key) for key in ("u", "a", "o"))
+        reading = read_link(session, user_id=user_id, alert_id=alert_id, token=token)
+        if reading is None:
+            active_user(session, user_id)
             raise Refusal(400, "This link is not valid", INVALID)
-        answerable = answerable_organisations(session, user_id=user.id, alert_id=alert.id)
-        if org.id not in {o.id for o in answerable}:
-            raise no_longer(org)
+        user, alert = reading.user, reading.alert
+        refuse_inactive(user)
+        org = next((o for o in reading.answerable if o.id == org_id), None)
+        if org is None:
+            named = session.get(Organisation, org_id)
+            raise no_longer(named) if named else Refusal(400, "This link is not valid", INVALID)
         refuse_links_from_before_removal(self.tokens, token, user)
-        if link_used(session, token):
+        if reading.used:
             raise already_recorded(
                 session,
                 self.zone,
@@ -94,8 +96,8 @@ class StatusLinkKind(AnswerKind):
             alert=alert,
             organisation=org,
             status=status,
-            others=[o for o in answerable if o.id != org.id],
-            enrolled=is_enrolled(session, user.id),
+            others=[o for o in reading.answerable if o.id != org.id],
+            enrolled=reading.enrolled,
             default_next_update=self.dates.next_update_on(
                 status, answered_at=now, expected_on=None
             ),
@@ -122,17 +124,17 @@ class StatusLinkKind(AnswerKind):
                 f"({', '.join(sorted(chosen - set(others)))}). Nothing has been recorded.",
             )
         targets = [context.organisation] + [others[c] for c in sorted(chosen)]
-        user_id, alert_id = context.user.id, context.alert.id
+        user, alert = context.user, context.alert
 
         def change(session: Session) -> Outcome:
             if not pending.use_link_once(
-                session, kind=pending.ANSWER_LINK_USE, token=token, user_id=user_id, now=now
+                session, kind=pending.ANSWER_LINK_USE, token=token, user_id=user.id, now=now
             ):
                 return AlreadyUsed()
             return self.record(
                 session,
-                user_id=user_id,
-                alert_id=alert_id,
+                user=user,
+                alert=alert,
                 answers=[information.answer(org.code, context.status) for org in targets],
                 via="link",
                 now=now,

@@ -13,6 +13,7 @@ holds tokens signed by the earlier code.
 from __future__ import annotations
 
 import enum
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -66,6 +67,13 @@ class _UncompressedSerializer(URLSafeTimedSerializer):
 MAX_CLOCK_SKEW = timedelta(minutes=5)
 
 
+class _LastVerified(threading.local):
+    """The token this thread's service last checked, and when it was signed."""
+
+    token: str | None = None
+    signed_at: datetime | None = None
+
+
 class TokenService:
     """Signs and checks the tokens of one purpose."""
 
@@ -74,6 +82,10 @@ class TokenService:
         self._signer = self._serializer.make_signer()
         self.purpose = purpose
         self.max_age = max_age
+        # A page checks its link, then asks when it was signed (once or
+        # twice): the signature of the same string is not checked again.
+        # Per thread, since a page's work runs in one thread.
+        self._last = _LastVerified()
 
     def sign(self, payload: dict[str, Any], now: datetime | None = None) -> str:
         """The token, dated ``now`` (by default the system clock).
@@ -97,6 +109,7 @@ class TokenService:
             raise TokenInvalid(
                 "this link is not valid: it may have been changed or cut short"
             ) from exc
+        self._last.token, self._last.signed_at = token, signed_at
         now = now or datetime.now(UTC)
         if now - signed_at > self.max_age:
             raise TokenExpired("this link has expired")
@@ -108,12 +121,18 @@ class TokenService:
 
     def issued_at(self, token: str) -> datetime:
         """When a token that ``verify`` accepted was signed."""
+        last = self._last
+        if last.token == token and last.signed_at is not None:
+            return last.signed_at
         try:
             _, signed_at = self._serializer.loads(token, return_timestamp=True)
         except BadSignature as exc:
             raise TokenInvalid("this link is not valid") from exc
         assert isinstance(signed_at, datetime)
         return signed_at
+
+
+_SERVICES: dict[tuple[Purpose, str, timedelta], TokenService] = {}
 
 
 @dataclass(frozen=True)
@@ -130,7 +149,16 @@ class LinkSpec:
         return self.path_prefix + "{token}"
 
     def tokens(self, settings: Settings) -> TokenService:
-        return TokenService(settings.secret_key, self.purpose, self.lifetime(settings))
+        """The service for these links, made once a process for each key and
+        lifetime: every email with links and every page asks for it."""
+        lifetime = self.lifetime(settings)
+        key = (self.purpose, settings.secret_key, lifetime)
+        service = _SERVICES.get(key)
+        if service is None:
+            service = _SERVICES.setdefault(
+                key, TokenService(settings.secret_key, self.purpose, lifetime)
+            )
+        return service
 
     def url(self, settings: Settings, token: str) -> str:
         return f"{settings.base_url}{self.path_prefix}{token}"

@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from mailflow.core.models import PendingAction
@@ -130,24 +131,28 @@ def supersede(actions: Iterable[PendingAction], *, now: datetime) -> None:
 
 def use_link_once(session: Session, *, kind: str, token: str, user_id: int, now: datetime) -> bool:
     """Keep the single use of a signed link (which carries its own expiry);
-    False if it was used before.  The unique digest makes the second of
-    two racing uses fail at commit too."""
-    digest = token_digest(token)
-    if session.scalar(select(PendingAction.id).where(PendingAction.token_digest == digest)):
-        return False
-    session.add(
-        PendingAction(
+    False if it was used before.  One insert that does nothing when the
+    digest is there: of two racing uses, the second waits for the first's
+    transaction and then finds it (PostgreSQL), or waits its turn for the
+    write lock (SQLite)."""
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    result = session.execute(
+        insert(PendingAction)
+        .values(
             kind=kind,
             user_id=user_id,
             payload={},
-            token_digest=digest,
+            token_digest=token_digest(token),
             created_at=now,
             expires_at=None,
             used_at=now,
+            superseded_at=None,
         )
+        .on_conflict_do_nothing(index_elements=["token_digest"])
+        .returning(PendingAction.id)
     )
-    session.flush()
-    return True
+    return result.scalar() is not None
 
 
 def link_used(session: Session, token: str) -> bool:

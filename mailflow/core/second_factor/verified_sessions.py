@@ -15,7 +15,7 @@ import hashlib
 import secrets
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.orm import Session
 
 from mailflow.core.models import MfaCredential, User, VerifiedSession
@@ -57,22 +57,35 @@ def start_verified_session(session: Session, *, user_id: int, now: datetime) -> 
     return key
 
 
+# The record, the credential the person holds now and whether they are
+# active, in one statement: it runs in every commit's write transaction.
+_HOLDING = (
+    select(
+        VerifiedSession.user_id,
+        VerifiedSession.verified_at,
+        VerifiedSession.credential_enrolled_at,
+        MfaCredential.enrolled_at,
+        User.active,
+    )
+    .outerjoin(MfaCredential, MfaCredential.user_id == VerifiedSession.user_id)
+    .outerjoin(User, User.id == VerifiedSession.user_id)
+    .where(VerifiedSession.key_digest == bindparam("digest"))
+)
+
+
 def verified_session_holds(session: Session, *, key: str, user_id: int, now: datetime) -> bool:
     """Whether the browser holding ``key`` gave a right second factor for
     this person within ``VERIFIED_FOR``, with the credential they hold now,
     and the person is still active."""
-    row = session.get(VerifiedSession, _digest(key))
+    row = session.execute(_HOLDING, {"digest": _digest(key)}).first()
     if row is None or row.user_id != user_id:
         return False
     if not timedelta(0) <= now - row.verified_at <= VERIFIED_FOR:
         return False
-    credential = session.get(MfaCredential, user_id)
-    user = session.get(User, user_id)
     return (
-        credential is not None
-        and credential.enrolled_at == row.credential_enrolled_at
-        and user is not None
-        and user.active
+        row.enrolled_at is not None
+        and row.enrolled_at == row.credential_enrolled_at
+        and bool(row.active)
     )
 
 
