@@ -201,3 +201,19 @@ def test_a_running_worker_keeps_its_job_from_a_second_worker(
         other.close()
     session.rollback()
     assert session.get_one(Job, job_id).state == JobState.DONE
+
+
+def test_a_restarted_in_process_queue_forgets_only_what_nobody_holds(
+    runtime: Runtime, job_id: int
+) -> None:
+    from mailflow.core.jobs import forget_enqueued
+
+    with runtime.sessions.begin() as session:
+        start_jobs(session, [job_id], held_until=NOW + LEASE)
+    with runtime.sessions.begin() as session:
+        forget_enqueued(session, now=NOW)
+    # Another process still runs it: left alone.
+    assert due(runtime, NOW + timedelta(seconds=1)) == []
+    with runtime.sessions.begin() as session:
+        forget_enqueued(session, now=NOW + LEASE + timedelta(seconds=1))
+    assert due(runtime, NOW + LEASE + timedelta(seconds=1)) == [job_id]

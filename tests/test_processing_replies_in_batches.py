@@ -273,3 +273,58 @@ def test_a_confirm_email_on_a_slow_relay_stays_held_past_its_first_lease(
     assert [r.recipients for r in relay.received] == [[stored.senders[0]]]
     session.rollback()
     assert session.get_one(OutgoingEmail, email.id).state == OutgoingState.SENT
+
+
+def test_a_database_error_in_the_batch_sends_each_message_again_alone(
+    runtime: Runtime, stored: Stored, session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deadlock (or any error of the database's) is not the message's
+    fault: nothing is marked failed for it."""
+    from sqlalchemy.exc import OperationalError
+
+    real_route = inbound.route
+    raised: list[int] = []
+
+    def route(context: Any, kinds: Any, prepared: object) -> Any:
+        if not raised:
+            raised.append(context.message.id)
+            raise OperationalError("UPDATE users", {}, Exception("deadlock detected"))
+        return real_route(context, kinds, prepared)
+
+    monkeypatch.setattr(inbound, "route", route)
+    JobRuns(runtime).run(stored.job_ids)
+
+    assert raised and states(session) == {"processed": REPLIES}
+    assert session.scalar(select(func.count()).select_from(PendingAnswer)) == REPLIES
+
+
+def test_a_reader_that_cannot_start_leaves_the_replies_for_a_later_try(
+    runtime: Runtime, stored: Stored, session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mailflow.core.bounded_calls import ChildDidNotStart
+
+    def no_child(*args: Any, **kwargs: Any) -> Any:
+        raise ChildDidNotStart("no child process within 120 s")
+
+    monkeypatch.setattr(inbound, "read_within_bound", no_child)
+    JobRuns(runtime).run(stored.job_ids)
+
+    assert states(session) == {"received": REPLIES}
+    jobs = session.execute(select(Job.state, Job.last_error).where(Job.id.in_(stored.job_ids)))
+    assert {(state, "ChildDidNotStart" in (error or "")) for state, error in jobs} == {
+        (JobState.PENDING, True)
+    }
+
+
+def test_a_job_a_batch_handler_leaves_out_is_not_taken_as_done(
+    runtime: Runtime, stored: Stored, session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mailflow.workers import job_kinds
+
+    monkeypatch.setitem(job_kinds.BATCH_HANDLERS, PROCESS_INBOUND, lambda runtime, payloads: {})
+    JobRuns(runtime).run(stored.job_ids)
+
+    session.rollback()
+    assert set(session.scalars(select(Job.state).where(Job.id.in_(stored.job_ids)))) == {
+        JobState.PENDING
+    }

@@ -126,8 +126,15 @@ async def _wait_renewing(
         if heartbeat.due():
             in_flight = [delivery.id for batch in batches for _, delivery in batch]
             now = runtime.clock()
-            with runtime.sessions.begin() as session:
-                renewed = renew_claims(session, in_flight, now=now, hold=hold)
+            try:
+                with runtime.sessions.begin() as session:
+                    renewed = renew_claims(session, in_flight, now=now, hold=hold)
+            except Exception:
+                # The sends go on, and their outcomes must still be
+                # recorded: a missed renewal only risks a second sender
+                # once the hold runs out; giving up here would make one.
+                log.exception("alert fan-out: renewing the hold failed; trying again")
+                renewed = len(in_flight)
             heartbeat.beat()
             if renewed < len(in_flight):
                 # Their hold ran out before this renewal (the process was

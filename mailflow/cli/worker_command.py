@@ -54,7 +54,7 @@ def run_worker_processes(ctx: Context, threads: int, count: int) -> int:
     if ctx.settings.broker_url is None:
         # Whatever an in-process queue held before this start is gone.
         with ctx.runtime.sessions.begin() as session:
-            forget_enqueued(session)
+            forget_enqueued(session, now=ctx.runtime.clock())
     # The children open their own connections; this one needs none.
     ctx.runtime.close()
     arguments = ["worker", "--threads", str(threads), "--child"]

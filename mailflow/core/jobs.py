@@ -95,11 +95,17 @@ def take_jobs_for_dispatch(
     return taken
 
 
-def forget_enqueued(session: Session) -> None:
+def forget_enqueued(session: Session, *, now: datetime) -> None:
     """An in-process queue starts empty: whatever it held before a restart
-    is gone, so every pending job must be dispatched again."""
+    is gone, so every pending job must be dispatched again, but for those
+    another live process holds (its lease has not run out)."""
     session.execute(
-        update(Job).where(Job.state == JobState.PENDING).values(enqueued_at=None, held_until=None)
+        update(Job)
+        .where(
+            Job.state == JobState.PENDING,
+            or_(Job.held_until.is_(None), Job.held_until < now),
+        )
+        .values(enqueued_at=None, held_until=None)
     )
 
 

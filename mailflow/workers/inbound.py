@@ -22,8 +22,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from mailflow.core.bounded_calls import ChildDidNotStart
 from mailflow.core.jobs import JobResult
 from mailflow.core.models import InboundMessage, InboundState
 from mailflow.core.runtime import Runtime
@@ -89,6 +91,8 @@ def process_inbound_messages(runtime: Runtime, message_ids: Iterable[int]) -> No
         ]
         _prepare_all(runtime, messages)
         again = _record_batch(runtime, messages)
+    except ChildDidNotStart:
+        raise  # no message's fault: the job is tried again later
     except Exception:
         log.exception("processing a batch of inbound messages failed; each goes alone")
         for message_id in ids:
@@ -124,6 +128,8 @@ def _read(runtime: Runtime, message_id: int, stored: _Stored) -> Read:
         )
     except ReadingTookTooLong as exc:
         return exc
+    except ChildDidNotStart:
+        raise
     except Exception as exc:
         log.exception("reading an inbound message failed")
         return exc
@@ -174,6 +180,11 @@ def _record_batch(
                     _record_in(runtime, session, message.id, message.read, message.prepared, now)
             except PrepareAgain as prepare_again:
                 again.append((message, prepare_again))
+            except DBAPIError:
+                # The database's fault, not the message's (a deadlock
+                # between two batches locking the same people in another
+                # order, say): the batch goes again one message at a time.
+                raise
             except Exception as exc:
                 log.exception("processing inbound message %s failed", message.id)
                 fail_inbound(session, message.id, error=repr(exc)[:2000], now=now)
@@ -201,6 +212,8 @@ def _process_alone(
         elif prepare_again is not None:
             prepared = prepare_again.redo()
         _record(runtime, message_id, read, prepared)
+    except ChildDidNotStart:
+        raise
     except Exception as exc:
         # Kept, with the error, for an operator: `mailflow inbound retry`.
         log.exception("processing inbound message %s failed", message_id)

@@ -115,7 +115,7 @@ class JobRuns:
         again: dict[datetime, list[int]] = {}
         with self.runtime.sessions.begin() as session:
             for job in jobs:
-                result = results.get(job.id)
+                result = results.get(job.id, _MISSING)
                 if isinstance(result, Exception):
                     # A kind nobody handles fails at once: no retry will mend it.
                     attempts = MAX_JOB_ATTEMPTS if _handled(job.kind) else 0
@@ -131,6 +131,10 @@ class JobRuns:
             for at, ids in again.items():
                 run_jobs_again(session, ids, at=at)
         return bool(done) or any(at <= now for at in again)
+
+
+# A batch handler that gave no result for a job did not do it.
+_MISSING = LookupError("the batch handler gave no result for this job")
 
 
 def _handled(kind: str) -> bool:

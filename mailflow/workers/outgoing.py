@@ -7,6 +7,7 @@ more transaction."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,6 +23,8 @@ from mailflow.core.outgoing import (
     renew_outgoing_claims,
 )
 from mailflow.core.runtime import Runtime
+
+log = logging.getLogger(__name__)
 
 
 def send_outgoing(runtime: Runtime, email_id: int) -> datetime | None:
@@ -73,7 +76,13 @@ def send_outgoing_emails(runtime: Runtime, email_ids: list[int]) -> dict[int, da
     sent = runtime.transport.run(_send_all(runtime, messages, lease))
     now = runtime.clock()
     with runtime.sessions.begin() as session:
-        for email in session.scalars(select(OutgoingEmail).where(OutgoingEmail.id.in_(sent))):
+        # Only those still queued: had this sender's hold run out and
+        # another sent one meanwhile, its result is the other's to record.
+        for email in session.scalars(
+            select(OutgoingEmail).where(
+                OutgoingEmail.id.in_(sent), OutgoingEmail.state == OutgoingState.QUEUED
+            )
+        ):
             results[email.id] = record_outgoing_result(
                 session, email, sent[email.id], now=now, policy=runtime.send_policy
             )
@@ -96,8 +105,13 @@ async def _send_all(
         if waiting:
             out = [email_id for email_id, task in tasks.items() if task in waiting]
             now = runtime.clock()
-            with runtime.sessions.begin() as session:
-                renew_outgoing_claims(session, out, now=now, until=now + lease)
+            try:
+                with runtime.sessions.begin() as session:
+                    renew_outgoing_claims(session, out, now=now, until=now + lease)
+            except Exception:
+                # The sends go on and must still be recorded; a missed
+                # renewal only risks a second sender once the hold ends.
+                log.exception("renewing the hold on emails being sent failed; trying again")
     return {email_id: _result(task) for email_id, task in tasks.items()}
 
 

@@ -66,15 +66,22 @@ class JobQueue:
             broker=self.broker,
             actor_name="run_job",
             queue_name=runtime.settings.queue_name,
-            # Failures are retried by job_runs, with the job's own back-off.
-            max_retries=0,
+            # A job's own failures are retried by job_runs, with its own
+            # back-off; dramatiq retries only when the database was away
+            # as a run began or ended.
+            max_retries=3,
+            min_backoff=1_000,
+            max_backoff=60_000,
             time_limit=JOB_TIME_LIMIT_MS,
         )(self._run)
         self._dispatch_lock = threading.Lock()
+        self.stopping = threading.Event()
 
     def dispatch_due(self) -> int:
         """Put due jobs on the queue; returns how many."""
         with self._dispatch_lock:
+            if self.stopping.is_set():
+                return 0
             room = self._room()
             if room <= 0:
                 return 0
@@ -156,13 +163,14 @@ class QueueWorker:
         # parent of `mailflow worker --processes N` does, its children not.
         self.forget_on_start = forget_on_start
         self._stop = threading.Event()
+        self._stop_dispatcher = threading.Event()
         self._worker: dramatiq.Worker | None = None
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
         if self.queue.in_process and self.forget_on_start:
             with self.runtime.sessions.begin() as session:
-                forget_enqueued(session)
+                forget_enqueued(session, now=self.runtime.clock())
         self._worker = dramatiq.Worker(
             self.queue.broker, worker_threads=self.threads, worker_timeout=100
         )
@@ -173,14 +181,14 @@ class QueueWorker:
             self._threads.append(thread)
 
     def _dispatch_loop(self) -> None:
-        while not self._stop.is_set():
+        while not self._stop_dispatcher.is_set():
             try:
                 self.queue.dispatch_due()
             except Exception:
                 # The database or broker may be away for a moment; the jobs
                 # wait in the table until the next round.
                 log.exception("dispatching jobs failed; trying again")
-            self._stop.wait(self.poll_seconds)
+            self._stop_dispatcher.wait(self.poll_seconds)
 
     def _heartbeat(self) -> None:
         every = self.runtime.settings.send_lease_seconds / RENEWALS_PER_LEASE
@@ -192,11 +200,18 @@ class QueueWorker:
                 log.exception("renewing the lease on held jobs failed; trying again")
 
     def stop(self) -> None:
-        self._stop.set()
-        for thread in self._threads:
+        # Take no more jobs; let those running finish while the heartbeat
+        # still renews their leases (else another worker would run them
+        # too); then let go of what was held but never run.
+        self.queue.stopping.set()
+        self._stop_dispatcher.set()
+        for thread in self._threads[:1]:
             thread.join(timeout=10)
         if self._worker is not None:
             self._worker.stop()
+        self._stop.set()
+        for thread in self._threads[1:]:
+            thread.join(timeout=10)
         try:
             self.queue.runs.release()
         except Exception:
