@@ -273,7 +273,7 @@ HEADER_NAMES = st.sampled_from(
     ]
 )
 EXAMPLES = settings(
-    max_examples=400,
+    max_examples=150,
     deadline=None,
     derandomize=True,
     database=None,

@@ -19,10 +19,13 @@ from typing import Any
 
 log = logging.getLogger("mailflow")
 
-# A worker that ends this soon after it started is failing to start (the
-# database is unreachable, the app cannot be built): replacing it would
-# only spin.  The worker exits with this code when uvicorn never served.
+# A worker that ends this soon after it started may be failing to start:
+# it is replaced after a growing delay, so it cannot spin.  A worker
+# exits with NEVER_SERVED when uvicorn never served (the app cannot be
+# built): replacing it would not help, and the command stops.
 QUICK_DEATH_SECONDS = 1.0
+FIRST_RESTART_SECONDS = 0.5
+LONGEST_RESTART_SECONDS = 30.0
 NEVER_SERVED = 3
 STOP_SECONDS = 30.0
 
@@ -37,6 +40,7 @@ def run_workers(serve: Serve, sock: socket.socket, workers: int) -> bool:
     previous = {sig: signal.signal(sig, _setter(stop)) for sig in (signal.SIGTERM, signal.SIGINT)}
     children: dict[int, float] = {}
     healthy = True
+    delay = 0.0
     try:
         for _ in range(workers):
             pid = _start(serve, sock, previous)
@@ -45,12 +49,22 @@ def run_workers(serve: Serve, sock: socket.socket, workers: int) -> bool:
             for pid, status in _reap(children):
                 started = children.pop(pid)
                 code = os.waitstatus_to_exitcode(status)
-                if code == NEVER_SERVED or time.monotonic() - started < QUICK_DEATH_SECONDS:
+                if code == NEVER_SERVED:
                     log.error("web worker %s could not start (exit %s); stopping", pid, code)
                     healthy = False
                     stop.set()
                     break
-                log.warning("web worker %s ended (exit %s); starting another", pid, code)
+                # One that dies soon after it started (killed, or failing
+                # as it begins) is replaced ever more slowly, never in a
+                # tight loop; one that had been serving, at once.
+                quick = time.monotonic() - started < QUICK_DEATH_SECONDS
+                delay = min(2 * delay or FIRST_RESTART_SECONDS, LONGEST_RESTART_SECONDS)
+                delay = delay if quick else 0.0
+                log.warning(
+                    "web worker %s ended (exit %s); starting another in %.1fs", pid, code, delay
+                )
+                if delay and stop.wait(delay):
+                    break
                 new = _start(serve, sock, previous)
                 children[new] = time.monotonic()
     finally:
