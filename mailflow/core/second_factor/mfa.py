@@ -1,7 +1,11 @@
 """The second factor: a TOTP authenticator app, with recovery codes beside it.
 
 The TOTP secret is stored encrypted with a key derived from the app's
-secret key, so a copy of the database alone cannot produce codes.  Recovery
+secret key, so a copy of the database alone cannot produce codes.  Where
+a function takes ``secret_key`` it takes one key or every key, newest
+first: a secret under an older key still decrypts, and is encrypted anew
+under the newest when it is next read (``mailflow keys rotate`` does it
+for all).  Recovery
 codes are stored only as salted scrypt hashes (see ``recovery_codes``).
 Neither secrets nor codes are ever logged or written to the audit log.
 
@@ -18,12 +22,14 @@ would work later, which made guessing about four times easier.
 from __future__ import annotations
 
 import base64
+import functools
 import hmac
 import re
+from collections.abc import Sequence
 from datetime import datetime
 
 import pyotp
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import delete, select
@@ -99,6 +105,12 @@ class LockedOut(MfaError):
         self.started = started
 
 
+# One key, or every key newest first.
+SecretKeys = str | Sequence[str]
+
+
+# Derived once a process for each key: every code checked needs it.
+@functools.lru_cache(maxsize=16)
 def encryption_key(secret_key: str) -> bytes:
     """The Fernet key for TOTP secrets, derived from the app's secret key
     with a label of its own, so it is never the key used to sign links."""
@@ -111,13 +123,34 @@ def encryption_key(secret_key: str) -> bytes:
     return base64.urlsafe_b64encode(derived)
 
 
-def _encrypt(secret: str, secret_key: str) -> str:
-    return Fernet(encryption_key(secret_key)).encrypt(secret.encode("ascii")).decode("ascii")
+def fernets(secret_key: SecretKeys) -> list[Fernet]:
+    """A Fernet for each key, newest first."""
+    keys = [secret_key] if isinstance(secret_key, str) else secret_key
+    return [Fernet(encryption_key(key)) for key in keys]
 
 
-def _decrypt(token: str, secret_key: str) -> str:
+def reencrypted(token: str, secret_key: SecretKeys) -> str | None:
+    """``token`` encrypted anew under the newest key, or None when it is
+    under the newest already.  InvalidToken when no key opens it."""
+    newest, *older = fernets(secret_key)
+    data = token.encode("ascii")
     try:
-        return Fernet(encryption_key(secret_key)).decrypt(token.encode("ascii")).decode("ascii")
+        newest.decrypt(data)
+    except InvalidToken:
+        if not older:
+            raise
+        # MultiFernet tries every key; rotate() encrypts under its first.
+        return MultiFernet([newest, *older]).rotate(data).decode("ascii")
+    return None
+
+
+def _encrypt(secret: str, secret_key: SecretKeys) -> str:
+    return fernets(secret_key)[0].encrypt(secret.encode("ascii")).decode("ascii")
+
+
+def _decrypt(token: str, secret_key: SecretKeys) -> str:
+    try:
+        return MultiFernet(fernets(secret_key)).decrypt(token.encode("ascii")).decode("ascii")
     except (InvalidToken, ValueError) as exc:
         # The app's secret key changed since enrolment, or the row was
         # damaged: not the person's fault, and not a wrong code.
@@ -125,6 +158,15 @@ def _decrypt(token: str, secret_key: str) -> str:
             "Your authenticator app cannot be checked just now. "
             "Use a recovery code, or ask an administrator to reset your second factor."
         ) from exc
+
+
+def _read_secret(credential: MfaCredential, secret_key: SecretKeys) -> str:
+    """The credential's secret; one under an older key is stored anew under
+    the newest, so a rotation finishes itself for everyone who signs in."""
+    secret = _decrypt(credential.secret_encrypted, secret_key)
+    if reencrypted(credential.secret_encrypted, secret_key) is not None:
+        credential.secret_encrypted = _encrypt(secret, secret_key)
+    return secret
 
 
 def _normalise(code: str) -> str:
@@ -170,12 +212,12 @@ def _check_totp(
     session: Session,
     credential: MfaCredential,
     code: str,
-    secret_key: str,
+    secret_key: SecretKeys,
     source: str,
     now: datetime,
 ) -> None:
     """Accept ``code`` for ``credential`` and remember its time step, or raise."""
-    totp = pyotp.TOTP(_decrypt(credential.secret_encrypted, secret_key))
+    totp = pyotp.TOTP(_read_secret(credential, secret_key))
     current = totp.timecode(now)
 
     def steps_matching(distances: range) -> list[int]:
@@ -193,7 +235,9 @@ def _check_totp(
     raise _fail(session, credential.user_id, source, now)
 
 
-def start_enrolment(session: Session, *, user_id: int, secret_key: str, now: datetime) -> str:
+def start_enrolment(
+    session: Session, *, user_id: int, secret_key: SecretKeys, now: datetime
+) -> str:
     """Make a new TOTP secret for the person and return it, to show once
     (as a QR code and as text).  It counts only once ``finish_enrolment``
     has seen a code from it."""
@@ -232,13 +276,16 @@ def start_enrolment(session: Session, *, user_id: int, secret_key: str, now: dat
     return secret
 
 
-def pending_enrolment_secret(session: Session, *, user_id: int, secret_key: str) -> str | None:
+def pending_enrolment_secret(
+    session: Session, *, user_id: int, secret_key: SecretKeys
+) -> str | None:
     """The secret of an enrolment started but not finished, to show its QR
     code again after a wrong first code; None when there is none.  It is
     kept only here, encrypted, never in the browser's session."""
     credential = session.get(MfaCredential, user_id)
     if credential is None or credential.enrolled_at is not None:
         return None
+    # Read only: a page shows it again on a GET, which changes nothing.
     return _decrypt(credential.secret_encrypted, secret_key)
 
 
@@ -248,7 +295,13 @@ def provisioning_uri(secret: str, *, email: str, issuer: str) -> str:
 
 
 def finish_enrolment(
-    session: Session, *, user_id: int, code: str, secret_key: str, now: datetime, source: str = ""
+    session: Session,
+    *,
+    user_id: int,
+    code: str,
+    secret_key: SecretKeys,
+    now: datetime,
+    source: str = "",
 ) -> list[str]:
     """Check a first code from the new secret, then make the person's
     recovery codes and return them, to show once.  ``source`` is where the
@@ -290,7 +343,7 @@ def verify_second_factor(
     *,
     user_id: int,
     code: str,
-    secret_key: str,
+    secret_key: SecretKeys,
     now: datetime,
     source: str = "",
 ) -> str:
