@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from mailflow.core.audit import record_event
 from mailflow.core.models import MfaCredential
-from mailflow.core.second_factor.mfa import SecretKeys, fernets, reencrypted
+from mailflow.core.second_factor.secret_encryption import SecretKeys, fernets, reencrypted
 
 DEFAULT_BATCH_SIZE = 500
 

@@ -21,17 +21,12 @@ would work later, which made guessing about four times easier.
 
 from __future__ import annotations
 
-import base64
-import functools
 import hmac
 import re
-from collections.abc import Sequence
 from datetime import datetime
 
 import pyotp
-from cryptography.fernet import Fernet, InvalidToken, MultiFernet
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.fernet import InvalidToken
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
@@ -45,14 +40,18 @@ from mailflow.core.second_factor.recovery_codes import (
     replace_recovery_codes,
     use_recovery_code,
 )
+from mailflow.core.second_factor.secret_encryption import (
+    SecretKeys,
+    decrypt,
+    encrypt,
+    reencrypted,
+)
 from mailflow.core.second_factor.throttle import next_try_at, record_failure
 from mailflow.core.second_factor.verified_sessions import end_verified_sessions
 
 # Codes from the step before or after the current one are accepted, for
 # clocks a little out and people a little slow; any other is wrong.
 DRIFT_STEPS = 1
-
-HKDF_INFO = b"mailflow mfa totp secret encryption v1"
 
 _TOTP_CODE = re.compile(r"[0-9]{6}")
 
@@ -105,52 +104,9 @@ class LockedOut(MfaError):
         self.started = started
 
 
-# One key, or every key newest first.
-SecretKeys = str | Sequence[str]
-
-
-# Derived once a process for each key: every code checked needs it.
-@functools.lru_cache(maxsize=16)
-def encryption_key(secret_key: str) -> bytes:
-    """The Fernet key for TOTP secrets, derived from the app's secret key
-    with a label of its own, so it is never the key used to sign links."""
-    derived = HKDF(
-        algorithm=hashes.SHA256(),
-        length=32,
-        salt=None,
-        info=HKDF_INFO,
-    ).derive(secret_key.encode("utf-8"))
-    return base64.urlsafe_b64encode(derived)
-
-
-def fernets(secret_key: SecretKeys) -> list[Fernet]:
-    """A Fernet for each key, newest first."""
-    keys = [secret_key] if isinstance(secret_key, str) else secret_key
-    return [Fernet(encryption_key(key)) for key in keys]
-
-
-def reencrypted(token: str, secret_key: SecretKeys) -> str | None:
-    """``token`` encrypted anew under the newest key, or None when it is
-    under the newest already.  InvalidToken when no key opens it."""
-    newest, *older = fernets(secret_key)
-    data = token.encode("ascii")
-    try:
-        newest.decrypt(data)
-    except InvalidToken:
-        if not older:
-            raise
-        # MultiFernet tries every key; rotate() encrypts under its first.
-        return MultiFernet([newest, *older]).rotate(data).decode("ascii")
-    return None
-
-
-def _encrypt(secret: str, secret_key: SecretKeys) -> str:
-    return fernets(secret_key)[0].encrypt(secret.encode("ascii")).decode("ascii")
-
-
 def _decrypt(token: str, secret_key: SecretKeys) -> str:
     try:
-        return MultiFernet(fernets(secret_key)).decrypt(token.encode("ascii")).decode("ascii")
+        return decrypt(token, secret_key)
     except (InvalidToken, ValueError) as exc:
         # The app's secret key changed since enrolment, or the row was
         # damaged: not the person's fault, and not a wrong code.
@@ -164,8 +120,9 @@ def _read_secret(credential: MfaCredential, secret_key: SecretKeys) -> str:
     """The credential's secret; one under an older key is stored anew under
     the newest, so a rotation finishes itself for everyone who signs in."""
     secret = _decrypt(credential.secret_encrypted, secret_key)
-    if reencrypted(credential.secret_encrypted, secret_key) is not None:
-        credential.secret_encrypted = _encrypt(secret, secret_key)
+    newer = reencrypted(credential.secret_encrypted, secret_key)
+    if newer is not None:
+        credential.secret_encrypted = newer
     return secret
 
 
@@ -250,7 +207,7 @@ def start_enrolment(
             "Ask an administrator to reset it if you need to set up a new one."
         )
     secret = pyotp.random_base32()
-    encrypted = _encrypt(secret, secret_key)
+    encrypted = encrypt(secret, secret_key)
     if credential is None:
         session.add(
             MfaCredential(
