@@ -345,7 +345,7 @@ def load_settings(
     if config_path is not None:
         raw.update(_read_toml(config_path))
         refuse_both(raw, str(config_path))
-    key_origin = str(config_path)
+    key_origin = str(config_path)  # if the key is in the TOML file
     if env.keys() & KEY_VARIABLES.values():
         # A key in the environment replaces the file's, whichever name it uses.
         raw = {name: text for name, text in raw.items() if name not in KEY_SETTINGS}

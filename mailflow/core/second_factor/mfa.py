@@ -4,9 +4,9 @@ The TOTP secret is stored encrypted with a key derived from the app's
 secret key, so a copy of the database alone cannot produce codes.  Where
 a function takes ``secret_key`` it takes one key or every key, newest
 first: a secret under an older key still decrypts, and is encrypted anew
-under the newest when it is next read (``mailflow keys rotate`` does it
-for all).  Recovery
-codes are stored only as salted scrypt hashes (see ``recovery_codes``).
+under the newest when a code is next checked against it (``mailflow keys
+rotate`` does it for all; see ``secret_encryption``).  Recovery codes are
+stored only as salted scrypt hashes (see ``recovery_codes``).
 Neither secrets nor codes are ever logged or written to the audit log.
 
 Nothing here commits.  A wrong code adds an ``MfaFailure`` row to the session
@@ -108,8 +108,9 @@ def _decrypt(token: str, secret_key: SecretKeys) -> str:
     try:
         return decrypt(token, secret_key)
     except (InvalidToken, ValueError) as exc:
-        # The app's secret key changed since enrolment, or the row was
-        # damaged: not the person's fault, and not a wrong code.
+        # The key it was encrypted under was dropped before `mailflow keys
+        # rotate` ran, or the row was damaged: not the person's fault, and
+        # not a wrong code.
         raise MfaError(
             "Your authenticator app cannot be checked just now. "
             "Use a recovery code, or ask an administrator to reset your second factor."
