@@ -146,3 +146,28 @@ def test_a_command_with_a_bad_key_stops_before_touching_anything() -> None:
         "key 2 of 2 is the same as key 1: each key must be different\n"
     )
     assert not Path("var").exists()  # no database was made
+
+
+def test_keys_in_the_config_file_are_read_and_both_names_there_are_refused(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "mailflow.toml"
+    config.write_text(f'secret_keys = "{NEW}, {OLD}"\n', encoding="utf-8")
+
+    settings = load_settings(environ={"MAILFLOW_CONFIG": str(config)})
+
+    assert settings.secret_keys == (NEW, OLD)
+    assert settings.key_origin == str(config)
+
+    config.write_text(f'secret_keys = "{NEW}, {OLD}"\nsecret_key = "{NEW}"\n', encoding="utf-8")
+    problem = refused({"MAILFLOW_CONFIG": str(config)})
+    assert problem.setting == "MAILFLOW_SECRET_KEYS"
+    assert problem.problem.startswith(f"set in {config} together with MAILFLOW_SECRET_KEY")
+
+
+def test_settings_never_show_a_key_in_their_repr() -> None:
+    settings = load_settings(environ={"MAILFLOW_SECRET_KEYS": f"{NEW},{OLD}"})
+
+    shown = repr(settings)
+
+    assert NEW not in shown and OLD not in shown
