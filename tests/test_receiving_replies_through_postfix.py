@@ -89,6 +89,8 @@ def lmtp_port(database_url: str, tmp_path: Path) -> Iterator[int]:
 def postfix(lmtp_port: int) -> Iterator[PostfixInstance]:
     if postfix_binary() is None:
         missing_component("Postfix (Debian package postfix)")
+    if os.geteuid() != 0:
+        missing_component("root, which Postfix's master process needs")
     with PostfixInstance(domain=DOMAIN, lmtp_port=lmtp_port) as instance:
         yield instance
 
