@@ -3,9 +3,11 @@ a reply sent to Postfix reaches `mailflow smtpd --lmtp` over LMTP, is
 stored, and comes back as a link to confirm the answer; an address at the
 mail domain that mailflow does not take is refused by Postfix itself.
 
-A real Postfix (its own folders and ports, `postfix -c DIR start`), the
-real smtpd command in a process of its own, the real queue worker and a
-capturing relay, on SQLite and PostgreSQL.  Without Postfix the tests fail
+mailflow's own emails go out through the same Postfix, as the deployment
+has them, so a bounce finds its way back.  A real Postfix (its own folders
+and ports, `postfix -c DIR start`), the real smtpd command in a process of
+its own, the real queue worker, and a capturing relay as the
+organisation's relay behind Postfix, on SQLite and PostgreSQL.  Without Postfix the tests fail
 in CI and are skipped elsewhere."""
 
 from __future__ import annotations
@@ -17,25 +19,27 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mailflow.config import Settings
-from mailflow.core.models import InboundMessage, PendingAnswer
+from mailflow.config import Settings, parse_relay
+from mailflow.core.models import Delivery, DeliveryState, InboundMessage, PendingAnswer, User
 from mailflow.core.runtime import Runtime
 from mailflow.workers.queue import QueueWorker
 from tests.support.environment import SECRET_KEY, missing_component
-from tests.support.mail import a_reply
+from tests.support.mail import a_reply, delivery_status_notification
 from tests.support.postfix import PostfixInstance, postfix_binary
-from tests.support.relay import CapturingRelay, free_port
+from tests.support.relay import CapturingRelay, Received, free_port
 from tests.support.seed import issue, seed_people
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
 DOMAIN = "alerts.test"
+RAJ = "raj@riverside.example"
 
 
 def start_lmtp_server(database_url: str, port: int, folder: Path) -> subprocess.Popen[bytes]:
@@ -86,23 +90,29 @@ def lmtp_port(database_url: str, tmp_path: Path) -> Iterator[int]:
 
 
 @pytest.fixture
-def postfix(lmtp_port: int) -> Iterator[PostfixInstance]:
+def postfix(lmtp_port: int, relay: CapturingRelay) -> Iterator[PostfixInstance]:
+    """Postfix in front of mailflow, sending outbound mail on to the
+    capturing relay (the organisation's relay, as relayhost)."""
     if postfix_binary() is None:
         missing_component("Postfix (Debian package postfix)")
     if os.geteuid() != 0:
         missing_component("root, which Postfix's master process needs")
-    with PostfixInstance(domain=DOMAIN, lmtp_port=lmtp_port) as instance:
+    with PostfixInstance(domain=DOMAIN, lmtp_port=lmtp_port, relay_port=relay.port) as instance:
         yield instance
 
 
 @pytest.fixture
-def worker(settings: Settings, session: Session) -> Iterator[Runtime]:
-    """A published alert, its emails sent to the relay, and the worker
-    left running to process what arrives."""
+def worker(
+    settings_for: Any, database_url: str, postfix: PostfixInstance, session: Session
+) -> Iterator[Runtime]:
+    """A published alert, its emails sent through Postfix (the relay
+    mailflow is given), and the worker left running to process what
+    arrives."""
     seed_people(session)
     issue(session)
     session.commit()
-    runtime = Runtime(settings)
+    through_postfix = parse_relay(f"smtp://127.0.0.1:{postfix.port}")
+    runtime = Runtime(settings_for(database_url, smtp_relay=through_postfix))
     queue_worker = QueueWorker(runtime, poll_seconds=0.05)
     queue_worker.start()
     try:
@@ -112,13 +122,22 @@ def worker(settings: Settings, session: Session) -> Iterator[Runtime]:
         runtime.close()
 
 
+def sent_on(relay: CapturingRelay, count: int, postfix: PostfixInstance) -> list[Received]:
+    try:
+        return relay.wait_for(count, timeout=60)
+    except AssertionError:
+        raise AssertionError(f"{count} emails did not arrive:\n{postfix.log_text()}") from None
+
+
 def test_a_reply_sent_to_postfix_comes_back_as_a_confirm_link(
     worker: Runtime,
     postfix: PostfixInstance,
     relay: CapturingRelay,
     session: Session,
 ) -> None:
-    alert_emails = relay.wait_for(6)
+    alert_emails = sent_on(relay, 6, postfix)
+    # They went out through Postfix, which relayed them for mailflow.
+    assert all(f"by mx.{DOMAIN} (Postfix)" in str(r.message["Received"]) for r in alert_emails)
     to_ann = next(r for r in alert_emails if r.recipients == ["ann@riverside.example"])
     reply_address = str(to_ann.message["Reply-To"])
     assert reply_address.startswith("reply+") and reply_address.endswith(f"@{DOMAIN}")
@@ -131,10 +150,7 @@ def test_a_reply_sent_to_postfix_comes_back_as_a_confirm_link(
         )
     assert refused == {}
 
-    try:
-        confirm = relay.wait_for(7, timeout=60)[-1]
-    except AssertionError:
-        raise AssertionError(f"no confirm email; Postfix log:\n{postfix.log_text()}") from None
+    confirm = sent_on(relay, 7, postfix)[-1]
     assert confirm.recipients == ["ann@riverside.example"]
     text = confirm.message.get_body(("plain",)).get_content()
     assert re.search(r"https://mailflow\.test/c/\S+", text)
@@ -152,7 +168,7 @@ def test_postfix_refuses_an_address_mailflow_does_not_take_and_stores_nothing(
     relay: CapturingRelay,
     session: Session,
 ) -> None:
-    relay.wait_for(6)
+    sent_on(relay, 6, postfix)
     with (
         smtplib.SMTP("127.0.0.1", postfix.port, timeout=30) as client,
         pytest.raises(smtplib.SMTPRecipientsRefused) as refused,
@@ -167,6 +183,29 @@ def test_postfix_refuses_an_address_mailflow_does_not_take_and_stores_nothing(
     assert b"User unknown in relay recipient table" in text
     session.rollback()
     assert session.scalars(select(InboundMessage)).all() == []
+
+
+def test_a_bounce_of_an_alert_email_comes_back_through_postfix(
+    worker: Runtime,
+    postfix: PostfixInstance,
+    relay: CapturingRelay,
+    session: Session,
+) -> None:
+    to_raj = next(r for r in sent_on(relay, 6, postfix) if r.recipients == [RAJ])
+    # Bounces go to the envelope sender the alert email went out with.
+    bounce_to = to_raj.mail_from
+    assert bounce_to.startswith("bounce+") and bounce_to.endswith(f"@{DOMAIN}")
+
+    with smtplib.SMTP("127.0.0.1", postfix.port, timeout=30) as client:
+        assert client.sendmail("<>", [bounce_to], delivery_status_notification(bounce_to)) == {}
+
+    def bounced() -> bool:
+        session.rollback()
+        raj = session.scalars(select(Delivery).join(User).where(User.email == RAJ)).one()
+        return raj.state == DeliveryState.BOUNCED
+
+    wait_until(bounced, timeout=60, what=f"Raj's delivery to bounce:\n{postfix.log_text()}")
+    assert len(relay.received) == 6  # nothing sent back to a bounce
 
 
 def test_the_deployed_transport_map_names_every_service_address() -> None:

@@ -4,10 +4,11 @@
 queue and data directories, writes main.cf from deploy/postfix/main.cf
 (with the test's mail domain, LMTP port and folders put in) followed by the
 settings that make it a private instance (loopback only, its own log
-file), renders deploy/postfix/mailflow_transport the same way, and runs
-`postfix -c DIR start` with an smtpd on a free loopback port::
+file, a test relay as the organisation's relayhost), renders
+deploy/postfix/mailflow_transport the same way, and runs `postfix -c DIR
+start` with an smtpd on a free loopback port::
 
-    with PostfixInstance(domain="alerts.test", lmtp_port=8024) as postfix:
+    with PostfixInstance(domain="alerts.test", lmtp_port=8024, relay_port=2525) as postfix:
         smtplib.SMTP("127.0.0.1", postfix.port) ...
 
 It is always stopped again (`postfix -c DIR stop`), even when the test
@@ -103,7 +104,7 @@ def render(text: str, *, domain: str, lmtp_port: int, config_dir: Path) -> str:
 class PostfixInstance:
     """Postfix relaying the mail domain to mailflow's LMTP port."""
 
-    def __init__(self, *, domain: str, lmtp_port: int) -> None:
+    def __init__(self, *, domain: str, lmtp_port: int, relay_port: int | None = None) -> None:
         binary = postfix_binary()
         if binary is None:
             raise PostfixError("postfix is not installed")
@@ -111,6 +112,8 @@ class PostfixInstance:
         self.postmap = shutil.which("postmap", path=_SEARCH_PATH) or "postmap"
         self.domain = domain
         self.lmtp_port = lmtp_port
+        # The organisation's relay, which Postfix sends outbound mail through.
+        self.relay_port = relay_port
         self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix="mailflow-postfix-"))
         self.root.chmod(0o755)
@@ -167,6 +170,8 @@ class PostfixInstance:
         main_cf = (
             rendered("main.cf") + "\n" + INSTANCE_CF.format(root=self.root, domain=self.domain)
         )
+        if self.relay_port is not None:
+            main_cf += f"relayhost = [127.0.0.1]:{self.relay_port}\n"
         (self.config_dir / "main.cf").write_text(main_cf)
         (self.config_dir / "master.cf").write_text(
             MASTER_CF.format(listen=f"127.0.0.1:{self.port}")
