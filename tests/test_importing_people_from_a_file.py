@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from mailflow.config import Settings
 from mailflow.core.models import AuditEvent, Job, Membership, OutgoingEmail, User
 from mailflow.core.runtime import Runtime
-from mailflow.people import people_files
+from mailflow.people import people_files, people_import
 from mailflow.workers.queue import QueueWorker
 from tests.support.cli import mailflow_with, one_error_line
 from tests.support.mail import plain_text
@@ -192,6 +192,28 @@ def test_people_already_here_are_given_new_roles_but_no_second_welcome(
         # A file does not rename anyone.
         tom = session.scalars(select(User).where(User.email == "tom@castleton.example")).one()
         assert tom.name == "Tom Wren"
+
+
+def test_a_file_is_looked_up_and_welcomed_in_slices_without_losing_anyone(
+    orgs: Settings, engine: sa.Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Slices of two: five people, four organisations, three slices each.
+    monkeypatch.setattr(people_import, "LOOKUP_SLICE", 2)
+    path = people_file(tmp_path, GOOD)
+
+    first = import_file(orgs, path)
+    again = import_file(orgs, path)
+
+    assert first.stderr == "5 welcome emails queued\n"
+    assert people_and_roles(engine) == GOOD_PEOPLE
+    with Session(engine) as session:
+        welcomed = session.scalars(
+            select(OutgoingEmail.recipient).where(OutgoingEmail.kind == "welcome")
+        )
+        assert sorted(welcomed) == sorted(GOOD_PEOPLE)
+    assert again.stdout.endswith(
+        "0 people added, 0 roles given to people already here, 6 unchanged\n"
+    )
 
 
 # ------------------------------------------------------------ bad files

@@ -96,25 +96,42 @@ def import_people(
     ids = _add_new_people(session, plan, now)
     _add_roles(session, plan, ids, orgs, now)
     _record(session, plan, ids, now=now, actor=actor, source=source)
-    welcomes = [
-        welcome_to_queue(
-            settings,
-            user=User(id=ids[email], email=email, name=person.name),
-            roles={r.role for r in person.grants},
-            organisations=sorted(
-                (orgs[r.org_code] for r in person.grants if r.org_code), key=lambda o: o.code
-            ),
-            now=now,
-        )
-        for email, person in plan.new.items()
-    ]
-    queue_emails(session, welcomes, now=now)
+    welcomes = _queue_welcomes(session, settings, plan, ids, orgs, now)
     return PeopleImported(
         added=len(plan.new),
         roles_added=len(plan.grants),
         unchanged=plan.unchanged,
-        welcomes=len(welcomes),
+        welcomes=welcomes,
     )
+
+
+def _queue_welcomes(
+    session: Session,
+    settings: Settings,
+    plan: Plan,
+    ids: dict[str, int],
+    orgs: dict[str, Organisation],
+    now: datetime,
+) -> int:
+    """Render and queue each new person's welcome, a slice at a time: a
+    rendered email is several kilobytes, and a file may add 50,000 people."""
+    queued = 0
+    for emails_slice in _slices(plan.new):
+        welcomes = [
+            welcome_to_queue(
+                settings,
+                user=User(id=ids[email], email=email, name=plan.new[email].name),
+                roles={r.role for r in plan.new[email].grants},
+                organisations=sorted(
+                    (orgs[r.org_code] for r in plan.new[email].grants if r.org_code),
+                    key=lambda o: o.code,
+                ),
+                now=now,
+            )
+            for email in emails_slice
+        ]
+        queued += len(queue_emails(session, welcomes, now=now))
+    return queued
 
 
 def _slices(values: Iterable[T]) -> Iterator[list[T]]:
