@@ -262,6 +262,26 @@ def test_bad_rows_import_nothing_and_every_bad_line_is_named(
     assert everything(engine) == before
 
 
+def test_people_added_while_the_import_ran_stop_it_and_nothing_is_written(
+    orgs: Settings, engine: sa.Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    added = mailflow_with(
+        orgs, "users", "add", "raj@riverside.example", "--name", "Raj", "--org", "RXA",
+        "--role", "responder",
+    )  # fmt: skip
+    assert added.exit_code == 0, added.output
+    before = everything(engine)
+    # As if Raj were added just after the import looked for him.
+    monkeypatch.setattr(people_import, "_known_people", lambda session, emails: {})
+
+    result = import_file(orgs, people_file(tmp_path, GOOD))
+
+    assert one_error_line(result) == (
+        "people.csv: some of these people were added meanwhile: run it again (nothing was written)"
+    )
+    assert everything(engine) == before
+
+
 def test_only_the_first_bad_rows_are_listed_and_all_are_counted(
     orgs: Settings, engine: sa.Engine, tmp_path: Path
 ) -> None:

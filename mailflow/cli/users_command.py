@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import click
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from mailflow.cli import people_listing
@@ -169,14 +170,22 @@ def users_import(ctx: Context, file: Path) -> None:
     nothing is imported."""
     with reported_errors():
         people_file = read_people_file(file)
-        with ctx.transaction() as session:
-            imported = import_people(
-                session,
-                ctx.settings,
-                people_file,
-                now=ctx.runtime.clock(),
-                actor=actor_name(),
-                source=file.name,
+        try:
+            with ctx.transaction() as session:
+                imported = import_people(
+                    session,
+                    ctx.settings,
+                    people_file,
+                    now=ctx.runtime.clock(),
+                    actor=actor_name(),
+                    source=file.name,
+                )
+        except IntegrityError:
+            # Someone was added (by `users add` or another import) between
+            # the import's look and its inserts: the unique address said so.
+            fail(
+                f"{file.name}: some of these people were added meanwhile: run it again "
+                "(nothing was written)"
             )
     added = counted(imported.added, "person", "people")
     click.echo(
