@@ -405,6 +405,16 @@ def test_listing_as_json_and_csv_at_once_is_refused(orgs: Settings) -> None:
     assert result.exit_code == 1
 
 
+@pytest.mark.parametrize("output", [[], ["--json"], ["--csv"]], ids=["text", "json", "csv"])
+def test_listing_an_unknown_organisation_prints_only_the_error(
+    orgs: Settings, output: list[str]
+) -> None:
+    result = mailflow_with(orgs, "users", "list", "--org", "NOPE9", *output)
+    assert one_error_line(result) == (
+        "org: 'NOPE9' is not a known organisation (nothing was written)"
+    )
+
+
 def test_an_empty_list_is_still_valid_json_and_csv(orgs: Settings) -> None:
     assert json.loads(mailflow_with(orgs, "users", "list", "--json").stdout) == []
     assert mailflow_with(orgs, "users", "list", "--csv").stdout.splitlines() == [

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session, selectinload
 
 from mailflow.core.audit import record_event
@@ -221,7 +221,8 @@ def users_in_pages(
 ) -> Iterator[list[User]]:
     """Active people (of one organisation, or all) by address, a page at
     a time with their roles, so that a list of tens of thousands is
-    printed as it is read, in bounded memory."""
+    printed as it is read, in bounded memory.  An unknown organisation is
+    refused at once, before anything is printed."""
     query = (
         select(User)
         .where(User.active.is_(True))
@@ -233,8 +234,10 @@ def users_in_pages(
         if org is None:
             raise InvalidInput("org", f"{org_code!r} is not a known organisation")
         query = query.where(User.memberships.any(Membership.organisation_id == org.id))
-    page_size = page_size or USERS_PAGE
-    query = query.limit(page_size)
+    return _pages(session, query.limit(page_size or USERS_PAGE), page_size or USERS_PAGE)
+
+
+def _pages(session: Session, query: Select[User], page_size: int) -> Iterator[list[User]]:
     after: str | None = None
     while True:
         page = list(session.scalars(query if after is None else query.where(User.email > after)))
