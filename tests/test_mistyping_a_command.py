@@ -276,7 +276,7 @@ def test_an_unforeseen_error_is_one_line_and_the_log_has_where(
     def broken(*_args: object, **_kwargs: object) -> list[User]:
         raise RuntimeError("a bug no one foresaw")
 
-    monkeypatch.setattr("mailflow.cli.users_command.list_users", broken)
+    monkeypatch.setattr("mailflow.cli.users_command.users_in_pages", broken)
 
     quiet = mailflow("users", "list", database_url=database_url)
     verbose = mailflow("--verbose", "users", "list", database_url=database_url)

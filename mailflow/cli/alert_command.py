@@ -11,6 +11,7 @@ from mailflow.alerts.alert_files import read_alert_file, read_update_file
 from mailflow.alerts.closing import close_alert
 from mailflow.alerts.issuing import IssuedAlert, issue_alert
 from mailflow.alerts.updates import PublishedUpdate, publish_update
+from mailflow.cli import alert_long_lists
 from mailflow.cli.alert_report_command import alert_list_command, alert_show, alert_status
 from mailflow.cli.context import Context, actor_name, pass_context, reported_errors
 from mailflow.core.mail.templates import counted, format_time
@@ -62,10 +63,8 @@ def report_queued(issued: IssuedAlert) -> None:
         err=True,
     )
     if issued.organisations_without_recipients:
-        click.echo(
-            "warning: no one to email at " + ", ".join(issued.organisations_without_recipients),
-            err=True,
-        )
+        skipped = alert_long_lists.skipped_text(issued.organisations_without_recipients)
+        click.echo(f"warning: no one to email at {skipped}", err=True)
 
 
 def hand_to_broker(ctx: Context) -> None:

@@ -4,6 +4,7 @@ answers.  The reports are read in the domain; this prints them."""
 from __future__ import annotations
 
 import json
+import sys
 from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -22,7 +23,8 @@ from mailflow.alerts.reports import (
 )
 from mailflow.answers.recording import StatusLine
 from mailflow.answers.statuses import AnswerStatus
-from mailflow.cli.context import Context, pass_context, reported_errors
+from mailflow.cli import alert_long_lists
+from mailflow.cli.context import Context, fail, pass_context, reported_errors
 from mailflow.core.mail.templates import counted, format_time
 
 
@@ -48,19 +50,33 @@ def print_lifecycle(facts: AlertFacts, zone: ZoneInfo) -> None:
         click.echo(f"closed    {format_time(facts.closed_at, zone)}{reason}")
 
 
+ALL_HELP = f"List every organisation and email, not only the first {alert_long_lists.SHOWN}."
+
+
 @click.command("show")
 @click.argument("reference")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print every email as CSV, with a header.")
+@click.option("--all", "show_all", is_flag=True, help=ALL_HELP)
 @pass_context
-def alert_show(ctx: Context, reference: str, as_json: bool) -> None:
+def alert_show(ctx: Context, reference: str, as_json: bool, as_csv: bool, show_all: bool) -> None:
     """Show an alert and the state of each of its emails:
-    queued, sending, sent, deferred, failed or bounced."""
+    queued, sending, sent, deferred, failed or bounced.  A long audience
+    is summarised: the counts and the first few (--all for every one)."""
+    one_format(as_json=as_json, as_csv=as_csv)
     with reported_errors(), ctx.transaction() as session:
         report = delivery_report(session, reference)
     if as_json:
         click.echo(json.dumps(delivery_report_data(report), indent=2))
+    elif as_csv:
+        alert_long_lists.write_deliveries_csv(report, sys.stdout)
     else:
-        print_delivery_report(report, ctx.settings.zone)
+        print_delivery_report(report, ctx.settings.zone, show_all=show_all)
+
+
+def one_format(*, as_json: bool, as_csv: bool) -> None:
+    if as_json and as_csv:
+        fail("give --json or --csv, not both")
 
 
 def delivery_report_data(report: DeliveryReport) -> dict[str, Any]:
@@ -97,7 +113,7 @@ def delivery_line_data(line: DeliveryLine) -> dict[str, Any]:
     }
 
 
-def print_delivery_report(report: DeliveryReport, zone: ZoneInfo) -> None:
+def print_delivery_report(report: DeliveryReport, zone: ZoneInfo, *, show_all: bool) -> None:
     facts = report.alert
     click.echo(f"{facts.reference}  [{facts.severity.upper()}]  {facts.title}")
     click.echo(f"issued    {format_time(facts.issued_at, zone)} by {facts.issued_by}")
@@ -107,34 +123,43 @@ def print_delivery_report(report: DeliveryReport, zone: ZoneInfo) -> None:
     )
     print_lifecycle(facts, zone)
     audience = report.audience
-    click.echo(f"audience  {counted(len(audience), 'organisation')}: {', '.join(audience)}")
+    codes = alert_long_lists.audience_text(audience, show_all=show_all)
+    click.echo(f"audience  {counted(len(audience), 'organisation')}: {codes}")
     counts = report.delivery_counts.items()
     click.echo(f"emails    {', '.join(f'{n} {state}' for state, n in counts) or 'none'}")
     click.echo("")
-    click.echo(f"{'recipient':36} {'organisations':16} {'state':9} {'tries':>5}  last error")
-    for line in report.deliveries:
-        click.echo(
-            f"{line.recipient:36} {','.join(line.organisations):16} {line.state:9} "
-            f"{line.attempts:>5}  {line.last_error or ''}"
-        )
+    alert_long_lists.print_deliveries(report.deliveries, show_all=show_all)
 
 
 @click.command("status")
 @click.argument("reference")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print every organisation as CSV.")
+@click.option("--all", "show_all", is_flag=True, help=ALL_HELP)
+@click.option("--unanswered", is_flag=True, help="Only the organisations with no answer yet.")
 @pass_context
-def alert_status(ctx: Context, reference: str, as_json: bool) -> None:
+def alert_status(
+    ctx: Context, reference: str, as_json: bool, as_csv: bool, show_all: bool, unanswered: bool
+) -> None:
     """Show each organisation in the alert's audience with its current
     status (or "no answer", or "overdue" once the deadline has passed
     without one), its further information, who answered and when, and
-    whether it was within the deadline."""
+    whether it was within the deadline.  A long audience is summarised:
+    the counts and the first few (--all for every one)."""
+    one_format(as_json=as_json, as_csv=as_csv)
     with reported_errors(), ctx.transaction() as session:
         report = status_report(session, reference)
+    whole = report
+    if unanswered:
+        report = alert_long_lists.unanswered_only(report)
     if as_json:
         click.echo(json.dumps(status_report_data(report), indent=2))
+    elif as_csv:
+        alert_long_lists.write_status_csv(report, sys.stdout)
     else:
         today = ctx.runtime.clock().astimezone(ctx.settings.zone).date()
-        print_status_report(report, ctx.settings.zone, today)
+        print_status_report(whole, ctx.settings.zone, today)
+        print_status_lines(report, ctx.settings.zone, today, show_all=show_all)
 
 
 def status_report_data(report: StatusReport) -> dict[str, Any]:
@@ -173,6 +198,7 @@ def status_line_data(line: StatusLine, *, overdue: bool) -> dict[str, Any]:
 
 
 def print_status_report(report: StatusReport, zone: ZoneInfo, today: date) -> None:
+    """The alert and its counts (of the whole audience)."""
     facts = report.alert
     lines = report.organisations
     answered = sum(1 for line in lines if line.status)
@@ -182,9 +208,20 @@ def print_status_report(report: StatusReport, zone: ZoneInfo, today: date) -> No
     click.echo(f"answered  {answered} of {counted(len(lines), 'organisation')}")
     if report.overdue:
         click.echo(f"overdue   {len(report.overdue)} (no answer by the deadline)")
+    if len(lines) > alert_long_lists.SHOWN:
+        click.echo(f"statuses  {alert_long_lists.status_counts_text(lines)}")
     click.echo("")
-    for line in lines:
+
+
+def print_status_lines(
+    report: StatusReport, zone: ZoneInfo, today: date, *, show_all: bool
+) -> None:
+    """Each organisation's line, the first few of a long list."""
+    shown, hidden = alert_long_lists.first_of(report.organisations, show_all=show_all)
+    for line in shown:
         print_status_line(line, zone, today, overdue=line.code in report.overdue)
+    if hidden:
+        click.echo(alert_long_lists.more_line(hidden, "organisations"))
 
 
 def due_date_text(due_on: date | None, today: date) -> str | None:

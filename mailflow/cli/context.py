@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from mailflow.cli.failures import database_problem
 from mailflow.config import ConfigError, Settings, load_settings, unknown_variables
-from mailflow.core.errors import InvalidInput, NotFound
+from mailflow.core.errors import InvalidInput, InvalidRows, NotFound
 from mailflow.core.runtime import Runtime
 from mailflow.db import migrate
 
@@ -116,7 +116,19 @@ def reported_errors() -> Iterator[None]:
     the transaction around the command has rolled back by then."""
     try:
         yield
+    except InvalidRows as exc:
+        fail_with_rows(exc)
     except InvalidInput as exc:
         fail(f"{exc.where}: {exc.problem} (nothing was written)")
     except NotFound as exc:
         fail(f"{exc} (nothing was written)")
+
+
+def fail_with_rows(exc: InvalidRows) -> NoReturn:
+    """Every bad row of a file (up to a limit) on a line of its own, so all
+    can be put right before the next try."""
+    for where, problem in exc.problems:
+        click.echo(f"mailflow: {where}: {problem}", err=True)
+    hidden = exc.total - len(exc.problems)
+    more = f" (the first {len(exc.problems)} are shown)" if hidden else ""
+    fail(f"{exc.where}: {exc.problem}{more}: nothing was written")

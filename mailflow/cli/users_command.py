@@ -1,21 +1,30 @@
-"""`mailflow users add|reset-mfa|list|remove|digest`: people, their roles,
+"""`mailflow users add|import|reset-mfa|list|remove|digest`: people, their roles,
 and how often an auditor is sent a digest."""
 
 from __future__ import annotations
 
-import click
+import sys
+from pathlib import Path
 
-from mailflow.cli.context import Context, actor_name, pass_context, reported_errors
-from mailflow.core.models import DigestSchedule, NationalRole, User
+import click
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from mailflow.cli import people_listing
+from mailflow.cli.context import Context, actor_name, fail, pass_context, reported_errors
+from mailflow.core.mail.templates import counted
+from mailflow.core.models import DigestSchedule, User
 from mailflow.core.outgoing import Bounce, latest_bounces
 from mailflow.core.second_factor.mfa import reset_mfa
+from mailflow.people.people_files import read_people_file
+from mailflow.people.people_import import import_people
 from mailflow.people.users import (
     ROLE_NAMES,
     add_user,
     get_user,
-    list_users,
     remove_user,
     set_digest,
+    users_in_pages,
 )
 from mailflow.people.welcome_email import WELCOME_KIND, queue_welcome_email
 
@@ -117,27 +126,74 @@ def users_reset_mfa(ctx: Context, email: str) -> None:
 
 @users.command("list")
 @click.option("--org", "org_code", help="Only users of this organisation.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV with a header, a row a role.")
 @pass_context
-def users_list(ctx: Context, org_code: str | None) -> None:
+def users_list(ctx: Context, org_code: str | None, as_json: bool, as_csv: bool) -> None:
     """List active users and their roles, and whether their welcome email
-    bounced (the address may be mistyped)."""
+    bounced (the address may be mistyped).  Everyone, or one organisation's
+    people; printed as read, however many there are."""
+    if as_json and as_csv:
+        fail("give --json or --csv, not both")
     with reported_errors(), ctx.transaction() as session:
-        people = list_users(session, org_code=org_code)
-        bounces = latest_bounces(session, kind=WELCOME_KIND, user_ids=[u.id for u in people])
-        for user in people:
-            click.echo(user_line(user, bounces.get(user.id)))
+        pages = (
+            list(zip(page, _bounces(session, page), strict=True))
+            for page in users_in_pages(session, org_code=org_code)
+        )
+        out = sys.stdout
+        if as_json:
+            people_listing.write_json(pages, out)
+        elif as_csv:
+            people_listing.write_csv(pages, out)
+        else:
+            people_listing.write_text(pages)
 
 
-def user_line(user: User, bounce: Bounce | None) -> str:
-    roles = [f"{m.role}@{m.organisation.code}" for m in user.memberships]
-    if user.national_role:
-        roles.append(str(user.national_role))
-    if user.national_role == NationalRole.AUDITOR:
-        roles.append(f"digest {user.digest}")
-    line = f"{user.email:40} {user.name:30} {', '.join(sorted(roles))}"
-    if bounce:
-        line += f"  welcome: bounced {bounce.at:%Y-%m-%d} ({bounce.report})"
-    return line
+def _bounces(session: Session, page: list[User]) -> list[Bounce | None]:
+    bounces = latest_bounces(session, kind=WELCOME_KIND, user_ids=[u.id for u in page])
+    return [bounces.get(user.id) for user in page]
+
+
+@users.command("import")
+@click.argument("file", type=click.Path(path_type=Path))
+@pass_context
+def users_import(ctx: Context, file: Path) -> None:
+    """Add the people listed in FILE, and queue a welcome email to each new
+    one.
+
+    FILE is a CSV with the header email,name,org,role: a row for each role
+    (org empty for an auditor).  A role a person already holds is left as
+    it is (so importing a file again changes nothing); people already here
+    are given the new roles but no second welcome.  A bad row (an unknown
+    or closed organisation, a different role than the one held, a removed
+    person, a repeated row) stops the import, naming every bad line, and
+    nothing is imported."""
+    with reported_errors():
+        people_file = read_people_file(file)
+        try:
+            with ctx.transaction() as session:
+                imported = import_people(
+                    session,
+                    ctx.settings,
+                    people_file,
+                    now=ctx.runtime.clock(),
+                    actor=actor_name(),
+                    source=file.name,
+                )
+        except IntegrityError:
+            # Someone was added (by `users add` or another import) between
+            # the import's look and its inserts: the unique address said so.
+            fail(
+                f"{file.name}: some of these people were added meanwhile: run it again "
+                "(nothing was written)"
+            )
+    added = counted(imported.added, "person", "people")
+    click.echo(
+        f"{counted(len(people_file.rows), 'row')} read: {added} "
+        f"added, {counted(imported.roles_added, 'role')} given to people already here, "
+        f"{imported.unchanged} unchanged"
+    )
+    click.echo(f"{counted(imported.welcomes, 'welcome email')} queued", err=True)
 
 
 @users.command("remove")

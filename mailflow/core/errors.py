@@ -22,3 +22,14 @@ class NotFound(Exception):
 class NotAllowed(Exception):
     """The person may not make this change (any more): for example they no
     longer hold the access it needs.  Raised inside a commit, it undoes it."""
+
+
+class InvalidRows(InvalidInput):
+    """A file with bad rows: each one named by its line, so that the person
+    can fix them all at once.  ``problems`` holds the first few, as
+    (where, problem) pairs; ``total`` counts them all."""
+
+    def __init__(self, source: str, problems: list[tuple[str, str]], total: int) -> None:
+        super().__init__(source, f"{total} bad {'row' if total == 1 else 'rows'}")
+        self.problems = problems
+        self.total = total

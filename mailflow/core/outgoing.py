@@ -5,16 +5,17 @@ bounce key, so a delivery report about it marks it bounced."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from mailflow.core.audit import record_event
-from mailflow.core.jobs import add_job
+from mailflow.core.jobs import add_job, new_job_values
 from mailflow.core.leases import renew_lease
-from mailflow.core.models import OutgoingEmail, OutgoingState
+from mailflow.core.models import Base, Job, OutgoingEmail, OutgoingState
 from mailflow.core.sending import SendPolicy, SendResult, Step, next_state
 
 SEND_EMAIL = "send_email"
@@ -49,6 +50,53 @@ def queue_email(
     session.flush()
     add_job(session, SEND_EMAIL, {"outgoing_email_id": email.id}, now=now)
     return email
+
+
+@dataclass(frozen=True)
+class EmailToQueue:
+    """An email ready to queue in bulk (``queue_emails``)."""
+
+    kind: str
+    recipient: str
+    user_id: int | None
+    mail_from: str
+    bounce_key: str | None
+    raw: bytes
+
+
+# Core statements on the tables: many rows in a few round trips, without
+# the ORM's unit of work (thousands of welcome emails from one import).
+_OUTGOING = Base.metadata.tables[OutgoingEmail.__tablename__]
+_INSERT_OUTGOING = insert(_OUTGOING).returning(_OUTGOING.c.id, sort_by_parameter_order=True)
+_INSERT_JOBS = insert(Base.metadata.tables[Job.__tablename__])
+
+
+def queue_emails(session: Session, emails: Sequence[EmailToQueue], *, now: datetime) -> list[int]:
+    """Queue many emails, and a send job for each, in the caller's
+    transaction; returns their ids in order."""
+    if not emails:
+        return []
+    connection = session.connection()
+    rows = [
+        {
+            "kind": e.kind,
+            "recipient": e.recipient,
+            "user_id": e.user_id,
+            "mail_from": e.mail_from,
+            "bounce_key": e.bounce_key,
+            "raw": e.raw,
+            "state": OutgoingState.QUEUED,
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+        }
+        for e in emails
+    ]
+    ids = list(connection.execute(_INSERT_OUTGOING, rows).scalars())
+    connection.execute(
+        _INSERT_JOBS, [new_job_values(SEND_EMAIL, {"outgoing_email_id": i}, now=now) for i in ids]
+    )
+    return ids
 
 
 def recent_count(session: Session, *, recipient: str, kinds: list[str], since: datetime) -> int:

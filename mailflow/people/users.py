@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session, selectinload
 
 from mailflow.core.audit import record_event
@@ -48,7 +48,7 @@ class AddedUser:
     reactivated: bool = False
 
 
-def _checked_name(name: str | None) -> str | None:
+def checked_name(name: str | None) -> str | None:
     if name is None:
         return None
     name = name.strip()
@@ -82,7 +82,7 @@ def add_user(
         raise InvalidInput("role", f"{role!r} is not a role (one of {', '.join(ROLE_NAMES)})")
     if digest is not None and role != NationalRole.AUDITOR:
         raise InvalidInput("digest", NOT_AN_AUDITOR)
-    name = _checked_name(name)
+    name = checked_name(name)
 
     user = session.scalar(select(User).where(User.email == address))
     created = user is None
@@ -210,6 +210,19 @@ def lock_person(session: Session, user_id: int) -> None:
 
 
 def list_users(session: Session, *, org_code: str | None = None) -> list[User]:
+    return [user for page in users_in_pages(session, org_code=org_code) for user in page]
+
+
+USERS_PAGE = 500
+
+
+def users_in_pages(
+    session: Session, *, org_code: str | None = None, page_size: int | None = None
+) -> Iterator[list[User]]:
+    """Active people (of one organisation, or all) by address, a page at
+    a time with their roles, so that a list of tens of thousands is
+    printed as it is read, in bounded memory.  An unknown organisation is
+    refused at once, before anything is printed."""
     query = (
         select(User)
         .where(User.active.is_(True))
@@ -221,7 +234,20 @@ def list_users(session: Session, *, org_code: str | None = None) -> list[User]:
         if org is None:
             raise InvalidInput("org", f"{org_code!r} is not a known organisation")
         query = query.where(User.memberships.any(Membership.organisation_id == org.id))
-    return list(session.scalars(query))
+    return _pages(session, query.limit(page_size or USERS_PAGE), page_size or USERS_PAGE)
+
+
+def _pages(session: Session, query: Select[User], page_size: int) -> Iterator[list[User]]:
+    after: str | None = None
+    while True:
+        page = list(session.scalars(query if after is None else query.where(User.email > after)))
+        if page:
+            yield page
+        if len(page) < page_size:
+            return
+        # The session holds loaded people weakly: pages already printed
+        # are let go.
+        after = page[-1].email
 
 
 def administrators_of(

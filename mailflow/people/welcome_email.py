@@ -8,6 +8,7 @@ administrators of the person's organisations are told."""
 from __future__ import annotations
 
 import secrets
+from collections.abc import Collection
 from datetime import UTC, datetime
 
 from sqlalchemy import select
@@ -15,8 +16,9 @@ from sqlalchemy.orm import Session
 
 from mailflow.config import Settings
 from mailflow.core import links
-from mailflow.core.mail.one_off import send_one_off
+from mailflow.core.mail.one_off import one_off_to_queue, send_one_off
 from mailflow.core.models import Membership, NationalRole, Organisation, Role, User
+from mailflow.core.outgoing import EmailToQueue
 from mailflow.people.users import administrators_of
 
 WELCOME_KIND = "welcome"
@@ -75,19 +77,53 @@ def queue_welcome_email(
         session,
         settings,
         template="welcome",
-        context={
-            "recipient_name": user.name,
-            "role": role,
-            "organisations": _organisations(session, user),
-            "link": link,
-            "expires_at": now + links.ENROL_LINK_LIFETIME,
-            "reset": reset,
-        },
+        context=welcome_context(user, role, _organisations(session, user), link, now, reset),
         to=user,
         kind=WELCOME_KIND,
         now=now,
     )
     return link
+
+
+def welcome_to_queue(
+    settings: Settings,
+    *,
+    user: User,
+    roles: Collection[str],
+    organisations: list[Organisation],
+    now: datetime,
+) -> EmailToQueue:
+    """The welcome of a person added with these roles at these
+    organisations (sorted by code), ready to queue with many others: an
+    import knows what it gave each person, so asks the database nothing."""
+    role = next((r for r in ROLE_STRENGTH if r in roles), Role.ALERT_ONLY.value)
+    link = None if role == Role.ALERT_ONLY else enrolment_link(settings, user.id, now)
+    return one_off_to_queue(
+        settings,
+        template="welcome",
+        context=welcome_context(user, role, organisations, link, now, reset=False),
+        to=user,
+        kind=WELCOME_KIND,
+        now=now,
+    )
+
+
+def welcome_context(
+    user: User,
+    role: str,
+    organisations: list[Organisation],
+    link: str | None,
+    now: datetime,
+    reset: bool,
+) -> dict[str, object]:
+    return {
+        "recipient_name": user.name,
+        "role": role,
+        "organisations": organisations,
+        "link": link,
+        "expires_at": now + links.ENROL_LINK_LIFETIME,
+        "reset": reset,
+    }
 
 
 def queue_welcome_bounced_notices(

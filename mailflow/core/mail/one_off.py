@@ -28,7 +28,7 @@ from mailflow.core.mail.messages import (
 )
 from mailflow.core.mail.templates import RenderedEmail, render_service_email
 from mailflow.core.models import OutgoingEmail, User
-from mailflow.core.outgoing import queue_email
+from mailflow.core.outgoing import EmailToQueue, queue_email
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,29 @@ def send_one_off(
         raw=compose_message(rendered, headers),
         now=now,
         inbound_message_id=inbound_message_id,
+    )
+
+
+def one_off_to_queue(
+    settings: Settings,
+    *,
+    template: str,
+    context: dict[str, object],
+    to: User,
+    kind: str,
+    now: datetime,
+) -> EmailToQueue:
+    """What ``send_one_off`` queues, ready for ``queue_emails`` to queue
+    with many others at once (``to`` needs only its id, address and name)."""
+    rendered, headers = one_off_email(settings, template=template, context=context, to=to, now=now)
+    key = new_key()
+    return EmailToQueue(
+        kind=kind,
+        recipient=to.email,
+        user_id=to.id,
+        mail_from=bounce_address(key, settings.mail_domain),
+        bounce_key=key,
+        raw=compose_message(rendered, headers),
     )
 
 
