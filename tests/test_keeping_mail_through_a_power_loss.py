@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from mailflow.cli.running import warn_unless_commits_are_durable
 from mailflow.config import Settings
 from mailflow.core.doctor import OK, WARN, commit_durability
 from mailflow.core.runtime import Runtime
 from mailflow.db.engine import make_engine
+from tests.support.databases import fresh_postgres_database
 
 SQLITE_FULL = 2
 
@@ -62,3 +64,26 @@ def test_the_check_warns_of_a_sqlite_connection_that_syncs_only_normal(tmp_path:
         engine.dispose()
     assert finding.status == WARN
     assert finding.detail.startswith("sqlite synchronous=1 ")
+
+
+@pytest.mark.backends("postgresql")
+def test_a_server_that_accepts_mail_warns_at_start_when_commits_may_be_lost(
+    backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with fresh_postgres_database() as url:
+        engine = make_engine(url)
+        try:
+            warn_unless_commits_are_durable(engine)
+            assert caplog.records == []
+            with engine.connect() as conn:
+                database = conn.exec_driver_sql("SELECT current_database()").scalar_one()
+                conn.exec_driver_sql(f'ALTER DATABASE "{database}" SET synchronous_commit = off')
+                conn.commit()
+            engine.dispose()
+            warn_unless_commits_are_durable(engine)
+        finally:
+            engine.dispose()
+    assert [r.getMessage() for r in caplog.records] == [
+        "mail answered 250 may be lost: synchronous_commit=off: a crash of the database "
+        "server loses mail already answered 250; set it to on (the default)"
+    ]
