@@ -24,6 +24,8 @@ TITLES = {rev.revision: rev.title for rev in migrate.revisions()}
 def empty_database(backend: str, tmp_path: Path) -> Iterator[str]:
     """A database with no schema, of the test's backend."""
     if backend == "sqlite":
+        # An empty file is an empty SQLite database.
+        (tmp_path / "empty.db").touch()
         yield f"sqlite:///{tmp_path / 'empty.db'}"
         return
     with fresh_postgres_database() as url:
@@ -103,3 +105,14 @@ def test_a_database_that_cannot_be_reached_is_one_line() -> None:
         result = mailflow("db", command, database_url=url)
         assert result.exit_code == 2
         assert one_error_line(result).startswith("cannot reach the database: ")
+
+
+def test_looking_at_a_sqlite_file_that_is_not_there_does_not_create_it(tmp_path: Path) -> None:
+    path = tmp_path / "typo.db"
+    for command in ("current", "history"):
+        result = mailflow("db", command, database_url=f"sqlite:///{path}")
+        assert result.exit_code == 2
+        assert one_error_line(result) == (
+            f"no database at {path}: run `mailflow db upgrade` to create it"
+        )
+    assert not path.exists()

@@ -8,6 +8,7 @@ from sqlalchemy.exc import DBAPIError
 
 from mailflow.cli.context import Context, fail, pass_context
 from mailflow.cli.failures import database_problem, one_line
+from mailflow.core.doctor import missing_sqlite_file
 from mailflow.db import migrate
 
 
@@ -31,6 +32,11 @@ def db_upgrade(ctx: Context) -> None:
 
 
 def _current(ctx: Context) -> str | None:
+    # Opening a SQLite file that is not there would create it: looking
+    # must change nothing.
+    missing = missing_sqlite_file(ctx.settings.database_url)
+    if missing is not None:
+        fail(f"no database at {missing}: run `mailflow db upgrade` to create it", code=2)
     try:
         return migrate.current_revision(ctx.runtime.engine)
     except DBAPIError as exc:

@@ -69,7 +69,7 @@ def _problem(exc: BaseException) -> str:
 # ------------------------------------------------------------------ database
 
 
-def _sqlite_file_missing(url: str) -> Path | None:
+def missing_sqlite_file(url: str) -> Path | None:
     """The SQLite file the URL names, when it does not exist: opening it
     would create an empty one, which the doctor must not do."""
     parsed = make_url(url)
@@ -91,7 +91,7 @@ def check_database(settings: Settings, timeout: float) -> list[Finding]:
     """Connects; then the schema's revision, and whether commits are
     durable (SQLite's synchronous, PostgreSQL's synchronous_commit)."""
     shown = redact_url(settings.database_url)
-    missing = _sqlite_file_missing(settings.database_url)
+    missing = missing_sqlite_file(settings.database_url)
     if missing is not None:
         fix = "run `mailflow db upgrade` to create it, or set MAILFLOW_DATABASE_URL"
         return [Finding(FAIL, "database", f"{shown}: no file at {missing}: {fix}")]
