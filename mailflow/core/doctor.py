@@ -99,7 +99,8 @@ def check_database(settings: Settings, timeout: float) -> list[Finding]:
     try:
         with engine.connect() as connection:
             connection.execute(text("SELECT 1"))
-        found = [Finding(OK, "database", f"{shown} (password hidden)")]
+        hidden = " (password hidden)" if shown != settings.database_url else ""
+        found = [Finding(OK, "database", f"{shown}{hidden}")]
         found.append(_schema(engine))
         found.append(commit_durability(engine))
         return found
