@@ -15,6 +15,7 @@ from mailflow.cli.alert_command import alert
 from mailflow.cli.config_command import show_config
 from mailflow.cli.context import Context
 from mailflow.cli.db_command import db
+from mailflow.cli.doctor_command import doctor
 from mailflow.cli.failures import ReportingGroup
 from mailflow.cli.imap_command import imap
 from mailflow.cli.inbound_command import inbound
@@ -60,6 +61,7 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 for command in (
     show_config,
     db,
+    doctor,
     orgs,
     users,
     keys,

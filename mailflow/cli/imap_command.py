@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from mailflow.cli.context import Context, fail
-from mailflow.cli.running import run_until_stopped
+from mailflow.cli.running import run_until_stopped, warn_unless_commits_are_durable
 from mailflow.config import ConfigError
 
 if TYPE_CHECKING:
@@ -53,6 +53,7 @@ def imap(ctx: Context, once: bool) -> None:
             code=2,
         )
     ctx.require_schema()
+    warn_unless_commits_are_durable(ctx.runtime.engine)
     try:
         poller = ImapPoller(ctx.runtime)
     except ConfigError as exc:

@@ -11,11 +11,22 @@ from types import FrameType
 from typing import Any
 
 import click
+from sqlalchemy.engine import Engine
 
 from mailflow.cli.processes import parent_is_gone
 from mailflow.config import parse_host_port
+from mailflow.core.doctor import OK, commit_durability
 
 log = logging.getLogger("mailflow")
+
+
+def warn_unless_commits_are_durable(engine: Engine) -> None:
+    """A server that accepts mail answers 250 on the strength of a commit;
+    say so at start-up if the database may lose commits in a crash
+    (PostgreSQL with synchronous_commit=off)."""
+    finding = commit_durability(engine)
+    if finding.status != OK:
+        log.warning("mail answered 250 may be lost: %s", finding.detail)
 
 
 def run_until_stopped(start: Callable[[], None], stop: Callable[[], None]) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import click
 
 from mailflow.cli.context import Context, fail, pass_context
-from mailflow.cli.running import run_until_stopped, show_addr
+from mailflow.cli.running import run_until_stopped, show_addr, warn_unless_commits_are_durable
 from mailflow.cli.web_command import listening_socket, web_server
 from mailflow.config import Settings
 from mailflow.core.runtime import Runtime
@@ -74,6 +74,7 @@ def serve(ctx: Context, threads: int, no_smtpd: bool, no_web: bool, no_scheduler
     (MAILFLOW_WEB_ADDR) and, when MAILFLOW_IMAP_URL is set, the IMAP
     poller."""
     ctx.require_schema()
+    warn_unless_commits_are_durable(ctx.runtime.engine)
     settings = ctx.settings
     runtime = ctx.runtime
     supervisor = Supervisor()

@@ -9,7 +9,12 @@ import click
 
 from mailflow.cli.context import Context, fail
 from mailflow.cli.processes import ChildProcesses, child_argv, reserve_shared_port
-from mailflow.cli.running import HostPort, run_until_stopped, show_addr
+from mailflow.cli.running import (
+    HostPort,
+    run_until_stopped,
+    show_addr,
+    warn_unless_commits_are_durable,
+)
 
 log = logging.getLogger("mailflow")
 
@@ -71,6 +76,7 @@ def smtpd(
     kernel spreads connections among them); this process starts them,
     replaces one that dies, and stops them all on SIGTERM or Ctrl-C."""
     ctx.require_schema()
+    warn_unless_commits_are_durable(ctx.runtime.engine)
     host, port = listen or ctx.settings.inbound_addr
     if processes > 1:
         sys.exit(run_server_processes(ctx, host, port, processes, lmtp=lmtp))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -73,3 +74,21 @@ def head_revision() -> str | None:
 
 def is_up_to_date(engine: Engine) -> bool:
     return current_revision(engine) == head_revision()
+
+
+@dataclass(frozen=True)
+class Revision:
+    """One migration: its id and the first line of its description."""
+
+    revision: str
+    title: str
+
+
+def revisions() -> list[Revision]:
+    """Every migration, oldest first."""
+    script = ScriptDirectory.from_config(alembic_config())
+    found = [
+        Revision(str(rev.revision), (rev.doc or "").strip().splitlines()[0] if rev.doc else "")
+        for rev in script.walk_revisions()
+    ]
+    return list(reversed(found))
