@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
-from collections.abc import Iterator
+import sqlite3
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TextIO
 
 import pytest
 import sqlalchemy as sa
@@ -18,6 +21,7 @@ from click.testing import Result
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from mailflow.cli import people_listing
 from mailflow.config import Settings
 from mailflow.core.models import AuditEvent, Job, Membership, OutgoingEmail, User
 from mailflow.core.runtime import Runtime
@@ -397,6 +401,42 @@ def test_everyone_is_listed_page_by_page_without_an_org(
     assert {(r["email"], r["role"], r["org"]) for r in as_csv} == {
         (email, role, org) for email, roles in GOOD_PEOPLE.items() for role, org in roles
     }
+
+
+@pytest.mark.backends("sqlite")
+def test_a_listing_read_slowly_never_holds_up_a_writer(
+    orgs: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`users list | less`: while the listing waits on its reader, the
+    inbound server, the web page and the worker must still be able to
+    write (on SQLite a write transaction would lock them all out)."""
+    assert import_file(orgs, people_file(tmp_path, GOOD)).exit_code == 0
+    database = orgs.database_url.removeprefix("sqlite:///")
+    writes: list[str] = []
+    real_write_json = people_listing.write_json
+
+    def slow_reader(pages: Iterable[people_listing.Page], out: TextIO) -> None:
+        # With a page read, another process takes the write lock at once or
+        # gives up (half a second, not SQLite's usual 30).
+        pages = iter(pages)
+        first = next(pages)
+        writer = sqlite3.connect(database, timeout=0.5, isolation_level=None)
+        try:
+            writer.execute("BEGIN IMMEDIATE")
+            writer.execute("COMMIT")
+            writes.append("written")
+        except sqlite3.OperationalError as exc:
+            writes.append(str(exc))
+        finally:
+            writer.close()
+        real_write_json(itertools.chain([first], pages), out)
+
+    monkeypatch.setattr(people_listing, "write_json", slow_reader)
+    listed = mailflow_with(orgs, "users", "list", "--json")
+
+    assert listed.exit_code == 0, listed.output
+    assert writes == ["written"]
+    assert len(json.loads(listed.stdout)) == len(GOOD_PEOPLE)
 
 
 def test_listing_as_json_and_csv_at_once_is_refused(orgs: Settings) -> None:

@@ -64,7 +64,7 @@ def alert_show(ctx: Context, reference: str, as_json: bool, as_csv: bool, show_a
     queued, sending, sent, deferred, failed or bounced.  A long audience
     is summarised: the counts and the first few (--all for every one)."""
     one_format(as_json=as_json, as_csv=as_csv)
-    with reported_errors(), ctx.transaction() as session:
+    with reported_errors(), ctx.reading() as session:
         report = delivery_report(session, reference)
     if as_json:
         click.echo(json.dumps(delivery_report_data(report), indent=2))
@@ -147,7 +147,7 @@ def alert_status(
     whether it was within the deadline.  A long audience is summarised:
     the counts and the first few (--all for every one)."""
     one_format(as_json=as_json, as_csv=as_csv)
-    with reported_errors(), ctx.transaction() as session:
+    with reported_errors(), ctx.reading() as session:
         report = status_report(session, reference)
     whole = report
     if unanswered:

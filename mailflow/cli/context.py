@@ -73,6 +73,15 @@ class Context:
         with self.runtime.sessions.begin() as session:
             yield session
 
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A session for a command that only reads.  On SQLite it takes no
+        write lock, so a listing piped into a pager cannot hold up the
+        inbound server's 250s, the web page's commits or the worker."""
+        self.require_schema()
+        with self.runtime.readers() as session:
+            yield session
+
     def close(self) -> None:
         if self._runtime is not None:
             self._runtime.close()

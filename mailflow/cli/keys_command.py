@@ -73,8 +73,7 @@ def keys_rotate(ctx: Context, batch_size: int) -> None:
 @pass_context
 def keys_status(ctx: Context, batch_size: int) -> None:
     """Count the stored TOTP secrets under the newest key and under older ones."""
-    ctx.require_schema()
-    with ctx.runtime.sessions() as session:
+    with ctx.reading() as session:
         counts = count_secrets(session, secret_keys=ctx.settings.secret_keys, batch_size=batch_size)
     click.echo(f"{len(ctx.settings.secret_keys)} keys set")
     click.echo(f"{counts.newest:,} TOTP secrets under the newest key")
@@ -86,7 +85,7 @@ def _report_unreadable(ctx: Context, counts: SecretCounts) -> None:
     """Stop with a failure naming the people whose secret no key opens."""
     if not counts.unreadable:
         return
-    with ctx.runtime.sessions() as session:
+    with ctx.runtime.readers() as session:
         emails = session.scalars(
             select(User.email)
             .where(User.id.in_(counts.unreadable[:NAMED_AT_MOST]))

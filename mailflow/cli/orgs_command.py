@@ -46,7 +46,7 @@ def orgs_import(ctx: Context, file: Path, org_type: str | None) -> None:
 @pass_context
 def orgs_list(ctx: Context, include_closed: bool) -> None:
     """List organisations."""
-    with ctx.transaction() as session:
+    with ctx.reading() as session:
         for org in list_organisations(session, include_closed=include_closed):
             closed = f"  closed {org.closed_on}" if org.closed_on else ""
             click.echo(f"{org.code:10} {org.type:12} {org.name}{closed}")

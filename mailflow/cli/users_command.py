@@ -135,7 +135,7 @@ def users_list(ctx: Context, org_code: str | None, as_json: bool, as_csv: bool) 
     people; printed as read, however many there are."""
     if as_json and as_csv:
         fail("give --json or --csv, not both")
-    with reported_errors(), ctx.transaction() as session:
+    with reported_errors(), ctx.reading() as session:
         pages = (
             list(zip(page, _bounces(session, page), strict=True))
             for page in users_in_pages(session, org_code=org_code)
