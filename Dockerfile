@@ -1,6 +1,10 @@
 # mailflow's image: one image for every edge (web, smtpd, worker, scheduler,
 # imap, db upgrade); docker-compose.yml runs each as its own service.
-# Without arguments it runs `mailflow serve` (every edge in one process).
+# Without arguments it runs `mailflow serve` (every edge in one process),
+# which needs the secret key: give it, e.g.
+#   docker run -e MAILFLOW_SECRET_KEYS="$(python3 -c 'import secrets; print(secrets.token_urlsafe(48))')" \
+#     -v mailflow:/var/lib/mailflow -p 8000:8000 mailflow
+# or put it in the volume's secret-key file; the image holds none.
 FROM python:3.11.11-slim-bookworm
 
 # A fixed numeric user (not root), so volume ownership and Kubernetes'

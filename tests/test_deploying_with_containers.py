@@ -46,7 +46,7 @@ EDGES = {
 # Settings another branch is adding (metrics and health endpoints for smtpd
 # and worker); named here until they are in mailflow.config.
 PENDING_SETTINGS = {"MAILFLOW_METRICS_ADDR"}
-SECRET_NAME = re.compile(r"PASSWORD|PASS$|SECRET|TOKEN|_KEY$")
+SECRET_NAME = re.compile(r"PASSWORD|PASS$|SECRET|TOKEN|_KEYS?$")
 VARIABLE = re.compile(r"\$\{([A-Z0-9_]+)(?::?[-?+][^}]*)?\}")
 STATE = "/var/lib/mailflow"
 
@@ -224,4 +224,4 @@ def test_the_example_env_file_names_every_variable_the_compose_file_uses() -> No
     assert used == named
     # Secrets are left empty, so compose refuses to start until they are set.
     secrets = {name: value for name, value in assignments if SECRET_NAME.search(name)}
-    assert secrets == {"MAILFLOW_SECRET_KEY": "", "POSTGRES_PASSWORD": "", "RABBITMQ_PASSWORD": ""}
+    assert secrets == {"MAILFLOW_SECRET_KEYS": "", "POSTGRES_PASSWORD": "", "RABBITMQ_PASSWORD": ""}

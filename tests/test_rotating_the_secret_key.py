@@ -177,6 +177,38 @@ def test_a_rotation_locks_nobody_out_and_breaks_no_link_before_the_old_key_is_dr
     assert shown_again == ann_pending
 
 
+def test_while_edges_restart_one_by_one_none_turns_away_what_another_made(
+    settings: Settings, session: Session, quick_scrypt: None
+) -> None:
+    """Edges restart one at a time, so for a while some run with the new key
+    first and others do not yet have it first.  With the new key added
+    second everywhere before it is put first (README, step 1), a secret
+    re-encrypted and a link signed by a restarted edge still open on one
+    not yet restarted."""
+    seed_people(session)
+    issue(session)
+    session.commit()
+    apps = {email: enrol(session, settings, email) for email in (RAJ, BEA)}
+    not_yet = with_keys(settings, KEY_A, KEY_B)  # step 1: B known, A still first
+    restarted = with_keys(settings, KEY_B, KEY_A)  # step 2 on this edge only
+
+    with app_under(restarted) as browser:
+        # Raj's code is checked here, so his secret is now under B.
+        raj_link = answer_link(session, restarted, RAJ, "RXA", AnswerStatus.COMPLETE)
+        assert recorded(post_form(browser(), raj_link, {"code": code(apps[RAJ])}))
+        bea_link = answer_link(session, restarted, BEA, "RXB", AnswerStatus.COMPLETE)
+    session.rollback()
+
+    with app_under(not_yet) as browser:
+        # A link the restarted edge signed with B opens here, and Raj's
+        # secret, now under B, still checks his code.
+        assert recorded(post_form(browser(), bea_link, {"code": code(apps[BEA])}))
+        # (the code of the next time step: each code is taken once)
+        again = answer_link(session, not_yet, RAJ, "RXA", AnswerStatus.IN_PROGRESS)
+        next_code = pyotp.TOTP(apps[RAJ]).at(utc_now() + timedelta(seconds=30))
+        assert recorded(post_form(browser(), again, {"code": next_code}))
+
+
 def enrol_everyone(session: Session, settings: Settings) -> dict[str, str]:
     seed_people(session)
     session.commit()
