@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import click
 
 from mailflow.cli.context import Context, fail
+from mailflow.cli.metrics_server import metrics_listen_option, metrics_server
 from mailflow.cli.running import HostPort
 from mailflow.cli.web_workers import run_workers
 from mailflow.core.runtime import Runtime
@@ -73,16 +74,32 @@ def listening_socket(host: str, port: int) -> socket.socket:
     show_default=True,
     help="Server processes sharing the one port (each with its own database connections).",
 )
+@metrics_listen_option
 @click.pass_obj
-def web(ctx: Context, listen: tuple[str, int] | None, workers: int) -> None:
+def web(
+    ctx: Context,
+    listen: tuple[str, int] | None,
+    workers: int,
+    metrics_listen: tuple[str, int] | None,
+) -> None:
     """Serve the web pages: confirming answers with a second factor
     (the /r/ and /c/ links in emails) and setting up an authenticator
     app (the /enrol/ link in welcome emails).
 
     Serves plain HTTP: put it behind a TLS proxy at MAILFLOW_BASE_URL.
     Stops on SIGTERM or Ctrl-C; with --workers, a worker that dies is
-    replaced."""
+    replaced.
+
+    /healthz and /readyz are served on the web port too; /metrics only
+    on --metrics-listen (MAILFLOW_METRICS_ADDR), which --workers N does not
+    support yet."""
     ctx.require_schema()
+    if workers > 1 and (metrics_listen or ctx.settings.metrics_addr):
+        fail(
+            "--metrics-listen (MAILFLOW_METRICS_ADDR) serves one process's metrics: it "
+            "cannot be used with --workers N yet; /healthz and /readyz are on the web port",
+            code=2,
+        )
     host, port = listen or ctx.settings.web_addr
     try:
         sock = listening_socket(host, port)
@@ -93,8 +110,15 @@ def web(ctx: Context, listen: tuple[str, int] | None, workers: int) -> None:
         serve_in_workers(ctx, sock, host, port, workers)
         return
     server = web_server(ctx.runtime, host, port)
+    health = metrics_server(ctx.runtime, metrics_listen, broker=False, queue=False)
+    if health is not None:
+        health.start()
     # uvicorn handles SIGTERM and Ctrl-C itself, finishing requests in flight.
-    server.run(sockets=[sock])
+    try:
+        server.run(sockets=[sock])
+    finally:
+        if health is not None:
+            health.stop()
     if not server.started:
         fail(f"cannot listen on {host}:{port}", code=2)
     log.info("web server stopped")

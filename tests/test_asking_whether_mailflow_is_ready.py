@@ -1,0 +1,151 @@
+"""An operator's load balancer and orchestrator ask each edge over HTTP
+whether it is up (/healthz) and whether it can work (/readyz: the
+database, and for the worker the broker, answer).  When the database
+goes away (a PostgreSQL database dropped, an SQLite file's folder moved),
+/readyz says so with 503 and why, while /healthz still says the process
+is up: restarting it would not bring the database back."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mailflow.config import Settings
+from mailflow.core.runtime import Runtime
+from tests.support.cli import mailflow
+from tests.support.environment import SECRET_KEY
+from tests.support.machines import Machine, environment, running, start, wait_for_port
+from tests.support.relay import free_port
+from tests.support.scraping import Breakable, breakable_database, get
+from tests.support.waiting import wait_until
+from tests.support.web_server import web_server
+
+
+@pytest.fixture
+def breakable(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -> Iterator[Breakable]:
+    template = request.getfixturevalue("sqlite_template") if backend == "sqlite" else None
+    yield from breakable_database(backend, template, tmp_path)
+
+
+def edge_environment(database_url: str) -> dict[str, str]:
+    return environment(
+        {
+            "MAILFLOW_DATABASE_URL": database_url,
+            "MAILFLOW_SECRET_KEY": SECRET_KEY,
+            "MAILFLOW_MAIL_DOMAIN": "alerts.test",
+            "MAILFLOW_QUEUE_NAME": f"mailflow-ready-{uuid.uuid4().hex[:8]}",
+        }
+    )
+
+
+def assert_ready_then_not(port: int, breakable: Breakable) -> None:
+    assert get(port, "/healthz") == (200, "ok\n")
+    assert get(port, "/readyz") == (200, "ready\n")
+
+    breakable.take_away()
+
+    status, body = get(port, "/readyz")
+    assert status == 503, body
+    assert body.startswith("not ready\ndatabase: "), body
+    assert get(port, "/healthz") == (200, "ok\n")
+
+
+def test_the_web_edge_says_it_is_not_ready_when_its_database_is_gone(
+    breakable: Breakable, settings_for: Any
+) -> None:
+    settings: Settings = settings_for(breakable.url)
+    runtime = Runtime(settings)
+    port = free_port()
+    try:
+        with web_server(runtime, port):
+            assert_ready_then_not(port, breakable)
+            # The pages' own port never shows the metrics.
+            assert get(port, "/metrics")[0] == 404
+    finally:
+        runtime.close()
+
+
+@pytest.mark.parametrize("command", ["worker", "smtpd"])
+def test_the_worker_and_the_inbound_server_say_on_their_metrics_port_when_the_database_is_gone(
+    command: str, breakable: Breakable, tmp_path: Path
+) -> None:
+    port = free_port()
+    args = [command, "--metrics-listen", f"127.0.0.1:{port}"]
+    if command == "smtpd":
+        args += ["--listen", f"127.0.0.1:{free_port()}"]
+    machine = start(command, args, edge_environment(breakable.url), tmp_path)
+    with running([machine]):
+        wait_for_port(machine, port)
+        assert_ready_then_not(port, breakable)
+        assert machine.process.poll() is None, machine.log
+
+
+def test_the_metrics_address_can_come_from_the_settings_and_answers_only_what_it_knows(
+    breakable: Breakable, tmp_path: Path
+) -> None:
+    port = free_port()
+    env = edge_environment(breakable.url) | {"MAILFLOW_METRICS_ADDR": f"127.0.0.1:{port}"}
+    machine: Machine = start("worker", ["worker"], env, tmp_path)
+    with running([machine]):
+        wait_for_port(machine, port)
+        wait_until(lambda: get(port, "/readyz")[0] == 200, timeout=30, what="readiness")
+        assert get(port, "/anything-else") == (404, "not found\n")
+        assert get(port, "/metrics")[0] == 200
+
+
+# What the command says does not depend on the database.
+@pytest.mark.backends("sqlite")
+def test_a_metrics_address_already_in_use_stops_the_command_saying_so(
+    breakable: Breakable,
+) -> None:
+    with socket_held() as port:
+        result = mailflow(
+            "worker",
+            "--metrics-listen",
+            f"127.0.0.1:{port}",
+            database_url=breakable.url,
+        )
+    assert result.exit_code == 2, result.output
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+
+
+# What the command says does not depend on the database.
+@pytest.mark.backends("sqlite")
+def test_a_malformed_metrics_address_is_refused_by_name(breakable: Breakable) -> None:
+    result = mailflow("worker", database_url=breakable.url, MAILFLOW_METRICS_ADDR="nowhere")
+    assert result.exit_code == 2, result.output
+    assert "MAILFLOW_METRICS_ADDR" in result.stderr
+
+
+# What the command says does not depend on the database.
+@pytest.mark.backends("sqlite")
+def test_several_web_workers_refuse_a_metrics_address_rather_than_show_one_of_them(
+    breakable: Breakable,
+) -> None:
+    result = mailflow(
+        "web",
+        "--workers",
+        "2",
+        "--listen",
+        f"127.0.0.1:{free_port()}",
+        "--metrics-listen",
+        f"127.0.0.1:{free_port()}",
+        database_url=breakable.url,
+    )
+    assert result.exit_code == 2, result.output
+    assert "--workers" in result.stderr
+
+
+@contextmanager
+def socket_held() -> Iterator[int]:
+    """A loopback port some other program already listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
