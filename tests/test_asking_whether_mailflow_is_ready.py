@@ -149,3 +149,54 @@ def socket_held() -> Iterator[int]:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         yield sock.getsockname()[1]
+
+
+def test_serve_answers_for_every_edge_it_runs_on_one_metrics_address(
+    breakable: Breakable, tmp_path: Path
+) -> None:
+    metrics_port, web_port = free_port(), free_port()
+    env = edge_environment(breakable.url) | {
+        "MAILFLOW_INBOUND_ADDR": f"127.0.0.1:{free_port()}",
+        "MAILFLOW_WEB_ADDR": f"127.0.0.1:{web_port}",
+    }
+    machine = start(
+        "serve", ["serve", "--metrics-listen", f"127.0.0.1:{metrics_port}"], env, tmp_path
+    )
+    with running([machine]):
+        wait_for_port(machine, metrics_port)
+        wait_for_port(machine, web_port)
+        assert get(metrics_port, "/readyz") == (200, "ready\n")
+        status, text = get(metrics_port, "/metrics")
+        assert status == 200
+        # The worker's part: the queue's depth, read from the database.
+        assert "mailflow_jobs_oldest_due_seconds 0.0" in text
+        assert get(web_port, "/healthz") == (200, "ok\n")
+
+
+def test_each_of_several_worker_processes_answers_on_a_port_of_its_own(
+    breakable: Breakable, tmp_path: Path
+) -> None:
+    port = two_free_ports()
+    machine = start(
+        "workers",
+        ["worker", "--processes", "2", "--metrics-listen", f"127.0.0.1:{port}"],
+        edge_environment(breakable.url),
+        tmp_path,
+    )
+    with running([machine]):
+        for child_port in (port, port + 1):
+            wait_for_port(machine, child_port)
+            assert get(child_port, "/readyz") == (200, "ready\n")
+            assert get(child_port, "/metrics")[0] == 200
+
+
+def two_free_ports() -> int:
+    """A port whose next one is free too."""
+    while True:
+        port = free_port()
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port

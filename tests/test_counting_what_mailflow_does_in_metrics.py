@@ -26,12 +26,14 @@ from mailflow.answers.reply_emails import CONFIRM_KIND
 from mailflow.answers.statuses import AnswerStatus
 from mailflow.cli.metrics_server import metrics_server
 from mailflow.config import Settings
+from mailflow.core import metrics
 from mailflow.core.models import Delivery, InboundMessage, InboundState, OutgoingEmail, User
 from mailflow.core.runtime import Runtime
+from mailflow.core.second_factor.throttle import FREE_FAILURES
 from tests.support.environment import SECRET_KEY
 from tests.support.machines import environment, running, start, wait_for_port
 from tests.support.mail import MAIL_DOMAIN, a_reply
-from tests.support.pages import answer_link
+from tests.support.pages import Web, answer_link, post_form
 from tests.support.relay import CapturingRelay, free_port
 from tests.support.scraping import get, scrape, value
 from tests.support.seed import AUDIENCE_RECIPIENTS, issue, seed_people
@@ -231,3 +233,40 @@ def _confirm_email_sent(readers: sessionmaker[Session]) -> bool:
             select(OutgoingEmail.sent_at).where(OutgoingEmail.kind == CONFIRM_KIND)
         ).all()
     return states == {InboundState.PROCESSED} and len(confirms) == 1 and confirms[0] is not None
+
+
+def test_wrong_codes_lock_outs_and_committed_confirmations_are_counted_by_the_web_edge(
+    web: Web,
+) -> None:
+    path = answer_link(
+        web.db(), web.settings, "raj@riverside.example", "RXA", AnswerStatus.COMPLETE
+    )
+    before = {name: _count(name) for name in COUNTED_ON_THE_WEB}
+
+    for _ in range(FREE_FAILURES + 1):
+        refused = post_form(web.client, path, {"note": "", "code": "000000"})
+        # The last one makes this browser wait (429).
+        assert refused.status_code in (400, 429), refused.text
+    elsewhere = web.fresh_client("192.0.2.7")
+    elsewhere.get(path)
+    done = post_form(elsewhere, path, {"note": "", "code": web.code("raj@riverside.example")})
+    assert done.url.path == "/recorded", done.text
+
+    rises = {name: _count(name) - before[name] for name in COUNTED_ON_THE_WEB}
+    assert rises == {
+        "mailflow_mfa_failures_total": FREE_FAILURES + 1,
+        "mailflow_mfa_lockouts_total": 1,
+        "mailflow_confirmations_committed_total": 1,
+    }
+
+
+COUNTED_ON_THE_WEB = (
+    "mailflow_mfa_failures_total",
+    "mailflow_mfa_lockouts_total",
+    "mailflow_confirmations_committed_total",
+)
+
+
+def _count(name: str) -> float:
+    # This process's own registry: the web app runs in the test's process.
+    return metrics.REGISTRY.get_sample_value(name) or 0.0
