@@ -138,10 +138,11 @@ class Settings:
     # live link, so a flood of replies must not become a flood of links.
     confirm_emails_per_hour: int = 10
     web_addr: tuple[str, int] = ("127.0.0.1", 8000)
-    # Where an edge serves /healthz, /readyz and /metrics for Prometheus
-    # (each command's --metrics-listen overrides it).  Unset: nowhere but
-    # the web edge's own /healthz and /readyz; metrics stay off the public
-    # web port, since they describe the service to whoever asks.
+    # Where an edge (smtpd, worker, imap, web, serve) serves /healthz,
+    # /readyz and /metrics for Prometheus (each command's --metrics-listen
+    # overrides it).  Unset: nowhere but the web edge's own /healthz and
+    # /readyz; metrics stay off the public web port, since they describe
+    # the service to whoever asks.
     metrics_addr: tuple[str, int] | None = None
     # Whom people write to when a link fails or an email puzzles them,
     # shown on every error page and in every email footer.  Unset: the

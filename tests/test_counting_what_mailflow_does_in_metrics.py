@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailflow.alerts.issuing import DELIVER_ALERT
@@ -30,9 +30,10 @@ from mailflow.core import metrics
 from mailflow.core.models import Delivery, InboundMessage, InboundState, OutgoingEmail, User
 from mailflow.core.runtime import Runtime
 from mailflow.core.second_factor.throttle import FREE_FAILURES
+from tests.support.dovecot import DovecotAccount
 from tests.support.environment import SECRET_KEY
 from tests.support.machines import environment, running, start, wait_for_port
-from tests.support.mail import MAIL_DOMAIN, a_reply
+from tests.support.mail import MAIL_DOMAIN, a_reply, reply
 from tests.support.pages import Web, answer_link, post_form
 from tests.support.relay import CapturingRelay, free_port
 from tests.support.scraping import get, scrape, value
@@ -270,3 +271,59 @@ COUNTED_ON_THE_WEB = (
 def _count(name: str) -> float:
     # This process's own registry: the web app runs in the test's process.
     return metrics.REGISTRY.get_sample_value(name) or 0.0
+
+
+def test_only_what_the_outermost_transaction_commits_is_counted(engine: sa.Engine) -> None:
+    counter = metrics.REPLIES_FAILED
+    before = _count("mailflow_replies_failed_total")
+    with Session(engine) as session:
+        with session.begin():
+            metrics.count_on_commit(session, counter)
+            with pytest.raises(ValueError), session.begin_nested():
+                metrics.count_on_commit(session, counter)  # its savepoint rolls back
+                raise ValueError
+            with session.begin_nested():
+                metrics.count_on_commit(session, counter)
+            # A released savepoint is not yet a commit.
+            assert _count("mailflow_replies_failed_total") == before
+        assert _count("mailflow_replies_failed_total") == before + 2
+
+        with pytest.raises(ValueError), session.begin():
+            metrics.count_on_commit(session, counter)
+            raise ValueError
+    assert _count("mailflow_replies_failed_total") == before + 2
+
+
+def test_a_reply_read_from_a_polled_mailbox_is_counted_by_the_imap_poller(
+    dovecot: DovecotAccount, database_url: str, session: Session, tmp_path: Path
+) -> None:
+    seed_people(session)
+    issue(session)
+    session.commit()
+    key = session.scalar(
+        select(Delivery.reply_key)
+        .join(User, User.id == Delivery.user_id)
+        .where(User.email == "ann@riverside.example")
+    )
+    assert key is not None
+    port = free_port()
+    env = environment(
+        {
+            "MAILFLOW_DATABASE_URL": database_url,
+            "MAILFLOW_SECRET_KEY": SECRET_KEY,
+            "MAILFLOW_MAIL_DOMAIN": MAIL_DOMAIN,
+            "MAILFLOW_IMAP_URL": dovecot.url(),
+            "MAILFLOW_IMAP_POLL_SECONDS": "1",
+        }
+    )
+    poller = start("imap", ["imap", "--metrics-listen", f"127.0.0.1:{port}"], env, tmp_path)
+    with running([poller]):
+        wait_for_port(poller, port)
+        dovecot.append(reply("ann@riverside.example", "RXA: complete", key=key))
+        wait_until(
+            lambda: value(scrape(port), "mailflow_replies_received_total", source="imap") == 1,
+            timeout=60,
+            what="the poller to store the reply",
+        )
+        assert get(port, "/readyz") == (200, "ready\n")
+    assert session.scalar(select(func.count()).select_from(InboundMessage)) == 1

@@ -27,7 +27,7 @@ from prometheus_client import (
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import event
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 
 # One registry for mailflow's own metrics (and the process's), not the
 # library's global one, so nothing a dependency registers leaks in.
@@ -111,22 +111,37 @@ _PENDING = "mailflow_metrics_pending"
 
 def count_on_commit(session: Session, counter: Counter, amount: float = 1) -> None:
     """Add ``amount`` to ``counter`` (already labelled) when the session's
-    transaction commits; nothing if it rolls back."""
+    outermost transaction commits; nothing if the transaction, or the
+    savepoint it was counted in, rolls back."""
     if amount:
-        session.info.setdefault(_PENDING, []).append((counter, amount))
+        transaction = session.get_nested_transaction() or session.get_transaction()
+        session.info.setdefault(_PENDING, []).append((transaction, counter, amount))
 
 
 @event.listens_for(Session, "after_commit")
 def _count_committed(session: Session) -> None:
-    for counter, amount in session.info.pop(_PENDING, ()):
+    # Also fired when a savepoint is released: only the outermost commit counts.
+    if session.get_nested_transaction() is not None:
+        return
+    for _transaction, counter, amount in session.info.pop(_PENDING, ()):
         counter.inc(amount)
 
 
-@event.listens_for(Session, "after_rollback")
-def _forget_rolled_back(session: Session) -> None:
-    # Fired for the outer transaction only (a savepoint's rollback keeps
-    # what the outer transaction may yet commit).
-    session.info.pop(_PENDING, None)
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_rolled_back(session: Session, previous: SessionTransaction) -> None:
+    # Fired for a savepoint's rollback too: what was counted within it is
+    # forgotten, what the transaction around it counted is kept.
+    pending = session.info.get(_PENDING)
+    if pending:
+        session.info[_PENDING] = [p for p in pending if not _within(p[0], previous)]
+
+
+def _within(transaction: SessionTransaction | None, outer: SessionTransaction) -> bool:
+    while transaction is not None:
+        if transaction is outer:
+            return True
+        transaction = transaction.parent
+    return False
 
 
 def email_tried(session: Session, step: str, kind: str, count: int = 1) -> None:
