@@ -22,7 +22,7 @@ from tests.support.cli import mailflow
 from tests.support.environment import SECRET_KEY
 from tests.support.machines import Machine, environment, running, start, wait_for_port
 from tests.support.relay import free_port
-from tests.support.scraping import Breakable, breakable_database, get
+from tests.support.scraping import Breakable, breakable_database, get, scrape, value
 from tests.support.waiting import wait_until
 from tests.support.web_server import web_server
 
@@ -123,23 +123,41 @@ def test_a_malformed_metrics_address_is_refused_by_name(breakable: Breakable) ->
     assert "MAILFLOW_METRICS_ADDR" in result.stderr
 
 
-# What the command says does not depend on the database.
-@pytest.mark.backends("sqlite")
-def test_several_web_workers_refuse_a_metrics_address_rather_than_show_one_of_them(
-    breakable: Breakable,
+def test_each_of_several_web_workers_serves_its_metrics_on_a_port_of_its_own(
+    breakable: Breakable, tmp_path: Path
 ) -> None:
-    result = mailflow(
+    metrics_port, web_port = two_free_ports(), free_port()
+    machine = start(
         "web",
-        "--workers",
-        "2",
-        "--listen",
-        f"127.0.0.1:{free_port()}",
-        "--metrics-listen",
-        f"127.0.0.1:{free_port()}",
-        database_url=breakable.url,
+        [
+            "web",
+            "--workers",
+            "2",
+            "--listen",
+            f"127.0.0.1:{web_port}",
+            "--metrics-listen",
+            f"127.0.0.1:{metrics_port}",
+        ],
+        edge_environment(breakable.url),
+        tmp_path,
     )
-    assert result.exit_code == 2, result.output
-    assert "--workers" in result.stderr
+    with running([machine]):
+        for port in (metrics_port, metrics_port + 1):
+            wait_for_port(machine, port)
+        for _ in range(6):
+            assert get(web_port, "/healthz") == (200, "ok\n")
+        # Each request was timed by the worker that served it, once.
+        timed = sum(
+            value(
+                scrape(port),
+                "mailflow_http_request_duration_seconds_count",
+                route="/healthz",
+                method="GET",
+                status="200",
+            )
+            for port in (metrics_port, metrics_port + 1)
+        )
+        assert timed == 6
 
 
 @contextmanager

@@ -154,8 +154,16 @@ def child_metrics_arguments(
     """The --metrics-listen a child of --processes N is given: each its own
     port, the address's port plus the child's index (counters live in
     each process, so each is scraped on its own)."""
+    address = child_metrics_address(runtime, listen, index)
+    return [] if address is None else ["--metrics-listen", show_addr(*address)]
+
+
+def child_metrics_address(
+    runtime: Runtime, listen: tuple[str, int] | None, index: int
+) -> tuple[str, int] | None:
+    """Where child ``index`` of several processes serves its metrics."""
     address = listen or runtime.settings.metrics_addr
     if address is None:
-        return []
+        return None
     host, port = address
-    return ["--metrics-listen", show_addr(host, port + index if port else 0)]
+    return host, port + index if port else 0

@@ -10,7 +10,11 @@ from typing import TYPE_CHECKING
 import click
 
 from mailflow.cli.context import Context, fail
-from mailflow.cli.metrics_server import metrics_listen_option, metrics_server
+from mailflow.cli.metrics_server import (
+    child_metrics_address,
+    metrics_listen_option,
+    metrics_server,
+)
 from mailflow.cli.running import HostPort
 from mailflow.cli.web_workers import run_workers
 from mailflow.core.runtime import Runtime
@@ -91,15 +95,9 @@ def web(
     replaced.
 
     /healthz and /readyz are served on the web port too; /metrics only
-    on --metrics-listen (MAILFLOW_METRICS_ADDR), which --workers N does not
-    support yet."""
+    on --metrics-listen (MAILFLOW_METRICS_ADDR).  With --workers N, worker
+    i serves them on that port plus i."""
     ctx.require_schema()
-    if workers > 1 and (metrics_listen or ctx.settings.metrics_addr):
-        fail(
-            "--metrics-listen (MAILFLOW_METRICS_ADDR) serves one process's metrics: it "
-            "cannot be used with --workers N yet; /healthz and /readyz are on the web port",
-            code=2,
-        )
     host, port = listen or ctx.settings.web_addr
     try:
         sock = listening_socket(host, port)
@@ -107,7 +105,7 @@ def web(
         fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}", code=2)
     log.info("web pages on http://%s:%s for %s", host, port, ctx.settings.base_url)
     if workers > 1:
-        serve_in_workers(ctx, sock, host, port, workers)
+        serve_in_workers(ctx, sock, host, port, workers, metrics_listen)
         return
     server = web_server(ctx.runtime, host, port)
     health = metrics_server(ctx.runtime, metrics_listen, broker=False, queue=False)
@@ -124,7 +122,14 @@ def web(
     log.info("web server stopped")
 
 
-def serve_in_workers(ctx: Context, sock: socket.socket, host: str, port: int, workers: int) -> None:
+def serve_in_workers(
+    ctx: Context,
+    sock: socket.socket,
+    host: str,
+    port: int,
+    workers: int,
+    metrics: tuple[str, int] | None,
+) -> None:
     # Loaded once here, before forking, rather than by every worker.
     import_module("uvicorn")
     import_module("mailflow.web")
@@ -133,13 +138,23 @@ def serve_in_workers(ctx: Context, sock: socket.socket, host: str, port: int, wo
     # the forked workers: each makes its own.
     ctx.close()
 
-    def serve(sock: socket.socket) -> bool:
+    def serve(sock: socket.socket, slot: int) -> bool:
         runtime = Runtime(settings)
+        health = None
         try:
+            address = child_metrics_address(runtime, metrics, slot)
+            try:
+                health = metrics_server(runtime, address, broker=False, queue=False)
+            except SystemExit:
+                return False  # it has said why; another try would fail the same way
+            if health is not None:
+                health.start()
             server = web_server(runtime, host, port)
             server.run(sockets=[sock])
             return server.started
         finally:
+            if health is not None:
+                health.stop()
             runtime.close()
 
     if not run_workers(serve, sock, workers):
