@@ -42,10 +42,14 @@ class Readiness:
     def ready(self) -> bool:
         return not self.problems
 
-    def text(self) -> str:
+    def text(self, *, why: bool = True) -> str:
+        """The answer's body: each part that did not answer on a line of its
+        own, with why unless ``why`` is False (on a public port, where the
+        driver's words would tell anyone the database's host and user)."""
         if self.ready:
             return "ready\n"
-        return "not ready\n" + "".join(f"{problem}\n" for problem in self.problems)
+        lines = self.problems if why else [p.split(":", 1)[0] for p in self.problems]
+        return "not ready\n" + "".join(f"{line}\n" for line in lines)
 
 
 def check_engine(url: str) -> Engine:
@@ -149,7 +153,11 @@ def _bounded(check: Callable[[], None]) -> str | None:
 def _describe(exc: Exception) -> str:
     # The driver's own message, on one line and bounded: enough to act on.
     original = getattr(exc, "orig", None) or exc
-    first_line = (str(original).strip().splitlines() or [type(original).__name__])[0]
+    # pika's errors say nothing in str(); their repr names the cause.
+    text = str(original).strip() or repr(original)
+    if text == type(original).__name__:
+        text = repr(original)
+    first_line = (text.splitlines() or [type(original).__name__])[0]
     return f"{type(original).__name__}: {first_line}"[:300]
 
 

@@ -36,8 +36,9 @@ def routes(runtime: Runtime) -> list[BaseRoute]:
         # The web pages need only the database: the broker is the worker's
         # (pages write their work to the outbox table, never to a queue).
         ready = await run_in_threadpool(readiness, runtime.settings, broker=False)
+        # Only which part: the driver's words are for the metrics address.
         return PlainTextResponse(
-            ready.text(), status_code=200 if ready.ready else 503, headers=NO_STORE
+            ready.text(why=False), status_code=200 if ready.ready else 503, headers=NO_STORE
         )
 
     return [
