@@ -138,7 +138,7 @@ class Settings:
     # live link, so a flood of replies must not become a flood of links.
     confirm_emails_per_hour: int = 10
     web_addr: tuple[str, int] = ("127.0.0.1", 8000)
-    # Where an edge (smtpd, worker, imap, web, serve) serves /healthz,
+    # Where an edge (smtpd, worker, imap, scheduler, web, serve) serves /healthz,
     # /readyz and /metrics for Prometheus (each command's --metrics-listen
     # overrides it).  Unset: nowhere but the web edge's own /healthz and
     # /readyz; metrics stay off the public web port, since they describe

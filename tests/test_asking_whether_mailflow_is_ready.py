@@ -77,8 +77,8 @@ def test_the_web_edge_says_it_is_not_ready_when_its_database_is_gone(
         runtime.close()
 
 
-@pytest.mark.parametrize("command", ["worker", "smtpd"])
-def test_the_worker_and_the_inbound_server_say_on_their_metrics_port_when_the_database_is_gone(
+@pytest.mark.parametrize("command", ["worker", "smtpd", "scheduler"])
+def test_each_background_edge_says_on_its_metrics_port_when_the_database_is_gone(
     command: str, breakable: Breakable, tmp_path: Path
 ) -> None:
     port = free_port()
