@@ -16,9 +16,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from prometheus_client import CollectorRegistry
 
+from mailflow.cli.metrics_server import MAX_CONNECTIONS, MetricsServer
 from mailflow.config import Settings
-from mailflow.core.health import readiness
+from mailflow.core.health import Readiness, readiness
 from mailflow.core.runtime import Runtime
 from tests.support.cli import mailflow
 from tests.support.environment import SECRET_KEY
@@ -249,3 +251,34 @@ def refusing_port() -> Iterator[int]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         yield sock.getsockname()[1]
+
+
+def test_the_metrics_port_serves_a_few_connections_at_once_and_closes_any_more() -> None:
+    server = MetricsServer(
+        "127.0.0.1", 0, registry=CollectorRegistry(), readiness=lambda: Readiness(())
+    )
+    server.start()
+    try:
+        address = ("127.0.0.1", server.port)
+        idle = [socket.create_connection(address) for _ in range(MAX_CONNECTIONS)]
+        # Each idle connection holds a thread until it speaks or times out.
+        wait_until(lambda: _closed_at_once(server.port), timeout=10, what="the limit to bite")
+        for sock in idle:
+            sock.close()
+        wait_until(
+            lambda: get(server.port, "/healthz") == (200, "ok\n"),
+            timeout=10,
+            what="room again once the idle connections closed",
+        )
+    finally:
+        server.stop()
+
+
+def _closed_at_once(port: int) -> bool:
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+        sock.settimeout(5)
+        try:
+            return sock.recv(100) == b""
+        except ConnectionResetError:
+            return True

@@ -1,5 +1,5 @@
-"""The small HTTP server each long-running edge (smtpd, worker, web,
-serve) may run on its metrics address (MAILFLOW_METRICS_ADDR or
+"""The small HTTP server each long-running edge (smtpd, worker, imap,
+scheduler, web, serve) may run on its metrics address (MAILFLOW_METRICS_ADDR or
 --metrics-listen): /healthz, /readyz and /metrics.
 
 A thread beside the edge, not the edge's own server: the inbound server
@@ -10,10 +10,11 @@ only and changes nothing."""
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import click
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -31,6 +32,37 @@ F = TypeVar("F", bound=Callable[..., object])
 
 # A client that opens a connection and sends nothing is dropped after this.
 REQUEST_SECONDS = 10.0
+# Connections served at once; past it, a new one is closed unanswered (a
+# scraper and a probe or two are all that should ever come).
+MAX_CONNECTIONS = 16
+
+
+class _BoundedServer(ThreadingHTTPServer):
+    """A thread per connection, at most MAX_CONNECTIONS at once, on IPv4
+    or IPv6 as the host is written."""
+
+    daemon_threads = True
+
+    def __init__(self, host: str, port: int, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        super().__init__((host, port), handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
 
 class MetricsServer:
@@ -47,8 +79,7 @@ class MetricsServer:
         self.host = host
         handler = _handler(registry, readiness)
         # Bound here, so an address in use is an OSError the command reports.
-        self._server = ThreadingHTTPServer((host, port), handler)
-        self._server.daemon_threads = True
+        self._server = _BoundedServer(host, port, handler)
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="metrics", daemon=True
