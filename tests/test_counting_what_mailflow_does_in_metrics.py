@@ -326,4 +326,5 @@ def test_a_reply_read_from_a_polled_mailbox_is_counted_by_the_imap_poller(
             what="the poller to store the reply",
         )
         assert get(port, "/readyz") == (200, "ready\n")
+    session.rollback()  # a fresh snapshot
     assert session.scalar(select(func.count()).select_from(InboundMessage)) == 1
