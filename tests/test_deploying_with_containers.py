@@ -43,9 +43,9 @@ EDGES = {
     "scheduler": ["scheduler"],
     "imap": ["imap"],
 }
-# Settings another branch is adding (metrics and health endpoints for smtpd
-# and worker); named here until they are in mailflow.config.
-PENDING_SETTINGS = {"MAILFLOW_METRICS_ADDR"}
+# Settings another branch is adding, named here until they are in
+# mailflow.config (MAILFLOW_METRICS_ADDR now is).
+PENDING_SETTINGS: set[str] = set()
 SECRET_NAME = re.compile(r"PASSWORD|PASS$|SECRET|TOKEN|_KEY$")
 VARIABLE = re.compile(r"\$\{([A-Z0-9_]+)(?::?[-?+][^}]*)?\}")
 STATE = "/var/lib/mailflow"
