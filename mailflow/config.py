@@ -138,6 +138,12 @@ class Settings:
     # live link, so a flood of replies must not become a flood of links.
     confirm_emails_per_hour: int = 10
     web_addr: tuple[str, int] = ("127.0.0.1", 8000)
+    # Where an edge (smtpd, worker, imap, scheduler, web, serve) serves /healthz,
+    # /readyz and /metrics for Prometheus (each command's --metrics-listen
+    # overrides it).  Unset: nowhere but the web edge's own /healthz and
+    # /readyz; metrics stay off the public web port, since they describe
+    # the service to whoever asks.
+    metrics_addr: tuple[str, int] | None = None
     # Whom people write to when a link fails or an email puzzles them,
     # shown on every error page and in every email footer.  Unset: the
     # address emails come from.
@@ -269,6 +275,7 @@ ENV_NAMES: dict[str, str] = {
     "error_replies_per_hour": "MAILFLOW_ERROR_REPLIES_PER_HOUR",
     "confirm_emails_per_hour": "MAILFLOW_CONFIRM_EMAILS_PER_HOUR",
     "web_addr": "MAILFLOW_WEB_ADDR",
+    "metrics_addr": "MAILFLOW_METRICS_ADDR",
     "help_email": "MAILFLOW_HELP_EMAIL",
     "service_desk": "MAILFLOW_SERVICE_DESK",
     "access_request_days": "MAILFLOW_ACCESS_REQUEST_DAYS",

@@ -321,6 +321,7 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "error_replies_per_hour": _parse_positive_int,
     "confirm_emails_per_hour": _parse_positive_int,
     "web_addr": lambda t: parse_host_port(t),
+    "metrics_addr": lambda t: parse_host_port(t) if t else None,
     "help_email": lambda t: _parse_address(t) if t else "",
     "service_desk": lambda t: _parse_address(t) if t else "",
     "access_request_days": _parse_positive_int,

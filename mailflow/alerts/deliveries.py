@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
+from mailflow.core import metrics
 from mailflow.core.audit import record_event
 from mailflow.core.leases import renew_lease
 from mailflow.core.models import (
@@ -186,6 +187,7 @@ def _record_sent(session: Session, replies: dict[int, str], *, now: datetime) ->
         .returning(Delivery.id)
         .execution_options(synchronize_session=False)
     ).all()
+    metrics.email_tried(session, Step.SENT, "alert", len(changed))
     if changed:
         session.execute(
             insert(AuditEvent),
@@ -211,6 +213,7 @@ def _record_unsent(session: Session, delivery_id: int, state: NextState, *, now:
         values["next_attempt_at"] = state.next_attempt_at
         details["next_attempt_at"] = state.next_attempt_at.isoformat()
     if _finish_sending(session, delivery_id, now, **values):
+        metrics.email_tried(session, state.step, "alert")
         record_event(
             session,
             at=now,
@@ -257,6 +260,8 @@ def record_bounce(
     delivery = session.scalar(select(Delivery).where(Delivery.bounce_key == bounce_key))
     if delivery is None:
         return None
+    if delivery.state is not DeliveryState.BOUNCED:
+        metrics.email_bounced(session, "alert")
     delivery.state = DeliveryState.BOUNCED
     delivery.last_error = description
     delivery.claimed_until = None

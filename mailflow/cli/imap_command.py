@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from mailflow.cli.context import Context, fail
+from mailflow.cli.metrics_server import MetricsServer, metrics_listen_option, metrics_server
 from mailflow.cli.running import run_until_stopped, warn_unless_commits_are_durable
 from mailflow.config import ConfigError
 
@@ -22,8 +23,9 @@ if TYPE_CHECKING:
     help="Do one pass over the mailbox and exit (non-zero if it failed), "
     "e.g. from cron, instead of polling until stopped.",
 )
+@metrics_listen_option
 @click.pass_obj
-def imap(ctx: Context, once: bool) -> None:
+def imap(ctx: Context, once: bool, metrics_listen: tuple[str, int] | None) -> None:
     """Poll an IMAP mailbox for replies: store each new message, then
     mark it as MAILFLOW_IMAP_AFTER says.
 
@@ -62,7 +64,9 @@ def imap(ctx: Context, once: bool) -> None:
     if once:
         poll_once(poller)
     else:
-        poll_until_stopped(poller)
+        # The poller stores into the database only; the broker is the worker's.
+        health = metrics_server(ctx.runtime, metrics_listen, broker=False, queue=False)
+        poll_until_stopped(poller, health)
 
 
 def poll_once(poller: ImapPoller) -> None:
@@ -78,12 +82,19 @@ def poll_once(poller: ImapPoller) -> None:
     )
 
 
-def poll_until_stopped(poller: ImapPoller) -> None:
+def poll_until_stopped(poller: ImapPoller, health: MetricsServer | None) -> None:
     stop = threading.Event()
     thread = threading.Thread(target=poller.run, args=(stop,), name="imap-poller")
 
+    def start_polling() -> None:
+        thread.start()
+        if health is not None:
+            health.start()
+
     def stop_polling() -> None:
+        if health is not None:
+            health.stop()
         stop.set()
         thread.join()
 
-    run_until_stopped(thread.start, stop_polling)
+    run_until_stopped(start_polling, stop_polling)

@@ -11,6 +11,7 @@ from datetime import datetime
 import click
 
 from mailflow.cli.context import Context, fail, parse_time, pass_context
+from mailflow.cli.metrics_server import metrics_listen_option, metrics_server
 from mailflow.cli.running import run_until_stopped
 from mailflow.workers.periodic import run_pass
 from mailflow.workers.scheduler import Scheduler, leadership_for
@@ -32,8 +33,16 @@ log = logging.getLogger("mailflow")
     metavar="SECONDS",
     help="With --once: how long to wait for the scheduler that leads to let go.",
 )
+@metrics_listen_option
 @pass_context
-def scheduler(ctx: Context, once: bool, at: str | None, dry_run: bool, wait: float) -> None:
+def scheduler(
+    ctx: Context,
+    once: bool,
+    at: str | None,
+    dry_run: bool,
+    wait: float,
+    metrics_listen: tuple[str, int] | None,
+) -> None:
     """Run the scheduler: a pass of the work that falls due with time
     every MAILFLOW_SCHEDULER_SECONDS, until SIGTERM or Ctrl-C.  On
     PostgreSQL one scheduler leads at a time; the others wait.
@@ -48,15 +57,24 @@ def scheduler(ctx: Context, once: bool, at: str | None, dry_run: bool, wait: flo
         _run_once(ctx, now, dry_run=dry_run, wait=wait)
         return
     loop = Scheduler(ctx.runtime)
+    # A pass writes its work to the outbox table; the broker is the worker's.
+    health = metrics_server(ctx.runtime, metrics_listen, broker=False, queue=False)
     stop = threading.Event()
     thread = threading.Thread(target=loop.run, args=(stop,), name="scheduler")
     log.info("scheduler started: a pass every %s seconds", loop.interval)
 
+    def start_loop() -> None:
+        thread.start()
+        if health is not None:
+            health.start()
+
     def stop_loop() -> None:
+        if health is not None:
+            health.stop()
         stop.set()
         thread.join()
 
-    run_until_stopped(thread.start, stop_loop)
+    run_until_stopped(start_loop, stop_loop)
 
 
 def _run_once(ctx: Context, now: datetime, *, dry_run: bool, wait: float) -> None:

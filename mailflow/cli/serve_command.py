@@ -11,6 +11,7 @@ from collections.abc import Callable
 import click
 
 from mailflow.cli.context import Context, fail, pass_context
+from mailflow.cli.metrics_server import metrics_listen_option, metrics_server
 from mailflow.cli.running import run_until_stopped, show_addr, warn_unless_commits_are_durable
 from mailflow.cli.web_command import listening_socket, web_server
 from mailflow.config import Settings
@@ -66,8 +67,16 @@ def default_worker_threads() -> int:
 @click.option("--no-smtpd", is_flag=True, help="Do not run the inbound SMTP server.")
 @click.option("--no-web", is_flag=True, help="Do not run the web server.")
 @click.option("--no-scheduler", is_flag=True, help="Do not run the scheduler.")
+@metrics_listen_option
 @pass_context
-def serve(ctx: Context, threads: int, no_smtpd: bool, no_web: bool, no_scheduler: bool) -> None:
+def serve(
+    ctx: Context,
+    threads: int,
+    no_smtpd: bool,
+    no_web: bool,
+    no_scheduler: bool,
+    metrics_listen: tuple[str, int] | None,
+) -> None:
     """Run every part of mailflow in one process, on the embedded defaults
     unless configured otherwise: the queue worker, the scheduler, the
     inbound SMTP server (MAILFLOW_INBOUND_ADDR), the web pages
@@ -89,6 +98,9 @@ def serve(ctx: Context, threads: int, no_smtpd: bool, no_web: bool, no_scheduler
         add_imap_poller(supervisor, runtime)
     if not no_web:
         add_web_server(supervisor, runtime, settings)
+    health = metrics_server(runtime, metrics_listen, broker=True, queue=True)
+    if health is not None:
+        supervisor.add(health.start, health.stop)
 
     def start_all() -> None:
         supervisor.start_all()

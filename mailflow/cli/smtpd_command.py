@@ -8,6 +8,11 @@ import sys
 import click
 
 from mailflow.cli.context import Context, fail
+from mailflow.cli.metrics_server import (
+    child_metrics_arguments,
+    metrics_listen_option,
+    metrics_server,
+)
 from mailflow.cli.processes import ChildProcesses, child_argv, reserve_shared_port
 from mailflow.cli.running import (
     HostPort,
@@ -40,6 +45,7 @@ log = logging.getLogger("mailflow")
     help="Server processes sharing the port (SO_REUSEPORT), started and watched "
     "by this one: a process that dies is replaced.",
 )
+@metrics_listen_option
 # Set by the parent of --processes N on its children.
 @click.option("--reuse-port", is_flag=True, hidden=True)
 @click.pass_obj
@@ -48,6 +54,7 @@ def smtpd(
     lmtp: bool,
     listen: tuple[str, int] | None,
     processes: int,
+    metrics_listen: tuple[str, int] | None,
     reuse_port: bool,
 ) -> None:
     """Receive replies and bounces by SMTP (or LMTP) and store them.
@@ -79,11 +86,21 @@ def smtpd(
     warn_unless_commits_are_durable(ctx.runtime.engine)
     host, port = listen or ctx.settings.inbound_addr
     if processes > 1:
-        sys.exit(run_server_processes(ctx, host, port, processes, lmtp=lmtp))
-    serve_inbound(ctx, host, port, lmtp=lmtp, reuse_port=reuse_port)
+        sys.exit(
+            run_server_processes(ctx, host, port, processes, lmtp=lmtp, metrics=metrics_listen)
+        )
+    serve_inbound(ctx, host, port, lmtp=lmtp, reuse_port=reuse_port, metrics=metrics_listen)
 
 
-def run_server_processes(ctx: Context, host: str, port: int, count: int, *, lmtp: bool) -> int:
+def run_server_processes(
+    ctx: Context,
+    host: str,
+    port: int,
+    count: int,
+    *,
+    lmtp: bool,
+    metrics: tuple[str, int] | None,
+) -> int:
     try:
         held = reserve_shared_port(host, port)
     except OSError as exc:
@@ -105,12 +122,26 @@ def run_server_processes(ctx: Context, host: str, port: int, count: int, *, lmtp
             arguments.append("--lmtp")
         if log.getEffectiveLevel() <= logging.DEBUG:
             arguments.insert(0, "--verbose")
-        children = ChildProcesses("smtpd", lambda _index: child_argv(*arguments), count)
+        children = ChildProcesses(
+            "smtpd",
+            lambda index: child_argv(
+                *arguments, *child_metrics_arguments(ctx.runtime, metrics, index)
+            ),
+            count,
+        )
         log.info("%d inbound server processes on %s", count, show_addr(host, port))
         return children.run()
 
 
-def serve_inbound(ctx: Context, host: str, port: int, *, lmtp: bool, reuse_port: bool) -> None:
+def serve_inbound(
+    ctx: Context,
+    host: str,
+    port: int,
+    *,
+    lmtp: bool,
+    reuse_port: bool,
+    metrics: tuple[str, int] | None,
+) -> None:
     """One server process, until SIGTERM or Ctrl-C."""
     # Imported here: only the commands that run the server pay for
     # loading aiosmtpd.
@@ -121,6 +152,8 @@ def serve_inbound(ctx: Context, host: str, port: int, *, lmtp: bool, reuse_port:
     server = InboundServer(
         ctx.runtime, host, port, key_kinds=REPLY_KEY_KINDS, lmtp=lmtp, reuse_port=reuse_port
     )
+    # The inbound server writes to the database only; the broker is the worker's.
+    health = metrics_server(ctx.runtime, metrics, broker=False, queue=False)
 
     def start() -> None:
         try:
@@ -134,6 +167,13 @@ def serve_inbound(ctx: Context, host: str, port: int, *, lmtp: bool, reuse_port:
             settings.mail_domain,
             settings.inbound_max_bytes,
         )
+        if health is not None:
+            health.start()
 
-    run_until_stopped(start, server.stop)
+    def stop() -> None:
+        if health is not None:
+            health.stop()
+        server.stop()
+
+    run_until_stopped(start, stop)
     log.info("inbound server stopped")

@@ -10,6 +10,11 @@ from typing import TYPE_CHECKING
 import click
 
 from mailflow.cli.context import Context, fail
+from mailflow.cli.metrics_server import (
+    child_metrics_address,
+    metrics_listen_option,
+    metrics_server,
+)
 from mailflow.cli.running import HostPort
 from mailflow.cli.web_workers import run_workers
 from mailflow.core.runtime import Runtime
@@ -73,15 +78,25 @@ def listening_socket(host: str, port: int) -> socket.socket:
     show_default=True,
     help="Server processes sharing the one port (each with its own database connections).",
 )
+@metrics_listen_option
 @click.pass_obj
-def web(ctx: Context, listen: tuple[str, int] | None, workers: int) -> None:
+def web(
+    ctx: Context,
+    listen: tuple[str, int] | None,
+    workers: int,
+    metrics_listen: tuple[str, int] | None,
+) -> None:
     """Serve the web pages: confirming answers with a second factor
     (the /r/ and /c/ links in emails) and setting up an authenticator
     app (the /enrol/ link in welcome emails).
 
     Serves plain HTTP: put it behind a TLS proxy at MAILFLOW_BASE_URL.
     Stops on SIGTERM or Ctrl-C; with --workers, a worker that dies is
-    replaced."""
+    replaced.
+
+    /healthz and /readyz are served on the web port too; /metrics only
+    on --metrics-listen (MAILFLOW_METRICS_ADDR).  With --workers N, worker
+    i serves them on that port plus i."""
     ctx.require_schema()
     host, port = listen or ctx.settings.web_addr
     try:
@@ -90,17 +105,31 @@ def web(ctx: Context, listen: tuple[str, int] | None, workers: int) -> None:
         fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}", code=2)
     log.info("web pages on http://%s:%s for %s", host, port, ctx.settings.base_url)
     if workers > 1:
-        serve_in_workers(ctx, sock, host, port, workers)
+        serve_in_workers(ctx, sock, host, port, workers, metrics_listen)
         return
     server = web_server(ctx.runtime, host, port)
+    health = metrics_server(ctx.runtime, metrics_listen, broker=False, queue=False)
+    if health is not None:
+        health.start()
     # uvicorn handles SIGTERM and Ctrl-C itself, finishing requests in flight.
-    server.run(sockets=[sock])
+    try:
+        server.run(sockets=[sock])
+    finally:
+        if health is not None:
+            health.stop()
     if not server.started:
         fail(f"cannot listen on {host}:{port}", code=2)
     log.info("web server stopped")
 
 
-def serve_in_workers(ctx: Context, sock: socket.socket, host: str, port: int, workers: int) -> None:
+def serve_in_workers(
+    ctx: Context,
+    sock: socket.socket,
+    host: str,
+    port: int,
+    workers: int,
+    metrics: tuple[str, int] | None,
+) -> None:
     # Loaded once here, before forking, rather than by every worker.
     import_module("uvicorn")
     import_module("mailflow.web")
@@ -109,13 +138,23 @@ def serve_in_workers(ctx: Context, sock: socket.socket, host: str, port: int, wo
     # the forked workers: each makes its own.
     ctx.close()
 
-    def serve(sock: socket.socket) -> bool:
+    def serve(sock: socket.socket, slot: int) -> bool:
         runtime = Runtime(settings)
+        health = None
         try:
+            address = child_metrics_address(runtime, metrics, slot)
+            try:
+                health = metrics_server(runtime, address, broker=False, queue=False)
+            except SystemExit:
+                return False  # it has said why; another try would fail the same way
+            if health is not None:
+                health.start()
             server = web_server(runtime, host, port)
             server.run(sockets=[sock])
             return server.started
         finally:
+            if health is not None:
+                health.stop()
             runtime.close()
 
     if not run_workers(serve, sock, workers):

@@ -30,21 +30,24 @@ NEVER_SERVED = 3
 STOP_SECONDS = 30.0
 
 
-Serve = Callable[[socket.socket], bool]
+# serve(sock, slot): a worker's slot is 0 to N-1, and a replacement takes
+# the slot of the worker it replaces (its metrics port is the slot's).
+Serve = Callable[[socket.socket, int], bool]
 
 
 def run_workers(serve: Serve, sock: socket.socket, workers: int) -> bool:
-    """Run ``serve(sock)`` (True if it served) in ``workers`` forked
+    """Run ``serve(sock, slot)`` (True if it served) in ``workers`` forked
     processes until SIGTERM or SIGINT; False if a worker could not start."""
     stop = threading.Event()
     previous = {sig: signal.signal(sig, _setter(stop)) for sig in (signal.SIGTERM, signal.SIGINT)}
     children: dict[int, float] = {}
+    slots: dict[int, int] = {}
     healthy = True
     delay = 0.0
     try:
-        for _ in range(workers):
-            pid = _start(serve, sock, previous)
-            children[pid] = time.monotonic()
+        for slot in range(workers):
+            pid = _start(serve, sock, slot, previous)
+            children[pid], slots[pid] = time.monotonic(), slot
         while not stop.wait(0.2):
             for pid, status in _reap(children):
                 started = children.pop(pid)
@@ -65,8 +68,9 @@ def run_workers(serve: Serve, sock: socket.socket, workers: int) -> bool:
                 )
                 if delay and stop.wait(delay):
                     break
-                new = _start(serve, sock, previous)
-                children[new] = time.monotonic()
+                slot = slots.pop(pid)
+                new = _start(serve, sock, slot, previous)
+                children[new], slots[new] = time.monotonic(), slot
     finally:
         _stop_all(children)
         for sig, handler in previous.items():
@@ -81,7 +85,9 @@ def _setter(stop: threading.Event) -> Callable[[int, FrameType | None], None]:
     return handler
 
 
-def _start(serve: Serve, sock: socket.socket, handlers: dict[signal.Signals, Any]) -> int:
+def _start(
+    serve: Serve, sock: socket.socket, slot: int, handlers: dict[signal.Signals, Any]
+) -> int:
     pid = os.fork()
     if pid:
         return pid
@@ -91,7 +97,7 @@ def _start(serve: Serve, sock: socket.socket, handlers: dict[signal.Signals, Any
     try:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
-        code = 0 if serve(sock) else NEVER_SERVED
+        code = 0 if serve(sock, slot) else NEVER_SERVED
     except KeyboardInterrupt:
         code = 0
     except BaseException:

@@ -115,6 +115,8 @@ class StartedJob:
     kind: str
     payload: dict[str, Any]
     attempts: int
+    # When it fell due: how long it waited is measured from here.
+    due: datetime
 
 
 def start_jobs(session: Session, ids: list[int], *, held_until: datetime) -> list[StartedJob]:
@@ -122,7 +124,7 @@ def start_jobs(session: Session, ids: list[int], *, held_until: datetime) -> lis
     message for a finished job finds none), each counted as attempted and
     held by the caller until ``held_until``: one claim for a whole batch."""
     rows = session.execute(
-        select(Job.id, Job.kind, Job.payload, Job.attempts)
+        select(Job.id, Job.kind, Job.payload, Job.attempts, Job.run_after)
         .where(Job.id.in_(ids), Job.state == JobState.PENDING)
         .order_by(Job.id)
     ).all()
@@ -132,7 +134,10 @@ def start_jobs(session: Session, ids: list[int], *, held_until: datetime) -> lis
             .where(Job.id.in_([row.id for row in rows]))
             .values(attempts=Job.attempts + 1, held_until=held_until)
         )
-    return [StartedJob(row.id, row.kind, dict(row.payload), row.attempts + 1) for row in rows]
+    return [
+        StartedJob(row.id, row.kind, dict(row.payload), row.attempts + 1, row.run_after)
+        for row in rows
+    ]
 
 
 def renew_holds(session: Session, ids: list[int], *, now: datetime, until: datetime) -> None:

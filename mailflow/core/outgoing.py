@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
+from mailflow.core import metrics
 from mailflow.core.audit import record_event
 from mailflow.core.jobs import add_job, new_job_values
 from mailflow.core.leases import renew_lease
@@ -120,6 +121,7 @@ def record_outgoing_result(
     with a later ``next_attempt_at``."""
     email.attempts += 1
     state = next_state(result, attempts=email.attempts, now=now, policy=policy)
+    metrics.email_tried(session, state.step, email.kind)
     email.last_error = state.error
     if state.step is Step.SENT:
         email.state = OutgoingState.SENT
@@ -192,6 +194,8 @@ def record_outgoing_bounce(
     """Mark the email bounced, with what the delivery report said.  False
     when it was already marked (a second report about the same email)."""
     first = email.bounced_at is None
+    if first:
+        metrics.email_bounced(session, email.kind)
     email.bounced_at = now
     email.last_error = description
     record_event(

@@ -10,6 +10,7 @@ from datetime import datetime
 from sqlalchemy import delete, exists, func, insert, select
 from sqlalchemy.orm import Session
 
+from mailflow.core import metrics
 from mailflow.core.audit import record_event
 from mailflow.core.jobs import add_job, new_job_values
 from mailflow.core.models import (
@@ -108,6 +109,7 @@ def store_received_messages(
     ]
     connection = session.connection()
     ids = list(connection.execute(_INSERT_MESSAGES, rows).scalars())
+    metrics.replies_stored(session, [item.source for item in received])
     connection.execute(
         _INSERT_JOBS,
         [new_job_values(PROCESS_INBOUND, {"inbound_message_id": i}, now=now) for i in ids],
@@ -153,6 +155,7 @@ def finish_inbound(
     now: datetime,
 ) -> None:
     message.state = state
+    metrics.count_on_commit(session, metrics.REPLIES_PROCESSED.labels(state=state.value))
     outcome = escape_controls(outcome)
     message.outcome = outcome
     message.error = None
@@ -171,6 +174,7 @@ def fail_inbound(session: Session, message_id: int, *, error: str, now: datetime
     message = session.get_one(InboundMessage, message_id)
     error = escape_controls(error)
     message.state = InboundState.FAILED
+    metrics.count_on_commit(session, metrics.REPLIES_FAILED)
     message.error = error
     message.processed_at = now
     record_event(

@@ -40,6 +40,7 @@ from mailflow.core.runtime import Runtime
 from mailflow.core.second_factor.verified_sessions import end_verified_session
 from mailflow.people import people_pages
 from mailflow.reports import report_pages
+from mailflow.web import health
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +152,7 @@ def create_app(runtime: Runtime) -> ASGIApp:
     routes = [
         Route("/", home, methods=["GET"]),
         Route("/static/mailflow.css", css, methods=["GET"]),
+        *health.routes(runtime),
         # Each capability registers its own pages.
         *answer_pages.routes(runtime, pages),
         *people_pages.routes(runtime, pages),
@@ -175,11 +177,15 @@ def create_app(runtime: Runtime) -> ASGIApp:
         ),
     ]
     handlers: dict[Any, Any] = {HTTPException: http_error, Exception: server_error}
-    return ErrorsLoggedOnce(
-        Starlette(
-            routes=routes,
-            middleware=middleware,
-            exception_handlers=handlers,
-            max_body_size=MAX_BODY_BYTES,
+    # Timed outside everything, so a request that failed is timed as the 500
+    # it was answered with.
+    return health.RequestTimes(
+        ErrorsLoggedOnce(
+            Starlette(
+                routes=routes,
+                middleware=middleware,
+                exception_handlers=handlers,
+                max_body_size=MAX_BODY_BYTES,
+            )
         )
     )

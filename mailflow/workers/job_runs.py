@@ -11,6 +11,7 @@ import logging
 import threading
 from datetime import datetime, timedelta
 
+from mailflow.core import metrics
 from mailflow.core.jobs import (
     JobResult,
     StartedJob,
@@ -130,7 +131,16 @@ class JobRuns:
                 finish_jobs(session, done, now=now)
             for at, ids in again.items():
                 run_jobs_again(session, ids, at=at)
+        job_latency(jobs, done, now)
         return bool(done) or any(at <= now for at in again)
+
+
+def job_latency(jobs: list[StartedJob], done: list[int], now: datetime) -> None:
+    """Observed once the jobs are recorded done: how long each waited."""
+    finished = set(done)
+    for job in jobs:
+        if job.id in finished:
+            metrics.job_finished(job.kind, job.due, now)
 
 
 # A batch handler that gave no result for a job did not do it.

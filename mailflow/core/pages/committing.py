@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 
+from mailflow.core import metrics
 from mailflow.core.errors import InvalidInput, NotAllowed
 from mailflow.core.models import User
 from mailflow.core.pages.security import client_source, forget_verified, mark_verified, verified_key
@@ -121,6 +122,7 @@ def commit_with_second_factor(
                     outcome = change(session)
                     if not isinstance(outcome, Committed):
                         raise _Undo(outcome)
+                    metrics.count_on_commit(session, metrics.CONFIRMATIONS_COMMITTED)
             except _Undo as undo:
                 outcome = undo.outcome
             except NotAllowed as exc:

@@ -30,6 +30,7 @@ from cryptography.fernet import InvalidToken
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from mailflow.core import metrics
 from mailflow.core.audit import record_event
 from mailflow.core.errors import NotFound
 from mailflow.core.models import MfaCredential, User
@@ -152,6 +153,7 @@ def _fail(session: Session, user_id: int, source: str, now: datetime) -> MfaErro
     """Record a wrong code and return the error to raise: ``WrongCode``, or
     ``LockedOut`` if this one makes the source wait."""
     until = record_failure(session, user_id=user_id, source=source, now=now)
+    metrics.mfa_failed(session, locked_out=until is not None)
     if until is None:
         return WrongCode()
     record_event(

@@ -1,0 +1,207 @@
+"""Prometheus metrics, defined once, and the small calls the places where
+things happen make.
+
+Counts of what the database records (an email sent, a reply processed, a
+confirmation committed, a wrong code) are added only when the transaction
+that records it commits (``count_on_commit``): a rolled-back transaction
+did not happen, and a retried one must not count twice.
+
+Labels hold only values from a small set the code names (an email's kind,
+a route's template, a message's state), never anything a person or a
+message supplied: link tokens and reply keys must never reach a metric.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import datetime
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+from sqlalchemy import event
+from sqlalchemy.orm import Session, SessionTransaction
+
+# One registry for mailflow's own metrics (and the process's), not the
+# library's global one, so nothing a dependency registers leaks in.
+REGISTRY = CollectorRegistry()
+ProcessCollector(registry=REGISTRY)
+PlatformCollector(registry=REGISTRY)
+
+EMAILS_SENT = Counter(
+    "mailflow_emails_sent",
+    "Emails the relay took, by kind (alert, or a one-off email's kind).",
+    ["kind"],
+    registry=REGISTRY,
+)
+EMAILS_DEFERRED = Counter(
+    "mailflow_emails_deferred",
+    "Tries at sending that failed for now; the email is tried again later.",
+    ["kind"],
+    registry=REGISTRY,
+)
+EMAILS_FAILED = Counter(
+    "mailflow_emails_failed",
+    "Emails given up: the relay refused them for good, or every try failed.",
+    ["kind"],
+    registry=REGISTRY,
+)
+EMAILS_BOUNCED = Counter(
+    "mailflow_emails_bounced",
+    "Delivery reports received about emails sent (the first about each).",
+    ["kind"],
+    registry=REGISTRY,
+)
+REPLIES_RECEIVED = Counter(
+    "mailflow_replies_received",
+    "Inbound messages stored, by the edge that took them (smtp, lmtp, imap).",
+    ["source"],
+    registry=REGISTRY,
+)
+REPLIES_PROCESSED = Counter(
+    "mailflow_replies_processed",
+    "Inbound messages read and acted on (processed) or set aside (ignored).",
+    ["state"],
+    registry=REGISTRY,
+)
+REPLIES_FAILED = Counter(
+    "mailflow_replies_failed",
+    "Inbound messages whose processing failed (kept for `mailflow inbound retry`).",
+    registry=REGISTRY,
+)
+CONFIRMATIONS_COMMITTED = Counter(
+    "mailflow_confirmations_committed",
+    "Changes committed on a web page after a second factor.",
+    registry=REGISTRY,
+)
+MFA_FAILURES = Counter(
+    "mailflow_mfa_failures",
+    "Wrong second-factor codes.",
+    registry=REGISTRY,
+)
+MFA_LOCKOUTS = Counter(
+    "mailflow_mfa_lockouts",
+    "Wrong codes that made their source wait before trying again.",
+    registry=REGISTRY,
+)
+JOB_LATENCY = Histogram(
+    "mailflow_job_latency_seconds",
+    "From when a job fell due to when a worker finished it, by job kind.",
+    ["kind"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
+    registry=REGISTRY,
+)
+HTTP_REQUEST_DURATION = Histogram(
+    "mailflow_http_request_duration_seconds",
+    "Web requests, by route template (never the path: it holds link tokens), method and status.",
+    ["route", "method", "status"],
+    registry=REGISTRY,
+)
+
+# What a session will count once its transaction commits.
+_PENDING = "mailflow_metrics_pending"
+
+
+def count_on_commit(session: Session, counter: Counter, amount: float = 1) -> None:
+    """Add ``amount`` to ``counter`` (already labelled) when the session's
+    outermost transaction commits; nothing if the transaction, or the
+    savepoint it was counted in, rolls back."""
+    if amount:
+        transaction = session.get_nested_transaction() or session.get_transaction()
+        session.info.setdefault(_PENDING, []).append((transaction, counter, amount))
+
+
+@event.listens_for(Session, "after_commit")
+def _count_committed(session: Session) -> None:
+    # Also fired when a savepoint is released: only the outermost commit counts.
+    if session.get_nested_transaction() is not None:
+        return
+    for _transaction, counter, amount in session.info.pop(_PENDING, ()):
+        counter.inc(amount)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_rolled_back(session: Session, previous: SessionTransaction) -> None:
+    # Fired for a savepoint's rollback too: what was counted within it is
+    # forgotten, what the transaction around it counted is kept.
+    pending = session.info.get(_PENDING)
+    if pending:
+        session.info[_PENDING] = [p for p in pending if not _within(p[0], previous)]
+
+
+def _within(transaction: SessionTransaction | None, outer: SessionTransaction) -> bool:
+    while transaction is not None:
+        if transaction is outer:
+            return True
+        transaction = transaction.parent
+    return False
+
+
+def email_tried(session: Session, step: str, kind: str, count: int = 1) -> None:
+    """One or more tries at sending emails of ``kind`` left them ``step``
+    (sent, deferred or failed: core.sending.Step)."""
+    counter = {"sent": EMAILS_SENT, "deferred": EMAILS_DEFERRED, "failed": EMAILS_FAILED}[step]
+    count_on_commit(session, counter.labels(kind=kind), count)
+
+
+def email_bounced(session: Session, kind: str) -> None:
+    count_on_commit(session, EMAILS_BOUNCED.labels(kind=kind))
+
+
+def replies_stored(session: Session, sources: list[str]) -> None:
+    for source in sources:
+        count_on_commit(session, REPLIES_RECEIVED.labels(source=source))
+
+
+def mfa_failed(session: Session, *, locked_out: bool) -> None:
+    count_on_commit(session, MFA_FAILURES)
+    if locked_out:
+        count_on_commit(session, MFA_LOCKOUTS)
+
+
+def job_finished(kind: str, due: datetime, finished: datetime) -> None:
+    JOB_LATENCY.labels(kind=kind).observe(max((finished - due).total_seconds(), 0.0))
+
+
+class Forwarding(Collector):
+    """Another registry's metrics, for a registry that adds its own
+    (an edge's queue depth) to the process-wide ones."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterable[Metric]:
+        return self.registry.collect()
+
+
+class ScrapeTimeCollector(Collector):
+    """Metrics read when scraped, by ``read`` (a bounded query)."""
+
+    def __init__(self, read: Callable[[], Iterator[Metric]]) -> None:
+        self.read = read
+        # Two scrapes at once would only run the same queries twice.
+        self._lock = threading.Lock()
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            return iter(list(self.read()))
+
+    def describe(self) -> Iterator[Metric]:
+        # Not read at registration (the database may be away then).
+        return iter(())
+
+
+def edge_registry(extra: Sequence[Collector]) -> CollectorRegistry:
+    """A registry an edge serves: the process-wide metrics and ``extra``."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Forwarding(REGISTRY))
+    for collector in extra:
+        registry.register(collector)
+    return registry

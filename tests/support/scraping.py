@@ -1,0 +1,91 @@
+"""Reading what an edge says about itself over HTTP, as Prometheus and a
+load balancer do: /healthz, /readyz and /metrics, parsed with
+prometheus_client's own parser.  And a database that a test can take
+away from a running process."""
+
+from __future__ import annotations
+
+import shutil
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from mailflow.db import migrate
+from mailflow.db.engine import make_engine
+from tests.support.environment import POSTGRES_ADMIN_URL
+
+# One sample: its name and its labels, sorted.
+SampleKey = tuple[str, tuple[tuple[str, str], ...]]
+
+
+def get(port: int, path: str) -> tuple[int, str]:
+    """The status and body of GET http://127.0.0.1:PORT/PATH."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=30) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def scrape(port: int) -> dict[SampleKey, float]:
+    """Every sample /metrics shows, by name and labels."""
+    status, text = get(port, "/metrics")
+    assert status == 200, text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(samples: dict[SampleKey, float], name: str, **labels: str) -> float:
+    """A sample's value; 0 for a counter not yet counted."""
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+@dataclass(frozen=True)
+class Breakable:
+    """A database of the test's own, and how to take it away."""
+
+    url: str
+    take_away: Callable[[], None]
+
+
+def breakable_database(backend: str, template: Path | None, tmp_path: Path) -> Iterator[Breakable]:
+    """A migrated database for one test.  SQLite: a file in a folder that
+    is renamed away (the file is gone from where the settings say);
+    PostgreSQL: a database dropped with its connections cut."""
+    if backend == "sqlite":
+        assert template is not None
+        folder = tmp_path / "db"
+        folder.mkdir()
+        shutil.copy(template, folder / "mailflow.db")
+
+        def rename_away() -> None:
+            folder.rename(tmp_path / "db-gone")
+
+        yield Breakable(f"sqlite:///{folder / 'mailflow.db'}", rename_away)
+        return
+    name = f"mailflow_gone_{uuid.uuid4().hex[:10]}"
+    admin = make_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    engine = make_engine(url)
+    migrate.upgrade(engine)
+    engine.dispose()
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    try:
+        yield Breakable(url, drop)
+    finally:
+        drop()
+        admin.dispose()
