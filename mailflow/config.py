@@ -174,6 +174,8 @@ class Settings:
     digest_weekly: str = "0 8 * * mon"
     # How often the scheduler looks for what has fallen due.
     scheduler_seconds: float = 60.0
+    # How each process writes its log: readable "text", or "json" lines.
+    log_format: str = "text"
 
     @property
     def zone(self) -> ZoneInfo:
@@ -271,6 +273,7 @@ ENV_NAMES: dict[str, str] = {
     "digest_daily": "MAILFLOW_DIGEST_DAILY",
     "digest_weekly": "MAILFLOW_DIGEST_WEEKLY",
     "scheduler_seconds": "MAILFLOW_SCHEDULER_SECONDS",
+    "log_format": "MAILFLOW_LOG_FORMAT",
 }
 
 # The keys a TOML file may use are the setting names without the prefix, in

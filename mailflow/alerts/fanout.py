@@ -21,6 +21,7 @@ from mailflow.alerts.deliveries import (
     record_outcomes,
     renew_claims,
 )
+from mailflow.core import events
 from mailflow.core.leases import Heartbeat
 from mailflow.core.models import Alert, AlertAudience, Organisation
 from mailflow.core.runtime import Runtime
@@ -165,5 +166,12 @@ def _record(
 ) -> None:
     states = record_outcomes(session, outcomes, now=now, policy=policy)
     for (delivery, result), state in zip(outcomes, states, strict=True):
-        if result.outcome is Outcome.TEMPORARY:
-            log.info("delivery %s %s: %s", delivery.id, state.step, result.reply)
+        events.email_outcome(
+            "delivery",
+            delivery.id,
+            delivery.recipient_email,
+            result,
+            state,
+            user_id=delivery.user_id,
+            attempts=delivery.attempts,
+        )

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from mailflow.core import events
 from mailflow.core.audit import record_event
 from mailflow.core.jobs import add_job
 from mailflow.core.leases import renew_lease
@@ -72,6 +73,15 @@ def record_outgoing_result(
     with a later ``next_attempt_at``."""
     email.attempts += 1
     state = next_state(result, attempts=email.attempts, now=now, policy=policy)
+    events.email_outcome(
+        email.kind,
+        email.id,
+        email.recipient,
+        result,
+        state,
+        user_id=email.user_id,
+        attempts=email.attempts,
+    )
     email.last_error = state.error
     if state.step is Step.SENT:
         email.state = OutgoingState.SENT

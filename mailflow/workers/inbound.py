@@ -25,11 +25,11 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from mailflow.core import events
 from mailflow.core.bounded_calls import ChildDidNotStart
 from mailflow.core.jobs import JobResult
 from mailflow.core.models import InboundMessage, InboundState
 from mailflow.core.runtime import Runtime
-from mailflow.core.text import escape_controls
 from mailflow.gateway.bounded_reading import ReadingTookTooLong, read_within_bound
 from mailflow.gateway.context import InboundContext, PrepareAgain
 from mailflow.gateway.inbound_messages import fail_inbound, finish_inbound
@@ -188,6 +188,7 @@ def _record_batch(
             except Exception as exc:
                 log.exception("processing inbound message %s failed", message.id)
                 fail_inbound(session, message.id, error=repr(exc)[:2000], now=now)
+                events.reply_processed(message.id, state=InboundState.FAILED, outcome=repr(exc))
     return again
 
 
@@ -219,6 +220,7 @@ def _process_alone(
         log.exception("processing inbound message %s failed", message_id)
         with runtime.sessions.begin() as session:
             fail_inbound(session, message_id, error=repr(exc)[:2000], now=runtime.clock())
+        events.reply_processed(message_id, state=InboundState.FAILED, outcome=repr(exc))
 
 
 def _record(runtime: Runtime, message_id: int, read: Read, prepared: object) -> None:
@@ -253,12 +255,12 @@ def _record_in(
         # message that took too long would take as long again); an
         # operator may retry it.
         fail_inbound(session, message_id, error=_failure(read), now=now)
-        log.warning("inbound message %s failed: %s", message_id, _failure(read))
+        events.reply_processed(message_id, state=InboundState.FAILED, outcome=_failure(read))
         return
     context = InboundContext(session, runtime.settings, message, read, now)
     state, outcome = route(context, REPLY_KEY_KINDS, prepared)
     finish_inbound(session, message, state=state, outcome=outcome, now=now)
-    log.info("inbound message %s %s: %s", message_id, state, escape_controls(outcome))
+    events.reply_processed(message_id, state=state, outcome=outcome)
 
 
 def _failure(error: Exception) -> str:
