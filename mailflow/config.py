@@ -176,6 +176,8 @@ class Settings:
     scheduler_seconds: float = 60.0
     # How each process writes its log: readable "text", or "json" lines.
     log_format: str = "text"
+    # How often a worker fanning out an alert logs how far it has got.
+    progress_seconds: float = 5.0
 
     @property
     def zone(self) -> ZoneInfo:
@@ -274,6 +276,7 @@ ENV_NAMES: dict[str, str] = {
     "digest_weekly": "MAILFLOW_DIGEST_WEEKLY",
     "scheduler_seconds": "MAILFLOW_SCHEDULER_SECONDS",
     "log_format": "MAILFLOW_LOG_FORMAT",
+    "progress_seconds": "MAILFLOW_PROGRESS_SECONDS",
 }
 
 # The keys a TOML file may use are the setting names without the prefix, in

@@ -312,4 +312,5 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "digest_weekly": parse_cron,
     "scheduler_seconds": _parse_positive_float,
     "log_format": parse_log_format,
+    "progress_seconds": _parse_positive_float,
 }

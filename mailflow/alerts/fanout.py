@@ -21,6 +21,7 @@ from mailflow.alerts.deliveries import (
     record_outcomes,
     renew_claims,
 )
+from mailflow.alerts.progress import ProgressPace, fanout_progress
 from mailflow.core import events
 from mailflow.core.leases import Heartbeat
 from mailflow.core.models import Alert, AlertAudience, Organisation
@@ -77,6 +78,7 @@ async def _fan_out(
     batches: deque[Batch] = deque()
     finished: list[tuple[ClaimedDelivery, SendResult]] = []
     stop_at = time.monotonic() + TIME_SLICE_SECONDS
+    pace = ProgressPace(runtime.clock(), timedelta(seconds=settings.progress_seconds))
     more = True
 
     while True:
@@ -85,6 +87,8 @@ async def _fan_out(
             now = runtime.clock()
             with runtime.sessions.begin() as session:
                 _record(session, runtime.send_policy, finished, now)
+                if finished and pace.due(now):
+                    _log_progress(session, alert_id)
                 finished = []
                 claimed = (
                     claim_due_deliveries(
@@ -113,7 +117,20 @@ async def _fan_out(
         finished = [(delivery, _outcome(task)) for task, delivery in oldest]
 
     with runtime.sessions() as session:
+        # Where this run leaves the alert, whenever the last line was.
+        _log_progress(session, alert_id)
         return next_due_time(session, alert_id=alert_id)
+
+
+def _log_progress(session: Session, alert_id: int) -> None:
+    progress = fanout_progress(session, alert_id=alert_id)
+    events.fanout_progress(
+        alert_id,
+        sent=progress.sent,
+        failed=progress.failed,
+        waiting=progress.waiting,
+        total=progress.total,
+    )
 
 
 async def _wait_renewing(
