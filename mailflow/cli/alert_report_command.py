@@ -22,6 +22,7 @@ from mailflow.alerts.reports import (
 )
 from mailflow.answers.recording import StatusLine
 from mailflow.answers.statuses import AnswerStatus
+from mailflow.cli.alert_watch import WATCH_SECONDS, watch_fanout
 from mailflow.cli.context import Context, pass_context, reported_errors
 from mailflow.core.mail.templates import counted, format_time
 
@@ -51,10 +52,29 @@ def print_lifecycle(facts: AlertFacts, zone: ZoneInfo) -> None:
 @click.command("show")
 @click.argument("reference")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option(
+    "--watch",
+    is_flag=True,
+    help="Instead, print how many emails are sent, every couple of seconds, until all are "
+    "sent or failed.",
+)
+@click.option(
+    "--every",
+    type=click.FloatRange(min=0.1, max=3600),
+    default=WATCH_SECONDS,
+    show_default=True,
+    metavar="SECONDS",
+    help="With --watch: how often to look.",
+)
 @pass_context
-def alert_show(ctx: Context, reference: str, as_json: bool) -> None:
+def alert_show(ctx: Context, reference: str, as_json: bool, watch: bool, every: float) -> None:
     """Show an alert and the state of each of its emails:
     queued, sending, sent, deferred, failed or bounced."""
+    if watch and as_json:
+        raise click.UsageError("--watch prints a line at a time: leave out --json")
+    if watch:
+        watch_fanout(ctx, reference, every)
+        return
     with reported_errors(), ctx.transaction() as session:
         report = delivery_report(session, reference)
     if as_json:
