@@ -13,18 +13,21 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailflow.alerts.progress import ProgressPace
 from mailflow.answers.statuses import AnswerStatus
-from mailflow.config import Settings, parse_relay
+from mailflow.config import Settings, parse_imap_url, parse_relay
 from mailflow.core.logs import make_formatter
 from mailflow.core.models import Delivery, InboundMessage, Organisation, User
 from mailflow.core.runtime import Runtime
+from mailflow.gateway.imap import ImapPoller
 from mailflow.gateway.smtpd import InboundServer
 from mailflow.workers.inbound import process_inbound
 from mailflow.workers.key_kinds import REPLY_KEY_KINDS
+from tests.support.dovecot import DovecotAccount
 from tests.support.log_lines import captured_log
 from tests.support.mail import a_reply
 from tests.support.pages import Web, answer_link, post_form, user_id
@@ -181,6 +184,34 @@ def test_a_reply_over_smtp_logs_a_line_when_stored_and_when_processed_and_a_stra
     text = "\n".join(log.lines)
     assert REPLY_KEY not in text
     assert "nobody@alerts.test" not in text
+
+
+def test_a_message_polled_from_a_mailbox_logs_a_line_once_stored(
+    settings_for: Any, database_url: str, dovecot: DovecotAccount, engine: sa.Engine
+) -> None:
+    raws = [
+        a_reply("ann@riverside.example", "alerts@alerts.test", f"RXA: complete {n}") for n in (1, 2)
+    ]
+    for raw in raws:
+        dovecot.append(raw)
+    settings = settings_for(database_url, imap_url=parse_imap_url(dovecot.url()))
+    runtime = Runtime(settings)
+    poller = ImapPoller(runtime)
+    try:
+        with captured_log("json") as log:
+            poller.poll_once()
+            poller.poll_once()
+    finally:
+        poller.close()
+        runtime.close()
+
+    with Session(engine) as session:
+        ids = list(session.scalars(select(InboundMessage.id).order_by(InboundMessage.id)))
+    stored = log.events("reply_stored")
+    assert [(line["message_id"], line["size"], line["via"]) for line in stored] == [
+        (ids[0], len(raws[0]), "imap"),
+        (ids[1], len(raws[1]), "imap"),
+    ]
 
 
 def test_a_tampered_link_and_a_commit_each_log_a_line_with_ids_and_a_digest_not_the_token(
