@@ -26,15 +26,22 @@ from mailflow.schedule_values import (
     WorkingDays,
     WorkingHours,
 )
+from mailflow.settings_keys import (
+    DEFAULT_SECRET_KEY_FILE,
+    KEY_SETTINGS,
+    KEY_VARIABLES,
+    choose_keys,
+    refuse_both,
+)
 from mailflow.settings_values import (
     MIN_SECRET_KEY_LENGTH,
     PARSERS,
+    ConfigError,
     ImapConfig,
     RelayConfig,
     parse_host_port,
     parse_imap_url,
     parse_relay,
-    parse_secret,
     redact_url,
 )
 
@@ -53,33 +60,25 @@ __all__ = [
 ]
 
 DEFAULT_CONFIG_FILE = Path("config/mailflow.toml")
-# Where the key is read from when MAILFLOW_SECRET_KEY is not set: the demo
-# writes one here, beside the embedded database.
-DEFAULT_SECRET_KEY_FILE = Path("var/secret-key")
 # MAILFLOW_* variables that are not settings: the config file's name, and
 # the test suite's own (MAILFLOW_TEST_POSTGRES_URL ...).
 OTHER_VARIABLES = frozenset({"MAILFLOW_CONFIG", "MAILFLOW_PARENT_PID"})
 TEST_VARIABLE_PREFIX = "MAILFLOW_TEST_"
 
 
-class ConfigError(Exception):
-    """A setting is missing or malformed."""
-
-    def __init__(self, setting: str, problem: str) -> None:
-        super().__init__(f"{setting}: {problem}")
-        self.setting = setting
-        self.problem = problem
-
-
 @dataclass(frozen=True)
 class Settings:
     database_url: str
+    # The newest key: it signs new links and encrypts TOTP secrets.
     secret_key: str = field(repr=False)
-    # The file the key is read from when it is not set directly.
+    # The file the keys are read from when they are not set directly.
     secret_key_file: Path = DEFAULT_SECRET_KEY_FILE
-    # Where the key came from, for `mailflow config`: a variable, the
+    # Where the keys came from, for `mailflow config`: a variable, the
     # config file or the key file ("given" when passed in by a caller).
     key_origin: str = "given"
+    # Every key, newest first (``secret_key`` among them): links signed and
+    # secrets encrypted under any of them still work (see settings_keys).
+    secret_keys: tuple[str, ...] = field(default=(), repr=False)
     broker_url: str | None = None
     smtp_relay: RelayConfig | None = None
     smtp_connections: int = 4
@@ -179,6 +178,12 @@ class Settings:
     # How often a worker fanning out an alert logs how far it has got.
     progress_seconds: float = 5.0
 
+    def __post_init__(self) -> None:
+        if not self.secret_keys:
+            object.__setattr__(self, "secret_keys", (self.secret_key,))
+        if self.secret_keys[0] != self.secret_key:
+            raise ValueError("secret_key must be the first (newest) of secret_keys")
+
     @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
@@ -199,6 +204,9 @@ class Settings:
             value = getattr(self, f.name)
             if f.name == "secret_key":
                 text = f"(hidden; from {self.key_origin})" if value else "(missing)"
+            elif f.name == "secret_keys":
+                count = f"{len(value)} keys, newest first" if len(value) > 1 else "1 key"
+                text = f"(hidden; {count}, from {self.key_origin})"
             elif f.name in ("database_url", "broker_url") and value:
                 text = redact_url(str(value))
             else:
@@ -228,6 +236,7 @@ ENV_NAMES: dict[str, str] = {
     "database_url": "MAILFLOW_DATABASE_URL",
     "secret_key": "MAILFLOW_SECRET_KEY",
     "secret_key_file": "MAILFLOW_SECRET_KEY_FILE",
+    "secret_keys": "MAILFLOW_SECRET_KEYS",
     "broker_url": "MAILFLOW_BROKER_URL",
     "smtp_relay": "MAILFLOW_SMTP_RELAY",
     "smtp_connections": "MAILFLOW_SMTP_CONNECTIONS",
@@ -323,30 +332,6 @@ def _read_toml(path: Path) -> dict[str, str]:
     return out
 
 
-def _read_secret_file(path: Path, *, explicit: bool) -> str:
-    """The key from MAILFLOW_SECRET_KEY_FILE, or from var/secret-key when
-    that exists; otherwise the setting is missing."""
-    try:
-        text = path.read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
-        if explicit:
-            raise ConfigError("MAILFLOW_SECRET_KEY_FILE", f"{path} does not exist") from None
-        raise ConfigError(
-            "MAILFLOW_SECRET_KEY",
-            "missing: set it to at least 32 characters of random text "
-            '(python3 -c "import secrets; print(secrets.token_urlsafe(48))"), '
-            f"or put them in {DEFAULT_SECRET_KEY_FILE}",
-        ) from None
-    except OSError as exc:
-        raise ConfigError(
-            "MAILFLOW_SECRET_KEY_FILE", f"cannot read {path}: {exc.strerror}"
-        ) from exc
-    try:
-        return parse_secret(text)
-    except ValueError as exc:
-        raise ConfigError("MAILFLOW_SECRET_KEY_FILE", f"{path}: {exc}") from exc
-
-
 def load_settings(
     environ: Mapping[str, str] | None = None,
     *,
@@ -365,13 +350,17 @@ def load_settings(
         config_path = DEFAULT_CONFIG_FILE
     if config_path is not None:
         raw.update(_read_toml(config_path))
-    key_origin = str(config_path) if "secret_key" in raw else "given"
+        refuse_both(raw, str(config_path))
+    key_origin = str(config_path)  # if the key is in the TOML file
+    if env.keys() & KEY_VARIABLES.values():
+        # A key in the environment replaces the file's, whichever name it uses.
+        raw = {name: text for name, text in raw.items() if name not in KEY_SETTINGS}
+        key_origin = next(v for v in KEY_VARIABLES.values() if v in env)
 
     for name, env_name in ENV_NAMES.items():
         if env_name in env:
             raw[name] = env[env_name]
-    if "MAILFLOW_SECRET_KEY" in env:
-        key_origin = "MAILFLOW_SECRET_KEY"
+    refuse_both(raw, "the environment")
 
     values: dict[str, Any] = {}
     for name, text in raw.items():
@@ -380,16 +369,11 @@ def load_settings(
         except ValueError as exc:
             raise ConfigError(ENV_NAMES[name], str(exc)) from exc
     values.update(overrides or {})
-    if "secret_key" in (overrides or {}):
-        key_origin = "given"
 
-    named_key_file = values.get("secret_key_file")
-    values["secret_key_file"] = named_key_file or DEFAULT_SECRET_KEY_FILE
-    if not values.get("secret_key"):
-        values["secret_key"] = _read_secret_file(
-            values["secret_key_file"], explicit=named_key_file is not None
-        )
-        key_origin = str(values["secret_key_file"])
+    keys, key_origin = choose_keys(values, overrides or {}, key_origin)
+    values["secret_keys"] = keys
+    values["secret_key"] = keys[0]
+    values["secret_key_file"] = values.get("secret_key_file") or DEFAULT_SECRET_KEY_FILE
     values["key_origin"] = key_origin
     if not values.get("from_address"):
         values["from_address"] = (

@@ -5,7 +5,8 @@ reads the settings and names the one a ValueError came from."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from email.utils import parseaddr
 from pathlib import Path
@@ -21,6 +22,15 @@ from mailflow.schedule_values import (
 )
 
 MIN_SECRET_KEY_LENGTH = 32
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed."""
+
+    def __init__(self, setting: str, problem: str) -> None:
+        super().__init__(f"{setting}: {problem}")
+        self.setting = setting
+        self.problem = problem
 
 
 @dataclass(frozen=True)
@@ -208,6 +218,31 @@ def parse_secret(text: str) -> str:
     return text
 
 
+def parse_secret_keys(text: str) -> tuple[str, ...]:
+    """MAILFLOW_SECRET_KEYS: every key, newest first, separated by commas
+    or whitespace."""
+    return check_secret_keys([key for key in re.split(r"[\s,]+", text) if key])
+
+
+def check_secret_keys(keys: Sequence[str]) -> tuple[str, ...]:
+    """The keys, newest first, if each is long enough and none is given
+    twice.  An error names a key by its place in the list, never by its
+    value, since error messages reach terminals and logs."""
+    if not keys:
+        raise ValueError("no key given: list the keys, newest first, separated by commas")
+    for place, key in enumerate(keys, 1):
+        which = "the key" if len(keys) == 1 else f"key {place} of {len(keys)}"
+        if len(key) < MIN_SECRET_KEY_LENGTH:
+            raise ValueError(
+                f"{which} is too short: each key must be at least "
+                f"{MIN_SECRET_KEY_LENGTH} characters of random text"
+            )
+        first = keys.index(key) + 1
+        if first < place:
+            raise ValueError(f"{which} is the same as key {first}: each key must be different")
+    return tuple(keys)
+
+
 def _parse_timezone(text: str) -> str:
     try:
         ZoneInfo(text)
@@ -263,6 +298,7 @@ def parse_log_format(text: str) -> str:
 PARSERS: dict[str, Callable[[str], Any]] = {
     "database_url": _parse_database,
     "secret_key": parse_secret,
+    "secret_keys": parse_secret_keys,
     "secret_key_file": lambda t: Path(t) if t else None,
     "broker_url": _parse_broker,
     "smtp_relay": lambda t: parse_relay(t) if t else None,

@@ -32,6 +32,7 @@ CORE = (
     "mailflow.core",
     "mailflow.config",
     "mailflow.settings_values",
+    "mailflow.settings_keys",
     "mailflow.schedule_values",
     "mailflow.db",
 )

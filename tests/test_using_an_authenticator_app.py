@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailflow.core.models import AuditEvent, MfaCredential, MfaFailure, RecoveryCode
-from mailflow.core.second_factor import mfa, recovery_codes
+from mailflow.core.second_factor import mfa, recovery_codes, secret_encryption
 from mailflow.people.users import add_user
 from tests.support.environment import SECRET_KEY
 
@@ -200,9 +200,9 @@ def test_the_provisioning_uri_names_the_person_the_issuer_and_the_secret() -> No
 
 
 def test_the_encryption_key_is_a_fernet_key_of_its_own_for_each_secret_key() -> None:
-    key = mfa.encryption_key(SECRET_KEY)
-    assert key == mfa.encryption_key(SECRET_KEY)
-    assert key != mfa.encryption_key(SECRET_KEY + "x")
+    key = secret_encryption.encryption_key(SECRET_KEY)
+    assert key == secret_encryption.encryption_key(SECRET_KEY)
+    assert key != secret_encryption.encryption_key(SECRET_KEY + "x")
     assert SECRET_KEY.encode() not in key
     token = Fernet(key).encrypt(b"JBSWY3DPEHPK3PXP")
     assert Fernet(key).decrypt(token) == b"JBSWY3DPEHPK3PXP"

@@ -18,6 +18,7 @@ from mailflow.cli.db_command import db
 from mailflow.cli.failures import ReportingGroup
 from mailflow.cli.imap_command import imap
 from mailflow.cli.inbound_command import inbound
+from mailflow.cli.keys_command import keys
 from mailflow.cli.mail_command import mail
 from mailflow.cli.orgs_command import orgs
 from mailflow.cli.report_command import report
@@ -67,6 +68,7 @@ for command in (
     db,
     orgs,
     users,
+    keys,
     access,
     alert,
     report,

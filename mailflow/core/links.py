@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import enum
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -77,8 +77,15 @@ class _LastVerified(threading.local):
 class TokenService:
     """Signs and checks the tokens of one purpose."""
 
-    def __init__(self, secret_key: str, purpose: Purpose, max_age: timedelta) -> None:
-        self._serializer = _UncompressedSerializer(secret_key, salt=f"mailflow.{purpose.value}")
+    def __init__(
+        self, secret_keys: str | Sequence[str], purpose: Purpose, max_age: timedelta
+    ) -> None:
+        """``secret_keys``: one key, or several newest first.  The newest
+        signs; a token signed with any of them verifies, so links sent
+        before a key rotation keep working until they expire."""
+        keys = [secret_keys] if isinstance(secret_keys, str) else list(secret_keys)
+        # itsdangerous takes the keys oldest first: the last one signs.
+        self._serializer = _UncompressedSerializer(keys[::-1], salt=f"mailflow.{purpose.value}")
         self._signer = self._serializer.make_signer()
         self.purpose = purpose
         self.max_age = max_age
@@ -132,7 +139,7 @@ class TokenService:
         return signed_at
 
 
-_SERVICES: dict[tuple[Purpose, str, timedelta], TokenService] = {}
+_SERVICES: dict[tuple[Purpose, tuple[str, ...], timedelta], TokenService] = {}
 
 
 @dataclass(frozen=True)
@@ -149,14 +156,14 @@ class LinkSpec:
         return self.path_prefix + "{token}"
 
     def tokens(self, settings: Settings) -> TokenService:
-        """The service for these links, made once a process for each key and
-        lifetime: every email with links and every page asks for it."""
+        """The service for these links, made once a process for each set of
+        keys and lifetime: every email with links and every page asks for it."""
         lifetime = self.lifetime(settings)
-        key = (self.purpose, settings.secret_key, lifetime)
+        key = (self.purpose, settings.secret_keys, lifetime)
         service = _SERVICES.get(key)
         if service is None:
             service = _SERVICES.setdefault(
-                key, TokenService(settings.secret_key, self.purpose, lifetime)
+                key, TokenService(settings.secret_keys, self.purpose, lifetime)
             )
         return service
 

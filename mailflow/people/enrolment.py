@@ -139,7 +139,7 @@ class EnrolmentPages:
         with self.runtime.sessions.begin() as session:
             try:
                 secret = start_enrolment(
-                    session, user_id=user.id, secret_key=self.runtime.settings.secret_key, now=now
+                    session, user_id=user.id, secret_key=self.runtime.settings.secret_keys, now=now
                 )
             except MfaError as exc:
                 raise Refusal(409, "Already set up", exc.message) from None
@@ -174,7 +174,7 @@ class EnrolmentPages:
         with self.runtime.readers() as session:
             try:
                 secret = pending_enrolment_secret(
-                    session, user_id=user.id, secret_key=self.runtime.settings.secret_key
+                    session, user_id=user.id, secret_key=self.runtime.settings.secret_keys
                 )
             except MfaError as exc:
                 raise Refusal(409, "Cannot set up", exc.message) from None
@@ -241,7 +241,7 @@ class EnrolmentKind:
                 session,
                 user_id=context.user.id,
                 code=code,
-                secret_key=self.runtime.settings.secret_key,
+                secret_key=self.runtime.settings.secret_keys,
                 now=now,
                 source=source,
             )

@@ -12,7 +12,6 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
@@ -30,10 +29,10 @@ from mailflow.core.pages.rendering import Pages, web_root
 from mailflow.core.pages.security import (
     SESSION_MAX_AGE_SECONDS,
     SecurityHeaders,
+    SessionCookies,
     csrf_ok,
     describe_failed_request,
     session_cookie_name,
-    session_secret,
     uses_https,
     verified_key,
 )
@@ -167,8 +166,8 @@ def create_app(runtime: Runtime) -> ASGIApp:
     middleware = [
         Middleware(SecurityHeaders, https=https),
         Middleware(
-            SessionMiddleware,
-            secret_key=session_secret(settings),
+            SessionCookies,
+            settings=settings,
             session_cookie=session_cookie_name(settings),
             max_age=SESSION_MAX_AGE_SECONDS,
             same_site="lax",

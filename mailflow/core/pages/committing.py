@@ -181,7 +181,7 @@ def _check_code(
                 session,
                 user_id=user_id,
                 code=code,
-                secret_key=runtime.settings.secret_key,
+                secret_key=runtime.settings.secret_keys,
                 now=now,
                 source=source,
             )

@@ -11,7 +11,9 @@ import traceback
 from datetime import datetime
 from typing import Any
 
+import itsdangerous
 from starlette.datastructures import MutableHeaders
+from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -40,12 +42,28 @@ def session_cookie_name(settings: Settings) -> str:
     return "__Host-mailflow" if uses_https(settings) else "mailflow"
 
 
+def _session_secret_of(key: str) -> str:
+    return hmac.new(key.encode("utf-8"), b"mailflow.web.session", hashlib.sha256).hexdigest()
+
+
 def session_secret(settings: Settings) -> str:
-    """The key that signs session cookies: derived from the secret key with
-    a label of its own, so a session cookie is never a valid link."""
-    return hmac.new(
-        settings.secret_key.encode("utf-8"), b"mailflow.web.session", hashlib.sha256
-    ).hexdigest()
+    """The key that signs session cookies: derived from the newest secret
+    key with a label of its own, so a session cookie is never a valid link."""
+    return _session_secret_of(settings.secret_key)
+
+
+class SessionCookies(SessionMiddleware):
+    """Starlette's signed session cookie, signed with the newest key's
+    session secret and still read when signed with an older key's, so a
+    key rotation asks nobody for a code again or breaks a form they have
+    open."""
+
+    def __init__(self, app: ASGIApp, /, *, settings: Settings, **options: Any) -> None:
+        super().__init__(app, secret_key=session_secret(settings), **options)
+        # itsdangerous takes the keys oldest first: the last one signs.
+        self.signer = itsdangerous.TimestampSigner(
+            [_session_secret_of(key) for key in reversed(settings.secret_keys)]
+        )
 
 
 class SecurityHeaders:

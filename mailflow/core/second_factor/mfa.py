@@ -1,8 +1,12 @@
 """The second factor: a TOTP authenticator app, with recovery codes beside it.
 
 The TOTP secret is stored encrypted with a key derived from the app's
-secret key, so a copy of the database alone cannot produce codes.  Recovery
-codes are stored only as salted scrypt hashes (see ``recovery_codes``).
+secret key, so a copy of the database alone cannot produce codes.  Where
+a function takes ``secret_key`` it takes one key or every key, newest
+first: a secret under an older key still decrypts, and is encrypted anew
+under the newest when a code is next checked against it (``mailflow keys
+rotate`` does it for all; see ``secret_encryption``).  Recovery codes are
+stored only as salted scrypt hashes (see ``recovery_codes``).
 Neither secrets nor codes are ever logged or written to the audit log.
 
 Nothing here commits.  A wrong code adds an ``MfaFailure`` row to the session
@@ -17,15 +21,12 @@ would work later, which made guessing about four times easier.
 
 from __future__ import annotations
 
-import base64
 import hmac
 import re
 from datetime import datetime
 
 import pyotp
-from cryptography.fernet import Fernet, InvalidToken
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.fernet import InvalidToken
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
@@ -39,14 +40,18 @@ from mailflow.core.second_factor.recovery_codes import (
     replace_recovery_codes,
     use_recovery_code,
 )
+from mailflow.core.second_factor.secret_encryption import (
+    SecretKeys,
+    decrypt,
+    encrypt,
+    reencrypted,
+)
 from mailflow.core.second_factor.throttle import next_try_at, record_failure
 from mailflow.core.second_factor.verified_sessions import end_verified_sessions
 
 # Codes from the step before or after the current one are accepted, for
 # clocks a little out and people a little slow; any other is wrong.
 DRIFT_STEPS = 1
-
-HKDF_INFO = b"mailflow mfa totp secret encryption v1"
 
 _TOTP_CODE = re.compile(r"[0-9]{6}")
 
@@ -99,32 +104,27 @@ class LockedOut(MfaError):
         self.started = started
 
 
-def encryption_key(secret_key: str) -> bytes:
-    """The Fernet key for TOTP secrets, derived from the app's secret key
-    with a label of its own, so it is never the key used to sign links."""
-    derived = HKDF(
-        algorithm=hashes.SHA256(),
-        length=32,
-        salt=None,
-        info=HKDF_INFO,
-    ).derive(secret_key.encode("utf-8"))
-    return base64.urlsafe_b64encode(derived)
-
-
-def _encrypt(secret: str, secret_key: str) -> str:
-    return Fernet(encryption_key(secret_key)).encrypt(secret.encode("ascii")).decode("ascii")
-
-
-def _decrypt(token: str, secret_key: str) -> str:
+def _decrypt(token: str, secret_key: SecretKeys) -> str:
     try:
-        return Fernet(encryption_key(secret_key)).decrypt(token.encode("ascii")).decode("ascii")
+        return decrypt(token, secret_key)
     except (InvalidToken, ValueError) as exc:
-        # The app's secret key changed since enrolment, or the row was
-        # damaged: not the person's fault, and not a wrong code.
+        # The key it was encrypted under was dropped before `mailflow keys
+        # rotate` ran, or the row was damaged: not the person's fault, and
+        # not a wrong code.
         raise MfaError(
             "Your authenticator app cannot be checked just now. "
             "Use a recovery code, or ask an administrator to reset your second factor."
         ) from exc
+
+
+def _read_secret(credential: MfaCredential, secret_key: SecretKeys) -> str:
+    """The credential's secret; one under an older key is stored anew under
+    the newest, so a rotation finishes itself for everyone who signs in."""
+    secret = _decrypt(credential.secret_encrypted, secret_key)
+    newer = reencrypted(credential.secret_encrypted, secret_key)
+    if newer is not None:
+        credential.secret_encrypted = newer
+    return secret
 
 
 def _normalise(code: str) -> str:
@@ -170,12 +170,12 @@ def _check_totp(
     session: Session,
     credential: MfaCredential,
     code: str,
-    secret_key: str,
+    secret_key: SecretKeys,
     source: str,
     now: datetime,
 ) -> None:
     """Accept ``code`` for ``credential`` and remember its time step, or raise."""
-    totp = pyotp.TOTP(_decrypt(credential.secret_encrypted, secret_key))
+    totp = pyotp.TOTP(_read_secret(credential, secret_key))
     current = totp.timecode(now)
 
     def steps_matching(distances: range) -> list[int]:
@@ -193,7 +193,9 @@ def _check_totp(
     raise _fail(session, credential.user_id, source, now)
 
 
-def start_enrolment(session: Session, *, user_id: int, secret_key: str, now: datetime) -> str:
+def start_enrolment(
+    session: Session, *, user_id: int, secret_key: SecretKeys, now: datetime
+) -> str:
     """Make a new TOTP secret for the person and return it, to show once
     (as a QR code and as text).  It counts only once ``finish_enrolment``
     has seen a code from it."""
@@ -206,7 +208,7 @@ def start_enrolment(session: Session, *, user_id: int, secret_key: str, now: dat
             "Ask an administrator to reset it if you need to set up a new one."
         )
     secret = pyotp.random_base32()
-    encrypted = _encrypt(secret, secret_key)
+    encrypted = encrypt(secret, secret_key)
     if credential is None:
         session.add(
             MfaCredential(
@@ -232,13 +234,16 @@ def start_enrolment(session: Session, *, user_id: int, secret_key: str, now: dat
     return secret
 
 
-def pending_enrolment_secret(session: Session, *, user_id: int, secret_key: str) -> str | None:
+def pending_enrolment_secret(
+    session: Session, *, user_id: int, secret_key: SecretKeys
+) -> str | None:
     """The secret of an enrolment started but not finished, to show its QR
     code again after a wrong first code; None when there is none.  It is
     kept only here, encrypted, never in the browser's session."""
     credential = session.get(MfaCredential, user_id)
     if credential is None or credential.enrolled_at is not None:
         return None
+    # Read only: a page shows it again on a GET, which changes nothing.
     return _decrypt(credential.secret_encrypted, secret_key)
 
 
@@ -248,7 +253,13 @@ def provisioning_uri(secret: str, *, email: str, issuer: str) -> str:
 
 
 def finish_enrolment(
-    session: Session, *, user_id: int, code: str, secret_key: str, now: datetime, source: str = ""
+    session: Session,
+    *,
+    user_id: int,
+    code: str,
+    secret_key: SecretKeys,
+    now: datetime,
+    source: str = "",
 ) -> list[str]:
     """Check a first code from the new secret, then make the person's
     recovery codes and return them, to show once.  ``source`` is where the
@@ -290,7 +301,7 @@ def verify_second_factor(
     *,
     user_id: int,
     code: str,
-    secret_key: str,
+    secret_key: SecretKeys,
     now: datetime,
     source: str = "",
 ) -> str:
