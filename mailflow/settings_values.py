@@ -288,8 +288,9 @@ LOG_FORMATS = ("text", "json")
 
 
 def parse_log_format(text: str) -> str:
-    """MAILFLOW_LOG_FORMAT: readable text (the default) or JSON lines."""
-    value = text.strip().lower()
+    """MAILFLOW_LOG_FORMAT: readable text (the default, also when empty)
+    or JSON lines."""
+    value = text.strip().lower() or "text"
     if value not in LOG_FORMATS:
         raise ValueError(f"expected text or json, not {text!r}")
     return value

@@ -36,6 +36,7 @@ def test_the_format_is_text_unless_json_is_chosen_in_any_case() -> None:
         return load_settings(environ={"MAILFLOW_SECRET_KEY": SECRET_KEY, **environ}).log_format
 
     assert chosen() == "text"
+    assert chosen(MAILFLOW_LOG_FORMAT="") == "text"
     assert chosen(MAILFLOW_LOG_FORMAT=" JSON ") == "json"
 
 
