@@ -15,11 +15,14 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 
 LEAKY_TESTS = """
 import logging
+import subprocess
 import sys
 from datetime import timedelta
 from pathlib import Path
 
+import click
 import pyotp
+from click.testing import CliRunner
 
 from mailflow.core.links import Purpose, TokenService
 
@@ -53,6 +56,19 @@ def test_one_whose_subprocess_writes_a_link_to_its_log_file(tmp_path):
     (tmp_path / "web.log").write_text("error on /r/" + sign() + "\\n")
 
 
+def test_one_whose_captured_subprocess_writes_a_link_to_stderr():
+    code = "import sys; print('GET /r/' + sys.argv[1], file=sys.stderr)"
+    subprocess.run([sys.executable, "-c", code, sign()], capture_output=True, check=True)
+
+
+def test_one_whose_command_writes_a_link_to_stderr():
+    @click.command()
+    def leaky():
+        click.echo("see /r/" + sign(), err=True)
+
+    assert CliRunner().invoke(leaky).exit_code == 0
+
+
 def test_one_that_only_prints_a_link_for_a_person_to_open():
     print("open https://mailflow.test/r/" + sign())
 
@@ -77,7 +93,7 @@ def test_a_run_whose_tests_pass_fails_when_a_token_or_secret_was_logged(
 ) -> None:
     output = leaky_run.stdout.str()
 
-    leaky_run.assert_outcomes(passed=6)
+    leaky_run.assert_outcomes(passed=8)
     assert leaky_run.ret == pytest.ExitCode.TESTS_FAILED
     assert "secrets in logs" in output
     report = output.split("secrets in logs", 1)[1]
@@ -87,12 +103,16 @@ def test_a_run_whose_tests_pass_fails_when_a_token_or_secret_was_logged(
     assert "test_one_whose_subprocess_writes_a_link_to_stderr: link token" in report
     assert "in captured stderr call" in report
     assert "the file web.log a subprocess wrote" in report
+    assert "test_one_whose_captured_subprocess_writes_a_link_to_stderr: link token" in report
+    assert "in the standard error of a subprocess" in report
+    assert "test_one_whose_command_writes_a_link_to_stderr: link token" in report
+    assert "in the standard error of a command" in report
     assert "test_one_that_only_prints_a_link_for_a_person_to_open" not in report
     assert "test_one_that_logs_nothing_secret" not in report
-    # In the order the tests made them: the first four were leaked.
+    # In the order the tests made them: the first six were leaked.
     made = (pytester.path / "made.txt").read_text().split()
-    assert len(made) == 6
-    for value in made[:4]:
+    assert len(made) == 8
+    for value in made[:6]:
         assert masked(value) in report
     for value in made:
         assert value not in output

@@ -6,8 +6,10 @@ the session) and every TOTP secret made (``pyotp.random_base32``), and
 checks what the run logs against them: every log record (a handler on
 the root logger, so every logger that propagates, uvicorn's included),
 what each test's captured standard error and log hold (which includes
-the output of subprocesses that write to the inherited stderr), and the
-``*.log`` files a test's subprocesses wrote into its ``tmp_path``.  At
+the output of subprocesses that write to the inherited stderr), the
+standard error a test captured from a subprocess (``communicate``, which
+``subprocess.run`` uses) or from a command run in-process (``CliRunner``),
+and the ``*.log`` files a test's subprocesses wrote into its ``tmp_path``.  At
 the end of the session a run that logged one fails, naming the test, the
 place and the first characters of what leaked (never the whole of it).
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import re
+import subprocess
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -29,6 +32,7 @@ from typing import Any
 
 import pyotp
 import pytest
+from click.testing import CliRunner, Result
 
 from mailflow.core.links import TokenService
 
@@ -139,18 +143,48 @@ def log_files(folder: Path) -> Iterable[Path]:
     return (p for p in folder.rglob("*.log") if p.is_file() and not p.is_symlink())
 
 
+def _text(output: object) -> str:
+    if isinstance(output, bytes):
+        return output.decode("utf-8", errors="replace")
+    return output if isinstance(output, str) else ""
+
+
+def _checking_stderr(watch: SecretWatch) -> tuple[Any, Any]:
+    """``Popen.communicate`` (which ``subprocess.run`` uses) and
+    ``CliRunner.invoke``, each checking the standard error a test captured."""
+    communicate, invoke = subprocess.Popen.communicate, CliRunner.invoke
+
+    def communicating(self: subprocess.Popen[Any], *args: Any, **kwargs: Any) -> Any:
+        out, err = communicate(self, *args, **kwargs)
+        watch.check(_text(err), "the standard error of a subprocess")
+        return out, err
+
+    def invoking(self: CliRunner, *args: Any, **kwargs: Any) -> Result:
+        result = invoke(self, *args, **kwargs)
+        watch.check(_text(result.stderr_bytes), "the standard error of a command")
+        return result
+
+    return communicating, invoking
+
+
 def pytest_configure(config: pytest.Config) -> None:
     watch = SecretWatch()
     config.stash[STASH_KEY] = watch
     handler = WatchingHandler(watch)
     logging.getLogger().addHandler(handler)
-    original_sign, original_random = TokenService.sign, pyotp.random_base32
-    TokenService.sign = _recording(watch, lambda w: w.tokens, original_sign)  # type: ignore[method-assign]
-    pyotp.random_base32 = _recording(watch, lambda w: w.secrets, original_random)
+    originals = (
+        TokenService.sign,
+        pyotp.random_base32,
+        subprocess.Popen.communicate,
+        CliRunner.invoke,
+    )
+    TokenService.sign = _recording(watch, lambda w: w.tokens, originals[0])  # type: ignore[method-assign]
+    pyotp.random_base32 = _recording(watch, lambda w: w.secrets, originals[1])
+    subprocess.Popen.communicate, CliRunner.invoke = _checking_stderr(watch)  # type: ignore[method-assign]
 
     def undo() -> None:
-        TokenService.sign = original_sign  # type: ignore[method-assign]
-        pyotp.random_base32 = original_random
+        TokenService.sign, pyotp.random_base32 = originals[:2]  # type: ignore[method-assign]
+        subprocess.Popen.communicate, CliRunner.invoke = originals[2:]  # type: ignore[method-assign]
         logging.getLogger().removeHandler(handler)
 
     config.add_cleanup(undo)
