@@ -180,6 +180,10 @@ class Settings:
     digest_weekly: str = "0 8 * * mon"
     # How often the scheduler looks for what has fallen due.
     scheduler_seconds: float = 60.0
+    # How each process writes its log: readable "text", or "json" lines.
+    log_format: str = "text"
+    # How often a worker fanning out an alert logs how far it has got.
+    progress_seconds: float = 5.0
 
     def __post_init__(self) -> None:
         if not self.secret_keys:
@@ -291,6 +295,8 @@ ENV_NAMES: dict[str, str] = {
     "digest_daily": "MAILFLOW_DIGEST_DAILY",
     "digest_weekly": "MAILFLOW_DIGEST_WEEKLY",
     "scheduler_seconds": "MAILFLOW_SCHEDULER_SECONDS",
+    "log_format": "MAILFLOW_LOG_FORMAT",
+    "progress_seconds": "MAILFLOW_PROGRESS_SECONDS",
 }
 
 # The keys a TOML file may use are the setting names without the prefix, in

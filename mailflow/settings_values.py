@@ -284,6 +284,18 @@ def _parse_imap_after(text: str) -> str:
     raise ValueError('expected "seen", "delete" or "move:FOLDER"')
 
 
+LOG_FORMATS = ("text", "json")
+
+
+def parse_log_format(text: str) -> str:
+    """MAILFLOW_LOG_FORMAT: readable text (the default, also when empty)
+    or JSON lines."""
+    value = text.strip().lower() or "text"
+    if value not in LOG_FORMATS:
+        raise ValueError(f"expected text or json, not {text!r}")
+    return value
+
+
 PARSERS: dict[str, Callable[[str], Any]] = {
     "database_url": _parse_database,
     "secret_key": parse_secret,
@@ -337,4 +349,6 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "digest_daily": parse_cron,
     "digest_weekly": parse_cron,
     "scheduler_seconds": _parse_positive_float,
+    "log_format": parse_log_format,
+    "progress_seconds": _parse_positive_float,
 }

@@ -36,6 +36,11 @@ from tests.support.report_pages import report_web  # noqa: F401
 
 BACKENDS = ("sqlite", "postgresql")
 
+# The first fails the run if any log line of any test holds a link token
+# or a TOTP secret (DESIGN.md invariant 9); pytester runs a test run in a
+# test, to show that it can.
+pytest_plugins = ("tests.support.secrets_in_logs", "pytester")
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(

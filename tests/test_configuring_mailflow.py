@@ -167,6 +167,8 @@ def test_a_short_secret_key_is_refused_by_name() -> None:
         ("MAILFLOW_IMAP_AFTER", "archive"),
         ("MAILFLOW_SEND_LEASE_SECONDS", "nan"),
         ("MAILFLOW_SEND_LEASE_SECONDS", "inf"),
+        ("MAILFLOW_LOG_FORMAT", "yaml"),
+        ("MAILFLOW_PROGRESS_SECONDS", "0"),
     ],
 )
 def test_a_malformed_environment_variable_is_refused_by_name(variable: str, value: str) -> None:

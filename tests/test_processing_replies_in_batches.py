@@ -30,6 +30,7 @@ from mailflow.gateway.inbound_messages import PROCESS_INBOUND, retry_inbound, st
 from mailflow.workers import inbound
 from mailflow.workers.job_runs import JobRuns
 from mailflow.workers.queue import BATCH_SIZE, JobQueue, QueueWorker
+from tests.support.log_lines import captured_log
 from tests.support.mail import reply
 from tests.support.relay import CapturingRelay
 from tests.support.seed import issue, seed_crowd
@@ -284,18 +285,27 @@ def test_a_database_error_in_the_batch_sends_each_message_again_alone(
 
     real_route = inbound.route
     raised: list[int] = []
+    routed: list[int] = []
 
     def route(context: Any, kinds: Any, prepared: object) -> Any:
-        if not raised:
+        routed.append(context.message.id)
+        # After two messages of the batch are recorded (and rolled back).
+        if not raised and len(routed) == 3:
             raised.append(context.message.id)
             raise OperationalError("UPDATE users", {}, Exception("deadlock detected"))
         return real_route(context, kinds, prepared)
 
     monkeypatch.setattr(inbound, "route", route)
-    JobRuns(runtime).run(stored.job_ids)
+    with captured_log("json") as log:
+        JobRuns(runtime).run(stored.job_ids)
 
     assert raised and states(session) == {"processed": REPLIES}
     assert session.scalar(select(func.count()).select_from(PendingAnswer)) == REPLIES
+    # One line for each message, once its outcome is committed: none for
+    # the batch that was rolled back.
+    lines = log.events("reply_processed")
+    assert sorted(line["message_id"] for line in lines) == sorted(stored.message_ids)
+    assert {line["state"] for line in lines} == {"processed"}
 
 
 def test_a_reader_that_cannot_start_leaves_the_replies_for_a_later_try(

@@ -65,7 +65,8 @@ REPLIES = 100
 # Connections each inbound server is sent replies on at once (under its
 # limit of sessions from one client).
 CONNECTIONS_PER_SERVER = 5
-PROCESSED_LINE = re.compile(r"inbound message (\d+) (\w+):")
+# The worker's (text) log line for each reply it processed.
+PROCESSED_LINE = re.compile(r"event=reply_processed message_id=(\d+) state=(\w+)")
 
 
 @dataclass(frozen=True)

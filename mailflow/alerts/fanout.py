@@ -21,6 +21,8 @@ from mailflow.alerts.deliveries import (
     record_outcomes,
     renew_claims,
 )
+from mailflow.alerts.progress import ProgressPace, fanout_progress
+from mailflow.core import events
 from mailflow.core.leases import Heartbeat
 from mailflow.core.models import Alert, AlertAudience, Organisation
 from mailflow.core.runtime import Runtime
@@ -76,6 +78,7 @@ async def _fan_out(
     batches: deque[Batch] = deque()
     finished: list[tuple[ClaimedDelivery, SendResult]] = []
     stop_at = time.monotonic() + TIME_SLICE_SECONDS
+    pace = ProgressPace(runtime.clock(), timedelta(seconds=settings.progress_seconds))
     more = True
 
     while True:
@@ -84,6 +87,8 @@ async def _fan_out(
             now = runtime.clock()
             with runtime.sessions.begin() as session:
                 _record(session, runtime.send_policy, finished, now)
+                if finished and pace.due(now):
+                    _log_progress(session, alert_id)
                 finished = []
                 claimed = (
                     claim_due_deliveries(
@@ -112,7 +117,20 @@ async def _fan_out(
         finished = [(delivery, _outcome(task)) for task, delivery in oldest]
 
     with runtime.sessions() as session:
+        # Where this run leaves the alert, whenever the last line was.
+        _log_progress(session, alert_id)
         return next_due_time(session, alert_id=alert_id)
+
+
+def _log_progress(session: Session, alert_id: int) -> None:
+    progress = fanout_progress(session, alert_id=alert_id)
+    events.fanout_progress(
+        alert_id,
+        sent=progress.sent,
+        failed=progress.failed,
+        waiting=progress.waiting,
+        total=progress.total,
+    )
 
 
 async def _wait_renewing(
@@ -165,5 +183,12 @@ def _record(
 ) -> None:
     states = record_outcomes(session, outcomes, now=now, policy=policy)
     for (delivery, result), state in zip(outcomes, states, strict=True):
-        if result.outcome is Outcome.TEMPORARY:
-            log.info("delivery %s %s: %s", delivery.id, state.step, result.reply)
+        events.email_outcome(
+            "delivery",
+            delivery.id,
+            delivery.recipient_email,
+            result,
+            state,
+            user_id=delivery.user_id,
+            attempts=delivery.attempts,
+        )

@@ -148,7 +148,16 @@ class AnswerKind:
         queue_receipts(
             session, self.runtime.settings, user=user, alert=alert, answers=recorded, now=now
         )
-        return Committed([a.id for a in recorded])
+        return Committed(
+            [a.id for a in recorded],
+            event="answer_committed",
+            event_fields={
+                "alert_id": alert.id,
+                "organisation_ids": sorted({a.organisation_id for a in recorded}),
+                "answer_ids": [a.id for a in recorded],
+                "via": via,
+            },
+        )
 
     def committed(self, request: Request, context: object, outcome: Committed) -> Response:
         request.session["recorded"] = outcome.result

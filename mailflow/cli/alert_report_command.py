@@ -24,6 +24,7 @@ from mailflow.alerts.reports import (
 from mailflow.answers.recording import StatusLine
 from mailflow.answers.statuses import AnswerStatus
 from mailflow.cli import alert_long_lists
+from mailflow.cli.alert_watch import WATCH_SECONDS, watch_fanout
 from mailflow.cli.context import Context, fail, pass_context, reported_errors
 from mailflow.core.mail.templates import counted, format_time
 
@@ -58,12 +59,39 @@ ALL_HELP = f"List every organisation and email, not only the first {alert_long_l
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--csv", "as_csv", is_flag=True, help="Print every email as CSV, with a header.")
 @click.option("--all", "show_all", is_flag=True, help=ALL_HELP)
+@click.option(
+    "--watch",
+    is_flag=True,
+    help="Instead, print how many emails are sent, every couple of seconds, until all are "
+    "sent or failed.",
+)
+@click.option(
+    "--every",
+    type=click.FloatRange(min=0.1, max=3600),
+    default=WATCH_SECONDS,
+    show_default=True,
+    metavar="SECONDS",
+    help="With --watch: how often to look.",
+)
 @pass_context
-def alert_show(ctx: Context, reference: str, as_json: bool, as_csv: bool, show_all: bool) -> None:
+def alert_show(
+    ctx: Context,
+    reference: str,
+    as_json: bool,
+    as_csv: bool,
+    show_all: bool,
+    watch: bool,
+    every: float,
+) -> None:
     """Show an alert and the state of each of its emails:
     queued, sending, sent, deferred, failed or bounced.  A long audience
     is summarised: the counts and the first few (--all for every one)."""
     one_format(as_json=as_json, as_csv=as_csv)
+    if watch and (as_json or as_csv or show_all):
+        raise click.UsageError("--watch prints a line at a time: leave out --json, --csv and --all")
+    if watch:
+        watch_fanout(ctx, reference, every)
+        return
     with reported_errors(), ctx.reading() as session:
         report = delivery_report(session, reference)
     if as_json:

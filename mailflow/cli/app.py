@@ -6,14 +6,14 @@ nothing imports this module but the entry point, ``main``."""
 
 from __future__ import annotations
 
-import logging
+import os
 
 import click
 
 from mailflow.cli.access_command import access
 from mailflow.cli.alert_command import alert
 from mailflow.cli.config_command import show_config
-from mailflow.cli.context import Context
+from mailflow.cli.context import Context, fail
 from mailflow.cli.db_command import db
 from mailflow.cli.doctor_command import doctor
 from mailflow.cli.failures import ReportingGroup
@@ -29,8 +29,11 @@ from mailflow.cli.smtpd_command import smtpd
 from mailflow.cli.users_command import users
 from mailflow.cli.web_command import web
 from mailflow.cli.worker_command import worker
+from mailflow.config import ENV_NAMES, ConfigError
+from mailflow.core.logs import configure_logging
+from mailflow.settings_values import parse_log_format
 
-log = logging.getLogger("mailflow")
+LOG_FORMAT_VARIABLE = ENV_NAMES["log_format"]
 
 
 @click.group(
@@ -45,13 +48,16 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 
     Settings come from MAILFLOW_* environment variables or
     config/mailflow.toml; see `mailflow config`."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    # Read before the settings (which need a secret key even for a
+    # command that only prints), so the very first line has its format;
+    # a config file's value replaces it once the settings are read.
+    try:
+        log_format = parse_log_format(os.environ.get(LOG_FORMAT_VARIABLE, "text"))
+    except ValueError as exc:
+        fail(f"configuration: {ConfigError(LOG_FORMAT_VARIABLE, str(exc))}", code=2)
     # Our own progress at INFO; libraries (alembic, pika, dramatiq) only
     # when something is wrong, unless --verbose.
-    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    configure_logging(log_format, verbose=verbose)
     context = Context()
     ctx.obj = context
     ctx.call_on_close(context.close)

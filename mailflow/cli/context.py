@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from mailflow.cli.failures import database_problem
 from mailflow.config import ConfigError, Settings, load_settings, unknown_variables
 from mailflow.core.errors import InvalidInput, InvalidRows, NotFound
+from mailflow.core.logs import reformat
 from mailflow.core.runtime import Runtime
 from mailflow.db import migrate
 
@@ -51,6 +52,7 @@ class Context:
                 self._settings = load_settings()
             except ConfigError as exc:
                 fail(f"configuration: {exc}", code=2)
+            reformat(self._settings.log_format)
         return self._settings
 
     @property

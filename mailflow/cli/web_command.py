@@ -39,6 +39,9 @@ def web_server(runtime: Runtime, host: str, port: int) -> uvicorn.Server:
         host=host,
         port=port,
         log_level="warning",
+        # No logging set-up of uvicorn's own: its loggers pass their lines
+        # to the process's handler, in MAILFLOW_LOG_FORMAT like the rest.
+        log_config=None,
         # Behind a TLS proxy the client's address and scheme come from it.
         proxy_headers=True,
         server_header=False,

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
-from mailflow.core import metrics
+from mailflow.core import events, metrics
 from mailflow.core.audit import record_event
 from mailflow.core.jobs import add_job, new_job_values
 from mailflow.core.leases import renew_lease
@@ -122,6 +122,15 @@ def record_outgoing_result(
     email.attempts += 1
     state = next_state(result, attempts=email.attempts, now=now, policy=policy)
     metrics.email_tried(session, state.step, email.kind)
+    events.email_outcome(
+        email.kind,
+        email.id,
+        email.recipient,
+        result,
+        state,
+        user_id=email.user_id,
+        attempts=email.attempts,
+    )
     email.last_error = state.error
     if state.step is Step.SENT:
         email.state = OutgoingState.SENT

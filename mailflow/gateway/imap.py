@@ -42,6 +42,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailflow.config import ConfigError
+from mailflow.core import events
 from mailflow.core.models import ImapCheckpoint, InboundMessage
 from mailflow.core.runtime import Runtime
 from mailflow.gateway.imap_mailbox import (
@@ -274,22 +275,23 @@ class ImapPoller:
         UIDVALIDITY already is) and advance the checkpoint past it.  Returns
         whether it was stored now."""
         origin = ImapOrigin(mailbox=self.key, uidvalidity=uidvalidity, uid=uid)
-        stored_now = False
+        stored_id = None
         with self.runtime.sessions.begin() as session:
             if raw is not None and not imap_message_stored(session, origin):
-                message = store_inbound_message(
+                recipients = envelope_recipients(raw)
+                stored_id = store_inbound_message(
                     session,
                     raw,
                     source="imap",
                     envelope_from=None,
-                    envelope_to=envelope_recipients(raw),
+                    envelope_to=recipients,
                     now=self.runtime.clock(),
                     imap=origin,
-                )
-                stored_now = True
-                log.debug("IMAP %s: UID %d stored as inbound message %d", self.key, uid, message.id)
+                ).id
             self._advance(session, uidvalidity, uid)
-        return stored_now
+        if stored_id is not None and raw is not None:
+            events.reply_stored(stored_id, size=len(raw), via="imap", recipients=len(recipients))
+        return stored_id is not None
 
     def _stored_uids(self, uidvalidity: int, uids: Sequence[int]) -> set[int]:
         with self.runtime.readers() as session:

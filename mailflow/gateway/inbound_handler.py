@@ -20,6 +20,7 @@ from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, Envelope
 from aiosmtpd.smtp import Session as SMTPSession
 
+from mailflow.core import events
 from mailflow.core.mail.addresses import ServiceAddress, parse_service_address
 from mailflow.core.runtime import Runtime
 from mailflow.gateway.group_commit import GroupCommitter
@@ -78,6 +79,21 @@ def _unstorable_sender(address: str) -> str | None:
     return None
 
 
+def _protocol(server: SMTP) -> str:
+    return "lmtp" if isinstance(server, LMTP) else "smtp"
+
+
+def _refused(server: SMTP, session: SMTPSession, stage: str, reply: str, **fields: str) -> str:
+    """Log the refusal (the reply says why; never the address, whose key
+    or local part is not the log's business) and return the reply."""
+    code, _, reason = reply.partition(" ")
+    peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
+    events.refused(
+        reason, via=_protocol(server), stage=stage, code=int(code), client=peer, **fields
+    )
+    return reply
+
+
 class InboundHandler:
     """aiosmtpd handler: check recipients at RCPT, store at DATA.  A reply
     key is asked of ``key_kinds``, the shell's list of what keys belong to."""
@@ -122,7 +138,7 @@ class InboundHandler:
         # could never be stored is refused, permanently.
         problem = _unstorable_sender(address)
         if problem is not None:
-            return f"553 5.1.7 {problem}"
+            return _refused(server, session, "MAIL", f"553 5.1.7 {problem}")
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return "250 2.1.0 OK"
@@ -138,13 +154,12 @@ class InboundHandler:
         if len(envelope.rcpt_tos) >= self.runtime.settings.inbound_max_recipients:
             return REPLY_TOO_MANY_RECIPIENTS
         if not self.accepts(address):
-            log.info("refused recipient %r from %s", address, session.peer)
-            return REPLY_UNKNOWN_RECIPIENT
+            return _refused(server, session, "RCPT", REPLY_UNKNOWN_RECIPIENT)
         ours = parse_service_address(address, self.runtime.settings.mail_domain)
         if ours is not None:
             refusal = await self._check_key(ours, session)
             if refusal is not None:
-                return refusal
+                return _refused(server, session, "RCPT", refusal, address_kind=ours.kind)
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         return "250 2.1.5 OK"
@@ -162,9 +177,6 @@ class InboundHandler:
             return REPLY_LOOKUP_FAILED
         if not known:
             # The key itself is not logged: it may be a real, expired one.
-            log.info(
-                "refused a %s address from %s: unknown or expired key", address.kind, session.peer
-            )
             return REPLY_UNKNOWN_KEY
         return None
 
@@ -176,17 +188,15 @@ class InboundHandler:
             if raw is None:
                 raise RuntimeError("aiosmtpd gave no message content")
             if BARE_CR_OR_LF.search(raw) is not None:
-                log.info("refused a message from %s: bare CR or LF", session.peer)
-                return REPLY_BARE_LINE_END
+                return _refused(server, session, "DATA", REPLY_BARE_LINE_END)
             # A header beyond what the processing job will read is refused
             # now, while the sender can still be told (invariant 7).
             beyond = limits_problem(raw)
             if beyond is not None:
-                log.info("refused a message from %s: %s", session.peer, beyond)
-                return REPLY_HEADER_TOO_LARGE.format(beyond)
+                return _refused(server, session, "DATA", REPLY_HEADER_TOO_LARGE.format(beyond))
             received = Received(
                 raw=bytes(raw),
-                source="lmtp" if isinstance(server, LMTP) else "smtp",
+                source=_protocol(server),
                 envelope_from=_null_sender(envelope.mail_from),
                 envelope_to=list(envelope.rcpt_tos),
             )
@@ -206,7 +216,12 @@ class InboundHandler:
                 len(envelope.rcpt_tos),
             )
             return REPLY_TRY_LATER
-        log.debug("stored inbound message %s from %s", message_id, session.peer)
+        events.reply_stored(
+            message_id,
+            size=len(received.raw),
+            via=received.source,
+            recipients=len(received.envelope_to),
+        )
         # Only now, with the commit returned, may the sender forget it.
         return REPLY_ACCEPTED
 

@@ -11,18 +11,25 @@ when the change is then refused, since it has been used.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 
-from mailflow.core import metrics
+from mailflow.core import events, metrics
 from mailflow.core.errors import InvalidInput, NotAllowed
 from mailflow.core.models import User
-from mailflow.core.pages.security import client_source, forget_verified, mark_verified, verified_key
+from mailflow.core.pages.security import (
+    client_source,
+    forget_verified,
+    mark_verified,
+    route_template,
+    token_digests,
+    verified_key,
+)
 from mailflow.core.runtime import Runtime
 from mailflow.core.second_factor.locked_out_email import queue_locked_out_email
 from mailflow.core.second_factor.mfa import LockedOut, MfaError, verify_second_factor
@@ -44,6 +51,10 @@ class Committed:
     # What the page after the commit shows (the ids of what was recorded,
     # codes to show once): each kind says.
     result: object = None
+    # The log line of the commit (ids only, never what the page shows):
+    # a kind that records more than "committed" names its event and ids.
+    event: str = "committed"
+    event_fields: Mapping[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -135,7 +146,20 @@ def commit_with_second_factor(
         new_key = None
     if new_key is not None:
         mark_verified(request, user_id, now, new_key)
+    _log_outcome(request, user_id, outcome)
     return outcome
+
+
+def _log_outcome(request: Request, user_id: int, outcome: Outcome) -> None:
+    """The log line of a commit, or of a code refused, once the
+    transaction has ended."""
+    route = route_template(request)
+    if isinstance(outcome, Committed):
+        events.committed(outcome.event, user_id=user_id, route=route, **outcome.event_fields)
+    elif isinstance(outcome, CodeRefused):
+        reason = "locked out" if outcome.locked_out else "code refused"
+        reason = "code needed" if outcome.message == NEEDS_CODE else reason
+        events.refused(reason, via="web", route=route, user_id=user_id, **token_digests(request))
 
 
 def _check_code(

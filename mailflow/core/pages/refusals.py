@@ -13,11 +13,11 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import Response
 
-from mailflow.core import pending
+from mailflow.core import events, pending
 from mailflow.core.links import TokenExpired, TokenInvalid, TokenService
 from mailflow.core.models import PendingAction, User
 from mailflow.core.pages.rendering import Pages
-from mailflow.core.pages.security import csrf_ok, session_user
+from mailflow.core.pages.security import csrf_ok, route_template, session_user, token_digests
 
 CODE_FIELD = "code"
 
@@ -79,6 +79,13 @@ def guarded(
     try:
         return handler(request, *args)
     except Refusal as refusal:
+        events.refused(
+            refusal.title,
+            via="web",
+            status=refusal.status_code,
+            route=route_template(request),
+            **token_digests(request),
+        )
         return pages.problem(
             request,
             refusal.status_code,

@@ -167,6 +167,23 @@ def log_digest(value: str) -> str:
     return hashlib.sha256(value.encode("utf-8")).hexdigest()[:8]
 
 
+def route_template(request: Request) -> str:
+    """The pattern of the route a request matched (``/r/{token}``), never
+    the address itself, which holds a link's token."""
+    route = request.scope.get("route")
+    return getattr(route, "path", None) or "(no route)"
+
+
+def token_digests(request: Request) -> dict[str, str]:
+    """A short digest of each of the request's path parameters (its link
+    token), as log fields: ``token_digest="sha256:1a2b3c4d"``."""
+    return {
+        f"{name}_digest": f"sha256:{log_digest(str(value))}"
+        for name, value in request.path_params.items()
+        if str(value)
+    }
+
+
 def describe_failed_request(request: Request, exc: BaseException) -> str:
     """The log line for a request that failed: its method, its route's
     pattern (``/r/{token}``, never the address itself), a digest of each
