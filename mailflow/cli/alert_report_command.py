@@ -287,7 +287,7 @@ def print_status_line(line: StatusLine, zone: ZoneInfo, today: date, *, overdue:
 def alert_list_command(ctx: Context, limit: int, as_json: bool) -> None:
     """List the latest alerts, newest first: open or closed, the round of
     answers, and how many organisations have answered."""
-    with ctx.transaction() as session:
+    with ctx.reading() as session:
         lines = alert_list(session, limit=limit)
     if as_json:
         click.echo(json.dumps([alert_list_line_data(line) for line in lines], indent=2))
