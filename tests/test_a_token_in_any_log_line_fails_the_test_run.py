@@ -5,10 +5,12 @@ and where, and never printing the token or the secret whole."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+from mailflow.core.links import Purpose, TokenService
 from tests.support.secrets_in_logs import SecretWatch, masked
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -76,6 +78,20 @@ def test_one_that_only_prints_a_link_for_a_person_to_open():
 def test_one_that_logs_nothing_secret():
     sign()
     logging.getLogger("mailflow.quiet").warning("a link was opened")
+
+
+def test_one_whose_child_signs_a_link_and_logs_it():
+    # Signed in the child (as `python -m mailflow worker` would) with the
+    # tests' key: this process never sees the token made.
+    code = (
+        "import sys; from datetime import timedelta; "
+        "from mailflow.core.links import Purpose, TokenService; "
+        "from tests.support.environment import SECRET_KEY; "
+        "t = TokenService(SECRET_KEY, Purpose.CONFIRM, timedelta(days=1)).sign({'u': 2}); "
+        "open(sys.argv[1], 'w').write(t); print('refused /c/' + t, file=sys.stderr)"
+    )
+    child = Path(__file__).parent / "child.txt"
+    subprocess.run([sys.executable, "-c", code, str(child)], capture_output=True, check=True)
 """
 
 
@@ -93,7 +109,7 @@ def test_a_run_whose_tests_pass_fails_when_a_token_or_secret_was_logged(
 ) -> None:
     output = leaky_run.stdout.str()
 
-    leaky_run.assert_outcomes(passed=8)
+    leaky_run.assert_outcomes(passed=9)
     assert leaky_run.ret == pytest.ExitCode.TESTS_FAILED
     assert "secrets in logs" in output
     report = output.split("secrets in logs", 1)[1]
@@ -109,6 +125,9 @@ def test_a_run_whose_tests_pass_fails_when_a_token_or_secret_was_logged(
     assert "in the standard error of a command" in report
     assert "test_one_that_only_prints_a_link_for_a_person_to_open" not in report
     assert "test_one_that_logs_nothing_secret" not in report
+    assert "test_one_whose_child_signs_a_link_and_logs_it: link token" in report
+    child_token = (pytester.path / "child.txt").read_text()
+    assert masked(child_token) in report and child_token not in output
     # In the order the tests made them: the first six were leaked.
     made = (pytester.path / "made.txt").read_text().split()
     assert len(made) == 8
@@ -149,3 +168,22 @@ def test_a_token_glued_to_dotted_text_is_still_found() -> None:
     watch.check("at eyJ1IjoxfQ.aBcDeF.other", "another line")
 
     assert [(f.where, f.kind) for f in watch.findings] == [("a test line", "link token")]
+
+
+def test_a_token_signed_elsewhere_under_a_known_key_is_found() -> None:
+    watch = SecretWatch()
+    watch.know_signer("k" * 40, Purpose.ANSWER)
+    elsewhere = TokenService("k" * 40, Purpose.ANSWER, timedelta(days=1)).sign({"u": 3})
+    other_key = TokenService("x" * 40, Purpose.ANSWER, timedelta(days=1)).sign({"u": 3})
+
+    watch.check(f"GET /r/{elsewhere} 400", "a known key")
+    watch.check(f"GET /r/{other_key} 400", "an unknown key")
+    watch.check("at mailflow.core.links 127.0.0.1 v1.2.3", "dotted words")
+
+    assert [f.where for f in watch.findings] == ["a known key"]
+
+
+def test_a_long_run_of_token_letters_is_scanned_in_linear_time() -> None:
+    # 400,000 characters that look almost like a token: the pattern must not
+    # backtrack over them (it once took about a minute at this length).
+    SecretWatch().check("a" * 400_000 + "." + "b" * 10, "a long line")

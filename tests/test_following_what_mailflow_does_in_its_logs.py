@@ -6,6 +6,7 @@ address."""
 
 from __future__ import annotations
 
+import json
 import logging
 import smtplib
 from collections.abc import Iterator
@@ -58,7 +59,8 @@ def test_a_fan_out_logs_one_json_line_per_email_sent_with_its_delivery_and_the_r
     seed_people(session)
     alert_id = issue(session).alert.id
     session.commit()
-    relay.handler.refuse[REFUSED] = "550 5.1.1 No such user here"
+    # Relays often echo the address: a line keeps only its domain.
+    relay.handler.refuse[REFUSED] = f"550 5.1.1 <{REFUSED}>: No such user here"
 
     with captured_log("json") as log:
         run_worker_until_settled(runtime, alert_id)
@@ -87,7 +89,8 @@ def test_a_fan_out_logs_one_json_line_per_email_sent_with_its_delivery_and_the_r
         assert line["recipient_domain"].endswith(".example")
     failed = log.events("email_failed")
     assert [(line["delivery_id"], line["user_id"]) for line in failed] == [deliveries[REFUSED]]
-    assert failed[0]["reason"] == "550 5.1.1 No such user here"
+    assert failed[0]["reason"] == "550 5.1.1 <…@castleton.example>: No such user here"
+    assert REFUSED not in json.dumps(failed)
     assert failed[0]["recipient_domain"] == "castleton.example"
     # A whole address is personal data: the domain and the user's id do.
     text = "\n".join(log.lines)

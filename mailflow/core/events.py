@@ -14,6 +14,7 @@ them, so they cannot start a line of their own."""
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 
 from mailflow.core.logs import EVENT_FIELDS
@@ -39,8 +40,16 @@ def emit(
         log.log(level, message, extra={"event": event, EVENT_FIELDS: tuple(fields), **fields})
 
 
+# The local part of an email address in free text (a relay's answer often
+# echoes the recipient; an outcome may name a sender): a whole address is
+# personal data, so a line keeps only the domain.
+_ADDRESS = re.compile(r"[^\s<>\"'(),;:@\[\]]+@(?=[A-Za-z0-9.-]+)")
+
+
 def _cut(text: str | None) -> str | None:
-    return None if text is None else text[:MAX_TEXT]
+    """Free text for a line: at most MAX_TEXT characters, addresses reduced
+    to their domains (the whole text stays in the database)."""
+    return None if text is None else _ADDRESS.sub("…@", text[:MAX_TEXT])
 
 
 def recipient_domain(address: str) -> str:

@@ -208,11 +208,12 @@ class InboundHandler:
         except Exception:
             # The recipients are reply+KEY addresses: their keys are
             # credentials of a kind, so only their count is logged.
+            # The sender's address is personal data: its domain says enough.
             log.exception(
-                "could not store a message from %s (envelope from %r to %d recipients): "
-                "answered 451",
+                "could not store a message from %s (envelope from a sender at %r "
+                "to %d recipients): answered 451",
                 session.peer,
-                envelope.mail_from,
+                (envelope.mail_from or "").rpartition("@")[2],
                 len(envelope.rcpt_tos),
             )
             return REPLY_TRY_LATER

@@ -3,7 +3,11 @@ the whole run (DESIGN.md invariant 9).
 
 It records every token the code signs (``TokenService.sign``, wrapped for
 the session) and every TOTP secret made (``pyotp.random_base32``), and
-checks what the run logs against them: every log record (a handler on
+checks what the run logs against them.  Tokens signed in the subprocesses
+a test starts (`python -m mailflow worker`, ...) are never seen here, so a
+token-shaped string is also a leak when its signature verifies under a
+key the tests use, for any link purpose (a TOTP secret made in a
+subprocess is still only caught when made here too).  It checks every log record (a handler on
 the root logger, so every logger that propagates, uvicorn's included),
 what each test's captured standard error and log hold (which includes
 the output of subprocesses that write to the inherited stderr), the
@@ -27,6 +31,7 @@ import subprocess
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +39,20 @@ import pyotp
 import pytest
 from click.testing import CliRunner, Result
 
-from mailflow.core.links import TokenService
+from mailflow.core.links import Purpose, TokenService
+from tests.support import cli, environment
+
+# The keys the tests give the processes they start.
+TEST_KEYS = (environment.SECRET_KEY, cli.SECRET_KEY)
 
 # An itsdangerous token is three or more runs of URL-safe base64 joined by
 # dots (payload, time, signature); a TOTP secret is 32 base32 letters.
-TOKEN_RUN = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+){2,}")
+# Possessive, and anchored at a run's start, so a long run of such
+# characters is scanned once (the plain form backtracks quadratically).
+TOKEN_RUN = re.compile(r"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]++(?:\.[A-Za-z0-9_-]++){2,}")
+# A signature is an HMAC-SHA1 in URL-safe base64: 27 characters.  Shorter
+# last parts (logger names, addresses, versions) are not worth checking.
+SIGNATURE_LENGTH = 27
 SECRET_RUN = re.compile(r"[A-Z2-7]{32,}")
 SECRET_LENGTH = 32
 # Loggers of the tests' own HTTP clients, which log the addresses they
@@ -67,6 +81,9 @@ class SecretWatch:
 
     tokens: set[str] = field(default_factory=set)
     secrets: set[str] = field(default_factory=set)
+    # Every (keys, purpose) a token service was made for in this process,
+    # and with the tests' own keys, to recognise tokens signed elsewhere.
+    signers: dict[tuple[tuple[str, ...], str], Any] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
     test: str = "(outside any test)"
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -85,13 +102,28 @@ class SecretWatch:
                 # to dotted text on either side.
                 for i in range(len(parts) - 2):
                     candidate = ".".join(parts[i : i + 3])
-                    if candidate in self.tokens:
+                    if candidate in self.tokens or self.signed_by_us(candidate):
                         yield "link token", candidate
         for run in SECRET_RUN.findall(text):
             for i in range(len(run) - SECRET_LENGTH + 1):
                 candidate = run[i : i + SECRET_LENGTH]
                 if candidate in self.secrets:
                     yield "TOTP secret", candidate
+
+    def signed_by_us(self, candidate: str) -> bool:
+        if len(candidate.rsplit(".", 1)[1]) < SIGNATURE_LENGTH:
+            return False
+        with self.lock:
+            signers = list(self.signers.values())
+        return any(signer.validate(candidate) for signer in signers)
+
+    def know_signer(self, keys: str | Iterable[str], purpose: object) -> None:
+        known = (keys,) if isinstance(keys, str) else tuple(keys)
+        key = (known, str(purpose))
+        if key not in self.signers:
+            service = verifying_service(known, purpose)
+            with self.lock:
+                self.signers.setdefault(key, service._signer)
 
     def report(self) -> list[str]:
         lines = [f"{len(self.findings)} log line(s) held a link token or a TOTP secret:"]
@@ -139,8 +171,16 @@ def _recording(watch: SecretWatch, into: Callable[[SecretWatch], set[str]], make
     return recorded
 
 
+# What the suite's subprocesses write their output to.
+OUTPUT_FILES = (".log", ".out", ".err")
+
+
 def log_files(folder: Path) -> Iterable[Path]:
-    return (p for p in folder.rglob("*.log") if p.is_file() and not p.is_symlink())
+    return (
+        p
+        for p in folder.rglob("*")
+        if p.suffix in OUTPUT_FILES and p.is_file() and not p.is_symlink()
+    )
 
 
 def _text(output: object) -> str:
@@ -167,22 +207,51 @@ def _checking_stderr(watch: SecretWatch) -> tuple[Any, Any]:
     return communicating, invoking
 
 
+def verifying_service(keys: tuple[str, ...], purpose: Any) -> TokenService:
+    """A token service made without the watch noticing (it only verifies)."""
+    service = TokenService.__new__(TokenService)
+    ORIGINAL_INIT(service, keys, purpose, timedelta(days=1))
+    return service
+
+
+ORIGINAL_INIT = TokenService.__init__
+
+
+def _noticing_signers(watch: SecretWatch) -> Any:
+    def made(self: TokenService, secret_keys: Any, purpose: Any, *args: Any, **kw: Any) -> None:
+        ORIGINAL_INIT(self, secret_keys, purpose, *args, **kw)
+        watch.know_signer(secret_keys, purpose)
+
+    return made
+
+
 def pytest_configure(config: pytest.Config) -> None:
     watch = SecretWatch()
     config.stash[STASH_KEY] = watch
     handler = WatchingHandler(watch)
     logging.getLogger().addHandler(handler)
+    # mailflow's events are INFO records: logged whatever ran before, so
+    # every test's are checked (a command run in-process sets this too).
+    mailflow_logger = logging.getLogger("mailflow")
+    level_before = mailflow_logger.level
+    mailflow_logger.setLevel(logging.INFO)
+    for key in TEST_KEYS:
+        for purpose in Purpose:
+            watch.know_signer(key, purpose)
     originals = (
         TokenService.sign,
         pyotp.random_base32,
         subprocess.Popen.communicate,
         CliRunner.invoke,
     )
+    TokenService.__init__ = _noticing_signers(watch)  # type: ignore[method-assign]
     TokenService.sign = _recording(watch, lambda w: w.tokens, originals[0])  # type: ignore[method-assign]
     pyotp.random_base32 = _recording(watch, lambda w: w.secrets, originals[1])
     subprocess.Popen.communicate, CliRunner.invoke = _checking_stderr(watch)  # type: ignore[method-assign]
 
     def undo() -> None:
+        TokenService.__init__ = ORIGINAL_INIT  # type: ignore[method-assign]
+        mailflow_logger.setLevel(level_before)
         TokenService.sign, pyotp.random_base32 = originals[:2]  # type: ignore[method-assign]
         subprocess.Popen.communicate, CliRunner.invoke = originals[2:]  # type: ignore[method-assign]
         logging.getLogger().removeHandler(handler)
@@ -207,8 +276,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     # Standard error (standard output is where commands print links on
     # purpose, as `mailflow mail show` does; the captured log is the
     # records the handler has already seen, and the test's HTTP client's).
+    # (Sections pile up over setup, call and teardown: each is read once.)
     for title, text in report.sections:
-        if "stderr" in title:
+        if "stderr" in title and title.endswith(report.when):
             watch.check(text, title.lower())
     if report.when == "teardown":
         folder = getattr(item, "funcargs", {}).get("tmp_path")

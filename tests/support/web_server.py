@@ -19,7 +19,11 @@ def web_server(runtime: Runtime, port: int) -> Iterator[None]:
     """Serving on 127.0.0.1:``port`` for the block; the runtime stays the
     caller's to close."""
     server = uvicorn.Server(
-        uvicorn.Config(create_app(runtime), host="127.0.0.1", port=port, log_level="warning")
+        # log_config=None: uvicorn's records go through the root logger, as
+        # `mailflow web` sends them, so the suite's log checks see them.
+        uvicorn.Config(
+            create_app(runtime), host="127.0.0.1", port=port, log_level="warning", log_config=None
+        )
     )
     thread = threading.Thread(target=server.run, name="web", daemon=True)
     thread.start()
