@@ -131,6 +131,12 @@ def _count_committed(session: Session) -> None:
 def _forget_rolled_back(session: Session, previous: SessionTransaction) -> None:
     # Fired for a savepoint's rollback too: what was counted within it is
     # forgotten, what the transaction around it counted is kept.
+    if previous.parent is None:
+        # The outermost transaction: nothing counted in this session can
+        # commit any more, including a count made before it began (stored
+        # with no transaction, which no savepoint's rollback would match).
+        session.info.pop(_PENDING, None)
+        return
     pending = session.info.get(_PENDING)
     if pending:
         session.info[_PENDING] = [p for p in pending if not _within(p[0], previous)]
