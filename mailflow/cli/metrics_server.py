@@ -21,7 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from mailflow.cli.context import fail
 from mailflow.cli.running import HostPort, show_addr
-from mailflow.core.health import Readiness, readiness
+from mailflow.core.health import Readiness, shared_readiness
 from mailflow.core.metrics import edge_registry
 from mailflow.core.runtime import Runtime
 from mailflow.workers.queue_depth import queue_depth_collector
@@ -173,7 +173,7 @@ def metrics_server(
         return MetricsServer(
             *address,
             registry=edge_registry(extra),
-            readiness=lambda: readiness(runtime.settings, broker=broker),
+            readiness=lambda: shared_readiness(runtime.settings, broker=broker),
         )
     except OSError as exc:
         fail(f"cannot listen on {show_addr(*address)}: {exc.strerror or exc}", code=2)

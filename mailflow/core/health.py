@@ -11,6 +11,7 @@ answer "not ready", not a probe that never returns.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,9 +25,16 @@ from mailflow.config import Settings
 from mailflow.settings_values import redact_url
 
 CHECK_SECONDS = 3.0
+# The most one readiness answer takes: each part (database, broker) is
+# waited for CHECK_SECONDS and a second for its thread, one after the other.
+MAX_CHECK_SECONDS = 2 * (CHECK_SECONDS + 1)
 # Probes that may wait on a hung database at once; past it, the answer is
 # "not ready" at once rather than one more thread waiting.
 MAX_WAITING_CHECKS = 4
+
+# How long one probe's answer is given to the probes after it: a flood of
+# probes then costs one check a second, not a connection each.
+REUSE_SECONDS = 1.0
 
 _engines: dict[str, Engine] = {}
 _engines_lock = threading.Lock()
@@ -124,6 +132,75 @@ def readiness(settings: Settings, *, broker: bool) -> Readiness:
             # The reason names the failure, not the URL's password.
             problems.append(f"{name}: {_redacted(problem, settings)}")
     return Readiness(tuple(problems))
+
+
+class SharedCheck:
+    """Readiness asked by many probes, checked by one at a time: a probe
+    arriving while a check runs waits for that check's answer (never longer
+    than the check itself may take), and an answer is reused for
+    ``reuse_seconds``.  Anyone who can reach a port can send probes; they
+    must not be able to make it answer "not ready" merely by sending many."""
+
+    def __init__(
+        self,
+        check: Callable[[], Readiness],
+        *,
+        reuse_seconds: float = REUSE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._check = check
+        self._reuse_seconds = reuse_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._answer: tuple[float, Readiness] | None = None
+        self._running: _Flight | None = None
+
+    def __call__(self) -> Readiness:
+        with self._lock:
+            if self._answer is not None and self._clock() - self._answer[0] < self._reuse_seconds:
+                return self._answer[1]
+            flight, leads = self._running, self._running is None
+            if flight is None:
+                flight = self._running = _Flight()
+        if leads:
+            return self._lead(flight)
+        # The leader's check is bounded; so is waiting for it.
+        if flight.done.wait(MAX_CHECK_SECONDS):
+            return flight.answer
+        return Readiness((f"database: no answer within {MAX_CHECK_SECONDS:g} s",))
+
+    def _lead(self, flight: _Flight) -> Readiness:
+        try:
+            flight.answer = self._check()
+        finally:
+            with self._lock:
+                self._answer = (self._clock(), flight.answer)
+                self._running = None
+            flight.done.set()
+        return flight.answer
+
+
+class _Flight:
+    """One check in progress, and its answer once it is done."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.answer = Readiness(("database: the check failed",))
+
+
+_shared: dict[tuple[str, str | None], SharedCheck] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_readiness(settings: Settings, *, broker: bool) -> Readiness:
+    """``readiness``, checked once for all the probes that ask at about the
+    same time (SharedCheck): what every edge's /readyz answers."""
+    key = (settings.database_url, settings.broker_url if broker else None)
+    with _shared_lock:
+        shared = _shared.get(key)
+        if shared is None:
+            shared = _shared[key] = SharedCheck(lambda: readiness(settings, broker=broker))
+    return shared()
 
 
 def _bounded(check: Callable[[], None]) -> str | None:
