@@ -11,7 +11,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -24,12 +24,18 @@ from mailflow.cli.metrics_server import MAX_CONNECTIONS, MetricsServer
 from mailflow.config import Settings
 from mailflow.core.health import MAX_WAITING_CHECKS, Readiness, readiness
 from mailflow.core.runtime import Runtime
-from mailflow.db.engine import make_engine
 from tests.support.cli import mailflow
 from tests.support.environment import SECRET_KEY
 from tests.support.machines import Machine, environment, running, start, wait_for_port
 from tests.support.relay import free_port
-from tests.support.scraping import Breakable, breakable_database, get, scrape, value
+from tests.support.scraping import (
+    Breakable,
+    breakable_database,
+    get,
+    scrape,
+    table_locked,
+    value,
+)
 from tests.support.waiting import wait_until
 from tests.support.web_server import web_server
 
@@ -317,27 +323,3 @@ def test_a_flood_of_readiness_probes_on_the_public_port_is_answered_by_one_check
     finally:
         runtime.close()
     assert answers == [(200, "ready\n")] * len(probes)
-
-
-@contextmanager
-def table_locked(url: str, table: str) -> Iterator[Callable[[], int]]:
-    """``table`` locked against reading until the block ends; yields how
-    many other connections wait on a lock."""
-    engine = make_engine(url)
-    try:
-        with engine.connect() as holder:
-            holder.exec_driver_sql(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
-
-            def waiting() -> int:
-                with engine.connect() as watcher:
-                    return int(
-                        watcher.exec_driver_sql(
-                            "SELECT count(*) FROM pg_stat_activity"
-                            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-                        ).scalar_one()
-                    )
-
-            yield waiting
-            holder.rollback()
-    finally:
-        engine.dispose()

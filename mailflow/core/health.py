@@ -215,7 +215,7 @@ def _bounded(check: Callable[[], None]) -> str | None:
             check()
             outcome.append(None)
         except Exception as exc:  # every driver raises its own kinds
-            outcome.append(_describe(exc))
+            outcome.append(describe(exc))
         finally:
             _waiting.release()
 
@@ -227,7 +227,7 @@ def _bounded(check: Callable[[], None]) -> str | None:
     return outcome[0]
 
 
-def _describe(exc: Exception) -> str:
+def describe(exc: Exception) -> str:
     # The driver's own message, on one line and bounded: enough to act on.
     original = getattr(exc, "orig", None) or exc
     # pika's errors say nothing in str(); their repr names the cause.
