@@ -5,7 +5,10 @@ Each check opens a fresh connection, never one from the process's pool:
 a pooled connection can keep answering from a database file that has
 been removed, or hide a server that no longer takes new connections.
 Every check is bounded in time, so a database that hangs makes the
-answer "not ready", not a probe that never returns.
+answer "not ready", not a probe that never returns.  The edges answer
+through ``shared_readiness``: one check at a time, its answer shared by
+the probes that arrive meanwhile and reused for a second, so a flood of
+probes costs one connection a second and cannot make the answer 503.
 """
 
 from __future__ import annotations
