@@ -220,7 +220,10 @@ class ScrapeTimeCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         if not self._reading.acquire(blocking=False):
-            return self._up(None, "an earlier read is still waiting for an answer")
+            # Another scrape's read is going: a slow one was logged by the
+            # scrape that started it, and a quick one (two scrapers at the
+            # same moment) is not worth a line.
+            return iter([self._gauge(0)])
         outcome: list[list[Metric] | Exception] = []
         done = threading.Event()
 
@@ -250,9 +253,12 @@ class ScrapeTimeCollector(Collector):
         elif metrics is not None and self._failing:
             log.info("%s: metrics read again", self.up_name)
         self._failing = metrics is None
-        up = GaugeMetricFamily(self.up_name, self.up_help)
-        up.add_metric([], 0 if metrics is None else 1)
-        return iter([*(metrics or []), up])
+        return iter([*(metrics or []), self._gauge(0 if metrics is None else 1)])
+
+    def _gauge(self, up: int) -> Metric:
+        gauge = GaugeMetricFamily(self.up_name, self.up_help)
+        gauge.add_metric([], up)
+        return gauge
 
     def describe(self) -> Iterator[Metric]:
         # Not read at registration (the database may be away then).
