@@ -45,7 +45,12 @@ USER ${MAILFLOW_UID}
 # 9100 the metrics and health endpoints of smtpd and worker.
 EXPOSE 8000 8024 8025 9100
 
-# `mailflow serve`'s web pages; docker-compose.yml gives each edge its own.
+# `mailflow serve`'s web pages on :8000.  Every other command inherits it
+# and nothing of theirs listens on 8000: docker-compose.yml replaces it for
+# each edge (the metrics address's /healthz, or a database connection) and
+# disables it for `db upgrade`.  Outside compose (`docker run IMAGE worker`,
+# smtpd, scheduler, imap) replace it yourself, e.g. `--health-cmd` on the
+# metrics address with MAILFLOW_METRICS_ADDR set, or `--no-healthcheck`.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=3)"]
 

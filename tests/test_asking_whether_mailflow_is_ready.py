@@ -8,6 +8,8 @@ is up: restarting it would not bring the database back."""
 from __future__ import annotations
 
 import socket
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,13 +22,20 @@ from prometheus_client import CollectorRegistry
 
 from mailflow.cli.metrics_server import MAX_CONNECTIONS, MetricsServer
 from mailflow.config import Settings
-from mailflow.core.health import Readiness, readiness
+from mailflow.core.health import MAX_WAITING_CHECKS, Readiness, readiness
 from mailflow.core.runtime import Runtime
 from tests.support.cli import mailflow
 from tests.support.environment import SECRET_KEY
 from tests.support.machines import Machine, environment, running, start, wait_for_port
 from tests.support.relay import free_port
-from tests.support.scraping import Breakable, breakable_database, get, scrape, value
+from tests.support.scraping import (
+    Breakable,
+    breakable_database,
+    get,
+    scrape,
+    table_locked,
+    value,
+)
 from tests.support.waiting import wait_until
 from tests.support.web_server import web_server
 
@@ -54,6 +63,9 @@ def assert_ready_then_not(port: int, breakable: Breakable, *, why: bool = True) 
 
     breakable.take_away()
 
+    # An answer is reused for about a second (REUSE_SECONDS): the next
+    # check after it says the database is gone.
+    wait_until(lambda: get(port, "/readyz")[0] == 503, timeout=30, what="not ready")
     status, body = get(port, "/readyz")
     assert status == 503, body
     if why:
@@ -282,3 +294,32 @@ def _closed_at_once(port: int) -> bool:
             return sock.recv(100) == b""
         except ConnectionResetError:
             return True
+
+
+@pytest.mark.backends("postgresql")  # a query made to wait on a lock the test holds
+def test_a_flood_of_readiness_probes_on_the_public_port_is_answered_by_one_check(
+    breakable: Breakable, settings_for: Any
+) -> None:
+    runtime = Runtime(settings_for(breakable.url))
+    port = free_port()
+    answers: list[tuple[int, str]] = []
+    try:
+        with web_server(runtime, port), table_locked(breakable.url, "alembic_version") as waiting:
+            probes = [
+                threading.Thread(target=lambda: answers.append(get(port, "/readyz")))
+                for _ in range(3 * MAX_WAITING_CHECKS)
+            ]
+            for probe in probes:
+                probe.start()
+            # One check waits on the lock; the other probes wait for its answer.
+            wait_until(lambda: waiting() >= 1, timeout=30, what="a check waiting on the lock")
+            # (Not a timed assertion: time for every probe to reach the server,
+            # where each used to start a check of its own and, past
+            # MAX_WAITING_CHECKS of them, answer 503 at once.)
+            time.sleep(0.5)
+            assert waiting() == 1
+        for probe in probes:
+            probe.join(30)
+    finally:
+        runtime.close()
+    assert answers == [(200, "ready\n")] * len(probes)

@@ -294,6 +294,20 @@ def test_only_what_the_outermost_transaction_commits_is_counted(engine: sa.Engin
     assert _count("mailflow_replies_failed_total") == before + 2
 
 
+def test_a_count_made_before_the_transaction_began_is_dropped_when_it_rolls_back(
+    engine: sa.Engine,
+) -> None:
+    counter = metrics.REPLIES_FAILED
+    before = _count("mailflow_replies_failed_total")
+    with Session(engine) as session:
+        # No transaction yet: the session begins one at its first query.
+        metrics.count_on_commit(session, counter)
+        session.execute(select(func.count()).select_from(User))
+        session.rollback()
+        session.commit()
+    assert _count("mailflow_replies_failed_total") == before
+
+
 def test_a_reply_read_from_a_polled_mailbox_is_counted_by_the_imap_poller(
     dovecot: DovecotAccount, database_url: str, session: Session, tmp_path: Path
 ) -> None:

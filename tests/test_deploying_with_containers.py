@@ -147,6 +147,25 @@ def test_every_edge_has_a_health_check(compose: dict[str, Any]) -> None:
     assert "127.0.0.1:9100/healthz" in checks["worker"]
 
 
+def test_every_service_from_the_image_replaces_or_disables_its_health_check(
+    compose: dict[str, Any],
+) -> None:
+    # The image's own check asks :8000, where only the web pages listen: a
+    # service that kept it would be marked unhealthy however well it ran.
+    from_image = {
+        name: service
+        for name, service in services(compose).items()
+        if service.get("image") == "mailflow:local"
+    }
+    assert set(EDGES) | {"migrate"} <= set(from_image)
+    for name, service in from_image.items():
+        check = service.get("healthcheck", {})
+        assert check.get("disable") is True or check.get("test"), name
+    assert services(compose)["migrate"]["healthcheck"] == {"disable": True}
+    # The image says so, for `docker run IMAGE worker` outside compose.
+    assert "Outside compose" in DOCKERFILE.read_text()
+
+
 def run_check(test: list[str], database_url: str) -> int:
     assert test[:3] == ["CMD", "python", "-c"]
     env = {

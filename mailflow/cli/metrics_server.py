@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import sys
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,7 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from mailflow.cli.context import fail
 from mailflow.cli.running import HostPort, show_addr
-from mailflow.core.health import Readiness, readiness
+from mailflow.core.health import Readiness, describe, shared_readiness
 from mailflow.core.metrics import edge_registry
 from mailflow.core.runtime import Runtime
 from mailflow.workers.queue_depth import queue_depth_collector
@@ -57,6 +58,13 @@ class _BoundedServer(ThreadingHTTPServer):
         except BaseException:
             self._slots.release()
             raise
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # socketserver would print a traceback to stderr, past the log's
+        # format (JSON lines stay JSON lines): one line through logging.
+        error = sys.exc_info()[1]
+        why = describe(error) if isinstance(error, Exception) else "unknown error"
+        log.warning("metrics address: a request was not answered: %s", why)
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
@@ -173,7 +181,7 @@ def metrics_server(
         return MetricsServer(
             *address,
             registry=edge_registry(extra),
-            readiness=lambda: readiness(runtime.settings, broker=broker),
+            readiness=lambda: shared_readiness(runtime.settings, broker=broker),
         )
     except OSError as exc:
         fail(f"cannot listen on {show_addr(*address)}: {exc.strerror or exc}", code=2)

@@ -5,12 +5,16 @@ Each check opens a fresh connection, never one from the process's pool:
 a pooled connection can keep answering from a database file that has
 been removed, or hide a server that no longer takes new connections.
 Every check is bounded in time, so a database that hangs makes the
-answer "not ready", not a probe that never returns.
+answer "not ready", not a probe that never returns.  The edges answer
+through ``shared_readiness``: one check at a time, its answer shared by
+the probes that arrive meanwhile and reused for a second, so a flood of
+probes costs one connection a second and cannot make the answer 503.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,9 +28,16 @@ from mailflow.config import Settings
 from mailflow.settings_values import redact_url
 
 CHECK_SECONDS = 3.0
+# The most one readiness answer takes: each part (database, broker) is
+# waited for CHECK_SECONDS and a second for its thread, one after the other.
+MAX_CHECK_SECONDS = 2 * (CHECK_SECONDS + 1)
 # Probes that may wait on a hung database at once; past it, the answer is
 # "not ready" at once rather than one more thread waiting.
 MAX_WAITING_CHECKS = 4
+
+# How long one probe's answer is given to the probes after it: a flood of
+# probes then costs one check a second, not a connection each.
+REUSE_SECONDS = 1.0
 
 _engines: dict[str, Engine] = {}
 _engines_lock = threading.Lock()
@@ -126,6 +137,75 @@ def readiness(settings: Settings, *, broker: bool) -> Readiness:
     return Readiness(tuple(problems))
 
 
+class SharedCheck:
+    """Readiness asked by many probes, checked by one at a time: a probe
+    arriving while a check runs waits for that check's answer (never longer
+    than the check itself may take), and an answer is reused for
+    ``reuse_seconds``.  Anyone who can reach a port can send probes; they
+    must not be able to make it answer "not ready" merely by sending many."""
+
+    def __init__(
+        self,
+        check: Callable[[], Readiness],
+        *,
+        reuse_seconds: float = REUSE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._check = check
+        self._reuse_seconds = reuse_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._answer: tuple[float, Readiness] | None = None
+        self._running: _Flight | None = None
+
+    def __call__(self) -> Readiness:
+        with self._lock:
+            if self._answer is not None and self._clock() - self._answer[0] < self._reuse_seconds:
+                return self._answer[1]
+            flight, leads = self._running, self._running is None
+            if flight is None:
+                flight = self._running = _Flight()
+        if leads:
+            return self._lead(flight)
+        # The leader's check is bounded; so is waiting for it.
+        if flight.done.wait(MAX_CHECK_SECONDS):
+            return flight.answer
+        return Readiness((f"database: no answer within {MAX_CHECK_SECONDS:g} s",))
+
+    def _lead(self, flight: _Flight) -> Readiness:
+        try:
+            flight.answer = self._check()
+        finally:
+            with self._lock:
+                self._answer = (self._clock(), flight.answer)
+                self._running = None
+            flight.done.set()
+        return flight.answer
+
+
+class _Flight:
+    """One check in progress, and its answer once it is done."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.answer = Readiness(("database: the check failed",))
+
+
+_shared: dict[tuple[str, str | None], SharedCheck] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_readiness(settings: Settings, *, broker: bool) -> Readiness:
+    """``readiness``, checked once for all the probes that ask at about the
+    same time (SharedCheck): what every edge's /readyz answers."""
+    key = (settings.database_url, settings.broker_url if broker else None)
+    with _shared_lock:
+        shared = _shared.get(key)
+        if shared is None:
+            shared = _shared[key] = SharedCheck(lambda: readiness(settings, broker=broker))
+    return shared()
+
+
 def _bounded(check: Callable[[], None]) -> str | None:
     """Run ``check`` in a thread for at most CHECK_SECONDS (plus a little):
     None when it passed, else why not."""
@@ -138,7 +218,7 @@ def _bounded(check: Callable[[], None]) -> str | None:
             check()
             outcome.append(None)
         except Exception as exc:  # every driver raises its own kinds
-            outcome.append(_describe(exc))
+            outcome.append(describe(exc))
         finally:
             _waiting.release()
 
@@ -150,7 +230,7 @@ def _bounded(check: Callable[[], None]) -> str | None:
     return outcome[0]
 
 
-def _describe(exc: Exception) -> str:
+def describe(exc: Exception) -> str:
     # The driver's own message, on one line and bounded: enough to act on.
     original = getattr(exc, "orig", None) or exc
     # pika's errors say nothing in str(); their repr names the cause.

@@ -13,6 +13,7 @@ message supplied: link tokens and reply keys must never reach a metric.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
@@ -24,10 +25,17 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
 )
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import event
 from sqlalchemy.orm import Session, SessionTransaction
+
+from mailflow.core.health import CHECK_SECONDS, describe
+
+log = logging.getLogger("mailflow")
+# How long a scrape waits for metrics read from the database.
+READ_SECONDS = CHECK_SECONDS
 
 # One registry for mailflow's own metrics (and the process's), not the
 # library's global one, so nothing a dependency registers leaks in.
@@ -131,6 +139,12 @@ def _count_committed(session: Session) -> None:
 def _forget_rolled_back(session: Session, previous: SessionTransaction) -> None:
     # Fired for a savepoint's rollback too: what was counted within it is
     # forgotten, what the transaction around it counted is kept.
+    if previous.parent is None:
+        # The outermost transaction: nothing counted in this session can
+        # commit any more, including a count made before it began (stored
+        # with no transaction, which no savepoint's rollback would match).
+        session.info.pop(_PENDING, None)
+        return
     pending = session.info.get(_PENDING)
     if pending:
         session.info[_PENDING] = [p for p in pending if not _within(p[0], previous)]
@@ -182,16 +196,69 @@ class Forwarding(Collector):
 
 
 class ScrapeTimeCollector(Collector):
-    """Metrics read when scraped, by ``read`` (a bounded query)."""
+    """Metrics read when scraped, by ``read`` (a bounded query), and
+    ``<up_name>`` 1 when they were read, 0 when not.
 
-    def __init__(self, read: Callable[[], Iterator[Metric]]) -> None:
+    A scrape never waits long on ``read``: it is run in a thread of its own
+    for at most ``seconds``, and a scrape that finds a read still going
+    (a database that hangs) leaves its metrics out at once rather than
+    queue behind it.  A failure is logged once, not on every scrape; the
+    scrape still answers with every other metric."""
+
+    def __init__(
+        self,
+        read: Callable[[], Iterator[Metric]],
+        *,
+        up_name: str,
+        up_help: str,
+        seconds: float = READ_SECONDS,
+    ) -> None:
         self.read = read
-        # Two scrapes at once would only run the same queries twice.
-        self._lock = threading.Lock()
+        self.up_name, self.up_help, self.seconds = up_name, up_help, seconds
+        self._reading = threading.Lock()
+        self._failing = False
 
     def collect(self) -> Iterator[Metric]:
-        with self._lock:
-            return iter(list(self.read()))
+        if not self._reading.acquire(blocking=False):
+            # Another scrape's read is going: a slow one was logged by the
+            # scrape that started it, and a quick one (two scrapers at the
+            # same moment) is not worth a line.
+            return iter([self._gauge(0)])
+        outcome: list[list[Metric] | Exception] = []
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                outcome.append(list(self.read()))
+            except Exception as exc:  # every driver raises its own kinds
+                outcome.append(exc)
+            finally:
+                self._reading.release()
+                done.set()
+
+        threading.Thread(target=run, name="scrape-read", daemon=True).start()
+        done.wait(self.seconds)
+        return self._finish(outcome)
+
+    def _finish(self, outcome: list[list[Metric] | Exception]) -> Iterator[Metric]:
+        if not outcome:
+            return self._up(None, f"no answer within {self.seconds:g} s")
+        if isinstance(outcome[0], Exception):
+            return self._up(None, describe(outcome[0]))
+        return self._up(outcome[0], "")
+
+    def _up(self, metrics: list[Metric] | None, why: str) -> Iterator[Metric]:
+        if metrics is None and not self._failing:
+            log.warning("%s: metrics left out: %s", self.up_name, why)
+        elif metrics is not None and self._failing:
+            log.info("%s: metrics read again", self.up_name)
+        self._failing = metrics is None
+        return iter([*(metrics or []), self._gauge(0 if metrics is None else 1)])
+
+    def _gauge(self, up: int) -> Metric:
+        gauge = GaugeMetricFamily(self.up_name, self.up_help)
+        gauge.add_metric([], up)
+        return gauge
 
     def describe(self) -> Iterator[Metric]:
         # Not read at registration (the database may be away then).

@@ -16,7 +16,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mailflow.core.health import readiness
+from mailflow.core.health import shared_readiness
 from mailflow.core.metrics import HTTP_REQUEST_DURATION
 from mailflow.core.runtime import Runtime
 
@@ -35,7 +35,7 @@ def routes(runtime: Runtime) -> list[BaseRoute]:
     async def readyz(request: Request) -> Response:
         # The web pages need only the database: the broker is the worker's
         # (pages write their work to the outbox table, never to a queue).
-        ready = await run_in_threadpool(readiness, runtime.settings, broker=False)
+        ready = await run_in_threadpool(shared_readiness, runtime.settings, broker=False)
         # Only which part: the driver's words are for the metrics address.
         return PlainTextResponse(
             ready.text(why=False), status_code=200 if ready.ready else 503, headers=NO_STORE

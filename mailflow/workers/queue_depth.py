@@ -55,4 +55,9 @@ def queue_depth_collector(runtime: Runtime) -> ScrapeTimeCollector:
         overdue.add_metric([], max((now - oldest).total_seconds(), 0.0) if oldest else 0.0)
         yield from (pending, overdue, waiting)
 
-    return ScrapeTimeCollector(read)
+    return ScrapeTimeCollector(
+        read,
+        up_name="mailflow_queue_depth_up",
+        up_help="1 when the queue's depth was read from the database for this scrape, "
+        "0 when not (the database failed or did not answer in time).",
+    )

@@ -1,7 +1,7 @@
 """Reading what an edge says about itself over HTTP, as Prometheus and a
 load balancer do: /healthz, /readyz and /metrics, parsed with
 prometheus_client's own parser.  And a database that a test can take
-away from a running process."""
+away from a running process, or make wait on a lock."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,3 +90,27 @@ def breakable_database(backend: str, template: Path | None, tmp_path: Path) -> I
     finally:
         drop()
         admin.dispose()
+
+
+@contextmanager
+def table_locked(url: str, table: str) -> Iterator[Callable[[], int]]:
+    """``table`` locked against reading until the block ends; yields how
+    many other connections wait on a lock."""
+    engine = make_engine(url)
+    try:
+        with engine.connect() as holder:
+            holder.exec_driver_sql(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+
+            def waiting() -> int:
+                with engine.connect() as watcher:
+                    return int(
+                        watcher.exec_driver_sql(
+                            "SELECT count(*) FROM pg_stat_activity"
+                            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                        ).scalar_one()
+                    )
+
+            yield waiting
+            holder.rollback()
+    finally:
+        engine.dispose()
