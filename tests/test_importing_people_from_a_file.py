@@ -357,6 +357,29 @@ def test_a_name_that_looks_like_a_formula_is_kept_and_listed_safely_as_csv(
     assert json.loads(as_json.stdout)[0]["name"] == formula
 
 
+def test_what_users_list_prints_as_csv_imports_as_it_is(orgs: Settings, tmp_path: Path) -> None:
+    """An administrator lists everyone as CSV, edits it in a spreadsheet and
+    imports it elsewhere: the listing's extra columns are read and ignored,
+    and a name it quoted to keep a spreadsheet from running it comes back
+    as it was."""
+    formula = "=SUM(A1:A2)"
+    text = GOOD + f"eve@riverside.example,{formula},RXA,responder\n"
+    assert import_file(orgs, people_file(tmp_path, text)).exit_code == 0
+    listed = mailflow_with(orgs, "users", "list", "--csv").stdout
+
+    read_back = people_files.parse_people(listed, source="listed.csv")
+    again = import_file(orgs, people_file(tmp_path, listed, "listed.csv"))
+
+    assert not read_back.problems.found
+    wanted = {(e, r, o or "") for e, roles in GOOD_PEOPLE.items() for r, o in roles}
+    assert {(row.email, row.role, row.org_code or "") for row in read_back.rows} == wanted | {
+        ("eve@riverside.example", "responder", "RXA")
+    }
+    assert {row.name for row in read_back.rows if row.email.startswith("eve@")} == {formula}
+    assert again.exit_code == 0, again.output
+    assert "7 unchanged" in again.stdout
+
+
 # ------------------------------------------------------------ listing
 
 

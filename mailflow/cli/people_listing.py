@@ -15,8 +15,8 @@ from mailflow.core.models import NationalRole, User
 from mailflow.core.outgoing import Bounce
 from mailflow.reports.csv_export import cell
 
-# One row a role, the columns `users import` reads first, so a list can
-# be checked against the file it came from.
+# One row a role, the columns `users import` reads first; it reads and
+# ignores the rest, so a listing imports as it is.
 CSV_HEADER = ("email", "name", "org", "role", "digest", "welcome_bounced_at", "welcome_bounce")
 
 Page = list[tuple[User, Bounce | None]]

@@ -20,10 +20,14 @@ from pathlib import Path
 from mailflow.core.errors import InvalidInput, InvalidRows
 from mailflow.core.files import read_text_file
 from mailflow.core.models import NationalRole
+from mailflow.core.text import FORMULA_STARTS
 from mailflow.people.organisation_files import CODE_PATTERN
 from mailflow.people.users import ROLE_NAMES, checked_name, normalise_email
 
 COLUMNS = ("email", "name", "org", "role")
+# What `users list --csv` prints besides, so its output imports as it is:
+# read and ignored (a file adds people; it changes no one's digest).
+LISTING_COLUMNS = ("digest", "welcome_bounced_at", "welcome_bounce")
 # 50,000 roles of about 100 bytes each, with room to spare.
 MAX_FILE_BYTES = 8 * 1024 * 1024
 MAX_ROWS = 50_000
@@ -125,7 +129,7 @@ def _records(text: str, source: str) -> Iterator[tuple[int, list[str]]]:
 def _columns(header: list[str], where: str) -> list[str]:
     columns = [c.strip().lower() for c in header]
     missing = [c for c in COLUMNS if c not in columns]
-    unknown = [c for c in columns if c not in COLUMNS]
+    unknown = [c for c in columns if c not in COLUMNS + LISTING_COLUMNS]
     if missing or unknown:
         wrong = ", ".join(
             [f"missing column {c!r}" for c in missing] + [f"unknown column {c!r}" for c in unknown]
@@ -136,10 +140,18 @@ def _columns(header: list[str], where: str) -> list[str]:
     return columns
 
 
+def unneutralised(value: str) -> str:
+    """A name as `users list --csv` wrote it, back as it is stored: the
+    quote it puts before a cell that would start a formula comes off."""
+    if value.startswith("'") and value[1:].startswith(FORMULA_STARTS):
+        return value[1:]
+    return value
+
+
 def _row(line: int, cells: dict[str, str]) -> PersonRow:
     """One row checked the way `users add` checks its arguments."""
     email = normalise_email(cells["email"]).strip()
-    name = checked_name(" ".join(cells["name"].split()))
+    name = checked_name(" ".join(unneutralised(cells["name"]).split()))
     assert name is not None  # a string in, a string out
     role = cells["role"].strip().lower()
     if role not in ROLE_NAMES:
