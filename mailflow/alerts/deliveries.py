@@ -151,29 +151,33 @@ def record_outcomes(
     *,
     now: datetime,
     policy: SendPolicy,
-) -> list[NextState]:
+) -> list[NextState | None]:
     """Record what became of each delivery sent together: those the relay
     took in one statement, each other one in its own.  Returns the state
-    each is left in, in the order given."""
-    _record_sent(
+    each is left in, in the order given, or None for one not recorded
+    (its hold ran out and another sender has taken it since)."""
+    sent = _record_sent(
         session,
         {d.id: r.reply for d, r in outcomes if r.outcome is Outcome.SENT},
         now=now,
     )
-    states = []
+    states: list[NextState | None] = []
     for delivery, result in outcomes:
         state = next_state(result, attempts=delivery.attempts, now=now, policy=policy)
-        if state.step is not Step.SENT:
-            _record_unsent(session, delivery.id, state, now=now)
-        states.append(state)
+        if state.step is Step.SENT:
+            recorded = delivery.id in sent
+        else:
+            recorded = _record_unsent(session, delivery.id, state, now=now)
+        states.append(state if recorded else None)
     return states
 
 
-def _record_sent(session: Session, replies: dict[int, str], *, now: datetime) -> None:
+def _record_sent(session: Session, replies: dict[int, str], *, now: datetime) -> set[int]:
     """Mark deliveries sent, with the relay's reply to each, in one
-    statement: fan-out records whatever finished together in one commit."""
+    statement: fan-out records whatever finished together in one commit.
+    Returns those marked (not one another sender had taken)."""
     if not replies:
-        return
+        return set()
     changed = session.scalars(
         update(Delivery)
         .where(Delivery.id.in_(list(replies)), Delivery.state == DeliveryState.SENDING)
@@ -202,11 +206,12 @@ def _record_sent(session: Session, replies: dict[int, str], *, now: datetime) ->
                 for delivery_id in changed
             ],
         )
+    return set(changed)
 
 
-def _record_unsent(session: Session, delivery_id: int, state: NextState, *, now: datetime) -> None:
+def _record_unsent(session: Session, delivery_id: int, state: NextState, *, now: datetime) -> bool:
     """A delivery deferred (with when to try again) or failed, unless its
-    hold ran out and another sender has taken it since."""
+    hold ran out and another sender has taken it since (then False)."""
     values: dict[str, object] = {"state": DeliveryState(state.step), "last_error": state.error}
     details: dict[str, object] = {"error": state.error}
     if state.next_attempt_at is not None:
@@ -222,6 +227,8 @@ def _record_unsent(session: Session, delivery_id: int, state: NextState, *, now:
             subject=f"delivery:{delivery_id}",
             **details,
         )
+        return True
+    return False
 
 
 def next_due_time(session: Session, *, alert_id: int) -> datetime | None:

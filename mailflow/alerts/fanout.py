@@ -25,6 +25,7 @@ from mailflow.alerts.progress import ProgressPace, fanout_progress
 from mailflow.core import events
 from mailflow.core.leases import Heartbeat
 from mailflow.core.models import Alert, AlertAudience, Organisation
+from mailflow.core.on_commit import after_commit
 from mailflow.core.runtime import Runtime
 from mailflow.core.sending import Outcome, SendPolicy, SendResult
 
@@ -183,7 +184,11 @@ def _record(
 ) -> None:
     states = record_outcomes(session, outcomes, now=now, policy=policy)
     for (delivery, result), state in zip(outcomes, states, strict=True):
-        events.email_outcome(
+        if state is None:
+            continue  # another sender has it: its line is that sender's
+        # Logged once committed: a line says what the database says.
+        line = partial(
+            events.email_outcome,
             "delivery",
             delivery.id,
             delivery.recipient_email,
@@ -192,3 +197,4 @@ def _record(
             user_id=delivery.user_id,
             attempts=delivery.attempts,
         )
+        after_commit(session, line)

@@ -17,6 +17,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
+from functools import partial
 
 from prometheus_client import (
     CollectorRegistry,
@@ -28,10 +29,10 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import event
-from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy.orm import Session
 
 from mailflow.core.health import CHECK_SECONDS, describe
+from mailflow.core.on_commit import after_commit
 
 log = logging.getLogger("mailflow")
 # How long a scrape waits for metrics read from the database.
@@ -113,49 +114,13 @@ HTTP_REQUEST_DURATION = Histogram(
     registry=REGISTRY,
 )
 
-# What a session will count once its transaction commits.
-_PENDING = "mailflow_metrics_pending"
-
 
 def count_on_commit(session: Session, counter: Counter, amount: float = 1) -> None:
     """Add ``amount`` to ``counter`` (already labelled) when the session's
     outermost transaction commits; nothing if the transaction, or the
     savepoint it was counted in, rolls back."""
     if amount:
-        transaction = session.get_nested_transaction() or session.get_transaction()
-        session.info.setdefault(_PENDING, []).append((transaction, counter, amount))
-
-
-@event.listens_for(Session, "after_commit")
-def _count_committed(session: Session) -> None:
-    # Also fired when a savepoint is released: only the outermost commit counts.
-    if session.get_nested_transaction() is not None:
-        return
-    for _transaction, counter, amount in session.info.pop(_PENDING, ()):
-        counter.inc(amount)
-
-
-@event.listens_for(Session, "after_soft_rollback")
-def _forget_rolled_back(session: Session, previous: SessionTransaction) -> None:
-    # Fired for a savepoint's rollback too: what was counted within it is
-    # forgotten, what the transaction around it counted is kept.
-    if previous.parent is None:
-        # The outermost transaction: nothing counted in this session can
-        # commit any more, including a count made before it began (stored
-        # with no transaction, which no savepoint's rollback would match).
-        session.info.pop(_PENDING, None)
-        return
-    pending = session.info.get(_PENDING)
-    if pending:
-        session.info[_PENDING] = [p for p in pending if not _within(p[0], previous)]
-
-
-def _within(transaction: SessionTransaction | None, outer: SessionTransaction) -> bool:
-    while transaction is not None:
-        if transaction is outer:
-            return True
-        transaction = transaction.parent
-    return False
+        after_commit(session, partial(counter.inc, amount))
 
 
 def email_tried(session: Session, step: str, kind: str, count: int = 1) -> None:
