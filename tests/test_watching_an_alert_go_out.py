@@ -10,9 +10,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+from mailflow.cli import alert_watch
 from mailflow.config import Settings, parse_relay
+from mailflow.core.models import Delivery, DeliveryState
 from mailflow.core.runtime import Runtime
 from tests.support.cli import mailflow_with, one_error_line
 from tests.support.relay import CapturingRelay
@@ -86,3 +90,35 @@ def test_watching_as_json_is_refused_saying_why(settings: Settings) -> None:
 
     assert result.exit_code == 2
     assert "--watch prints a line at a time: leave out --json" in result.stderr
+
+
+def test_a_watch_that_sees_nothing_move_for_a_minute_asks_whether_a_worker_runs(
+    session: Session, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    crowd = seed_crowd(session, organisations=3, per_organisation=1)
+    issue(session, audience={"organisations": crowd.org_codes})
+    session.commit()  # and no worker runs, for two minutes on the watch's clock
+    now = [1000.0]
+
+    def wait(seconds: float) -> None:
+        now[0] += seconds
+        if now[0] >= 1000 + 2 * alert_watch.STALL_SECONDS:
+            # Then someone starts a worker, and everything goes.
+            session.execute(update(Delivery).values(state=DeliveryState.SENT))
+            session.commit()
+
+    monkeypatch.setattr(alert_watch, "CLOCK", lambda: now[0])
+    monkeypatch.setattr(alert_watch, "WAIT", wait)
+
+    watched = mailflow_with(settings, "alert", "show", "cc-4720", "--watch", "--every", "10")
+
+    assert watched.exit_code == 0, watched.output
+    assert watched.stdout.splitlines() == [
+        "CC-4720: 0/3 sent, 3 waiting",
+        "CC-4720: 3/3 sent, done",
+    ]
+    # Said once, on standard error, after a minute without a change.
+    assert watched.stderr.splitlines() == [
+        "CC-4720: nothing sent or failed for 60 s: is a worker running (`mailflow worker`)? "
+        "`mailflow alert show CC-4720` shows each email's state"
+    ]
