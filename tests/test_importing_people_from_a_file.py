@@ -169,7 +169,7 @@ def test_importing_the_same_file_again_changes_nothing_and_sends_nothing(
     assert everything(engine) == (before[0], before[1], before[2] + 1, before[3], before[4])
 
 
-def test_people_already_here_are_given_new_roles_but_no_second_welcome(
+def test_people_already_here_are_given_new_roles_and_welcomed_only_if_never_sent_a_link(
     orgs: Settings, engine: sa.Engine, tmp_path: Path
 ) -> None:
     assert import_file(orgs, people_file(tmp_path, GOOD)).exit_code == 0
@@ -191,11 +191,21 @@ def test_people_already_here_are_given_new_roles_but_no_second_welcome(
     people = people_and_roles(engine)
     assert people["raj@riverside.example"] == {("responder", "RXA"), ("responder", "RXD")}
     assert people["tom@castleton.example"] == {("alert-only", "RXC"), ("auditor", "")}
-    assert everything(engine)[3] == emails_before + 1
+    # The new person is welcomed; so is Tom, who held only alert-only
+    # roles, so was never sent a link to set up an app, and now needs one
+    # as an auditor.  Raj already had his link: no second welcome.
+    assert everything(engine)[3] == emails_before + 2
     with Session(engine) as session:
         # A file does not rename anyone.
         tom = session.scalars(select(User).where(User.email == "tom@castleton.example")).one()
         assert tom.name == "Tom Wren"
+        welcomes = session.scalars(
+            select(OutgoingEmail)
+            .where(OutgoingEmail.recipient == "tom@castleton.example")
+            .order_by(OutgoingEmail.id)
+        ).all()
+        assert len(welcomes) == 2
+        assert b"/enrol/" not in welcomes[0].raw and b"/enrol/" in welcomes[1].raw
 
 
 def test_a_file_is_looked_up_and_welcomed_in_slices_without_losing_anyone(

@@ -25,6 +25,7 @@ from mailflow.people.users import add_user
 from mailflow.people.welcome_email import queue_welcome_email
 from mailflow.workers.key_kinds import REPLY_KEY_KINDS
 from mailflow.workers.queue import QueueWorker
+from tests.support.cli import mailflow_with
 from tests.support.environment import SECRET_KEY
 from tests.support.mail import delivery_report, html_text, parsed, plain_text
 from tests.support.relay import CapturingRelay
@@ -120,6 +121,39 @@ def test_an_auditor_who_also_gets_alerts_is_welcomed_as_an_auditor(
     message, link = welcome(people, settings, [("alert-only", "RXA"), ("auditor", None)])
     assert "auditors do not answer alerts" in plain_text(message)
     assert link is not None
+
+
+def test_an_alert_only_contact_given_a_role_that_answers_is_then_sent_a_link(
+    people: Session, settings: Settings
+) -> None:
+    """Added as alert-only, Nia got no link.  Made a responder later, she
+    is welcomed again, with one: otherwise she could never answer.  Made a
+    responder somewhere else after that, she is not welcomed a third time."""
+
+    def add(role: str, org: str) -> str:
+        result = mailflow_with(
+            settings, "users", "add", NIA, "--name", "Nia Shah", "--role", role, "--org", org
+        )
+        assert result.exit_code == 0, result.output
+        return result.stderr
+
+    def welcomes() -> list[EmailMessage]:
+        people.expire_all()
+        rows = people.scalars(
+            select(OutgoingEmail.raw)
+            .where(OutgoingEmail.recipient == NIA)
+            .order_by(OutgoingEmail.id)
+        )
+        return [parsed(raw) for raw in rows]
+
+    assert "no set-up needed" in add("alert-only", "RXC")
+    assert "a link to set up an authenticator app" in add("responder", "RXA")
+    assert add("responder", "RXB") == ""
+
+    first, second = welcomes()
+    assert "/enrol/" not in plain_text(first)
+    assert f"Before you can record an answer, set up an {APP}" in plain_text(second)
+    assert "https://mailflow.test/enrol/" in plain_text(second)
 
 
 def test_every_welcome_says_whom_to_write_to_with_a_question(

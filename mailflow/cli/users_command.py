@@ -26,7 +26,12 @@ from mailflow.people.users import (
     set_digest,
     users_in_pages,
 )
-from mailflow.people.welcome_email import WELCOME_KIND, queue_welcome_email
+from mailflow.people.welcome_email import (
+    WELCOME_KIND,
+    queue_welcome_email,
+    raised_from_alert_only,
+    role_held_by,
+)
 
 DIGEST_CHOICES = [s.value for s in DigestSchedule]
 DIGEST_WORDS = {
@@ -68,6 +73,7 @@ def users_add(
     """Add a user, or give an existing user a role at another organisation."""
     with reported_errors(), ctx.transaction() as session:
         now = ctx.runtime.clock()
+        before = role_held_by(session, email)
         added = add_user(
             session,
             email=email,
@@ -78,7 +84,11 @@ def users_add(
             actor=actor_name(),
             digest=DigestSchedule(digest) if digest else None,
         )
-        welcome = added.created or added.reactivated
+        welcome = (
+            added.created
+            or added.reactivated
+            or raised_from_alert_only(session, added.user, before)
+        )
         if welcome:
             # In the same transaction: a new user always gets their link (as
             # does one added again: removal cleared their authenticator).

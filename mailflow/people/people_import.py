@@ -11,7 +11,9 @@ at all):
 * a person already here, active, who does not hold a role at that
   organisation (or the auditor role): given it, as `users add` would, but
   not welcomed again (they already have their link), and their name is
-  kept (a file does not rename anyone: `users add --name` does);
+  kept (a file does not rename anyone: `users add --name` does); except
+  that one who held only alert-only roles, and so was never sent a link,
+  is welcomed with one when given a role that needs it;
 * a person who already holds exactly that role there: unchanged (counted),
   so importing the same file again changes nothing;
 * an error, naming the line: an unknown or closed organisation; a person
@@ -36,7 +38,11 @@ from mailflow.config import Settings
 from mailflow.core.models import AuditEvent, Membership, NationalRole, Organisation, Role, User
 from mailflow.core.outgoing import queue_emails
 from mailflow.people.people_files import PeopleFile, PersonRow, Problems
-from mailflow.people.welcome_email import welcome_to_queue
+from mailflow.people.welcome_email import (
+    queue_welcome_email,
+    raised_from_alert_only,
+    welcome_to_queue,
+)
 
 # Lookups by many keys go in slices: SQLite takes at most 32,766
 # parameters in a statement.
@@ -97,6 +103,7 @@ def import_people(
     _add_roles(session, plan, ids, orgs, now)
     _record(session, plan, ids, now=now, actor=actor, source=source)
     welcomes = _queue_welcomes(session, settings, plan, ids, orgs, now)
+    welcomes += _welcome_the_raised(session, settings, plan, known, now)
     return PeopleImported(
         added=len(plan.new),
         roles_added=len(plan.grants),
@@ -146,6 +153,32 @@ def _organisations(session: Session, codes: set[str]) -> dict[str, Organisation]
         for org in session.scalars(select(Organisation).where(Organisation.code.in_(codes_slice))):
             found[org.code] = org
     return found
+
+
+def _welcome_the_raised(
+    session: Session, settings: Settings, plan: Plan, known: dict[str, Known], now: datetime
+) -> int:
+    """Welcome, with a link to set up an app, each person already here who
+    held only alert-only roles (so was never sent one) and is given a role
+    that needs it.  Few people at a time, so one by one."""
+    raised = {
+        user_id
+        for user_id, row in plan.grants
+        if row.role != Role.ALERT_ONLY and _only_alert_only(known[row.email])
+    }
+    welcomed = 0
+    for user_id in sorted(raised):
+        user = session.get(User, user_id)
+        if user is not None and raised_from_alert_only(session, user, Role.ALERT_ONLY.value):
+            queue_welcome_email(session, settings, user=user, now=now)
+            welcomed += 1
+    return welcomed
+
+
+def _only_alert_only(person: Known) -> bool:
+    return person.national_role is None and all(
+        role == Role.ALERT_ONLY for role in person.roles.values()
+    )
 
 
 def _known_people(session: Session, emails: set[str]) -> dict[str, Known]:

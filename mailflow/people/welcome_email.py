@@ -16,10 +16,18 @@ from sqlalchemy.orm import Session
 
 from mailflow.config import Settings
 from mailflow.core import links
+from mailflow.core.errors import InvalidInput
 from mailflow.core.mail.one_off import one_off_to_queue, send_one_off
-from mailflow.core.models import Membership, NationalRole, Organisation, Role, User
+from mailflow.core.models import (
+    Membership,
+    MfaCredential,
+    NationalRole,
+    Organisation,
+    Role,
+    User,
+)
 from mailflow.core.outgoing import EmailToQueue
-from mailflow.people.users import administrators_of
+from mailflow.people.users import administrators_of, normalise_email
 
 WELCOME_KIND = "welcome"
 WELCOME_BOUNCED_KIND = "welcome_bounced"
@@ -53,6 +61,29 @@ def strongest_role(session: Session, user: User) -> str:
     if user.national_role:
         held.add(str(user.national_role))
     return next((role for role in ROLE_STRENGTH if role in held), Role.ALERT_ONLY.value)
+
+
+def role_held_by(session: Session, email: str) -> str | None:
+    """The strongest role of the active person with this address, before
+    a change; None when there is no such person (or no such address)."""
+    try:
+        address = normalise_email(email)
+    except InvalidInput:
+        return None
+    user = session.scalar(select(User).where(User.email == address, User.active.is_(True)))
+    return None if user is None else strongest_role(session, user)
+
+
+def raised_from_alert_only(session: Session, user: User, before: str | None) -> bool:
+    """Whether a person who held only alert-only roles (``before``), and so
+    was never sent a link to set up an authenticator app, now holds a role
+    that needs one and has no app set up: their welcome is due now."""
+    if before != Role.ALERT_ONLY or strongest_role(session, user) == Role.ALERT_ONLY:
+        return False
+    enrolled = session.scalar(
+        select(MfaCredential.enrolled_at).where(MfaCredential.user_id == user.id)
+    )
+    return enrolled is None
 
 
 def _organisations(session: Session, user: User) -> list[Organisation]:
