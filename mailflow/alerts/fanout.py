@@ -25,7 +25,6 @@ from mailflow.alerts.progress import ProgressPace, fanout_progress
 from mailflow.core import events
 from mailflow.core.leases import Heartbeat
 from mailflow.core.models import Alert, AlertAudience, Organisation
-from mailflow.core.on_commit import after_commit
 from mailflow.core.runtime import Runtime
 from mailflow.core.sending import Outcome, SendPolicy, SendResult
 
@@ -186,9 +185,8 @@ def _record(
     for (delivery, result), state in zip(outcomes, states, strict=True):
         if state is None:
             continue  # another sender has it: its line is that sender's
-        # Logged once committed: a line says what the database says.
-        line = partial(
-            events.email_outcome,
+        events.email_outcome(
+            session,
             "delivery",
             delivery.id,
             delivery.recipient_email,
@@ -197,4 +195,3 @@ def _record(
             user_id=delivery.user_id,
             attempts=delivery.attempts,
         )
-        after_commit(session, line)

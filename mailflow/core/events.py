@@ -16,8 +16,12 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
+from functools import partial
+
+from sqlalchemy.orm import Session
 
 from mailflow.core.logs import EVENT_FIELDS
+from mailflow.core.on_commit import after_commit
 from mailflow.core.sending import NextState, SendResult, Step
 
 log = logging.getLogger("mailflow.events")
@@ -59,6 +63,27 @@ def recipient_domain(address: str) -> str:
 
 
 def email_outcome(
+    session: Session,
+    kind: str,
+    email_id: int,
+    recipient: str,
+    result: SendResult,
+    state: NextState,
+    *,
+    user_id: int | None = None,
+    attempts: int | None = None,
+) -> None:
+    """Log what one try at sending an email came to once the session's
+    transaction recording it commits: a line says what the database says
+    (never for a try whose record rolled back, which a retry would log
+    again)."""
+    line = partial(
+        _email_outcome, kind, email_id, recipient, result, state, user_id=user_id, attempts=attempts
+    )
+    after_commit(session, line)
+
+
+def _email_outcome(
     kind: str,
     email_id: int,
     recipient: str,

@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import partial
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
@@ -18,7 +17,6 @@ from mailflow.core.audit import record_event
 from mailflow.core.jobs import add_job, new_job_values
 from mailflow.core.leases import renew_lease
 from mailflow.core.models import Base, Job, OutgoingEmail, OutgoingState
-from mailflow.core.on_commit import after_commit
 from mailflow.core.sending import SendPolicy, SendResult, Step, next_state
 
 SEND_EMAIL = "send_email"
@@ -124,9 +122,8 @@ def record_outgoing_result(
     email.attempts += 1
     state = next_state(result, attempts=email.attempts, now=now, policy=policy)
     metrics.email_tried(session, state.step, email.kind)
-    # Logged once committed: a line says what the database says.
-    line = partial(
-        events.email_outcome,
+    events.email_outcome(
+        session,
         email.kind,
         email.id,
         email.recipient,
@@ -135,7 +132,6 @@ def record_outgoing_result(
         user_id=email.user_id,
         attempts=email.attempts,
     )
-    after_commit(session, line)
     email.last_error = state.error
     if state.step is Step.SENT:
         email.state = OutgoingState.SENT
