@@ -82,14 +82,17 @@ def test_the_web_services_check_passes_while_it_serves_and_fails_once_it_stops(
     assert not passes(check)
 
 
-def test_the_smtpd_services_check_passes_on_its_metrics_address(
-    services: dict[str, dict[str, Any]], database: str, tmp_path: Path
+@pytest.mark.parametrize("name", ["smtpd", "scheduler"])
+def test_a_services_check_passes_on_its_metrics_address_while_it_runs(
+    services: dict[str, dict[str, Any]], database: str, tmp_path: Path, name: str
 ) -> None:
-    smtpd = services["smtpd"]
-    settings = smtpd["environment"]
+    """smtpd (the worker and the IMAP poller are checked the same way) and
+    the scheduler, which serves no pages at all."""
+    service = services[name]
+    settings = service["environment"]
     container_port = listen_port(settings["MAILFLOW_METRICS_ADDR"])
-    metrics_port, inbound_port = free_port(), free_port()
-    check = on_port(compose_check(smtpd), container_port, metrics_port)
+    metrics_port = free_port()
+    check = on_port(compose_check(service), container_port, metrics_port)
 
     env = environment(
         {
@@ -97,11 +100,10 @@ def test_the_smtpd_services_check_passes_on_its_metrics_address(
             "MAILFLOW_SECRET_KEY": SECRET_KEY,
             # The compose service's settings, on the test's loopback ports.
             "MAILFLOW_METRICS_ADDR": f"127.0.0.1:{metrics_port}",
-            "MAILFLOW_INBOUND_ADDR": f"127.0.0.1:{inbound_port}",
+            "MAILFLOW_INBOUND_ADDR": f"127.0.0.1:{free_port()}",
         }
     )
-    with running([start("smtpd", smtpd["command"], env, tmp_path)]) as (edge,):
-        wait_for_port(edge, inbound_port)
+    with running([start(name, service["command"], env, tmp_path)]) as (edge,):
         wait_for_port(edge, metrics_port)
         assert passes(check), edge.log
     assert not passes(check)
