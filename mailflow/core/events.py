@@ -44,6 +44,20 @@ def emit(
         log.log(level, message, extra={"event": event, EVENT_FIELDS: tuple(fields), **fields})
 
 
+def emit_on_commit(
+    session: Session,
+    event: str,
+    message: str,
+    fields: Mapping[str, object],
+    *,
+    level: int = logging.INFO,
+) -> None:
+    """``emit``, once the session's transaction commits: a line that says
+    something was recorded says what the database says (none for a record
+    rolled back, which a retry would log again)."""
+    after_commit(session, partial(emit, event, message, fields, level=level))
+
+
 # The local part of an email address in free text (a relay's answer often
 # echoes the recipient; an outcome may name a sender): a whole address is
 # personal data, so a line keeps only the domain.
@@ -73,29 +87,10 @@ def email_outcome(
     user_id: int | None = None,
     attempts: int | None = None,
 ) -> None:
-    """Log what one try at sending an email came to once the session's
-    transaction recording it commits: a line says what the database says
-    (never for a try whose record rolled back, which a retry would log
-    again)."""
-    line = partial(
-        _email_outcome, kind, email_id, recipient, result, state, user_id=user_id, attempts=attempts
-    )
-    after_commit(session, line)
-
-
-def _email_outcome(
-    kind: str,
-    email_id: int,
-    recipient: str,
-    result: SendResult,
-    state: NextState,
-    *,
-    user_id: int | None = None,
-    attempts: int | None = None,
-) -> None:
-    """What one try at sending an email came to.  ``kind`` is "delivery"
-    for an alert email (``email_id`` is the delivery's id) or the kind of
-    a one-off email (``email_id`` is the outgoing email's id)."""
+    """What one try at sending an email came to, logged once the session's
+    transaction recording it commits.  ``kind`` is "delivery" for an alert
+    email (``email_id`` is the delivery's id) or the kind of a one-off
+    email (``email_id`` is the outgoing email's id)."""
     event = _EMAIL_EVENTS[state.step]
     id_field = "delivery_id" if kind == "delivery" else "email_id"
     fields: dict[str, object] = {
@@ -110,7 +105,7 @@ def _email_outcome(
         fields["reason"] = _cut(state.error)
     if state.next_attempt_at is not None:
         fields["next_attempt_at"] = state.next_attempt_at.isoformat()
-    emit(event, event.replace("_", " "), fields)
+    emit_on_commit(session, event, event.replace("_", " "), fields)
 
 
 def reply_stored(message_id: int, *, size: int, via: str, recipients: int) -> None:
@@ -119,13 +114,14 @@ def reply_stored(message_id: int, *, size: int, via: str, recipients: int) -> No
     emit("reply_stored", "reply stored", fields)
 
 
-def reply_processed(message_id: int, *, state: str, outcome: str) -> None:
-    """What processing a stored message came to: processed (an answer
-    recorded pending, a confirmation sent, a bounce marked), ignored (and
-    why) or failed (and why, at WARNING)."""
+def reply_processed(session: Session, message_id: int, *, state: str, outcome: str) -> None:
+    """What processing a stored message came to, logged once the session's
+    transaction recording it commits: processed (an answer recorded
+    pending, a confirmation sent, a bounce marked), ignored (and why) or
+    failed (and why, at WARNING)."""
     fields = {"message_id": message_id, "state": str(state), "outcome": _cut(outcome)}
     level = logging.WARNING if state == "failed" else logging.INFO
-    emit("reply_processed", "reply processed", fields, level=level)
+    emit_on_commit(session, "reply_processed", "reply processed", fields, level=level)
 
 
 def refused(reason: str, *, via: str, **fields: object) -> None:

@@ -10,7 +10,7 @@ from datetime import datetime
 from sqlalchemy import delete, exists, func, insert, select
 from sqlalchemy.orm import Session
 
-from mailflow.core import metrics
+from mailflow.core import events, metrics
 from mailflow.core.audit import record_event
 from mailflow.core.jobs import add_job, new_job_values
 from mailflow.core.models import (
@@ -157,6 +157,7 @@ def finish_inbound(
     message.state = state
     metrics.count_on_commit(session, metrics.REPLIES_PROCESSED.labels(state=state.value))
     outcome = escape_controls(outcome)
+    events.reply_processed(session, message.id, state=state, outcome=outcome)
     message.outcome = outcome
     message.error = None
     message.processed_at = now
@@ -175,6 +176,7 @@ def fail_inbound(session: Session, message_id: int, *, error: str, now: datetime
     error = escape_controls(error)
     message.state = InboundState.FAILED
     metrics.count_on_commit(session, metrics.REPLIES_FAILED)
+    events.reply_processed(session, message_id, state=InboundState.FAILED, outcome=error)
     message.error = error
     message.processed_at = now
     record_event(

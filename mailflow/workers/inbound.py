@@ -25,7 +25,6 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from mailflow.core import events
 from mailflow.core.bounded_calls import ChildDidNotStart
 from mailflow.core.jobs import JobResult
 from mailflow.core.models import InboundMessage, InboundState
@@ -63,15 +62,6 @@ class _Message:
     stored: _Stored
     read: Read
     prepared: object = None
-
-
-@dataclass(frozen=True)
-class _Done:
-    """What became of a message, for its log line once committed."""
-
-    message_id: int
-    state: str
-    outcome: str
 
 
 def process_inbound_batch(
@@ -182,14 +172,11 @@ def _record_batch(
     again outside it: their person's organisations changed meanwhile."""
     again: list[tuple[_Message, PrepareAgain]] = []
     now = runtime.clock()
-    done: list[_Done] = []
     with runtime.sessions.begin() as session:
         for message in messages:
             try:
                 with session.begin_nested():
-                    done += _record_in(
-                        runtime, session, message.id, message.read, message.prepared, now
-                    )
+                    _record_in(runtime, session, message.id, message.read, message.prepared, now)
             except PrepareAgain as prepare_again:
                 again.append((message, prepare_again))
             except DBAPIError:
@@ -200,9 +187,6 @@ def _record_batch(
             except Exception as exc:
                 log.exception("processing inbound message %s failed", message.id)
                 fail_inbound(session, message.id, error=repr(exc)[:2000], now=now)
-                done.append(_Done(message.id, InboundState.FAILED, repr(exc)))
-    # Logged once committed: a batch that fails is recorded again alone.
-    _log_done(done)
     return again
 
 
@@ -234,7 +218,6 @@ def _process_alone(
         log.exception("processing inbound message %s failed", message_id)
         with runtime.sessions.begin() as session:
             fail_inbound(session, message_id, error=repr(exc)[:2000], now=runtime.clock())
-        events.reply_processed(message_id, state=InboundState.FAILED, outcome=repr(exc))
 
 
 def _record(runtime: Runtime, message_id: int, read: Read, prepared: object) -> None:
@@ -243,8 +226,7 @@ def _record(runtime: Runtime, message_id: int, read: Read, prepared: object) -> 
     for _ in range(PREPARE_ATTEMPTS):
         try:
             with runtime.sessions.begin() as session:
-                done = _record_in(runtime, session, message_id, read, prepared, runtime.clock())
-            _log_done(done)
+                _record_in(runtime, session, message_id, read, prepared, runtime.clock())
             return
         except PrepareAgain as again:
             prepared = again.redo()
@@ -258,30 +240,24 @@ def _record_in(
     read: Read,
     prepared: object,
     now: datetime,
-) -> list[_Done]:
-    """Record what became of the message; returns it, for the log (none
-    when another job had already recorded it)."""
+) -> None:
+    """Record what became of the message (nothing when another job had
+    already recorded it); its log line is written once that commits."""
     # Locked (on PostgreSQL; SQLite's transactions already take the write
     # lock), so a job delivered twice at once records once.
     message = session.get(InboundMessage, message_id, with_for_update=True)
     if message is None or message.state != InboundState.RECEIVED:
-        return []
+        return
     message.attempts += 1
     if isinstance(read, Exception):
         # Not raised: the job is done, and is not run again by itself (a
         # message that took too long would take as long again); an
         # operator may retry it.
         fail_inbound(session, message_id, error=_failure(read), now=now)
-        return [_Done(message_id, InboundState.FAILED, _failure(read))]
+        return
     context = InboundContext(session, runtime.settings, message, read, now)
     state, outcome = route(context, REPLY_KEY_KINDS, prepared)
     finish_inbound(session, message, state=state, outcome=outcome, now=now)
-    return [_Done(message_id, state, outcome)]
-
-
-def _log_done(done: list[_Done]) -> None:
-    for each in done:
-        events.reply_processed(each.message_id, state=each.state, outcome=each.outcome)
 
 
 def _failure(error: Exception) -> str:
