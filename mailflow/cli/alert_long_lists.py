@@ -6,7 +6,6 @@ alert_report_command and alert_command to call."""
 
 from __future__ import annotations
 
-import csv
 from collections import Counter
 from collections.abc import Sequence
 from typing import TextIO, TypeVar
@@ -16,7 +15,7 @@ import click
 from mailflow.alerts.reports import DeliveryLine, DeliveryReport, StatusReport
 from mailflow.answers.recording import StatusLine
 from mailflow.answers.statuses import AnswerStatus
-from mailflow.reports.csv_export import cell
+from mailflow.reports.csv_export import write_table
 
 # How many of a long list a terminal shows unless asked for all.
 SHOWN = 10
@@ -75,10 +74,8 @@ def print_deliveries(deliveries: Sequence[DeliveryLine], *, show_all: bool) -> N
 
 def write_deliveries_csv(report: DeliveryReport, out: TextIO) -> None:
     """Every email of the alert, with a header."""
-    writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(DELIVERY_HEADER)
-    for line in report.deliveries:
-        values = (
+    rows = (
+        (
             line.recipient,
             " ".join(line.organisations),
             line.state,
@@ -86,7 +83,9 @@ def write_deliveries_csv(report: DeliveryReport, out: TextIO) -> None:
             line.last_error,
             line.sent_at,
         )
-        writer.writerow([cell(value) for value in values])
+        for line in report.deliveries
+    )
+    write_table(out, DELIVERY_HEADER, rows)
 
 
 def unanswered_only(report: StatusReport) -> StatusReport:
@@ -105,10 +104,8 @@ def status_counts_text(lines: Sequence[StatusLine]) -> str:
 
 def write_status_csv(report: StatusReport, out: TextIO) -> None:
     """Every organisation of the report, with a header."""
-    writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(STATUS_HEADER)
-    for line in report.organisations:
-        values = (
+    rows = (
+        (
             line.code,
             line.name,
             line.status or "",
@@ -122,7 +119,9 @@ def write_status_csv(report: StatusReport, out: TextIO) -> None:
             line.reason,
             line.mitigations,
         )
-        writer.writerow([cell(value) for value in values])
+        for line in report.organisations
+    )
+    write_table(out, STATUS_HEADER, rows)
 
 
 def skipped_text(codes: Sequence[str]) -> str:

@@ -4,7 +4,6 @@ whether their welcome email bounced."""
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Iterable, Iterator
 from typing import Any, TextIO
@@ -13,7 +12,7 @@ import click
 
 from mailflow.core.models import NationalRole, User
 from mailflow.core.outgoing import Bounce
-from mailflow.reports.csv_export import cell
+from mailflow.reports.csv_export import write_table
 
 # One row a role, the columns `users import` reads first; it reads and
 # ignores the rest, so a listing imports as it is.
@@ -80,8 +79,5 @@ def csv_rows(user: User, bounce: Bounce | None) -> Iterator[tuple[object, ...]]:
 def write_csv(pages: Iterable[Page], out: TextIO) -> None:
     """A row a role, with a header; text that would start a formula in a
     spreadsheet is neutralised, as in every CSV mailflow writes."""
-    writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(CSV_HEADER)
-    for page in pages:
-        for user, bounce in page:
-            writer.writerows([cell(value) for value in row] for row in csv_rows(user, bounce))
+    rows = (row for page in pages for user, bounce in page for row in csv_rows(user, bounce))
+    write_table(out, CSV_HEADER, rows)
