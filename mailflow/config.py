@@ -40,6 +40,7 @@ from mailflow.settings_values import (
     ConfigError,
     ImapConfig,
     RelayConfig,
+    as_setting_text,
     parse_host_port,
     parse_imap_url,
     parse_relay,
@@ -220,26 +221,9 @@ class Settings:
             elif f.name in ("database_url", "broker_url") and value:
                 text = redact_url(str(value))
             else:
-                text = _as_setting_text(value)
+                text = as_setting_text(value)
             out[ENV_NAMES[f.name]] = text
         return out
-
-
-def _as_setting_text(value: object) -> str:
-    """A setting's value as a person would write it: 127.0.0.1:8025, not a
-    Python tuple; a list comma-separated; 60, not 60.0."""
-    if value is None:
-        return ""
-    if isinstance(value, RelayConfig | ImapConfig):
-        return value.redacted()
-    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str):
-        host, port = value
-        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
-    if isinstance(value, tuple):
-        return ",".join(str(item) for item in value)
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
 
 
 ENV_NAMES: dict[str, str] = {

@@ -352,3 +352,21 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "log_format": parse_log_format,
     "progress_seconds": _parse_positive_float,
 }
+
+
+def as_setting_text(value: object) -> str:
+    """A setting's value as a person would write it, the inverse of its
+    parser above (for `mailflow config`): 127.0.0.1:8025, not a Python
+    tuple; a list comma-separated; 60, not 60.0."""
+    if value is None:
+        return ""
+    if isinstance(value, RelayConfig | ImapConfig):
+        return value.redacted()
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str):
+        host, port = value
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    if isinstance(value, tuple):
+        return ",".join(str(item) for item in value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
