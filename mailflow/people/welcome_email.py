@@ -20,13 +20,13 @@ from mailflow.core.errors import InvalidInput
 from mailflow.core.mail.one_off import one_off_to_queue, send_one_off
 from mailflow.core.models import (
     Membership,
-    MfaCredential,
     NationalRole,
     Organisation,
     Role,
     User,
 )
 from mailflow.core.outgoing import EmailToQueue
+from mailflow.core.second_factor.mfa import is_enrolled
 from mailflow.people.users import administrators_of, normalise_email
 
 WELCOME_KIND = "welcome"
@@ -80,10 +80,7 @@ def raised_from_alert_only(session: Session, user: User, before: str | None) -> 
     that needs one and has no app set up: their welcome is due now."""
     if before != Role.ALERT_ONLY or strongest_role(session, user) == Role.ALERT_ONLY:
         return False
-    enrolled = session.scalar(
-        select(MfaCredential.enrolled_at).where(MfaCredential.user_id == user.id)
-    )
-    return enrolled is None
+    return not is_enrolled(session, user.id)
 
 
 def _organisations(session: Session, user: User) -> list[Organisation]:
