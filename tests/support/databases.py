@@ -20,16 +20,30 @@ from tests.support.environment import POSTGRES_ADMIN_URL, missing_component
 
 @contextmanager
 def fresh_postgres_database() -> Iterator[str]:
-    """The URL of a new, empty database, dropped afterwards."""
-    admin = make_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    """The URL of a new, empty database, dropped afterwards (if the test
+    has not dropped it already)."""
     name = f"mailflow_fresh_{uuid.uuid4().hex[:10]}"
+    url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    admin = make_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
             conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
     finally:
+        admin.dispose()
+    try:
+        yield url
+    finally:
+        drop_postgres_database(url)
+
+
+def drop_postgres_database(url: str) -> None:
+    """Drop the database at ``url``, cutting its connections."""
+    name = sa.make_url(url).database
+    admin = make_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
         with admin.connect() as conn:
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
         admin.dispose()
 
 

@@ -8,17 +8,17 @@ from __future__ import annotations
 import shutil
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from mailflow.db import migrate
 from mailflow.db.engine import make_engine
-from tests.support.environment import POSTGRES_ADMIN_URL
+from tests.support.databases import drop_postgres_database, fresh_postgres_database
 
 # One sample: its name and its labels, sorted.
 SampleKey = tuple[str, tuple[tuple[str, str], ...]]
@@ -72,24 +72,11 @@ def breakable_database(backend: str, template: Path | None, tmp_path: Path) -> I
 
         yield Breakable(f"sqlite:///{folder / 'mailflow.db'}", rename_away)
         return
-    name = f"mailflow_gone_{uuid.uuid4().hex[:10]}"
-    admin = make_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    engine = make_engine(url)
-    migrate.upgrade(engine)
-    engine.dispose()
-
-    def drop() -> None:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-    try:
-        yield Breakable(url, drop)
-    finally:
-        drop()
-        admin.dispose()
+    with fresh_postgres_database() as url:
+        engine = make_engine(url)
+        migrate.upgrade(engine)
+        engine.dispose()
+        yield Breakable(url, partial(drop_postgres_database, url))
 
 
 @contextmanager
