@@ -31,6 +31,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError
 
 from mailflow.config import Settings
+from mailflow.core import health
 from mailflow.db import migrate
 from mailflow.db.engine import make_engine
 from mailflow.settings_values import redact_url
@@ -153,33 +154,10 @@ def check_broker(settings: Settings, timeout: float) -> Finding:
         return Finding(SKIP, "broker", "none configured: jobs run in-process (one machine)")
     shown = redact_url(url)
     try:
-        if url.startswith("redis"):
-            _ping_redis(url, timeout)
-        else:
-            _open_rabbitmq(url, timeout)
+        health.check_broker(url, timeout)
     except Exception as exc:  # each client raises its own kinds
         return Finding(FAIL, "broker", f"cannot connect to {shown}: {_problem(exc)}")
     return Finding(OK, "broker", shown)
-
-
-def _ping_redis(url: str, timeout: float) -> None:
-    import redis
-
-    client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
-    try:
-        client.ping()
-    finally:
-        client.close()
-
-
-def _open_rabbitmq(url: str, timeout: float) -> None:
-    import pika
-
-    parameters = pika.URLParameters(url)
-    parameters.socket_timeout = timeout
-    parameters.blocked_connection_timeout = timeout
-    parameters.connection_attempts = 1
-    pika.BlockingConnection(parameters).close()
 
 
 # ---------------------------------------------------------------------- mail

@@ -97,22 +97,20 @@ def check_database(url: str) -> None:
         connection.execute(text("SELECT count(*) FROM alembic_version")).scalar()
 
 
-def check_broker(url: str) -> None:
-    """Raises unless the broker takes a connection."""
+def check_broker(url: str, timeout: float = CHECK_SECONDS) -> None:
+    """Raises unless the broker takes a connection within ``timeout`` seconds."""
     if url.startswith(("amqp://", "amqps://")):
         import pika
 
         parameters = pika.URLParameters(url)
-        parameters.socket_timeout = CHECK_SECONDS
+        parameters.socket_timeout = timeout
         parameters.connection_attempts = 1
-        parameters.blocked_connection_timeout = CHECK_SECONDS
+        parameters.blocked_connection_timeout = timeout
         pika.BlockingConnection(parameters).close()
         return
     import redis
 
-    client = redis.Redis.from_url(
-        url, socket_timeout=CHECK_SECONDS, socket_connect_timeout=CHECK_SECONDS
-    )
+    client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
     try:
         client.ping()
     finally:
